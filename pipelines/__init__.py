@@ -1,0 +1,1 @@
+"""Stage 4 of the loop: the orchestrator (decide, hold out, cap, log, send), uplift reports, drift."""

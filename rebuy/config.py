@@ -1,0 +1,346 @@
+"""Typed configuration, loaded explicitly from one TOML file and passed down.
+
+Every field has the embedded default, so `Config()` is a working local set-up (files, SQLite,
+MLflow with a SQLite backend store) and a user's `rebuy.toml` only states what differs.
+Nothing here reads the environment or the disk at import time.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rebuy.contract import CHANNELS, EVENT_TYPES, OFFERS
+
+
+class _Section(BaseModel):
+    # Unknown keys are almost always typos in a user's rebuy.toml: refuse them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsConfig(_Section):
+    data_dir: Path = Path("data")
+
+    def resolve(self, base: Path) -> PathsConfig:
+        return PathsConfig(data_dir=(base / self.data_dir).resolve())
+
+    @property
+    def canonical(self) -> Path:
+        """Validated, imported tables (Parquet) — the only input the stages read."""
+        return self.data_dir / "canonical"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Locks, outbox sinks, prediction logs: what the running system writes."""
+        return self.data_dir / "runtime"
+
+
+class DialectConfig(_Section):
+    """How the user's CSV files are written (ignored for Parquet)."""
+
+    delimiter: str = ","
+    decimal: str = "."
+    thousands: str | None = None
+    encoding: str = "utf-8"
+    header: bool = True
+    # strftime-style format for timestamps; None lets pandas parse ISO 8601.
+    date_format: str | None = None
+    # IANA zone for naive timestamps; None means naive timestamps are an error.
+    timezone: str | None = None
+
+
+class TableSource(_Section):
+    """One input table: where it is and what its columns are called in the user's file."""
+
+    path: Path | None = None
+    # canonical name -> the user's column name (only the ones that differ)
+    columns: dict[str, str] = Field(default_factory=dict)
+    # when header = false: the user's columns in file order (canonical names)
+    column_order: list[str] | None = None
+
+
+class ImportConfig(_Section):
+    dialect: DialectConfig = Field(default_factory=DialectConfig)
+    customers: TableSource = Field(default_factory=TableSource)
+    orders: TableSource = Field(default_factory=TableSource)
+    events: TableSource = Field(default_factory=TableSource)
+    consent_updates: TableSource = Field(default_factory=TableSource)
+    # the shop's own event names -> rebuy's event_type vocabulary
+    event_type_map: dict[str, str] = Field(default_factory=dict)
+    # negative order amounts: "returned_amount" maps them onto the original order, "reject" refuses
+    returns: Literal["reject", "returned_amount"] = "reject"
+    # how many offending rows an error message shows
+    error_rows: int = 5
+
+    @model_validator(mode="after")
+    def _event_map_targets_known(self) -> ImportConfig:
+        bad = sorted(set(self.event_type_map.values()) - set(EVENT_TYPES))
+        if bad:
+            raise ValueError(f"event_type_map maps onto unknown event types {bad}; known: {list(EVENT_TYPES)}")
+        return self
+
+
+class HorizonsConfig(_Section):
+    churn_days: int = 60
+    repurchase_days: int = 30
+    value_days: int = 180
+
+
+class FeaturesConfig(_Section):
+    # cutoffs of point-in-time training sets: every `cutoff_step_days` over `history_days`
+    cutoff_step_days: int = 14
+    history_days: int = 365
+    # offline store measured on historical retrieval (benchmarks/features.py): the faster is default
+    offline_store: Literal["file", "duckdb"] = "duckdb"
+    burst_window_minutes: int = 60
+    engagement_recent_days: int = 14
+    engagement_baseline_days: int = 56
+
+
+class OptunaConfig(_Section):
+    trials: int = 20
+    timeout_seconds: int = 120
+    early_stopping_rounds: int = 30
+    seed: int = 7
+
+
+class SegmentsConfig(_Section):
+    """The seeds' segments from churn risk and expected value."""
+
+    high_value_quantile: float = 0.8
+    dormant_churn: float = 0.7
+    potential_churn: float = 0.4
+
+
+class TrainingConfig(_Section):
+    optuna: OptunaConfig = Field(default_factory=OptunaConfig)
+    test_cutoffs: int = 2
+    valid_cutoffs: int = 2
+    # a challenger must beat the champion's test metric by this much to be promoted
+    promotion_margin: float = 0.002
+    segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
+
+
+class OfferConfig(_Section):
+    cost: float = 0.0
+    # cost per redeemed offer as a share of the order's revenue (coupon 10% -> 0.10)
+    redemption_share: float = 0.0
+    channel: str = "email"
+
+
+def _default_offers() -> dict[str, OfferConfig]:
+    return {
+        "none": OfferConfig(cost=0.0, channel="none"),
+        "care_message": OfferConfig(cost=0.0),
+        "coupon_10pct": OfferConfig(cost=0.02, redemption_share=0.10),
+        "free_shipping": OfferConfig(cost=0.02, redemption_share=0.0, channel="email"),
+        "points_x2": OfferConfig(cost=0.01, redemption_share=0.01, channel="push"),
+        "wake_up_gift": OfferConfig(cost=3.0, channel="email"),
+    }
+
+
+class OffersConfig(_Section):
+    catalogue: dict[str, OfferConfig] = Field(default_factory=_default_offers)
+    # gross margin on revenue, to turn incremental revenue into incremental margin
+    margin: float = 0.35
+    # free shipping's cost per redeemed order (the shipping the shop pays)
+    shipping_cost: float = 4.9
+    attribution_days: int = 14
+    exploration: Literal["epsilon", "softmax"] = "epsilon"
+    exploration_share: float = 0.10
+    softmax_temperature: float = 1.0
+    # optional budget per run: max count per offer
+    budget_count: dict[str, int] = Field(default_factory=dict)
+    budget_spend: float | None = None
+
+    @model_validator(mode="after")
+    def _known_offers(self) -> OffersConfig:
+        unknown = sorted(set(self.catalogue) - set(OFFERS))
+        if unknown:
+            raise ValueError(f"unknown offers {unknown}; known: {list(OFFERS)}")
+        if "none" not in self.catalogue:
+            raise ValueError("the offer catalogue must contain 'none'")
+        return self
+
+
+class TriggerConfig(_Section):
+    name: str
+    kind: Literal[
+        "first_purchase", "browse_no_buy", "inactive", "birthday", "holiday_eve", "churn_risk", "cycle_due"
+    ]
+    campaign: str
+    offers: list[str]
+    channel: str = "email"
+    days: int | None = None
+    threshold: float | None = None
+    control_share: float = 0.10
+
+
+def _default_triggers() -> list[TriggerConfig]:
+    return [
+        TriggerConfig(
+            name="first_purchase", kind="first_purchase", campaign="welcome", days=3,
+            offers=["care_message", "coupon_10pct"],
+        ),
+        TriggerConfig(
+            name="browse_no_buy", kind="browse_no_buy", campaign="browse_recovery", days=1,
+            offers=["care_message", "coupon_10pct", "free_shipping"], channel="push",
+        ),
+        TriggerConfig(
+            name="inactive_30d", kind="inactive", campaign="wake_up", days=30,
+            offers=["wake_up_gift", "coupon_10pct", "points_x2"],
+        ),
+        TriggerConfig(
+            name="birthday", kind="birthday", campaign="birthday", days=1,
+            offers=["coupon_10pct", "points_x2"],
+        ),
+        TriggerConfig(
+            name="holiday_eve", kind="holiday_eve", campaign="holiday", days=2,
+            offers=["coupon_10pct", "points_x2"],
+        ),
+        TriggerConfig(
+            name="churn_risk", kind="churn_risk", campaign="retention", threshold=0.6,
+            offers=[o for o in OFFERS if o != "none"],
+        ),
+        TriggerConfig(
+            name="cycle_due", kind="cycle_due", campaign="replenish", days=3,
+            offers=[o for o in OFFERS if o != "none"],
+        ),
+    ]
+
+
+class CapsConfig(_Section):
+    # channel -> (max messages, rolling window in days)
+    per_channel: dict[str, tuple[int, int]] = Field(
+        default_factory=lambda: {"email": (1, 3), "sms": (1, 7), "push": (1, 2)}
+    )
+    all_channels: tuple[int, int] = (3, 7)
+    quiet_hours: tuple[int, int] = (21, 8)  # local time [start, end)
+
+
+class PolicyConfig(_Section):
+    holdout_share: float = 0.05
+    holdout_salt: str = "rebuy-holdout-v1"
+    caps: CapsConfig = Field(default_factory=CapsConfig)
+    triggers: list[TriggerConfig] = Field(default_factory=_default_triggers)
+    score_batch_size: int = 500
+
+
+class StoresConfig(_Section):
+    # None -> SQLite under the data directory
+    mlflow_tracking_uri: str | None = None
+    decision_log_url: str | None = None
+
+
+class SinkConfig(_Section):
+    kind: Literal["jsonl", "webhook"] = "jsonl"
+    path: Path | None = None
+    url: str | None = None
+    hmac_secret: str | None = None
+
+
+class ServingConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = 1
+    max_batch: int = 1000
+    admin_token: str | None = None
+    prediction_log_max_rows: int = 200_000
+    prediction_log_sample: float = 1.0
+    url: str | None = None  # what the orchestrator calls; default http://host:port
+
+
+class DriftConfig(_Section):
+    reference_sample: int = 5000
+    current_sample: int = 5000
+    # share of drifted features above which the status is warning / drift
+    warning_share: float = 0.2
+    drift_share: float = 0.3
+    stattest_threshold: float = 0.05
+
+
+class SimulatorConfig(_Section):
+    customers: int = 20_000
+    months: int = 24
+    seed: int = 7
+    start: str = "2024-01-01"
+
+
+class Config(_Section):
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
+    horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    offers: OffersConfig = Field(default_factory=OffersConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    stores: StoresConfig = Field(default_factory=StoresConfig)
+    sink: SinkConfig = Field(default_factory=SinkConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _triggers_use_known_offers(self) -> Config:
+        for t in self.policy.triggers:
+            unknown = sorted(set(t.offers) - set(self.offers.catalogue))
+            if unknown:
+                raise ValueError(f"trigger {t.name!r} names offers not in the catalogue: {unknown}")
+            if t.channel not in CHANNELS:
+                raise ValueError(f"trigger {t.name!r}: unknown channel {t.channel!r}; known: {list(CHANNELS)}")
+        return self
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.stores.mlflow_tracking_uri or f"sqlite:///{self.paths.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def decision_log_url(self) -> str:
+        return self.stores.decision_log_url or f"sqlite:///{self.paths.data_dir / 'decisions.db'}"
+
+    @property
+    def serving_url(self) -> str:
+        return self.serving.url or f"http://{self.serving.host}:{self.serving.port}"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message says which file and key."""
+
+
+def load_config(path: Path | None = None, *, data_dir: Path | None = None) -> Config:
+    """Load `path` (TOML) over the embedded defaults; relative paths resolve against its folder."""
+    raw: dict = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass --config with an existing rebuy.toml")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        base = path.parent
+    try:
+        cfg = Config.model_validate(raw)
+    except ValueError as exc:
+        where = path if path is not None else "the embedded defaults"
+        raise ConfigError(f"{where}: {exc}") from exc
+    paths = PathsConfig(data_dir=data_dir) if data_dir is not None else cfg.paths
+    return cfg.model_copy(update={"paths": paths.resolve(base)})

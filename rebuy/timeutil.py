@@ -1,0 +1,33 @@
+"""`--as-of` handling: every command that reads "now" takes an explicit time."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def parse_as_of(value: str | None) -> pd.Timestamp:
+    """A timezone-aware UTC timestamp; None means the wall clock. Naive input is read as UTC."""
+    if value is None or value == "now":
+        return pd.Timestamp.now(tz="UTC")
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--as-of {value!r} is not a timestamp; use ISO 8601, e.g. 2025-06-30T00:00:00Z") from exc
+    if ts is pd.NaT:
+        raise ValueError(f"--as-of {value!r} is not a timestamp")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def telemetry_off() -> None:
+    """Turn off every library's phone-home; called by entry points, never at import."""
+    import os
+
+    for key, value in {
+        "FEAST_USAGE": "False",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "EVIDENTLY_DISABLE_TELEMETRY": "1",
+        "HF_HUB_OFFLINE": "1",
+    }.items():
+        os.environ.setdefault(key, value)

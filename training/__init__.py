@@ -1,0 +1,1 @@
+"""Stage 2 of the loop: one training pipeline over model specs (LightGBM + Optuna, tracked in MLflow)."""
