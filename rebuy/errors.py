@@ -23,6 +23,7 @@ class DataError(RebuyError):
         rows: pd.DataFrame | None = None,
         row_numbers: Sequence[int] | None = None,
         hint: str | None = None,
+        also: Sequence[str] = (),
     ) -> None:
         self.problem = problem
         self.file = file
@@ -30,6 +31,8 @@ class DataError(RebuyError):
         self.rows = rows
         self.row_numbers = list(row_numbers) if row_numbers is not None else None
         self.hint = hint
+        # further problems found in the same pass (one line each), so a user fixes them all at once
+        self.also = list(also)
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -45,4 +48,22 @@ class DataError(RebuyError):
             lines.append(self.rows.to_string(max_rows=10, max_colwidth=40))
         if self.hint:
             lines.append(f"what to do: {self.hint}")
+        if self.also:
+            lines.append(f"{len(self.also)} more problem(s) found in the same pass:")
+            lines.extend(f"  - {line}" for line in self.also)
         return "\n".join(lines)
+
+    def headline(self) -> str:
+        """One line: where and what, for listing alongside another error."""
+        where = ", ".join(x for x in (self.file and f"file {self.file}", self.column and f"column {self.column!r}") if x)
+        rows = f" (rows {self.row_numbers})" if self.row_numbers else ""
+        return f"{where}: {self.problem}{rows}" if where else f"{self.problem}{rows}"
+
+
+def combine(errors: Sequence[DataError]) -> DataError:
+    """The first error in full, the others as one-line headlines under it."""
+    first = errors[0]
+    return DataError(
+        first.problem, file=first.file, column=first.column, rows=first.rows, row_numbers=first.row_numbers,
+        hint=first.hint, also=[*first.also, *(e.headline() for e in errors[1:])],
+    )
