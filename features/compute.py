@@ -1,0 +1,433 @@
+"""Pure feature computations: canonical tables in, one row per (customer_id, cutoff) out.
+
+Point-in-time rule: the features at cutoff t use rows with timestamp <= t (inclusive) and never a
+later row, so the same function serves training (many past cutoffs) and serving (one cutoff = now).
+The heavy lifting is SQL run by an in-process DuckDB connection over the given DataFrames: it is
+vectorised, multi-threaded and joins each (customer, cutoff) pair only with that customer's rows up
+to the cutoff. Nothing is read from or written to disk here.
+
+Conventions, shared by every family:
+- counts and sums over windows are 0 when the customer had no such rows; ratios and gap statistics
+  that are undefined (no orders, a single order) are NaN, never 0;
+- window "last N days" means (cutoff - N days, cutoff];
+- instants (`last_order_at`, ...) are float64 seconds since the Unix epoch, because the online
+  store keeps them as plain numbers; the days since them are computed at request time
+  (`request_time_features`), so an online value is never a day stale;
+- with no events at all (an orders-only shop) every event feature is NaN: missing, not zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from rebuy.contract import ENGAGEMENT_EVENTS
+from rebuy.errors import DataError
+
+DAY_NS = 86_400 * 10**9
+HOUR_NS = 3_600 * 10**9
+
+ORDER_HISTORY: tuple[str, ...] = (
+    "orders_total", "orders_30d", "orders_90d", "orders_365d",
+    "spend_total", "spend_30d", "spend_90d", "spend_365d", "avg_order_value",
+    "gap_mean_days", "gap_std_days", "last_order_at", "category_breadth", "discount_share",
+    "tenure_days", "is_single_buyer",
+)
+VIEW_BURSTS: tuple[str, ...] = (
+    "views_1h", "views_24h", "views_7d", "max_views_in_burst", "max_category_views_7d",
+    "bought_category_views_7d", "carts_24h", "carts_7d",
+)
+LOOKUPS: tuple[str, ...] = (
+    "order_history_views_7d", "order_history_views_30d", "delivery_checks_7d", "delivery_checks_30d",
+    "last_order_history_view_at", "last_delivery_check_at", "intent_components_24h", "intent_signal_24h",
+)
+ENGAGEMENT: tuple[str, ...] = (
+    "engagement_rate_recent", "engagement_rate_baseline", "engagement_drop", "engagement_ratio",
+    "last_engagement_at", "open_rate_trend", "click_rate_trend",
+)
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "order_history": ORDER_HISTORY,
+    "view_bursts": VIEW_BURSTS,
+    "lookups": LOOKUPS,
+    "engagement": ENGAGEMENT,
+}
+# request-time feature -> (the instant it is measured from, the stored feature it divides by or None)
+REQUEST_TIME: dict[str, tuple[str, str | None]] = {
+    "days_since_last_order": ("last_order_at", None),
+    "overdue_ratio": ("last_order_at", "gap_mean_days"),
+    "days_since_order_history_view": ("last_order_history_view_at", None),
+    "days_since_delivery_check": ("last_delivery_check_at", None),
+    "days_since_engagement": ("last_engagement_at", None),
+}
+
+Cutoffs = pd.DataFrame | Sequence[pd.Timestamp]
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+
+
+def _ns(ts: pd.Series) -> np.ndarray:
+    """Nanoseconds since the epoch (int64) of a tz-aware UTC column, whatever its stored unit."""
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        raise DataError(
+            f"timestamps must be timezone-aware UTC, got dtype {ts.dtype}",
+            column=str(ts.name),
+            rows=ts.head(5).to_frame(),
+            hint="read tables with rebuy.ingest.read_canonical, which returns the canonical form",
+        )
+    return pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("ns").asi8.copy()
+
+
+def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    if t.tzinfo is None:
+        raise DataError(f"cutoff {t} is naive", hint="pass timezone-aware UTC cutoffs, e.g. pd.Timestamp(..., tz='UTC')")
+    return t.tz_convert("UTC")
+
+
+def pairs_frame(cutoffs: Cutoffs, customer_ids: Sequence[str] | pd.Series | None = None) -> pd.DataFrame:
+    """The (customer_id, cutoff) pairs to compute: given as a frame, or every customer x each cutoff."""
+    if isinstance(cutoffs, pd.DataFrame):
+        missing = {"customer_id", "cutoff"} - set(cutoffs.columns)
+        if missing:
+            raise DataError(f"the pairs frame lacks columns {sorted(missing)}", hint="pass customer_id and cutoff")
+        out = cutoffs[["customer_id", "cutoff"]].copy()
+        if not isinstance(out["cutoff"].dtype, pd.DatetimeTZDtype):
+            raise DataError("cutoff must be timezone-aware UTC", column="cutoff", rows=out.head(5))
+        out["cutoff"] = out["cutoff"].dt.tz_convert("UTC").dt.as_unit("ns")
+        out["customer_id"] = out["customer_id"].astype(object)
+        return out.reset_index(drop=True)
+    ts = sorted({_utc(c) for c in cutoffs})
+    ids = pd.Index(pd.unique(pd.Series(customer_ids if customer_ids is not None else [], dtype=object)))
+    grid = pd.MultiIndex.from_product([ts, ids], names=["cutoff", "customer_id"]).to_frame(index=False)
+    grid["cutoff"] = pd.to_datetime(grid["cutoff"], utc=True).dt.as_unit("ns")
+    return grid[["customer_id", "cutoff"]].astype({"customer_id": object})
+
+
+def _pairs_sql(pairs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "pid": np.arange(len(pairs), dtype=np.int64),
+        "customer_id": pairs["customer_id"].astype(str).to_numpy(),
+        "c": _ns(pairs["cutoff"]),
+    })
+
+
+def _events_sql(events: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "customer_id": events["customer_id"].astype(str).to_numpy(),
+        "t": _ns(events["occurred_at"]),
+        "event_type": events["event_type"].astype(str).to_numpy(),
+        "category": events["category"].to_numpy(dtype=object) if "category" in events else None,
+    })
+
+
+def _orders_sql(orders: pd.DataFrame) -> pd.DataFrame:
+    n = len(orders)
+    return pd.DataFrame({
+        "customer_id": orders["customer_id"].astype(str).to_numpy(),
+        "t": _ns(orders["ordered_at"]),
+        "amount": orders["amount"].to_numpy(dtype=np.float64),
+        "category": orders["category"].to_numpy(dtype=object) if "category" in orders else np.full(n, None),
+        "discount": (orders["discount"].to_numpy(dtype=np.float64) if "discount" in orders else np.zeros(n)),
+        "order_id": (orders["order_id"].astype(str).to_numpy() if "order_id" in orders else np.arange(n).astype(str)),
+    })
+
+
+def _query(sql: str, frames: dict[str, pd.DataFrame], threads: int | None = None) -> pd.DataFrame:
+    """Run `sql` over the given frames in a private in-memory DuckDB (no shared state, nothing on disk)."""
+    con = duckdb.connect(":memory:")
+    try:
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        for name, df in frames.items():
+            con.register(name, df)
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
+def _assemble(pairs: pd.DataFrame, values: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Pairs in their given order with float64 feature columns (NaN where the SQL gave NULL)."""
+    values = values.set_index("pid").reindex(np.arange(len(pairs)))
+    out = pairs.reset_index(drop=True).copy()
+    for col in columns:
+        out[col] = values[col].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def _all_missing(pairs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    out = pairs.reset_index(drop=True).copy()
+    for col in columns:
+        out[col] = np.nan
+    return out
+
+
+# --- families ---------------------------------------------------------------------------------------
+
+
+def order_history_features(orders: pd.DataFrame, customers: pd.DataFrame, cutoffs: Cutoffs) -> pd.DataFrame:
+    """Recency / frequency / monetary history and the customer's own purchase cycle.
+
+    `returned_amount` is deliberately not used: a return is recorded on the order row without the
+    time it happened, so using it at a cutoff could leak a return that happened after the cutoff.
+    """
+    ids = customers["customer_id"] if len(customers) else orders["customer_id"]
+    pairs = pairs_frame(cutoffs, ids)
+    cust = pd.DataFrame({
+        "customer_id": customers["customer_id"].astype(str).to_numpy(),
+        "signup": _ns(customers["signup_at"]) if len(customers) else np.array([], dtype=np.int64),
+    })
+    sql = f"""
+    WITH o AS (
+        SELECT customer_id, t, amount, category, discount,
+               t - lag(t) OVER (PARTITION BY customer_id ORDER BY t, order_id) AS gap
+        FROM orders
+    ), agg AS (
+        SELECT p.pid, p.c,
+            count(o.t) AS orders_total,
+            count(o.t) FILTER (WHERE o.t > p.c - 30 * {DAY_NS}) AS orders_30d,
+            count(o.t) FILTER (WHERE o.t > p.c - 90 * {DAY_NS}) AS orders_90d,
+            count(o.t) FILTER (WHERE o.t > p.c - 365 * {DAY_NS}) AS orders_365d,
+            coalesce(sum(o.amount), 0) AS spend_total,
+            coalesce(sum(o.amount) FILTER (WHERE o.t > p.c - 30 * {DAY_NS}), 0) AS spend_30d,
+            coalesce(sum(o.amount) FILTER (WHERE o.t > p.c - 90 * {DAY_NS}), 0) AS spend_90d,
+            coalesce(sum(o.amount) FILTER (WHERE o.t > p.c - 365 * {DAY_NS}), 0) AS spend_365d,
+            avg(o.amount) AS avg_order_value,
+            avg(o.gap::DOUBLE) / {DAY_NS} AS gap_mean_days,
+            stddev_samp(o.gap::DOUBLE) / {DAY_NS} AS gap_std_days,
+            max(o.t) / 1e9 AS last_order_at,
+            count(DISTINCT o.category) AS category_breadth,
+            avg(CASE WHEN o.t IS NULL THEN NULL WHEN o.discount > 0 THEN 1.0 ELSE 0.0 END) AS discount_share
+        FROM pairs p LEFT JOIN o ON o.customer_id = p.customer_id AND o.t <= p.c
+        GROUP BY p.pid, p.c
+    )
+    SELECT agg.*,
+        (agg.c - cust.signup)::DOUBLE / {DAY_NS} AS tenure_days,
+        CASE WHEN agg.orders_total = 1 THEN 1.0 ELSE 0.0 END AS is_single_buyer
+    FROM agg JOIN pairs p USING (pid) LEFT JOIN cust ON cust.customer_id = p.customer_id
+    """
+    values = _query(sql, {"pairs": _pairs_sql(pairs), "orders": _orders_sql(orders), "cust": cust})
+    return _assemble(pairs, values, ORDER_HISTORY)
+
+
+def view_burst_features(
+    events: pd.DataFrame, orders: pd.DataFrame, cutoffs: Cutoffs, *, burst_minutes: int = 60
+) -> pd.DataFrame:
+    """Browsing intensity right before the cutoff: the seeds' purchase intent shows up as view bursts."""
+    ids = pd.concat([events["customer_id"], orders["customer_id"]]) if len(events) else orders["customer_id"]
+    pairs = pairs_frame(cutoffs, ids)
+    if len(events) == 0:
+        return _all_missing(pairs, VIEW_BURSTS)
+    burst_ns = int(burst_minutes) * 60 * 10**9
+    sql = f"""
+    WITH v AS (
+        SELECT customer_id, t, category,
+               count(*) OVER (PARTITION BY customer_id ORDER BY t
+                              RANGE BETWEEN {burst_ns} PRECEDING AND CURRENT ROW) AS in_burst
+        FROM events WHERE event_type = 'view'
+    ), bought AS (
+        SELECT customer_id, category, min(t) AS first_t FROM orders
+        WHERE category IS NOT NULL GROUP BY customer_id, category
+    ), base AS (
+        SELECT p.pid,
+            count(v.t) FILTER (WHERE v.t > p.c - {HOUR_NS}) AS views_1h,
+            count(v.t) FILTER (WHERE v.t > p.c - {DAY_NS}) AS views_24h,
+            count(v.t) FILTER (WHERE v.t > p.c - 7 * {DAY_NS}) AS views_7d,
+            coalesce(max(v.in_burst), 0) AS max_views_in_burst
+        FROM pairs p LEFT JOIN v ON v.customer_id = p.customer_id AND v.t <= p.c
+        GROUP BY p.pid
+    ), cat AS (
+        SELECT pid, max(n) AS max_category_views_7d FROM (
+            SELECT p.pid, v.category, count(*) AS n
+            FROM pairs p JOIN v ON v.customer_id = p.customer_id AND v.t <= p.c AND v.t > p.c - 7 * {DAY_NS}
+            WHERE v.category IS NOT NULL GROUP BY p.pid, v.category
+        ) GROUP BY pid
+    ), seen AS (
+        SELECT p.pid, count(*) AS bought_category_views_7d
+        FROM pairs p
+        JOIN v ON v.customer_id = p.customer_id AND v.t <= p.c AND v.t > p.c - 7 * {DAY_NS}
+        JOIN bought b ON b.customer_id = p.customer_id AND b.category = v.category AND b.first_t <= p.c
+        GROUP BY p.pid
+    ), carts AS (
+        SELECT p.pid,
+            count(*) FILTER (WHERE e.t > p.c - {DAY_NS}) AS carts_24h,
+            count(*) AS carts_7d
+        FROM pairs p JOIN events e ON e.customer_id = p.customer_id AND e.event_type = 'cart'
+            AND e.t <= p.c AND e.t > p.c - 7 * {DAY_NS}
+        GROUP BY p.pid
+    )
+    SELECT base.*,
+        coalesce(cat.max_category_views_7d, 0) AS max_category_views_7d,
+        coalesce(seen.bought_category_views_7d, 0) AS bought_category_views_7d,
+        coalesce(carts.carts_24h, 0) AS carts_24h,
+        coalesce(carts.carts_7d, 0) AS carts_7d
+    FROM base LEFT JOIN cat USING (pid) LEFT JOIN seen USING (pid) LEFT JOIN carts USING (pid)
+    """
+    frames = {"pairs": _pairs_sql(pairs), "events": _events_sql(events), "orders": _orders_sql(orders)}
+    return _assemble(pairs, _query(sql, frames), VIEW_BURSTS)
+
+
+def lookup_features(
+    events: pd.DataFrame, cutoffs: Cutoffs, *, intent_hours: int = 24, burst_views: int = 2
+) -> pd.DataFrame:
+    """Looking up one's own orders and delivery options: with a view burst, the strongest repurchase signal.
+
+    `intent_components_24h` counts which of the three signals occurred in the last `intent_hours`:
+    at least `burst_views` views of one category, an order_history_view, a delivery_check;
+    `intent_signal_24h` is 1 when all three did.
+    """
+    pairs = pairs_frame(cutoffs, events["customer_id"])
+    if len(events) == 0:
+        return _all_missing(pairs, LOOKUPS)
+    win = int(intent_hours) * HOUR_NS
+    sql = f"""
+    WITH e AS (
+        SELECT * FROM events WHERE event_type IN ('order_history_view', 'delivery_check', 'view')
+    ), base AS (
+        SELECT p.pid,
+            count(*) FILTER (WHERE e.event_type = 'order_history_view' AND e.t > p.c - 7 * {DAY_NS})
+                AS order_history_views_7d,
+            count(*) FILTER (WHERE e.event_type = 'order_history_view' AND e.t > p.c - 30 * {DAY_NS})
+                AS order_history_views_30d,
+            count(*) FILTER (WHERE e.event_type = 'delivery_check' AND e.t > p.c - 7 * {DAY_NS})
+                AS delivery_checks_7d,
+            count(*) FILTER (WHERE e.event_type = 'delivery_check' AND e.t > p.c - 30 * {DAY_NS})
+                AS delivery_checks_30d,
+            max(e.t) FILTER (WHERE e.event_type = 'order_history_view') / 1e9 AS last_order_history_view_at,
+            max(e.t) FILTER (WHERE e.event_type = 'delivery_check') / 1e9 AS last_delivery_check_at,
+            count(*) FILTER (WHERE e.event_type = 'order_history_view' AND e.t > p.c - {win}) > 0 AS has_ohv,
+            count(*) FILTER (WHERE e.event_type = 'delivery_check' AND e.t > p.c - {win}) > 0 AS has_dc
+        FROM pairs p LEFT JOIN e ON e.customer_id = p.customer_id AND e.t <= p.c
+        GROUP BY p.pid
+    ), burst AS (
+        SELECT pid, max(n) >= {int(burst_views)} AS has_burst FROM (
+            SELECT p.pid, v.category, count(*) AS n
+            FROM pairs p JOIN e v ON v.customer_id = p.customer_id AND v.event_type = 'view'
+                AND v.t <= p.c AND v.t > p.c - {win}
+            WHERE v.category IS NOT NULL GROUP BY p.pid, v.category
+        ) GROUP BY pid
+    )
+    SELECT base.* EXCLUDE (has_ohv, has_dc),
+        (coalesce(burst.has_burst, false)::INT + base.has_ohv::INT + base.has_dc::INT) AS intent_components_24h,
+        CASE WHEN coalesce(burst.has_burst, false) AND base.has_ohv AND base.has_dc THEN 1.0 ELSE 0.0 END
+            AS intent_signal_24h
+    FROM base LEFT JOIN burst USING (pid)
+    """
+    return _assemble(pairs, _query(sql, {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}), LOOKUPS)
+
+
+def engagement_features(
+    events: pd.DataFrame, cutoffs: Cutoffs, *, recent_days: int = 14, baseline_days: int = 56
+) -> pd.DataFrame:
+    """Engagement fading against the customer's own baseline: it fades before a customer churns.
+
+    Rates are events per day in the recent window (cutoff - recent_days, cutoff] and in the
+    baseline window before it; `engagement_ratio` is NaN when the baseline is empty (no baseline to
+    compare with), `engagement_drop` = baseline rate - recent rate is always defined.
+    """
+    pairs = pairs_frame(cutoffs, events["customer_id"])
+    if len(events) == 0:
+        return _all_missing(pairs, ENGAGEMENT)
+    r, b = int(recent_days), int(baseline_days)
+    kinds = ", ".join(f"'{k}'" for k in ENGAGEMENT_EVENTS)
+    recent = f"e.t > p.c - {r} * {DAY_NS}"
+    sql = f"""
+    WITH e AS (SELECT * FROM events WHERE event_type IN ({kinds})),
+    agg AS (
+        SELECT p.pid,
+            count(*) FILTER (WHERE {recent}) / {r}::DOUBLE AS engagement_rate_recent,
+            count(*) FILTER (WHERE NOT ({recent})) / {b}::DOUBLE AS engagement_rate_baseline,
+            count(*) FILTER (WHERE {recent} AND e.event_type = 'email_open') / {r}::DOUBLE AS open_r,
+            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = 'email_open') / {b}::DOUBLE AS open_b,
+            count(*) FILTER (WHERE {recent} AND e.event_type = 'email_click') / {r}::DOUBLE AS click_r,
+            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = 'email_click') / {b}::DOUBLE AS click_b
+        FROM pairs p LEFT JOIN e ON e.customer_id = p.customer_id AND e.t <= p.c
+            AND e.t > p.c - {r + b} * {DAY_NS}
+        GROUP BY p.pid
+    ), last AS (
+        SELECT p.pid, max(e.t) / 1e9 AS last_engagement_at
+        FROM pairs p JOIN e ON e.customer_id = p.customer_id AND e.t <= p.c GROUP BY p.pid
+    )
+    SELECT agg.pid, engagement_rate_recent, engagement_rate_baseline,
+        engagement_rate_baseline - engagement_rate_recent AS engagement_drop,
+        CASE WHEN engagement_rate_baseline > 0 THEN engagement_rate_recent / engagement_rate_baseline END
+            AS engagement_ratio,
+        last.last_engagement_at,
+        open_r - open_b AS open_rate_trend,
+        click_r - click_b AS click_rate_trend
+    FROM agg LEFT JOIN last USING (pid)
+    """
+    return _assemble(pairs, _query(sql, {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}), ENGAGEMENT)
+
+
+# --- all families, request-time features --------------------------------------------------------------
+
+
+def customer_pairs(customers: pd.DataFrame, cutoffs: Sequence[pd.Timestamp]) -> pd.DataFrame:
+    """Every customer who had signed up by each cutoff (a customer cannot have features before existing)."""
+    grid = pairs_frame(cutoffs, customers["customer_id"])
+    signup = pd.Series(_ns(customers["signup_at"]), index=customers["customer_id"].astype(str).to_numpy())
+    ok = signup.reindex(grid["customer_id"].astype(str)).to_numpy() <= _ns(grid["cutoff"])
+    return grid.loc[ok].reset_index(drop=True)
+
+
+def compute_features(
+    tables: dict[str, pd.DataFrame],
+    cutoffs: Cutoffs,
+    *,
+    burst_minutes: int = 60,
+    recent_days: int = 14,
+    baseline_days: int = 56,
+) -> pd.DataFrame:
+    """All four families joined: one row per (customer_id, cutoff) in the order of the pairs.
+
+    A list of cutoffs means every customer signed up by that cutoff; a frame gives the pairs.
+    """
+    customers, orders = tables["customers"], tables["orders"]
+    events = tables.get("events")
+    if events is None:
+        from rebuy.contract import empty
+
+        events = empty("events")
+    pairs = cutoffs if isinstance(cutoffs, pd.DataFrame) else customer_pairs(customers, list(cutoffs))
+    pairs = pairs_frame(pairs)
+    out = order_history_features(orders, customers, pairs)
+    families = [
+        view_burst_features(events, orders, pairs, burst_minutes=burst_minutes),
+        lookup_features(events, pairs),
+        engagement_features(events, pairs, recent_days=recent_days, baseline_days=baseline_days),
+    ]
+    for fam in families:
+        for col in fam.columns[2:]:
+            out[col] = fam[col].to_numpy()
+    return out
+
+
+def request_time_features(stored: pd.DataFrame | dict, now: pd.Series | np.ndarray | float) -> dict[str, np.ndarray]:
+    """Days since each stored instant at request time `now` (epoch seconds), and how overdue the customer is.
+
+    One function for the on-demand feature view, the fast online reader and tests, so training and
+    serving compute these identically. Missing instants give NaN; `overdue_ratio` is NaN without a
+    mean gap (fewer than two orders).
+    """
+    now_s = np.asarray(now, dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for name, (instant, divisor) in REQUEST_TIME.items():
+        days = (now_s - np.asarray(stored[instant], dtype=np.float64)) / 86_400.0
+        if divisor is None:
+            out[name] = days
+        else:
+            gap = np.asarray(stored[divisor], dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[name] = np.where(gap > 0, days / gap, np.nan)
+    return out
+
+
+def epoch_seconds(ts: pd.Series | pd.Timestamp) -> np.ndarray | float:
+    """Seconds since the epoch of a UTC timestamp (scalar or column), as the request field carries it."""
+    if isinstance(ts, pd.Timestamp):
+        return _utc(ts).value / 1e9
+    return _ns(ts) / 1e9
