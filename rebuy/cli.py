@@ -56,6 +56,57 @@ def _root() -> None:
 # --- stage commands are added below, each calling one stage function --------------------------
 
 
+# --- import: rebuy validate / import / import-campaign (rebuy.ingest, rebuy.campaign_import) ----------
+
+_InFile = Annotated[Path | None, typer.Option(help="Overrides the path in the config.", dir_okay=False)]
+_FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="csv or parquet; default: by file suffix.", case_sensitive=False)
+]
+
+
+def _import_command(
+    write: bool, config: Path | None, data_dir: Path | None, as_of: str | None, customers: Path | None,
+    orders: Path | None, events: Path | None, consent: Path | None, fmt: str | None,
+) -> None:
+    from rebuy.ingest import Sources, import_inputs, summary_table, validate_inputs
+
+    cfg = load(config, data_dir)
+    if fmt is not None and fmt.lower() not in {"csv", "parquet"}:
+        raise typer.BadParameter(f"--format must be csv or parquet, not {fmt!r}")
+    sources = Sources.from_config(
+        cfg, customers=customers, orders=orders, events=events, consent_updates=consent,
+        format=fmt.lower() if fmt else None,
+    )
+    try:
+        result = (import_inputs if write else validate_inputs)(cfg, sources, parse_as_of(as_of))
+    except RebuyError as exc:  # shown plainly under CliRunner too, not only through main()
+        console.print(Text("error: ", style="bold red") + Text(str(exc)))
+        raise typer.Exit(2) from exc
+    Console().print(summary_table(result))
+
+
+@app.command("validate")
+def validate_command(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+    customers: _InFile = None, orders: _InFile = None, events: _InFile = None,
+    consent: Annotated[Path | None, typer.Option(help="Consent updates; overrides the config.")] = None,
+    fmt: _FormatOpt = None,
+) -> None:
+    """Check the shop's files against the data contract. Writes nothing."""
+    _import_command(False, config, data_dir, as_of, customers, orders, events, consent, fmt)
+
+
+@app.command("import")
+def import_command(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+    customers: _InFile = None, orders: _InFile = None, events: _InFile = None,
+    consent: Annotated[Path | None, typer.Option(help="Consent updates; overrides the config.")] = None,
+    fmt: _FormatOpt = None,
+) -> None:
+    """Validate the shop's files and write canonical Parquet into the data directory (all or nothing)."""
+    _import_command(True, config, data_dir, as_of, customers, orders, events, consent, fmt)
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
