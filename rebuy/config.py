@@ -266,12 +266,30 @@ class ServingConfig(_Section):
 
 
 class DriftConfig(_Section):
+    """Drift monitoring; the reasons for each choice are in pipelines/drift.py and drift_stats.py."""
+
     reference_sample: int = 5000
     current_sample: int = 5000
     # share of drifted features above which the status is warning / drift
     warning_share: float = 0.2
     drift_share: float = 0.3
+    # p-value threshold, kept for users' configs; the status uses the effect sizes below
     stattest_threshold: float = 0.05
+    # per-column effect size (reference-std units / Cohen's h, w) for warning / drift
+    warning_effect: float = 0.1
+    drift_effect: float = 0.2
+    # noise floor: mean + noise_z * sd of the effect over this many label permutations
+    permutations: int = 30
+    noise_z: float = 3.5
+    # missing share rising by this much is a data-quality warning
+    missing_delta: float = 0.05
+    current_window_days: int = 14
+    season_window_days: int = 45
+    min_reference_rows: int = 1000
+    min_labelled_rows: int = 200
+    auc_drop: float = 0.05
+    mae_rise: float = 0.2
+    seed: int = 7
 
 
 class SimulatorConfig(_Section):

@@ -1,0 +1,779 @@
+"""Drift reports per model (Evidently), a one-line status each, an index page, and drift-triggered retraining.
+
+Reference and current
+  Reference is the champion's own training set — the sample the training pipeline logs with the model
+  (MLflow artifact `reference/reference.parquet`): the model learned exactly this distribution, so it
+  is what "unchanged" means. Current is what the model sees now: served rows from the prediction log
+  (features + score) in the last `drift.current_window_days`, or features computed at `--as-of`.
+
+Sample sizes
+  Both sides are sampled to `drift.reference_sample` / `drift.current_sample` rows (default 5,000).
+  Effect sizes (not p-values, see `pipelines.drift_stats`) do not become oversensitive as n grows;
+  n only sets how precisely they are measured. At 5,000 rows the null effect of a typical
+  zero-inflated feature is ~0.03 and its permutation noise floor ~0.1, below the 0.2 drift
+  threshold, and Evidently renders a report in seconds; 100k current rows cost only the sampling.
+
+Seasonality
+  A December current window compared with a training set spanning a year always "drifts" in spend
+  and visit features. So when the reference has a timestamp (its cutoff) we keep only reference rows
+  within `drift.season_window_days` of the current window's days of the year (circularly: last
+  year's same season), as long as that leaves `drift.min_reference_rows`; otherwise the whole
+  reference is used and the report says so. Within that, short-window features (views in 1 h / 24 h)
+  depend on the weekday, so both samples are drawn with the same weekday mix (the reference's mix
+  over the weekdays both sides have); when they share no weekday the report says that too.
+
+Labels
+  Target and performance drift need labels, which mature `horizon_days` after the row's time:
+  only current rows with timestamp + horizon ≤ as-of count; until enough have matured the report
+  states that performance is not yet measurable instead of guessing.
+
+Status
+  ok / warning / drift from `pipelines.drift_stats.model_status` with the thresholds in `cfg.drift`.
+  `retrain --if-drift` retrains exactly the models whose latest status is drift and records why
+  (JSON next to the reports, and MLflow tags).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from pipelines.drift_stats import (
+    Level,
+    Status,
+    Thresholds,
+    column_effect,
+    column_table,
+    model_status,
+    noise_floor,
+    worst,
+)
+from rebuy.config import Config, DriftConfig
+from rebuy.errors import DataError, RebuyError
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
+
+STAT_TEST_NAME = "rebuy_effect"
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+DRIFT_EXPERIMENT = "rebuy-drift"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What each column of a model's monitoring frames is."""
+
+    features: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    prediction: str | None = None
+    target: str | None = None
+    timestamp: str | None = None
+    task: Literal["binary", "regression"] = "binary"
+    horizon_days: int | None = None
+
+    @property
+    def monitored(self) -> list[str]:
+        cols = list(self.features)
+        if self.prediction:
+            cols.append(self.prediction)
+        return cols
+
+
+@dataclass
+class DriftResult:
+    """Everything one model's analysis produced; `summary()` is the machine-readable form."""
+
+    model: str
+    as_of: pd.Timestamp
+    status: Status
+    table: pd.DataFrame
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    roles: Roles
+    notes: list[str] = field(default_factory=list)
+    performance: dict[str, float] = field(default_factory=dict)
+    performance_level: Level = "ok"
+    model_version: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        table = self.table.replace({np.nan: None})
+        return {
+            "model": self.model,
+            "model_version": self.model_version,
+            "as_of": self.as_of.isoformat(),
+            "status": self.status.level,
+            "line": self.status.line(self.model),
+            "reasons": self.status.reasons,
+            "notes": self.notes,
+            "reference_rows": len(self.reference),
+            "current_rows": len(self.current),
+            "performance": self.performance,
+            "performance_level": self.performance_level,
+            "columns": table.to_dict(orient="records"),
+        }
+
+
+def thresholds(cfg: DriftConfig) -> Thresholds:
+    return Thresholds(
+        warning_effect=cfg.warning_effect,
+        drift_effect=cfg.drift_effect,
+        permutations=cfg.permutations,
+        noise_z=cfg.noise_z,
+        missing_delta=cfg.missing_delta,
+        seed=cfg.seed,
+    )
+
+
+# --- input checks and preparation (pure) ----------------------------------------------------------
+
+
+def check_frames(
+    reference: pd.DataFrame, current: pd.DataFrame, roles: Roles, *, reference_name: str, current_name: str
+) -> None:
+    """Refuse frames the analysis cannot use, naming the source, the column and what to do."""
+    for frame, name in ((reference, reference_name), (current, current_name)):
+        if frame.empty:
+            raise DataError("no rows to compare", file=name, hint="check the time window and that the source is written")
+        missing = [c for c in roles.features if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"feature columns missing: {missing}", file=name, column=missing[0],
+                hint="the reference and the current rows must carry the model's features under the same names",
+            )
+        if roles.timestamp and roles.timestamp in frame.columns:
+            ts = frame[roles.timestamp]
+            if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+                raise DataError(
+                    f"timestamp column is {ts.dtype}, not a timezone-aware datetime", file=name,
+                    column=roles.timestamp, rows=frame[[roles.timestamp]].head(5),
+                    hint="write timestamps as UTC-aware datetimes",
+                )
+    numeric = [c for c in roles.monitored if c not in roles.categorical]
+    for frame, name in ((reference, reference_name), (current, current_name)):
+        for col in numeric:
+            if col in frame.columns and not (
+                pd.api.types.is_numeric_dtype(frame[col]) or pd.api.types.is_bool_dtype(frame[col])
+            ):
+                bad = frame[pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna()]
+                raise DataError(
+                    f"numerical column holds non-numbers ({frame[col].dtype})", file=name, column=col,
+                    rows=bad[[col]].head(5), row_numbers=[int(i) + 1 for i in bad.index[:5]],
+                    hint="declare the column categorical in the roles, or fix its values",
+                )
+
+
+def _circular_day_distance(days: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    d = np.abs(days[:, None] - centre[None, :]) % 366
+    return np.minimum(d, 366 - d).min(axis=1)
+
+
+def seasonal_reference(
+    reference: pd.DataFrame, current: pd.DataFrame, timestamp: str | None, window_days: int, min_rows: int
+) -> tuple[pd.DataFrame, str]:
+    """Reference rows from the same season as the current window (any year), if enough remain."""
+    if not timestamp or timestamp not in reference.columns or timestamp not in current.columns:
+        return reference, "no timestamp on both sides: the whole reference is used (no season matching)"
+    cur_days = np.unique(current[timestamp].dt.dayofyear.to_numpy())
+    dist = _circular_day_distance(reference[timestamp].dt.dayofyear.to_numpy(), cur_days)
+    same = reference[dist <= window_days]
+    if len(same) < min_rows:
+        return reference, (
+            f"only {len(same)} reference rows within ±{window_days} days of the current season "
+            f"(< {min_rows}): the whole reference is used, seasonal effects may show as drift"
+        )
+    return same, f"{len(same)} of {len(reference)} reference rows within ±{window_days} days of the current season"
+
+
+def sample_matched(
+    reference: pd.DataFrame, current: pd.DataFrame, timestamp: str | None, n_ref: int, n_cur: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Sample both sides to at most n rows with the same weekday mix (the reference's, over shared weekdays)."""
+    rng = np.random.default_rng(seed)
+
+    def plain(df: pd.DataFrame, n: int) -> pd.DataFrame:
+        if len(df) <= n:
+            return df.reset_index(drop=True)
+        return df.iloc[np.sort(rng.choice(len(df), size=n, replace=False))].reset_index(drop=True)
+
+    if not timestamp or timestamp not in reference.columns or timestamp not in current.columns:
+        return plain(reference, n_ref), plain(current, n_cur), "no timestamp: weekday mix not matched"
+    wd_ref = reference[timestamp].dt.dayofweek
+    wd_cur = current[timestamp].dt.dayofweek
+    shared = sorted(set(wd_ref.unique()) & set(wd_cur.unique()))
+    if not shared:
+        return plain(reference, n_ref), plain(current, n_cur), (
+            "reference and current share no weekday: weekday mix not matched, short-window features may differ"
+        )
+    mix = wd_ref[wd_ref.isin(shared)].value_counts(normalize=True)
+    counts_ref = wd_ref.value_counts()
+    counts_cur = wd_cur.value_counts()
+    # the largest totals that the target mix allows on each side
+    total_ref = min(n_ref, int(min(counts_ref[d] / mix[d] for d in shared)))
+    total_cur = min(n_cur, int(min(counts_cur[d] / mix[d] for d in shared)))
+
+    def strat(df: pd.DataFrame, wd: pd.Series, total: int) -> pd.DataFrame:
+        parts = []
+        for d in shared:
+            idx = np.flatnonzero((wd == d).to_numpy())
+            k = min(len(idx), round(total * mix[d]))
+            parts.append(rng.choice(idx, size=k, replace=False))
+        return df.iloc[np.sort(np.concatenate(parts))].reset_index(drop=True)
+
+    ref_s = strat(reference, wd_ref, total_ref)
+    cur_s = strat(current, wd_cur, total_cur)
+    dropped = int((~wd_cur.isin(shared)).sum())
+    note = f"weekday mix matched over {len(shared)} weekday(s)"
+    if dropped:
+        note += f"; {dropped} current rows on weekdays the reference lacks were left out"
+    return ref_s, cur_s, note
+
+
+def mature_labels(current: pd.DataFrame, roles: Roles, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Blank the target where its horizon has not passed by `as_of`: an immature label is not a label."""
+    if not roles.target or roles.target not in current.columns:
+        return current
+    if not roles.timestamp or roles.horizon_days is None or roles.timestamp not in current.columns:
+        return current
+    out = current.copy()
+    due = out[roles.timestamp] + pd.Timedelta(days=roles.horizon_days)
+    out[roles.target] = out[roles.target].where(due <= as_of)
+    return out
+
+
+def performance(
+    reference: pd.DataFrame, current: pd.DataFrame, roles: Roles, cfg: DriftConfig
+) -> tuple[dict[str, float], Level, str | None]:
+    """Model quality on reference vs matured current rows; (metrics, level, note when not measurable)."""
+    t, p = roles.target, roles.prediction
+    if not t or not p or t not in reference.columns or t not in current.columns or p not in current.columns:
+        return {}, "ok", "no labels and predictions on both sides: performance not measured"
+    ref = reference[[t, p]].dropna()
+    cur = current[[t, p]].dropna()
+    if len(cur) < cfg.min_labelled_rows or len(ref) < cfg.min_labelled_rows:
+        return {}, "ok", f"{len(cur)} current rows with matured labels (< {cfg.min_labelled_rows}): performance not yet measurable"
+    if roles.task == "binary":
+        from sklearn.metrics import roc_auc_score
+
+        if ref[t].nunique() < 2 or cur[t].nunique() < 2:
+            return {}, "ok", "matured labels have one class only: AUC not measurable"
+        ref_auc = float(roc_auc_score(ref[t], ref[p]))
+        cur_auc = float(roc_auc_score(cur[t], cur[p]))
+        drop = ref_auc - cur_auc
+        level: Level = "drift" if drop >= cfg.auc_drop else "warning" if drop >= cfg.auc_drop / 2 else "ok"
+        return {"reference_auc": ref_auc, "current_auc": cur_auc, "auc_drop": drop}, level, None
+    ref_mae = float(np.mean(np.abs(ref[t] - ref[p])))
+    cur_mae = float(np.mean(np.abs(cur[t] - cur[p])))
+    rise = cur_mae / ref_mae - 1 if ref_mae > 0 else 0.0
+    level = "drift" if rise >= cfg.mae_rise else "warning" if rise >= cfg.mae_rise / 2 else "ok"
+    return {"reference_mae": ref_mae, "current_mae": cur_mae, "mae_rise": rise}, level, None
+
+
+def analyse(
+    model: str,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    roles: Roles,
+    cfg: DriftConfig,
+    as_of: pd.Timestamp,
+    *,
+    reference_name: str = "reference",
+    current_name: str = "current",
+    model_version: str | None = None,
+) -> DriftResult:
+    """Season-match, sample, score every monitored column and decide the status. Pure."""
+    check_frames(reference, current, roles, reference_name=reference_name, current_name=current_name)
+    notes: list[str] = []
+    ref, note = seasonal_reference(reference, current, roles.timestamp, cfg.season_window_days, cfg.min_reference_rows)
+    notes.append(note)
+    ref_s, cur_s, note = sample_matched(ref, current, roles.timestamp, cfg.reference_sample, cfg.current_sample, cfg.seed)
+    notes.append(note)
+    cur_s = mature_labels(cur_s, roles, as_of)
+    cols = [c for c in roles.monitored if c in ref_s.columns and c in cur_s.columns]
+    if roles.prediction and roles.prediction not in cols:
+        notes.append(f"prediction column {roles.prediction!r} not on both sides: prediction drift not measured")
+    role_of = {c: "feature" for c in roles.features}
+    if roles.prediction:
+        role_of[roles.prediction] = "prediction"
+    th = thresholds(cfg)
+    table = column_table(ref_s, cur_s, cols, roles.categorical, th, role_of)
+    target_level: Level = "ok"
+    if roles.target and roles.target in ref_s.columns and roles.target in cur_s.columns:
+        ref_t, cur_t = ref_s[roles.target].dropna(), cur_s[roles.target].dropna()
+        if len(cur_t) >= cfg.min_labelled_rows:
+            is_cat = roles.task == "binary"
+            eff = column_effect(ref_t, cur_t, is_cat)
+            floor = noise_floor(ref_t, cur_t, is_cat, permutations=th.permutations, z=th.noise_z, seed=th.seed)
+            target_level = "warning" if eff > floor and eff >= th.warning_effect else "ok"
+            notes.append(f"target {roles.target}: effect {eff:.3f} on {len(cur_t)} matured rows (floor {floor:.3f})")
+    perf, perf_level, perf_note = performance(ref_s, cur_s, roles, cfg)
+    if perf_note:
+        notes.append(perf_note)
+    status = model_status(
+        table, warning_share=cfg.warning_share, drift_share=cfg.drift_share,
+        performance=perf, performance_level=perf_level,
+    )
+    if target_level != "ok":
+        status = Status(worst([status.level, target_level]), [*status.reasons, f"[{target_level}] target drift"])
+    return DriftResult(
+        model=model, as_of=as_of, status=status, table=table, reference=ref_s, current=cur_s, roles=roles,
+        notes=notes, performance=perf, performance_level=perf_level, model_version=model_version,
+    )
+
+
+# --- Evidently -------------------------------------------------------------------------------------
+
+
+def _register_stat_test(th: Thresholds) -> None:
+    """Register `rebuy_effect` with Evidently (idempotent, at call time) so its report shows our numbers."""
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+
+    def impl(ref: pd.Series, cur: pd.Series, feature_type: Any, threshold: float) -> tuple[float, bool]:
+        categorical = feature_type == ColumnType.Categorical
+        effect = column_effect(ref, cur, categorical)
+        floor = noise_floor(ref, cur, categorical, permutations=th.permutations, z=th.noise_z, seed=th.seed)
+        return effect, bool(effect >= threshold and effect > floor)
+
+    register_stattest(
+        StatTest(
+            name=STAT_TEST_NAME,
+            display_name="effect size (hurdle Wasserstein / Cohen's w) above noise floor",
+            allowed_feature_types=[ColumnType.Numerical, ColumnType.Categorical],
+            default_threshold=th.warning_effect,
+        ),
+        impl,
+    )
+
+
+def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
+    """Feature + prediction drift (our stat test at the warning threshold), data quality, target drift."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
+
+    th = thresholds(cfg)
+    _register_stat_test(th)
+    roles = result.roles
+    cols = list(result.table["column"]) if not result.table.empty else []
+    extra = [roles.target] if roles.target and roles.target in result.current.columns else []
+    keep = [c for c in cols + extra if c in result.reference.columns]
+    cats = [c for c in keep if c in roles.categorical or (c == roles.target and roles.task == "binary")]
+    nums = [c for c in keep if c not in cats]
+    definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
+    metrics: list[Any] = [
+        DataDriftPreset(
+            columns=cols, method=STAT_TEST_NAME, threshold=th.warning_effect, drift_share=cfg.drift_share,
+        ),
+        DataSummaryPreset(columns=keep),
+    ]
+    if extra and result.current[roles.target].notna().sum() >= cfg.min_labelled_rows:  # type: ignore[index]
+        metrics.append(ValueDrift(column=roles.target, method=STAT_TEST_NAME, threshold=th.warning_effect))
+    report = Report(metrics, metadata={"model": result.model, "status": result.status.level})
+    cur = result.current[keep]
+    ref = result.reference[keep]
+    return report.run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+        name=f"{result.model} drift as of {result.as_of.isoformat()}",
+    )
+
+
+# --- files, index, MLflow (adapters) -------------------------------------------------------------
+
+
+def stamp(as_of: pd.Timestamp) -> str:
+    return as_of.tz_convert("UTC").strftime("%Y%m%dT%H%M%SZ")
+
+
+def write_report(result: DriftResult, snapshot: Snapshot | None, drift_dir: Path) -> Path:
+    """Write report.html, evidently.json and summary.json into drift_dir/<model>/<as-of>/ all at once.
+
+    Files are written to a temporary sibling directory and swapped in, so a crash never leaves a
+    half-written report that the index would link.
+    """
+    final = drift_dir / result.model / stamp(result.as_of)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        if snapshot is not None:
+            snapshot.save_html(str(tmp / "report.html"))
+            (tmp / "evidently.json").write_text(snapshot.json(), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
+        if final.exists():
+            old = final.with_name(final.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_summaries(drift_dir: Path) -> list[dict[str, Any]]:
+    """Every written summary.json under drift_dir (with its folder), oldest first per model."""
+    out = []
+    for path in sorted(drift_dir.glob("*/*/summary.json")):
+        if path.parent.name.startswith("."):
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["_dir"] = str(path.parent.relative_to(drift_dir))
+        out.append(data)
+    return sorted(out, key=lambda s: (s["model"], s["as_of"]))
+
+
+def latest_by_model(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    latest: dict[str, Mapping[str, Any]] = {}
+    for s in summaries:
+        if s["model"] not in latest or s["as_of"] >= latest[s["model"]]["as_of"]:
+            latest[s["model"]] = s
+    return latest
+
+
+_COLOURS = {"ok": "#1a7f37", "warning": "#b7791f", "drift": "#c62828"}
+
+
+def render_index(summaries: Sequence[Mapping[str, Any]], generated_at: pd.Timestamp) -> str:
+    """The reviewer's one page: every model's latest status, why, top moved columns, history, links."""
+    esc = html.escape
+    latest = latest_by_model(summaries)
+    history: dict[str, list[Mapping[str, Any]]] = {}
+    for s in summaries:
+        history.setdefault(s["model"], []).append(s)
+    cards = []
+    counts = {lv: 0 for lv in _COLOURS}
+    for model in sorted(latest):
+        s = latest[model]
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+        colour = _COLOURS.get(s["status"], "#555")
+        rows = []
+        for c in s["columns"][:6]:
+            eff = c.get("effect")
+            width = 0 if eff is None else min(100.0, 100.0 * eff / 0.5)
+            rows.append(
+                f"<tr><td>{esc(str(c['column']))}</td><td class=role>{esc(str(c['role']))}</td>"
+                f"<td class=num>{'—' if eff is None else f'{eff:.3f}'}</td>"
+                f"<td><div class=bar><span style='width:{width:.0f}%;background:{_COLOURS.get(c['level'], '#555')}'>"
+                f"</span></div></td><td><span class='pill {esc(c['level'])}'>{esc(c['level'])}</span></td></tr>"
+            )
+        dots = "".join(
+            f"<a href='{esc(h['_dir'])}/report.html' title='{esc(h['as_of'])}: {esc(h['status'])}' "
+            f"class='dot {esc(h['status'])}'></a>"
+            for h in history[model][-20:]
+        )
+        reasons = "".join(f"<li>{esc(r)}</li>" for r in s["reasons"][:4]) or "<li>nothing moved beyond thresholds</li>"
+        perf = ", ".join(f"{k} {v:.3f}" for k, v in (s.get("performance") or {}).items()) or "labels not matured yet"
+        version = f" v{esc(str(s['model_version']))}" if s.get("model_version") else ""
+        cards.append(
+            f"<section class=card style='border-top:6px solid {colour}'>"
+            f"<header><h2>{esc(model)}{version}</h2><span class='pill big {esc(s['status'])}'>{esc(s['status'])}</span>"
+            f"</header><p class=meta>as of {esc(s['as_of'])} · reference {s['reference_rows']:,} rows · current "
+            f"{s['current_rows']:,} rows · performance: {esc(perf)}</p><ul class=reasons>{reasons}</ul>"
+            f"<table><thead><tr><th>column</th><th>role</th><th>effect</th><th></th><th>level</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table><p class=history>history {dots}</p>"
+            f"<p class=links><a href='{esc(s['_dir'])}/report.html'>Evidently report</a> · "
+            f"<a href='{esc(s['_dir'])}/summary.json'>summary.json</a> · "
+            f"<a href='{esc(s['_dir'])}/evidently.json'>evidently.json</a></p></section>"
+        )
+    tally = " · ".join(f"<span class='pill {lv}'>{n} {lv}</span>" for lv, n in counts.items())
+    body = "".join(cards) or "<p>No drift reports yet: run <code>rebuy drift</code>.</p>"
+    return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>rebuy — drift</title>
+<meta name=viewport content="width=device-width,initial-scale=1"><style>
+body{{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#f4f5f7;color:#1f2328}}
+main{{max-width:1200px;margin:0 auto;padding:24px}} h1{{margin:0 0 4px}} .sub{{color:#57606a;margin:0 0 20px}}
+.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:18px}}
+.card{{background:#fff;border-radius:10px;padding:16px 18px;box-shadow:0 1px 3px rgba(0,0,0,.08)}}
+.card header{{display:flex;justify-content:space-between;align-items:center}} h2{{margin:0;font-size:19px}}
+.meta{{color:#57606a;font-size:13px}} .reasons{{padding-left:18px;font-size:13px}}
+table{{width:100%;border-collapse:collapse;font-size:13px}} td,th{{padding:3px 4px;text-align:left}}
+th{{color:#57606a;font-weight:600;border-bottom:1px solid #d0d7de}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
+.role{{color:#57606a}} .bar{{background:#eaeef2;border-radius:3px;height:8px;width:110px}}
+.bar span{{display:block;height:8px;border-radius:3px}}
+.pill{{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px}}
+.pill.big{{font-size:14px;padding:3px 12px}} .ok{{background:#1a7f37}} .warning{{background:#b7791f}}
+.drift{{background:#c62828}} .dot{{display:inline-block;width:11px;height:11px;border-radius:50%;margin-right:3px}}
+.history,.links{{font-size:13px;color:#57606a}} a{{color:#0969da}}
+</style></head><body><main><h1>rebuy — drift</h1>
+<p class=sub>Latest report per model, generated {esc(generated_at.isoformat())}. {tally}<br>
+Effect = distribution shift in units of the reference's spread (hurdle Wasserstein, Cohen's w); a column is
+flagged only above its permutation noise floor.</p><div class=grid>{body}</div></main></body></html>
+"""
+
+
+def write_index(drift_dir: Path, generated_at: pd.Timestamp) -> Path:
+    """(Re)write drift_dir/index.html atomically from every summary on disk."""
+    drift_dir.mkdir(parents=True, exist_ok=True)
+    page = render_index(read_summaries(drift_dir), generated_at)
+    target = drift_dir / "index.html"
+    fd, tmp = tempfile.mkstemp(prefix=".index.", dir=drift_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(page)
+    os.replace(tmp, target)
+    return target
+
+
+def log_to_mlflow(cfg: Config, result: DriftResult, report_dir: Path) -> str:
+    """One MLflow run per model report (experiment `rebuy-drift`); returns the run id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    mlflow.set_experiment(DRIFT_EXPERIMENT)
+    with mlflow.start_run(run_name=f"drift-{result.model}-{stamp(result.as_of)}") as run:
+        mlflow.set_tags(
+            {
+                "rebuy.model": result.model,
+                "rebuy.model_version": str(result.model_version),
+                "rebuy.drift_status": result.status.level,
+                "rebuy.as_of": result.as_of.isoformat(),
+            }
+        )
+        mlflow.log_params({"reference_rows": len(result.reference), "current_rows": len(result.current)})
+        t = result.table
+        metrics = {"max_effect": float(t["effect"].max()) if len(t) else 0.0}
+        if len(t):
+            feats = t[t["role"] == "feature"]
+            metrics["share_flagged"] = float((feats["level"] != "ok").mean()) if len(feats) else 0.0
+            for r in t.itertuples():
+                if np.isfinite(r.effect):
+                    metrics[f"effect.{r.column}"] = float(r.effect)
+        metrics.update({f"performance.{k}": v for k, v in result.performance.items()})
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(report_dir), artifact_path="drift")
+        return str(run.info.run_id)
+
+
+# --- stage: where reference and current come from ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One monitored model: its frames, roles and version, as the adapters found them."""
+
+    model: str
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    roles: Roles
+    version: str | None = None
+    reference_name: str = "reference"
+    current_name: str = "current"
+
+
+SourceLoader = Callable[[Config, str, pd.Timestamp], ModelSource]
+
+
+def run_drift(
+    cfg: Config,
+    as_of: pd.Timestamp,
+    models: Sequence[str],
+    *,
+    load_source: SourceLoader | None = None,
+    log_mlflow: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """`rebuy drift`: analyse, report, log and index every model; one row per model with its status line.
+
+    `load_source` is the adapter that finds a model's reference and current rows (default: the MLflow
+    champion's logged reference and the serving prediction log); tests pass their own.
+    """
+    from rich.progress import Progress
+
+    loader = load_source or load_model_source
+    drift_dir = cfg.paths.reports_dir / "drift"
+    rows = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("drift reports", total=len(models))
+        for model in models:
+            bar.update(task, description=f"drift: {model}")
+            src = loader(cfg, model, as_of)
+            result = analyse(
+                model, src.reference, src.current, src.roles, cfg.drift, as_of,
+                reference_name=src.reference_name, current_name=src.current_name, model_version=src.version,
+            )
+            snapshot = evidently_report(result, cfg.drift)
+            out = write_report(result, snapshot, drift_dir)
+            run_id = log_to_mlflow(cfg, result, out) if log_mlflow else None
+            rows.append(
+                {"model": model, "status": result.status.level, "line": result.status.line(model),
+                 "report": str(out / "report.html"), "mlflow_run": run_id}
+            )
+            bar.advance(task)
+    write_index(drift_dir, as_of)
+    return pd.DataFrame(rows)
+
+
+def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
+    """Default adapter: the champion's logged reference sample and the served rows of the last window."""
+    try:
+        from serving import prediction_log  # type: ignore[attr-defined]
+        from training import specs
+    except ImportError as exc:  # pragma: no cover - upstream stages not installed yet
+        raise RebuyError(
+            f"drift needs the training registry and the serving prediction log ({exc}); "
+            "what to do: train and serve a champion first"
+        ) from exc
+    spec = specs.get_spec(cfg, model)
+    reference, version = load_reference(cfg, spec.registered_name)
+    log = prediction_log.read(cfg)
+    window = pd.Timedelta(days=cfg.drift.current_window_days)
+    current = log[(log["model"] == model) & (log["scored_at"] > as_of - window) & (log["scored_at"] <= as_of)]
+    non_features = {"customer_id", "cutoff", "scored_at", "model", "version", "score", "prediction", spec.label}
+    features = tuple(c for c in reference.columns if c not in non_features and not c.startswith("label"))
+    reference = reference.rename(columns={"cutoff": "at"})
+    current = current.rename(columns={"scored_at": "at", "score": "prediction"})
+    roles = Roles(
+        features=features,
+        categorical=tuple(c for c in features if not pd.api.types.is_numeric_dtype(reference[c])),
+        prediction="prediction", target=spec.label if spec.label in current.columns else None, timestamp="at",
+        task="binary" if spec.is_binary else "regression", horizon_days=spec.horizon_days,
+    )
+    return ModelSource(
+        model=model, reference=reference, current=current, roles=roles, version=version,
+        reference_name=f"MLflow {spec.registered_name}@champion:{REFERENCE_ARTIFACT}",
+        current_name=f"prediction log ({cfg.paths.runtime_dir})",
+    )
+
+
+def load_reference(cfg: Config, registered_name: str) -> tuple[pd.DataFrame, str]:
+    """The champion version's logged training sample (MLflow artifact) and the version number."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.mlflow_uri)
+    try:
+        mv = client.get_model_version_by_alias(registered_name, "champion")
+    except MlflowException as exc:
+        raise RebuyError(
+            f"no champion for {registered_name} in {cfg.mlflow_uri}; what to do: `rebuy train` first"
+        ) from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp, tracking_uri=cfg.mlflow_uri
+            )
+        except (MlflowException, OSError) as exc:
+            raise RebuyError(
+                f"{registered_name} v{mv.version}: run {mv.run_id} has no {REFERENCE_ARTIFACT}; "
+                "what to do: retrain with a pipeline that logs its reference sample"
+            ) from exc
+        return pd.read_parquet(path), str(mv.version)
+
+
+# --- retraining ------------------------------------------------------------------------------------
+
+
+def retrain_decisions(
+    summaries: Sequence[Mapping[str, Any]], models: Sequence[str], *, if_drift: bool
+) -> pd.DataFrame:
+    """Which models to retrain and why, from each one's latest drift summary. Pure.
+
+    With `if_drift`, only a latest status of drift retrains; a model without any report is not
+    retrained (nothing says it drifted). Without it, every requested model retrains.
+    """
+    latest = latest_by_model(summaries)
+    rows = []
+    for model in models:
+        s = latest.get(model)
+        if s is None:
+            rows.append({"model": model, "status": None, "retrain": not if_drift,
+                         "reasons": ["no drift report yet" + ("" if if_drift else "; retrain forced")]})
+            continue
+        retrain = (s["status"] == "drift") or not if_drift
+        why = list(s["reasons"][:5]) if s["status"] == "drift" else [f"latest status {s['status']} (as of {s['as_of']})"]
+        if retrain and s["status"] != "drift":
+            why.append("retrain forced (no --if-drift)")
+        rows.append({"model": model, "status": s["status"], "as_of": s["as_of"], "retrain": retrain, "reasons": why})
+    return pd.DataFrame(rows)
+
+
+Trainer = Callable[[Config, str, pd.Timestamp], Mapping[str, Any]]
+
+
+def run_retrain(
+    cfg: Config,
+    as_of: pd.Timestamp,
+    models: Sequence[str],
+    *,
+    if_drift: bool = True,
+    train: Trainer | None = None,
+    log_mlflow: bool = True,
+) -> pd.DataFrame:
+    """`rebuy retrain`: train (and gate) the drifted models; record the decision per model.
+
+    `train(cfg, model, as_of)` returns what the training pipeline reports (e.g. promoted, metrics);
+    the default is `training.pipeline.train_model`. Decisions go to reports_dir/drift/retrain/<as-of>.json
+    and, when logged, to an MLflow run tagged with each model's decision.
+    """
+    drift_dir = cfg.paths.reports_dir / "drift"
+    decisions = retrain_decisions(read_summaries(drift_dir), models, if_drift=if_drift)
+    trainer = train or _default_trainer
+    outcomes = []
+    for row in decisions.itertuples():
+        outcome: Mapping[str, Any] = {}
+        if row.retrain:
+            outcome = trainer(cfg, str(row.model), as_of)
+        outcomes.append(dict(outcome))
+    decisions["outcome"] = outcomes
+    record = {"as_of": as_of.isoformat(), "if_drift": if_drift, "decisions": decisions.to_dict(orient="records")}
+    out = drift_dir / "retrain" / f"{stamp(as_of)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".retrain.", dir=out.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, default=str)
+    os.replace(tmp, out)
+    if log_mlflow:
+        import mlflow
+
+        mlflow.set_tracking_uri(cfg.mlflow_uri)
+        mlflow.set_experiment(DRIFT_EXPERIMENT)
+        with mlflow.start_run(run_name=f"retrain-{stamp(as_of)}"):
+            mlflow.set_tags({f"rebuy.retrain.{r.model}": ("retrained" if r.retrain else "skipped")
+                             for r in decisions.itertuples()})
+            mlflow.set_tag("rebuy.retrain.if_drift", str(if_drift))
+            mlflow.log_artifact(str(out), artifact_path="retrain")
+    return decisions
+
+
+def _default_trainer(cfg: Config, model: str, as_of: pd.Timestamp) -> Mapping[str, Any]:
+    try:
+        from training import pipeline  # type: ignore[attr-defined]
+    except ImportError as exc:  # pragma: no cover - upstream not installed yet
+        raise RebuyError(f"retraining needs training.pipeline ({exc})") from exc
+    result = pipeline.train_model(cfg, model, as_of=as_of)  # type: ignore[attr-defined]
+    return result if isinstance(result, Mapping) else {"result": str(result)}
+
+
+__all__ = [
+    "DriftResult",
+    "ModelSource",
+    "Roles",
+    "analyse",
+    "evidently_report",
+    "load_model_source",
+    "load_reference",
+    "log_to_mlflow",
+    "mature_labels",
+    "performance",
+    "read_summaries",
+    "render_index",
+    "retrain_decisions",
+    "run_drift",
+    "run_retrain",
+    "sample_matched",
+    "seasonal_reference",
+    "write_index",
+    "write_report",
+]
