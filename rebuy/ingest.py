@@ -16,7 +16,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from rebuy.config import Config, DialectConfig, ImportConfig, TableSource
 from rebuy.contract import EVENT_TYPES, OPTIONAL, REQUIRED, SCHEMAS, TABLES, TIMESTAMPS, UTC_TS, empty
@@ -298,17 +300,15 @@ def import_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp) -> ImportR
     return replace(result, written_to=target)
 
 
-def summary_table(result: ImportResult) -> Table:
-    """The import summary as a rich table (rows per table, dates, customers, derived columns)."""
+def summary_table(result: ImportResult) -> Group:
+    """The import summary for the terminal: a table (rows, dates, customers, derived columns) and notes."""
     title = f"canonical tables written to {result.written_to}" if result.written_to else "validated (nothing written)"
     table = Table(title=title)
     for col in ("table", "from", "rows", "customers", "first", "last", "derived columns"):
         table.add_column(col, justify="right" if col in {"rows", "customers"} else "left")
     for rec in result.summary().to_dict("records"):
         table.add_row(*[_cell(v) for v in rec.values()])
-    if result.notes:
-        table.caption = "\n".join(f"note: {n}" for n in result.notes)
-    return table
+    return Group(table, *(Text(f"note: {n}", style="yellow") for n in result.notes))
 
 
 def _cell(v: object) -> str:
