@@ -1,0 +1,54 @@
+"""The customer's own clock: local date and hour of one UTC instant, per IANA timezone.
+
+Quiet hours and birthdays are local notions; computing them with zoneinfo (not fixed offsets) keeps
+them right across daylight-saving changes. Customers without a timezone are on UTC.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+
+from rebuy.errors import DataError
+
+
+def local_clock(as_of: pd.Timestamp, customers: pd.DataFrame) -> pd.DataFrame:
+    """Per customer: `local_date` (datetime64 at midnight) and `local_hour` (0-23) of `as_of`.
+
+    One conversion per distinct timezone, not per customer. An unknown zone name is a DataError
+    naming the rows, because guessing a zone would put messages into someone's night.
+    """
+    tz = customers.get("timezone", pd.Series(None, index=customers.index, dtype=object))
+    tz = tz.where(tz.notna() & (tz.astype(str).str.len() > 0), "UTC").astype(str)
+    dates: dict[str, tuple[pd.Timestamp, int]] = {}
+    bad: list[str] = []
+    for name in tz.unique():
+        try:
+            local = as_of.tz_convert(ZoneInfo(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            bad.append(name)
+            continue
+        dates[name] = (pd.Timestamp(local.date()), local.hour)
+    if bad:
+        rows = customers.loc[tz.isin(bad), ["customer_id", "timezone"]].head(5)
+        raise DataError(
+            f"unknown IANA timezone names {sorted(bad)[:5]}",
+            file="customers", column="timezone", rows=rows,
+            hint="use IANA names such as Europe/Berlin or Asia/Shanghai, or leave the value empty for UTC",
+        )
+    return pd.DataFrame({
+        "customer_id": customers["customer_id"].to_numpy(),
+        "local_date": pd.to_datetime([dates[n][0] for n in tz]),
+        "local_hour": [dates[n][1] for n in tz],
+    }, index=customers.index)
+
+
+def in_quiet_hours(hours: pd.Series, quiet: tuple[int, int]) -> pd.Series:
+    """True where the local hour is inside [start, end), which may wrap midnight (21 -> 8)."""
+    start, end = quiet
+    if start == end:
+        return pd.Series(False, index=hours.index)
+    if start < end:
+        return (hours >= start) & (hours < end)
+    return (hours >= start) | (hours < end)

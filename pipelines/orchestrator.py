@@ -1,0 +1,253 @@
+"""One orchestration pass: candidates -> scores -> policy layer -> decision log + outbox -> sink.
+
+Thin by design (DESIGN.md): the decisions are made by the pure modules (`triggers`, `policy_layer`,
+`training.policy`); this module only sequences them around the I/O and makes the sequence crash
+safe. A pass holds an exclusive file lock; its decisions and outbox rows commit in one
+transaction; delivery marks a message sent only after the sink has it. A crash at any point is
+repaired by running the same pass again: decided episodes are recognised by their ids and skipped,
+pending messages are delivered, and the sinks drop what they already hold.
+
+`checkpoint(step)` is called after each step ("decided", "logged", "sink_written",
+"before_mark_sent"); the crash tests raise from it to fail deterministically at each one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pipelines import decision_log as dl
+from pipelines.policy_layer import apply_policy
+from pipelines.score_client import ScoreClient, score_frame
+from pipelines.sinks import JsonlSink, Sink, make_sink, sink_path
+from pipelines.triggers import audience_pool, decision_id, select_candidates
+from rebuy.config import Config
+from rebuy.errors import RebuyError
+
+Checkpoint = Callable[[str], None]
+DELIVERY_BATCH = 500
+
+
+class LockedError(RebuyError):
+    """Another pass (or a forget) is running on this data directory."""
+
+
+@contextmanager
+def pass_lock(cfg: Config) -> Iterator[Path]:
+    """An exclusive, non-blocking flock; the OS releases it if the holder dies (even by SIGKILL)."""
+    path = cfg.paths.runtime_dir / "pass.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise LockedError(
+                f"another rebuy pass holds {path}; wait for it to finish (a crashed pass releases the lock)"
+            ) from exc
+        yield path
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class PassResult:
+    """What a pass did (or, with dry_run, would do)."""
+
+    as_of: pd.Timestamp
+    dry_run: bool
+    scored: int
+    candidates: int
+    already_decided: int
+    decisions: pd.DataFrame
+    skipped: pd.DataFrame
+    queued: int = 0
+    sent: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        d = self.decisions
+        return {
+            "as_of": self.as_of.isoformat(), "dry_run": self.dry_run, "scored": self.scored,
+            "candidates": self.candidates, "already_decided": self.already_decided,
+            "decided": len(d), "queued": self.queued, "sent": self.sent,
+            "by_group": d["group"].value_counts().sort_index().to_dict() if len(d) else {},
+            "by_offer": d.loc[d["group"] == "treatment", "offer"].value_counts().sort_index().to_dict()
+            if len(d) else {},
+            "by_campaign": d["campaign"].value_counts().sort_index().to_dict() if len(d) else {},
+            "skipped": self.skipped["reason"].value_counts().sort_index().to_dict() if len(self.skipped) else {},
+        }
+
+
+def _noop(step: str) -> None:
+    return None
+
+
+def _sqlite_missing(url: str) -> bool:
+    return url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
+
+
+def _read_state(cfg: Config, dry_run: bool) -> tuple[pd.DataFrame, set[str]]:
+    """Decision history and forget list; a dry run never creates the database."""
+    url = cfg.decision_log_url
+    if dry_run and _sqlite_missing(url):
+        return pd.DataFrame(columns=dl.HISTORY_COLUMNS).astype({"decided_at": "datetime64[ns, UTC]"}), set()
+    engine = dl.engine_for(url, create=not dry_run)
+    try:
+        with engine.connect() as conn:
+            if dry_run and not sa.inspect(conn).has_table("decisions"):
+                return pd.DataFrame(columns=dl.HISTORY_COLUMNS).astype({"decided_at": "datetime64[ns, UTC]"}), set()
+            return dl.history(conn), dl.forgotten_hashes(conn)
+    finally:
+        engine.dispose()
+
+
+def _progress(show: bool) -> Any:
+    if not show:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+def run_pass(
+    cfg: Config,
+    as_of: pd.Timestamp,
+    tables: dict[str, pd.DataFrame],
+    client: ScoreClient,
+    dry_run: bool = False,
+    *,
+    sink: Sink | None = None,
+    checkpoint: Checkpoint = _noop,
+    show_progress: bool = False,
+) -> PassResult:
+    """One pass at `as_of` over canonical `tables`, scoring through `client`.
+
+    Safe to rerun at any time with the same arguments: nothing already decided is decided again and
+    nothing already in the sink is sent again. `dry_run` decides and reports; writes and sends nothing.
+    """
+    as_of = pd.Timestamp(as_of)
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    lock = nullcontext() if dry_run else pass_lock(cfg)
+    with lock, _progress(show_progress) as progress:
+        history, forgotten = _read_state(cfg, dry_run)
+        salt = cfg.policy.holdout_salt
+        ids = tables["customers"]["customer_id"].astype(str)
+        excluded = {c for c in ids if dl.forget_hash(c, salt) in forgotten} if forgotten else set()
+
+        rule = select_candidates(cfg, as_of, tables, None, exclude=excluded)
+        pool = sorted((set(rule["customer_id"]) | set(audience_pool(tables, as_of))) - excluded)
+        task = progress.add_task("scoring", total=len(pool)) if progress else None
+        scores = score_frame(
+            client, pool, as_of, batch_size=cfg.policy.score_batch_size,
+            progress=(lambda n: progress.advance(task, n)) if progress else None,
+        )
+        cands = select_candidates(cfg, as_of, tables, scores, exclude=excluded)
+        n_cands = len(cands)
+        if n_cands:
+            dids = [decision_id(c, k, e) for c, k, e in zip(cands["customer_id"], cands["campaign"],
+                                                            cands["episode"], strict=True)]
+            done = set(history["decision_id"]) & set(dids)
+            cands = cands.loc[[d not in done for d in dids]].reset_index(drop=True)
+        else:
+            done = set()
+        outcome = apply_policy(cfg, as_of, cands, scores, tables, history)
+        checkpoint("decided")
+        result = PassResult(as_of=as_of, dry_run=dry_run, scored=len(scores), candidates=n_cands,
+                            already_decided=len(done), decisions=outcome.decisions, skipped=outcome.skipped)
+        if dry_run:
+            result.queued = int(sum(dl.is_message(r) for r in outcome.decisions.to_dict("records")))
+            return result
+        engine = dl.engine_for(cfg.decision_log_url)
+        try:
+            with engine.begin() as conn:
+                result.queued = dl.log_decisions(conn, outcome.decisions)
+            checkpoint("logged")
+            result.sent = deliver(engine, sink or make_sink(cfg), as_of, checkpoint=checkpoint,
+                                  progress=progress)
+        finally:
+            engine.dispose()
+    return result
+
+
+def deliver(
+    engine: sa.Engine, sink: Sink, at: pd.Timestamp, *, checkpoint: Checkpoint = _noop, progress: Any = None
+) -> int:
+    """Move every pending outbox message to the sink, batch by batch; returns how many were marked sent."""
+    sent = 0
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(dl.OUTBOX)
+                             .where(dl.OUTBOX.c.status == "pending")).scalar_one()
+    task = progress.add_task("delivering", total=total) if progress is not None and total else None
+    while True:
+        with engine.connect() as conn:
+            batch = dl.pending(conn, limit=DELIVERY_BATCH)
+        if not batch:
+            return sent
+        held = sink.send(batch)
+        checkpoint("sink_written")
+        checkpoint("before_mark_sent")
+        with engine.begin() as conn:
+            dl.mark_sent(conn, held, at)
+        sent += len(held)
+        if task is not None:
+            progress.advance(task, len(held))
+        if len(held) < len(batch):
+            raise RebuyError(f"the sink accepted {len(held)} of {len(batch)} messages; the rest stay pending")
+
+
+def forget(cfg: Config, customer_id: str, as_of: pd.Timestamp) -> dict[str, Any]:
+    """Right to be forgotten: pseudonymise the decision log and the file sink, cancel undelivered
+    messages, put the customer on the forget list every pass checks, and drop them from the online
+    store when the features stage offers a way to."""
+    with pass_lock(cfg):
+        engine = dl.engine_for(cfg.decision_log_url)
+        try:
+            with engine.begin() as conn:
+                out: dict[str, Any] = dl.forget_customer(conn, customer_id, cfg.policy.holdout_salt, as_of)
+        finally:
+            engine.dispose()
+        alias = dl.pseudonym(customer_id, cfg.policy.holdout_salt)
+        out["sink_messages_pseudonymised"] = 0
+        if cfg.sink.kind == "jsonl":
+            out["sink_messages_pseudonymised"] = JsonlSink(sink_path(cfg)).rewrite(
+                lambda r: {**r, "customer_id": alias} if r.get("customer_id") == customer_id else r
+            )
+        out["online_store"] = _forget_online(cfg, customer_id)
+    return out
+
+
+def _forget_online(cfg: Config, customer_id: str) -> str:
+    """Ask the features stage to delete the customer's online rows, if it has such a function."""
+    try:
+        from features import online  # type: ignore[attr-defined]
+    except ImportError:
+        return "not removed: the features stage has no online-store module yet"
+    fn = getattr(online, "forget_customers", None)
+    if fn is None:
+        return "not removed: features.online has no forget_customers function yet"
+    fn(cfg, [customer_id])
+    return "removed"
+
+
+def run(cfg: Config, as_of: pd.Timestamp, dry_run: bool = False) -> PassResult:
+    """`rebuy run`: a pass over the canonical tables against the configured scoring service."""
+    from pipelines.score_client import HttpScoreClient
+    from rebuy.ingest import read_canonical
+
+    tables = read_canonical(cfg.paths.data_dir)
+    client = HttpScoreClient(cfg.serving_url)
+    try:
+        return run_pass(cfg, as_of, tables, client, dry_run, show_progress=True)
+    finally:
+        client.close()

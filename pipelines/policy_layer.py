@@ -1,0 +1,252 @@
+"""What the orchestrator may do with each candidate, and the draw that decides it (pure).
+
+Order matters for measuring uplift honestly:
+
+1. **Eligibility now** — consent on the campaign's channel as of the pass time (customer consents,
+   overridden by the latest consent update at or before it) and quiet hours in the customer's own
+   timezone. These do not depend on past treatment, so they are applied *before* randomisation:
+   ineligible candidates are skipped (not decided; quiet hours retry on a later pass).
+2. **Assignment** — a global holdout (hash of salt + customer id: stable over time and across
+   campaigns) and a per-campaign control group (hash of salt + campaign + customer id). Both are
+   logged with offer `none` and propensity 1.
+3. **Treatment** — frequency caps (per channel and across channels, rolling windows from the
+   decision log) and the offer budget restrict the allowed offers; a capped customer stays in the
+   treatment group with only `none` allowed (intent to treat: caps depend on past messages, which
+   differ between groups, so excluding capped customers would bias treatment against control).
+   Then the policy function turns the estimates into a distribution over the allowed offers and
+   draws with a generator seeded by the decision id; the decision records the chosen offer's
+   propensity and the whole distribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.clock import in_quiet_hours, local_clock
+from pipelines.triggers import decision_id
+from rebuy.config import CapsConfig, Config
+from rebuy.errors import RebuyError
+from training import policy as offer_policy
+
+DECISION_COLUMNS: tuple[str, ...] = (
+    "decision_id", "customer_id", "decided_at", "trigger", "campaign", "episode", "offer", "channel",
+    "group", "propensity", "distribution", "model_versions", "scores", "reasons", "segment", "note",
+)
+MESSAGE_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
+
+
+def unit_hash(*parts: str) -> float:
+    """A uniform number in [0, 1) from text, identical in every process, machine and run."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def in_holdout(customer_ids: Iterable[str], share: float, salt: str) -> np.ndarray:
+    """Global holdout membership: the same customers whatever the campaign, the day or the process."""
+    return np.array([unit_hash(salt, "holdout", str(c)) < share for c in customer_ids], dtype=bool)
+
+
+def in_control(customer_ids: Iterable[str], campaigns: Iterable[str], shares: Iterable[float], salt: str) -> np.ndarray:
+    """Per-campaign control membership, independent of the holdout hash (different key)."""
+    return np.array(
+        [unit_hash(salt, "control", str(k), str(c)) < s for c, k, s in zip(customer_ids, campaigns, shares, strict=True)],
+        dtype=bool,
+    )
+
+
+def consent_as_of(customers: pd.DataFrame, updates: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Consent per customer and message channel at `as_of` (index customer_id, columns email/sms/push).
+
+    The customers table gives the starting state; the latest update at or before `as_of` wins.
+    """
+    out = pd.DataFrame(
+        {ch: customers[f"consent_{ch}"].astype(bool).to_numpy() for ch in MESSAGE_CHANNELS},
+        index=pd.Index(customers["customer_id"], name="customer_id"),
+    )
+    upd = updates.loc[updates["changed_at"] <= as_of]
+    if len(upd):
+        latest = upd.sort_values("changed_at", kind="stable").groupby(["customer_id", "channel"]).tail(1)
+        latest = latest.loc[latest["customer_id"].isin(out.index) & latest["channel"].isin(MESSAGE_CHANNELS)]
+        for ch, part in latest.groupby("channel"):
+            out.loc[part["customer_id"].to_numpy(), ch] = part["consent"].astype(bool).to_numpy()
+    return out
+
+
+def message_counts(history: pd.DataFrame, as_of: pd.Timestamp, caps: CapsConfig) -> pd.DataFrame:
+    """Messages near `as_of` per customer: one column per capped channel plus `all`.
+
+    A message counts when it lies strictly within one window length of `as_of` on *either* side, so
+    a cap holds in every rolling window even when passes run out of time order (a rerun of an earlier
+    day); in normal forward operation no later messages exist and this is the trailing window.
+    """
+    sent = history.loc[(history["group"] == "treatment") & (history["offer"] != "none")
+                       & history["channel"].isin(MESSAGE_CHANNELS)]
+    cols: dict[str, pd.Series] = {}
+    for ch, (_, days) in caps.per_channel.items():
+        w = pd.Timedelta(days=days)
+        s = sent.loc[(sent["channel"] == ch) & ((sent["decided_at"] - as_of).abs() < w)]
+        cols[ch] = s.groupby("customer_id").size()
+    w_all = pd.Timedelta(days=caps.all_channels[1])
+    cols["all"] = sent.loc[(sent["decided_at"] - as_of).abs() < w_all].groupby("customer_id").size()
+    return pd.DataFrame(cols).fillna(0).astype(int)
+
+
+def capped(customer_id: str, channel: str, counts: pd.DataFrame, caps: CapsConfig) -> str | None:
+    """Which cap one more message on `channel` would break, or None."""
+    if channel not in MESSAGE_CHANNELS or customer_id not in counts.index:
+        return None
+    row = counts.loc[customer_id]
+    if channel in caps.per_channel and row.get(channel, 0) + 1 > caps.per_channel[channel][0]:
+        return f"cap:{channel}"
+    if row.get("all", 0) + 1 > caps.all_channels[0]:
+        return "cap:all"
+    return None
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """Decisions to log (`DECISION_COLUMNS`) and the candidates not decided, with why."""
+
+    decisions: pd.DataFrame
+    skipped: pd.DataFrame
+
+
+def eligibility(
+    cfg: Config, as_of: pd.Timestamp, candidates: pd.DataFrame, tables: dict[str, pd.DataFrame]
+) -> pd.Series:
+    """Per candidate: "" if it may be decided now, else the reason (`no_consent:<ch>`, `quiet_hours`)."""
+    consent = consent_as_of(tables["customers"], tables["consent_updates"], as_of)
+    reason = pd.Series("", index=candidates.index, dtype=object)
+    for ch in MESSAGE_CHANNELS:
+        on_ch = candidates["channel"] == ch
+        ok = consent[ch].reindex(candidates["customer_id"]).fillna(False).to_numpy(dtype=bool)
+        reason[on_ch.to_numpy() & ~ok] = f"no_consent:{ch}"
+    cust = tables["customers"].loc[tables["customers"]["customer_id"].isin(candidates["customer_id"])]
+    clock = local_clock(as_of, cust).set_index("customer_id")["local_hour"]
+    hours = clock.reindex(candidates["customer_id"]).fillna(as_of.hour)
+    quiet = in_quiet_hours(pd.Series(hours.to_numpy(), index=candidates.index), cfg.policy.caps.quiet_hours)
+    messaging = candidates["channel"].isin(MESSAGE_CHANNELS)
+    reason[(reason == "") & quiet & messaging] = "quiet_hours"
+    return reason
+
+
+def apply_policy(
+    cfg: Config,
+    as_of: pd.Timestamp,
+    candidates: pd.DataFrame,
+    scores: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    history: pd.DataFrame,
+) -> PolicyOutcome:
+    """Decide every eligible candidate (see the module docstring for the order of the steps).
+
+    `candidates` come from `triggers.select_candidates` (already without decided episodes and
+    forgotten customers), `scores` from `score_client.score_frame`, `history` is the decision log
+    (`customer_id, decided_at, channel, group, offer`). Deterministic: same inputs, same output.
+    """
+    cands = candidates.copy()
+    cands["decision_id"] = [
+        decision_id(c, k, e) for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
+    ]
+    reason = eligibility(cfg, as_of, cands, tables) if len(cands) else pd.Series(dtype=object)
+    skipped = cands.loc[reason != "", ["customer_id", "trigger", "campaign", "decision_id"]].assign(
+        reason=reason[reason != ""]
+    )
+    cands = cands.loc[reason == ""].reset_index(drop=True)
+    sc = scores.set_index("customer_id")
+    missing = sorted(set(cands["customer_id"]) - set(sc.index))
+    if missing:
+        raise RebuyError(f"{len(missing)} candidates have no scores (e.g. {missing[:5]}); score them first")
+    shares = {t.campaign: t.control_share for t in cfg.policy.triggers}
+    holdout = in_holdout(cands["customer_id"], cfg.policy.holdout_share, cfg.policy.holdout_salt)
+    control = in_control(cands["customer_id"], cands["campaign"], [shares.get(k, 0.0) for k in cands["campaign"]],
+                         cfg.policy.holdout_salt) & ~holdout
+    cands["group"] = np.where(holdout, "holdout", np.where(control, "control", "treatment"))
+
+    s = sc.reindex(cands["customer_id"])
+    best_margin = [max(est.values(), default=0.0) for est in s["offer_estimates"]]
+    dids = cands["decision_id"].tolist()
+    order = sorted(range(len(cands)), key=lambda i: (-best_margin[i], dids[i]))
+    counts = message_counts(history, as_of, cfg.policy.caps)
+    used = offer_policy.BudgetUse()
+    rows: list[dict[str, Any]] = [{}] * len(cands)
+    crecs = cands.to_dict("records")
+    srecs = s.reset_index().to_dict("records")
+    for i in order:
+        c = crecs[i]
+        sr = srecs[i]
+        did = c["decision_id"]
+        note = ""
+        if c["group"] != "treatment":
+            offer, dist = "none", {"none": 1.0}
+        else:
+            est = {o: float(sr["offer_estimates"][o]) for o in c["offers"] if o in sr["offer_estimates"]}
+            allowed = ["none", *[o for o in c["offers"] if o in est]]
+            blocked = capped(c["customer_id"], c["channel"], counts, cfg.policy.caps)
+            if blocked:
+                allowed, note = ["none"], blocked
+            else:
+                within = offer_policy.within_budget(allowed, used, cfg.offers)
+                if len(within) < len(allowed):
+                    note = "budget:" + ",".join(o for o in allowed if o not in within)
+                allowed = within
+            offer, dist = choose(est, allowed, cfg, did)
+            used = offer_policy.charge(used, offer, cfg.offers)
+        rows[i] = {
+            "decision_id": did,
+            "customer_id": c["customer_id"],
+            "decided_at": as_of,
+            "trigger": c["trigger"],
+            "campaign": c["campaign"],
+            "episode": c["episode"],
+            "offer": offer,
+            "channel": c["channel"],
+            "group": c["group"],
+            "propensity": float(dist[offer]),
+            "distribution": dist,
+            "model_versions": dict(sr["model_versions"]),
+            "scores": {
+                "churn_probability": _num(sr["churn_probability"]),
+                "repurchase_probability": _num(sr["repurchase_probability"]),
+                "expected_days_to_next_order": _num(sr["expected_days_to_next_order"]),
+                "expected_value": _num(sr["expected_value"]),
+                "offer_estimates": {o: float(v) for o, v in sr["offer_estimates"].items()},
+                "cold_start": bool(sr["cold_start"]),
+            },
+            "reasons": list(sr["reasons"]),
+            "segment": sr["segment"],
+            "note": note,
+        }
+    decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+    if len(decisions):
+        decisions["decided_at"] = pd.to_datetime(decisions["decided_at"], utc=True)
+    return PolicyOutcome(decisions=decisions.sort_values("decision_id").reset_index(drop=True),
+                         skipped=skipped.reset_index(drop=True))
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def choose(
+    estimates: dict[str, float], allowed: list[str], cfg: Config, did: str
+) -> tuple[str, dict[str, float]]:
+    """Distribution over `allowed` (`training.policy`) and its draw seeded by the decision id, checked
+    before anything is logged."""
+    if allowed == ["none"]:
+        return "none", {"none": 1.0}
+    dist = {str(k): float(v) for k, v in offer_policy.action_distribution(estimates, allowed, cfg.offers).items()}
+    if not set(dist) <= set(allowed) or abs(sum(dist.values()) - 1.0) > 1e-6:
+        raise RebuyError(f"policy returned an invalid distribution {dist} for allowed offers {allowed}")
+    offer = offer_policy.draw(dist, did)
+    if dist.get(offer, 0.0) <= 0.0:
+        raise RebuyError(f"policy drew {offer!r}, which has no probability in {dist}")
+    return offer, dist

@@ -1,0 +1,172 @@
+"""How the orchestrator gets estimates: serving's `POST /score`, behind a small protocol.
+
+Serving estimates, the orchestrator decides (DESIGN.md). The orchestrator only needs "scores for
+these customers as of this time", so it depends on `ScoreClient`, not on HTTP: `HttpScoreClient`
+talks to the real service, `FakeScoreClient` is a deterministic in-process stand-in for tests and
+benchmarks when no service is running. `score_frame` batches any client into one DataFrame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import pandas as pd
+
+from rebuy.contract import OFFERS
+from rebuy.errors import RebuyError
+
+# One row per customer; dict/list columns hold the per-offer estimates, reasons and versions.
+SCORE_COLUMNS: tuple[str, ...] = (
+    "customer_id", "churn_probability", "repurchase_probability", "expected_days_to_next_order",
+    "expected_value", "segment", "offer_estimates", "best_offer", "reasons", "model_versions",
+    "feature_age_seconds", "cold_start",
+)
+
+
+class ScoreClient(Protocol):
+    """Anything that answers serving's `/score` contract for one batch."""
+
+    def score(
+        self, customer_ids: Sequence[str], offers: Sequence[str] | None, as_of: pd.Timestamp | None
+    ) -> list[dict[str, Any]]:
+        """The `results` list of a `/score` response, one dict per requested customer."""
+        ...
+
+
+class ScoringError(RebuyError):
+    """The scoring service could not be reached or answered something unusable."""
+
+
+class HttpScoreClient:
+    """`POST {url}/score` with httpx; a connection per client, reused across batches."""
+
+    def __init__(self, url: str, *, timeout: float = 60.0, client: Any | None = None) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._client = client or httpx.Client(timeout=timeout)
+
+    def score(
+        self, customer_ids: Sequence[str], offers: Sequence[str] | None, as_of: pd.Timestamp | None
+    ) -> list[dict[str, Any]]:
+        import httpx
+
+        body = {
+            "customer_ids": list(customer_ids),
+            "offers": list(offers) if offers is not None else None,
+            "as_of": as_of.isoformat() if as_of is not None else None,
+        }
+        try:
+            resp = self._client.post(f"{self.url}/score", json=body)
+        except httpx.HTTPError as exc:
+            raise ScoringError(
+                f"cannot reach the scoring service at {self.url}: {exc}. "
+                "Start it with `rebuy serve` or set serving.url in rebuy.toml."
+            ) from exc
+        if resp.status_code != 200:
+            raise ScoringError(f"{self.url}/score answered {resp.status_code}: {resp.text[:500]}")
+        results = resp.json().get("results")
+        if not isinstance(results, list) or len(results) != len(customer_ids):
+            raise ScoringError(f"{self.url}/score returned {type(results).__name__} for {len(customer_ids)} ids")
+        return results
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _unit(*parts: str) -> float:
+    """A stable number in [0, 1) from text: the fake's only source of variation."""
+    digest = hashlib.sha256("|".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class FakeScoreClient:
+    """Deterministic scores from a hash of the customer id: same answer in every process and run.
+
+    Offer estimates are spread around zero (some negative), so the policy has real choices to make.
+    `calls` counts batches, which tests use to check that forgotten customers are never scored.
+    """
+
+    def __init__(self, versions: dict[str, str] | None = None) -> None:
+        self.versions = versions or {"churn": "1", "repurchase": "1", "value": "1", "offer": "1"}
+        self.scored: list[str] = []
+
+    def score(
+        self, customer_ids: Sequence[str], offers: Sequence[str] | None, as_of: pd.Timestamp | None
+    ) -> list[dict[str, Any]]:
+        wanted = [o for o in (offers if offers is not None else OFFERS) if o != "none"]
+        out = []
+        for cid in customer_ids:
+            self.scored.append(cid)
+            churn = _unit(cid, "churn")
+            est = {
+                o: {
+                    "incremental_conversion": round(_unit(cid, o, "c") * 0.1 - 0.03, 6),
+                    "incremental_margin": round(_unit(cid, o) * 4.0 - 1.5, 6),
+                }
+                for o in wanted
+            }
+            best = max(est, key=lambda o: est[o]["incremental_margin"], default="none")
+            if not est or est[best]["incremental_margin"] <= 0:
+                best = "none"
+            value = round(20 + _unit(cid, "value") * 300, 4)
+            out.append({
+                "customer_id": cid,
+                "churn_probability": round(churn, 6),
+                "repurchase_probability": round(1 - churn, 6),
+                "expected_days_to_next_order": round(1 + _unit(cid, "days") * 90, 4),
+                "expected_value": value,
+                "segment": "dormant" if churn > 0.7 else ("high_value" if value > 260 else "potential"),
+                "offers": est,
+                "best_offer": best,
+                "reasons": [{"model": "churn", "feature": "days_since_last_order", "value": 1.0,
+                             "contribution": round(churn - 0.5, 6)}],
+                "model_versions": dict(self.versions),
+                "feature_age_seconds": 60.0,
+                "cold_start": False,
+            })
+        return out
+
+
+def score_frame(
+    client: ScoreClient,
+    customer_ids: Sequence[str],
+    as_of: pd.Timestamp,
+    *,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """Score `customer_ids` in batches into one row per customer (columns `SCORE_COLUMNS`).
+
+    All offers are requested (offers = null): each trigger restricts them to its own list later,
+    so one request per customer serves every trigger.
+    """
+    rows: list[dict[str, Any]] = []
+    ids = list(dict.fromkeys(customer_ids))
+    for start in range(0, len(ids), max(1, batch_size)):
+        batch = ids[start:start + batch_size]
+        for r in client.score(batch, None, as_of):
+            est = {o: float(v.get("incremental_margin", 0.0)) for o, v in (r.get("offers") or {}).items()}
+            rows.append({
+                "customer_id": str(r["customer_id"]),
+                "churn_probability": float(r.get("churn_probability", float("nan"))),
+                "repurchase_probability": float(r.get("repurchase_probability", float("nan"))),
+                "expected_days_to_next_order": float(r.get("expected_days_to_next_order", float("nan"))),
+                "expected_value": float(r.get("expected_value", float("nan"))),
+                "segment": r.get("segment") or "unknown",
+                "offer_estimates": est,
+                "best_offer": r.get("best_offer") or "none",
+                "reasons": list(r.get("reasons") or []),
+                "model_versions": dict(r.get("model_versions") or {}),
+                "feature_age_seconds": float(r.get("feature_age_seconds", float("nan"))),
+                "cold_start": bool(r.get("cold_start", False)),
+            })
+        if progress is not None:
+            progress(len(batch))
+    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    missing = sorted(set(ids) - set(frame["customer_id"]))
+    if missing:
+        raise ScoringError(f"the scoring service returned no result for {len(missing)} ids, e.g. {missing[:5]}")
+    return frame
