@@ -74,8 +74,32 @@ class TableSource(_Section):
     column_order: list[str] | None = None
 
 
+class CampaignImportConfig(_Section):
+    """A past campaign export: one row per customer, the arm they got, outcomes observed after the send.
+
+    Column roles name the user's columns; attributes default to every column without another role,
+    and categorical attributes to those whose values are not all numbers.
+    """
+
+    path: Path | None = None
+    dialect: DialectConfig | None = None  # None: the [import] dialect
+    customer_id: str | None = None
+    arm: str = "arm"
+    control: str = "control"
+    # the arms the campaign had; when given, any other arm value is an error
+    arms: list[str] | None = None
+    # the logged probability of the arm each customer got; None: arm shares (randomisation assumed)
+    propensity: str | None = None
+    outcomes: list[str] = Field(default_factory=lambda: ["converted"])
+    attributes: list[str] | None = None
+    categorical: list[str] | None = None
+    # an arm with fewer rows cannot be learned from
+    min_rows_per_arm: int = 200
+
+
 class ImportConfig(_Section):
     dialect: DialectConfig = Field(default_factory=DialectConfig)
+    campaign: CampaignImportConfig = Field(default_factory=CampaignImportConfig)
     customers: TableSource = Field(default_factory=TableSource)
     orders: TableSource = Field(default_factory=TableSource)
     events: TableSource = Field(default_factory=TableSource)
