@@ -1,0 +1,61 @@
+"""Probability calibration stored as plain data, so serving applies exactly the transform training fitted.
+
+A calibrator is a JSON-able dict: {"method": "isotonic", "x": [...], "y": [...]} (piecewise-linear
+interpolation, clipped at the ends — what sklearn's IsotonicRegression predicts) or
+{"method": "platt", "a": .., "b": ..} (sigmoid of a·logit(p)+b), or {"method": "identity"}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+from sklearn.isotonic import IsotonicRegression
+
+from rebuy.errors import RebuyError
+
+# below this many held-out rows isotonic steps overfit; a two-parameter Platt fit is steadier
+MIN_ISOTONIC_ROWS = 1000
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fit_calibrator(p: np.ndarray, y: np.ndarray, method: str = "auto") -> dict[str, Any]:
+    """Fit on a held-out fold (never the rows the booster was trained or early-stopped on)."""
+    p = np.asarray(p, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if len(p) != len(y) or len(p) == 0:
+        raise RebuyError(f"calibration needs matching, non-empty predictions and labels ({len(p)} vs {len(y)})")
+    if method == "auto":
+        method = "isotonic" if len(p) >= MIN_ISOTONIC_ROWS else "platt"
+    if y.min() == y.max():
+        return {"method": "identity"}
+    if method == "isotonic":
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
+        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    if method == "platt":
+        z = _logit(p)
+
+        def nll(ab: np.ndarray) -> float:
+            q = np.clip(1 / (1 + np.exp(-(ab[0] * z + ab[1]))), 1e-12, 1 - 1e-12)
+            return float(-np.sum(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+        res = minimize(nll, x0=np.array([1.0, 0.0]), method="L-BFGS-B")
+        return {"method": "platt", "a": float(res.x[0]), "b": float(res.x[1])}
+    raise RebuyError(f"unknown calibration method {method!r}; use isotonic, platt or auto")
+
+
+def apply_calibrator(cal: dict[str, Any], p: np.ndarray) -> np.ndarray:
+    """numpy in, numpy out: the serving hot path calls this on every prediction."""
+    method = cal.get("method")
+    if method == "identity":
+        return np.asarray(p, dtype=float)
+    if method == "isotonic":
+        return np.interp(p, cal["x"], cal["y"])
+    if method == "platt":
+        return 1 / (1 + np.exp(-(cal["a"] * _logit(np.asarray(p, dtype=float)) + cal["b"])))
+    raise RebuyError(f"calibrator with unknown method {method!r}; retrain the model")
