@@ -107,6 +107,118 @@ def import_command(
     _import_command(True, config, data_dir, as_of, customers, orders, events, consent, fmt)
 
 
+@app.command("import-campaign")
+def import_campaign_command(
+    file: Annotated[Path, typer.Argument(help="The campaign export (CSV or Parquet), one row per customer.")],
+    name: Annotated[str | None, typer.Option(help="Stored as campaigns/NAME; default: the file's stem.")] = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None,
+    arm: Annotated[str | None, typer.Option(help="Column with the arm each customer got.")] = None,
+    control: Annotated[str | None, typer.Option(help="The no-message arm's value.")] = None,
+    arms: Annotated[str | None, typer.Option(help="Declared arms, comma-separated; others are errors.")] = None,
+    propensity: Annotated[str | None, typer.Option(help="Propensity column; default: arm shares.")] = None,
+    outcome: Annotated[list[str] | None, typer.Option(help="Outcome column (repeat for several).")] = None,
+    attribute: Annotated[list[str] | None, typer.Option(help="Attribute column (repeat); default: the rest.")] = None,
+    categorical: Annotated[list[str] | None, typer.Option(help="Categorical attribute (repeat).")] = None,
+    customer_id: Annotated[str | None, typer.Option(help="Customer id column, if any.")] = None,
+    min_rows: Annotated[int | None, typer.Option(help="Fewest rows an arm may have.")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter.")] = None,
+    decimal: Annotated[str | None, typer.Option(help="Decimal mark.")] = None,
+    encoding: Annotated[str | None, typer.Option(help="File encoding.")] = None,
+    fmt: _FormatOpt = None,
+    check_only: Annotated[bool, typer.Option("--check", help="Validate only; write nothing.")] = False,
+) -> None:
+    """Import a past randomized campaign export into the data directory (all or nothing)."""
+    from rebuy.campaign_import import (
+        campaign_dir,
+        campaign_summary,
+        import_campaign,
+        roles_with,
+        validate_campaign,
+    )
+
+    cfg = load(config, data_dir)
+    roles = roles_with(
+        cfg, arm=arm, control=control, arms=arms.split(",") if arms else None, propensity=propensity,
+        outcomes=outcome, attributes=attribute, categorical=categorical, customer_id=customer_id,
+        min_rows_per_arm=min_rows, delimiter=delimiter, decimal=decimal, encoding=encoding,
+    )
+    name = name or file.stem
+    try:
+        if check_only:
+            data, where = validate_campaign(cfg, file, roles, fmt, name), None
+        else:
+            data, where = import_campaign(cfg, file, name, roles, fmt), campaign_dir(cfg, name)
+    except RebuyError as exc:  # shown plainly under CliRunner too, not only through main()
+        console.print(Text("error: ", style="bold red") + Text(str(exc)))
+        raise typer.Exit(2) from exc
+    Console().print(campaign_summary(data, where))
+
+
+@app.command("train")
+def train_cli(
+    which: Annotated[str, typer.Argument(help="churn | repurchase | value | offer | all")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Train, track and gate models (repurchase also trains days-to-next-order)."""
+    cfg = load(config, data_dir)
+    if which == "offer":
+        import training.offer as offer_stage
+
+        if not hasattr(offer_stage, "train_offer"):
+            raise RebuyError("offer training is not wired yet: training.offer.train_offer(cfg, as_of) is missing")
+        offer_stage.train_offer(cfg, parse_as_of(as_of))
+        return
+    from training.run import render, train_command
+
+    render(train_command(cfg, which, parse_as_of(as_of)), console)
+
+
+@models_app.command("list")
+def models_list_cli(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Every registered rebuy model version with its aliases and the last alias note."""
+    from rich.table import Table
+
+    from training.registry import list_models
+
+    rows = list_models(load(config, data_dir))
+    table = Table("model", "version", "aliases", "test metric", "note")
+    for r in rows:
+        table.add_row(r["model"], str(r["version"]), r["aliases"], r["test_metric"], r["note"])
+    Console().print(table)
+
+
+@models_app.command("promote")
+def models_promote_cli(
+    name: Annotated[str, typer.Argument(help="churn | repurchase | days_to_next | value (or rebuy-…)")],
+    version: Annotated[str, typer.Argument(help="The version to make @champion.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version).")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Make a version @champion by hand."""
+    from training.registry import promote
+
+    previous = promote(load(config, data_dir), name, version, reason)
+    console.print(f"{name}: @champion v{version} (was {previous or 'none'})")
+
+
+@models_app.command("rollback")
+def models_rollback_cli(
+    name: Annotated[str, typer.Argument(help="churn | repurchase | days_to_next | value (or rebuy-…)")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version).")],
+    to: Annotated[str | None, typer.Option("--to", help="Version to restore; default the previous champion.")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Move @champion back to the version it replaced."""
+    from training.registry import rollback
+
+    version = rollback(load(config, data_dir), name, reason, to)
+    console.print(f"{name}: @champion is v{version} again")
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
