@@ -25,8 +25,9 @@ from training.split import time_split
 from training.tuning import base_params, fit_booster, study_storage, tune
 
 KEYS = ("customer_id", "cutoff")
-# columns that are never features even when no feature list is given
-NON_FEATURES = ("label_", "days_to_next", "spend_next", "rfm_", "event_timestamp", "oracle")
+# columns that are never features even when no feature list is given (labels of features.labels, keys)
+LABEL_COLUMNS = frozenset({"churn", "repurchase", "days_to_next_order", "next_order_observed", "spend_next"})
+NON_FEATURE_PREFIXES = ("label_", "rfm_", "event_timestamp", "oracle")
 
 
 @dataclass
@@ -66,7 +67,8 @@ def data_digest(df: pd.DataFrame, columns: list[str]) -> str:
 
 
 def infer_features(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in KEYS and not c.startswith(NON_FEATURES)]
+    return [c for c in df.columns
+            if c not in KEYS and c not in LABEL_COLUMNS and not c.startswith(NON_FEATURE_PREFIXES)]
 
 
 def prepare(spec: ModelSpec, training_set: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
@@ -94,10 +96,13 @@ def prepare(spec: ModelSpec, training_set: pd.DataFrame, feature_names: list[str
             raise DataError(f"population filter {spec.population!r} of spec {spec.name!r} failed: {exc}",
                             hint="the filter refers to training-set columns (rfm_* come from the orders)") from exc
     df = df[df[spec.label].notna()]
-    if spec.censor_column and spec.cap_days is not None:
+    if spec.observed_column and spec.cap_days is not None:
+        if spec.observed_column not in df.columns:
+            raise DataError(f"training set lacks {spec.observed_column!r}, needed for the censored label "
+                            f"{spec.label!r}", column=spec.observed_column)
         y = df[spec.label].astype(float)
-        cens = df[spec.censor_column].astype(bool) if spec.censor_column in df.columns else pd.Series(False, df.index)
-        df = df[~cens | (y >= spec.cap_days)].copy()
+        seen = df[spec.observed_column].astype(float) == 1
+        df = df[seen | (y >= spec.cap_days)].copy()
         df[spec.label] = np.minimum(df[spec.label].astype(float), spec.cap_days)
     if df.empty:
         raise DataError(f"no rows left for {spec.name!r} after the population filter {spec.population!r}")

@@ -57,8 +57,9 @@ class ModelSpec:
     population: str | None = "rfm_orders >= 1"
     calibrate: bool = True
     baseline: Literal["churn", "repurchase"] | None = None
-    # regression on a censored duration: rows censored before `cap_days` are dropped, the rest capped
-    censor_column: str | None = None
+    # regression on a right-censored duration: `observed_column` is 1 when the event was seen; rows
+    # censored before `cap_days` are dropped (their duration is unknown), every duration is capped
+    observed_column: str | None = None
     cap_days: float | None = None
 
     @property
@@ -77,18 +78,18 @@ def default_specs(cfg: Config) -> dict[str, ModelSpec]:
     h = cfg.horizons
     return {
         "churn": ModelSpec(
-            name="churn", registered_name="rebuy-churn", label="label_churn", horizon_days=h.churn_days,
+            name="churn", registered_name="rebuy-churn", label="churn", horizon_days=h.churn_days,
             feature_service="churn_v1", objective="binary", metric="roc_auc", baseline="churn",
         ),
         "repurchase": ModelSpec(
-            name="repurchase", registered_name="rebuy-repurchase", label="label_repurchase",
+            name="repurchase", registered_name="rebuy-repurchase", label="repurchase",
             horizon_days=h.repurchase_days, feature_service="repurchase_v1", objective="binary",
             metric="roc_auc", baseline="repurchase",
         ),
         "days_to_next": ModelSpec(
             name="days_to_next", registered_name="rebuy-days-to-next", label="days_to_next_order",
             horizon_days=h.repurchase_days, feature_service="repurchase_v1", objective="regression_l1",
-            metric="mae", calibrate=False, censor_column="days_to_next_order_censored",
+            metric="mae", calibrate=False, observed_column="next_order_observed",
             cap_days=float(h.value_days),
         ),
         "value": ModelSpec(

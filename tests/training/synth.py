@@ -73,11 +73,11 @@ def training_frame(orders: pd.DataFrame, hidden: pd.DataFrame, cutoffs: list[pd.
     df = df.merge(f, on=["customer_id", "cutoff"])
     end = orders["ordered_at"].max()
     censored = df["days_to_next_order"].isna()
-    df["days_to_next_order_censored"] = censored
+    df["next_order_observed"] = (~censored).astype(float)
     df.loc[censored, "days_to_next_order"] = (end - df.loc[censored, "cutoff"]) / pd.Timedelta(days=1)
     dtn = df["days_to_next_order"]
-    df["label_repurchase"] = (~censored & (dtn <= h_rep)).astype(int)
-    df["label_churn"] = 1 - (~censored & (dtn <= h_churn)).astype(int)
+    df["repurchase"] = (~censored & (dtn <= h_rep)).astype(int)
+    df["churn"] = 1 - (~censored & (dtn <= h_churn)).astype(int)
     df["days_since_last_order"] = df["rfm_recency"]
     df["tenure_days"] = df["rfm_T"]
     df["frequency"] = df["rfm_x"]

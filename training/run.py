@@ -1,0 +1,112 @@
+"""The `rebuy train` stage: read canonical tables, build each spec's training set, train, log, gate.
+
+A thin adapter around the pure pipeline: all data access (canonical Parquet, Feast via
+features.training_set, MLflow) happens here or in training.tracking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from rebuy.config import Config
+from rebuy.errors import RebuyError
+from training.baselines import rfm_at
+from training.pipeline import TrainResult, train
+from training.specs import TRAIN_GROUPS, ModelSpec, default_specs, resolve_features
+from training.tracking import RunOutcome, log_run
+
+# (test rows with customer_id, cutoff; spec) -> the same rows with an `oracle` column
+OracleFn = Callable[[pd.DataFrame, ModelSpec], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    result: TrainResult
+    outcome: RunOutcome
+
+
+def known_services() -> dict[str, list[str]]:
+    """FeatureService name -> model feature columns, from the Feast definitions in features/."""
+    from features.feature_repo.definitions import SERVICES, service_features, service_name
+
+    return {service_name(m): [f for _, f in service_features(service_name(m))] for m in SERVICES}
+
+
+def with_rfm(training_set: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
+    """Add the order-history summary the population filter and the baselines use."""
+    rfm = rfm_at(orders, training_set[["customer_id", "cutoff"]].drop_duplicates())
+    drop = [c for c in rfm.columns if c.startswith("rfm_") and c in training_set.columns]
+    return training_set.drop(columns=drop).merge(rfm, on=["customer_id", "cutoff"], how="left")
+
+
+def train_specs(cfg: Config, names: Sequence[str], training_sets: Mapping[str, pd.DataFrame],
+                services: Mapping[str, Sequence[str]], *, oracle: OracleFn | None = None,
+                show_progress: bool = True, register: bool = True) -> dict[str, ModelRun | TrainResult]:
+    """Train the named specs on prepared training sets (keyed by FeatureService), log and gate each."""
+    specs = default_specs(cfg)
+    out: dict[str, ModelRun | TrainResult] = {}
+    for name in names:
+        spec = specs[name]
+        feats = resolve_features(spec, services)
+        ts = training_sets[spec.feature_service]
+        orc = oracle(ts[["customer_id", "cutoff"]], spec) if oracle is not None else None
+        result = train(cfg, spec, ts, orc, feature_names=feats, show_progress=show_progress)
+        out[name] = ModelRun(result, log_run(cfg, result)) if register else result
+    return out
+
+
+def train_command(cfg: Config, which: str, as_of: pd.Timestamp, *, oracle: OracleFn | None = None,
+                  show_progress: bool = True) -> dict[str, ModelRun]:
+    """`rebuy train WHICH`: one training set per FeatureService, shared by the specs that use it."""
+    if which not in TRAIN_GROUPS:
+        raise RebuyError(f"unknown model group {which!r}; use one of {sorted(TRAIN_GROUPS)}")
+    try:
+        from features.training_set import build_training_set, cutoff_grid
+    except ImportError as exc:
+        raise RebuyError(f"the features stage is not available ({exc}); training needs features.training_set") from exc
+    from rebuy.ingest import read_canonical
+
+    tables = read_canonical(cfg.paths.data_dir)
+    services = known_services()
+    specs = default_specs(cfg)
+    names = list(TRAIN_GROUPS[which])
+    for n in names:
+        resolve_features(specs[n], services)  # fail before any expensive work
+    cutoffs = cutoff_grid(cfg, as_of)
+    sets: dict[str, pd.DataFrame] = {}
+    for svc in dict.fromkeys(specs[n].feature_service for n in names):
+        sets[svc] = with_rfm(build_training_set(cfg, svc, cutoffs, tables), tables["orders"])
+    runs = train_specs(cfg, names, sets, services, oracle=oracle, show_progress=show_progress)
+    return {k: v for k, v in runs.items() if isinstance(v, ModelRun)}
+
+
+QUALITY_COLUMNS = ("roc_auc", "pr_auc", "ece", "brier", "lift_at_10", "mae", "spearman")
+
+
+def quality_rows(runs: Mapping[str, ModelRun | TrainResult]) -> list[dict[str, object]]:
+    """One row per (model, scorer): the model, its baselines and the oracle on the same test rows."""
+    rows: list[dict[str, object]] = []
+    for name, run in runs.items():
+        res = run.result if isinstance(run, ModelRun) else run
+        for who, m in res.quality.items():
+            rows.append({"model": name, "scorer": who, **{k: m.get(k) for k in QUALITY_COLUMNS if k in m}})
+    return rows
+
+
+def render(runs: Mapping[str, ModelRun], console: Console) -> None:
+    table = Table(title="test-set quality (same rows per model)")
+    for col in ("model", "scorer", *QUALITY_COLUMNS):
+        table.add_column(col, justify="right" if col in QUALITY_COLUMNS else "left")
+    for r in quality_rows(runs):
+        table.add_row(str(r["model"]), str(r["scorer"]),
+                      *("" if r.get(c) is None else f"{r[c]:.4f}" for c in QUALITY_COLUMNS))
+    console.print(table)
+    for name, run in runs.items():
+        o = run.outcome
+        verdict = "[green]@champion[/]" if o.promoted else "[yellow]@challenger only[/]"
+        console.print(f"{name}: {o.registered_name} v{o.version} {verdict} — {o.reason}")
