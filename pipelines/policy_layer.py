@@ -88,6 +88,7 @@ def message_counts(history: pd.DataFrame, as_of: pd.Timestamp, caps: CapsConfig)
     """
     sent = history.loc[(history["group"] == "treatment") & (history["offer"] != "none")
                        & history["channel"].isin(MESSAGE_CHANNELS)]
+    sent = sent.assign(decided_at=pd.to_datetime(sent["decided_at"], utc=True))
     cols: dict[str, pd.Series] = {}
     for ch, (_, days) in caps.per_channel.items():
         w = pd.Timedelta(days=days)
