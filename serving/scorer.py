@@ -1,0 +1,353 @@
+"""The scoring logic shared by the HTTP service and `rebuy score`: feature matrices in, results out.
+
+One code path for online and offline scoring is what makes "served == batch == offline" hold:
+the BentoML service and the batch job are thin shells around `Scorer`. Everything here is pure
+given its collaborators (models, feature readers), which are small Protocols so tests can use
+tiny boosters and an in-memory reader, and production uses the MLflow champions and Feast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from rebuy.errors import RebuyError
+
+if TYPE_CHECKING:
+    from rebuy.config import Config
+
+CHURN, REPURCHASE, DAYS, VALUE = "churn", "repurchase", "days_to_next", "value"
+SCORE_MODELS: tuple[str, ...] = (CHURN, REPURCHASE, DAYS, VALUE)
+OFFER_MODEL = "offer"
+
+
+class ScoringModel(Protocol):
+    """What the scorer needs of a model bundle (training.registry's ModelBundle satisfies it)."""
+
+    feature_names: Sequence[str]
+    feature_service: str
+    version: str
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+
+class OfferModel(Protocol):
+    """Uplift learners: offer -> (incremental conversion, incremental margin) per row."""
+
+    feature_names: Sequence[str]
+    feature_service: str
+    version: str
+
+    def predict(self, X: np.ndarray) -> Mapping[str, tuple[np.ndarray, np.ndarray]]: ...
+
+
+class FeatureReader(Protocol):
+    """Online features of one FeatureService, columns in the service's feature order."""
+
+    def read(
+        self, customer_ids: Sequence[str], now: pd.Timestamp
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (X float64 [n, f] with NaN for missing, found bool [n], feature age seconds float [n])."""
+        ...
+
+
+ReasonRow = list[tuple[str, float | None, float]]  # (feature, value, contribution)
+Explainer = Callable[[Any, np.ndarray, int], list[ReasonRow]]
+Segmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]
+ScorerFactory = Callable[["Config"], "Scorer"]
+
+
+class RequestError(RebuyError):
+    """A request the scorer cannot honour (unknown offer or feature); the service maps it to a 400."""
+
+
+class StartupError(RebuyError):
+    """The service cannot start: a model, the registry or the online store is missing."""
+
+
+def lightgbm_reasons(model: Any, X: np.ndarray, k: int) -> list[ReasonRow]:
+    """Top-k features by |SHAP contribution| (LightGBM's own TreeSHAP) for each row.
+
+    Contributions are in raw-score space (log-odds for classifiers): that is what adds up, so it
+    is what a "reason" can honestly claim. The model must expose a LightGBM `booster`.
+    """
+    booster = model.booster
+    contrib = np.asarray(booster.predict(X, pred_contrib=True, num_threads=1))[:, : X.shape[1]]
+    k = min(k, X.shape[1])
+    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
+    names = list(model.feature_names)
+    out: list[ReasonRow] = []
+    for i in range(X.shape[0]):
+        row: ReasonRow = []
+        for j in order[i]:
+            v = X[i, j]
+            row.append((names[j], None if np.isnan(v) else float(v), float(contrib[i, j])))
+        out.append(row)
+    return out
+
+
+def threshold_segments(
+    dormant_churn: float, potential_churn: float, high_value: float
+) -> Segmenter:
+    """The seeds' segments: dormant (likely gone), high_value (worth most), potential (at risk), active.
+
+    Dormant wins over high value: a customer who is probably gone is not treated as a VIP.
+    """
+
+    def segment(churn: np.ndarray, value: np.ndarray) -> np.ndarray:
+        return np.select(
+            [churn >= dormant_churn, value >= high_value, churn >= potential_churn],
+            ["dormant", "high_value", "potential"],
+            default="active",
+        ).astype(object)
+
+    return segment
+
+
+def greedy_best(margins: np.ndarray, offers: Sequence[str]) -> np.ndarray:
+    """Per row, the offer with the largest incremental margin; 'none' unless something pays (> 0).
+
+    Ties go to the earlier offer in `offers`, so the result does not depend on dict order.
+    """
+    n = margins.shape[0]
+    if margins.shape[1] == 0:
+        return np.full(n, "none", dtype=object)
+    idx = np.argmax(margins, axis=1)
+    best = np.asarray(offers, dtype=object)[idx]
+    best[margins[np.arange(n), idx] <= 0.0] = "none"
+    return best
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Scores of n customers as columns (numpy), turned into JSON records or a DataFrame at the edge."""
+
+    customer_ids: list[str | None]
+    churn: np.ndarray
+    repurchase: np.ndarray
+    days_to_next: np.ndarray
+    value: np.ndarray
+    segment: np.ndarray
+    offers: tuple[str, ...]
+    conversion: np.ndarray  # [n, len(offers)]
+    margin: np.ndarray  # [n, len(offers)]
+    best_offer: np.ndarray
+    reasons: list[list[tuple[str, str, float | None, float]]]  # (model, feature, value, contribution)
+    model_versions: dict[str, str]
+    feature_age: np.ndarray  # NaN = unknown
+    cold_start: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def records(self) -> list[dict[str, Any]]:
+        """JSON-ready dicts in the shape of `serving.schemas.CustomerScore` (built by hand: hot path)."""
+        churn, rep, days, val = (a.tolist() for a in (self.churn, self.repurchase, self.days_to_next, self.value))
+        conv, marg, age = self.conversion.tolist(), self.margin.tolist(), self.feature_age.tolist()
+        seg, best, cold = self.segment.tolist(), self.best_offer.tolist(), self.cold_start.tolist()
+        out = []
+        for i, cid in enumerate(self.customer_ids):
+            out.append({
+                "customer_id": cid,
+                "churn_probability": churn[i],
+                "repurchase_probability": rep[i],
+                "expected_days_to_next_order": days[i],
+                "expected_value": val[i],
+                "segment": seg[i],
+                "offers": {
+                    o: {"incremental_conversion": conv[i][j], "incremental_margin": marg[i][j]}
+                    for j, o in enumerate(self.offers)
+                },
+                "best_offer": best[i],
+                "reasons": [
+                    {"model": m, "feature": f, "value": v, "contribution": c} for m, f, v, c in self.reasons[i]
+                ],
+                "model_versions": self.model_versions,
+                "feature_age_seconds": None if age[i] != age[i] else age[i],
+                "cold_start": cold[i],
+            })
+        return out
+
+    def to_frame(self, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Flat columns for Parquet; reasons and versions as JSON text (one schema for every row)."""
+        cols: dict[str, Any] = {"customer_id": pd.Series(self.customer_ids, dtype=object)}
+        if as_of is not None:
+            cols["as_of"] = pd.Series([as_of] * len(self), dtype="datetime64[ns, UTC]")
+        cols |= {
+            "churn_probability": self.churn,
+            "repurchase_probability": self.repurchase,
+            "expected_days_to_next_order": self.days_to_next,
+            "expected_value": self.value,
+            "segment": self.segment,
+        }
+        for j, o in enumerate(self.offers):
+            cols[f"offer_{o}_incremental_conversion"] = self.conversion[:, j]
+            cols[f"offer_{o}_incremental_margin"] = self.margin[:, j]
+        cols["best_offer"] = self.best_offer
+        cols["reasons"] = [
+            json.dumps([{"model": m, "feature": f, "value": v, "contribution": c} for m, f, v, c in r])
+            for r in self.reasons
+        ]
+        cols["model_versions"] = json.dumps(self.model_versions, sort_keys=True)
+        cols["feature_age_seconds"] = self.feature_age
+        cols["cold_start"] = self.cold_start
+        return pd.DataFrame(cols)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Champion models + online feature readers -> per-customer scores. Immutable: reload swaps a new one."""
+
+    models: Mapping[str, ScoringModel]
+    readers: Mapping[str, FeatureReader]
+    segmenter: Segmenter
+    catalogue: tuple[str, ...]
+    offer_model: OfferModel | None = None
+    explainer: Explainer = lightgbm_reasons
+    explained: tuple[str, ...] = (CHURN, REPURCHASE)
+    reasons_k: int = 3
+    _columns: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        missing = [m for m in SCORE_MODELS if m not in self.models]
+        if missing:
+            raise StartupError(f"scorer: no champion for models {missing}; train and promote them first")
+        unread = sorted({m.feature_service for m in self._all_models().values()} - set(self.readers))
+        if unread:
+            raise StartupError(f"scorer: no online feature reader for FeatureServices {unread}")
+        cols = {s: {} for s in self.services}
+        for m in self._all_models().values():
+            cols[m.feature_service] = {n: i for i, n in enumerate(m.feature_names)}
+        object.__setattr__(self, "_columns", cols)
+
+    def _all_models(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.models)
+        if self.offer_model is not None:
+            out[OFFER_MODEL] = self.offer_model
+        return out
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(sorted({m.feature_service for m in self._all_models().values()}))
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {name: str(m.version) for name, m in sorted(self._all_models().items())}
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Every feature any model uses (what /score_features accepts)."""
+        return tuple(sorted({n for c in self._columns.values() for n in c}))
+
+    def eligible(self, offers: Sequence[str] | None) -> tuple[str, ...]:
+        if offers is None:
+            return self.catalogue
+        unknown = [o for o in offers if o not in self.catalogue]
+        if unknown:
+            raise RequestError(f"offers: {unknown} are not in the offer catalogue {list(self.catalogue)}")
+        return tuple(dict.fromkeys(offers))
+
+    def read(
+        self, customer_ids: Sequence[str], now: pd.Timestamp
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Online features per service; cold = found in no service; age = oldest service's age."""
+        n = len(customer_ids)
+        mats: dict[str, np.ndarray] = {}
+        found = np.zeros(n, dtype=bool)
+        age = np.full(n, np.nan)
+        for svc in self.services:
+            X, f, a = self.readers[svc].read(customer_ids, now)
+            mats[svc] = np.asarray(X, dtype=np.float64)
+            f = np.asarray(f, dtype=bool)
+            found |= f
+            a = np.where(f, np.asarray(a, dtype=np.float64), np.nan)
+            age = np.fmax(age, a)
+        return mats, ~found, age
+
+    def score_ids(
+        self, customer_ids: Sequence[str], now: pd.Timestamp, offers: Sequence[str] | None = None
+    ) -> ScoreBatch:
+        eligible = self.eligible(offers)
+        mats, cold, age = self.read(customer_ids, now)
+        return self.score_matrices(list(customer_ids), mats, cold, age, eligible)
+
+    def matrices_from_rows(self, rows: Sequence[Mapping[str, float | None]]) -> dict[str, np.ndarray]:
+        """Feature dicts -> one matrix per service (missing/None -> NaN); unknown names are refused."""
+        known = set(self.feature_names)
+        for i, r in enumerate(rows):
+            bad = sorted(set(r) - known)
+            if bad:
+                raise RequestError(f"rows[{i}].features: unknown features {bad[:10]}; known: {sorted(known)}")
+        mats = {}
+        for svc, cols in self._columns.items():
+            X = np.full((len(rows), len(cols)), np.nan)
+            for i, r in enumerate(rows):
+                for name, v in r.items():
+                    j = cols.get(name)
+                    if j is not None and v is not None:
+                        X[i, j] = v
+            mats[svc] = X
+        return mats
+
+    def score_rows(
+        self,
+        rows: Sequence[Mapping[str, float | None]],
+        customer_ids: Sequence[str | None] | None = None,
+        offers: Sequence[str] | None = None,
+    ) -> ScoreBatch:
+        eligible = self.eligible(offers)
+        mats = self.matrices_from_rows(rows)
+        cold = np.array([not any(v is not None for v in r.values()) for r in rows], dtype=bool)
+        ids = list(customer_ids) if customer_ids is not None else [None] * len(rows)
+        return self.score_matrices(ids, mats, cold, np.full(len(rows), np.nan), eligible)
+
+    def score_matrices(
+        self,
+        customer_ids: list[str | None],
+        mats: Mapping[str, np.ndarray],
+        cold: np.ndarray,
+        age: np.ndarray,
+        offers: tuple[str, ...],
+        *,
+        reasons: bool = True,
+    ) -> ScoreBatch:
+        """The one scoring function: every path (HTTP ids, HTTP rows, batch) ends here."""
+        n = len(customer_ids)
+        pred = {name: np.asarray(m.predict(mats[m.feature_service]), dtype=np.float64).reshape(n)
+                for name, m in self.models.items()}
+        conv = np.zeros((n, len(offers)))
+        marg = np.zeros((n, len(offers)))
+        if self.offer_model is not None and any(o != "none" for o in offers):
+            est = self.offer_model.predict(mats[self.offer_model.feature_service])
+            for j, o in enumerate(offers):
+                if o in est:
+                    c, m = est[o]
+                    conv[:, j] = c
+                    marg[:, j] = m
+        expl: list[list[tuple[str, str, float | None, float]]] = [[] for _ in range(n)]
+        if reasons and self.reasons_k > 0:
+            for name in self.explained:
+                model = self.models[name]
+                for i, row in enumerate(self.explainer(model, mats[model.feature_service], self.reasons_k)):
+                    expl[i].extend((name, f, v, c) for f, v, c in row)
+        return ScoreBatch(
+            customer_ids=customer_ids,
+            churn=pred[CHURN],
+            repurchase=pred[REPURCHASE],
+            days_to_next=pred[DAYS],
+            value=pred[VALUE],
+            segment=self.segmenter(pred[CHURN], pred[VALUE]),
+            offers=offers,
+            conversion=conv,
+            margin=marg,
+            best_offer=greedy_best(marg, offers),
+            reasons=expl,
+            model_versions=self.model_versions,
+            feature_age=np.asarray(age, dtype=np.float64),
+            cold_start=np.asarray(cold, dtype=bool),
+        )
