@@ -85,7 +85,7 @@ class CampaignImportConfig(_Section):
     dialect: DialectConfig | None = None  # None: the [import] dialect
     customer_id: str | None = None
     arm: str = "arm"
-    control: str = "control"
+    control: str = "none"  # rebuy's own name for the no-message arm
     # the arms the campaign had; when given, any other arm value is an error
     arms: list[str] | None = None
     # the logged probability of the arm each customer got; None: arm shares (randomisation assumed)
