@@ -52,10 +52,9 @@ from pipelines.drift_stats import (
     Level,
     Status,
     Thresholds,
-    column_effect,
+    assess,
     column_table,
     model_status,
-    noise_floor,
     worst,
 )
 from rebuy.config import Config, DriftConfig
@@ -310,11 +309,11 @@ def analyse(
     if roles.target and roles.target in ref_s.columns and roles.target in cur_s.columns:
         ref_t, cur_t = ref_s[roles.target].dropna(), cur_s[roles.target].dropna()
         if len(cur_t) >= cfg.min_labelled_rows:
-            is_cat = roles.task == "binary"
-            eff = column_effect(ref_t, cur_t, is_cat)
-            floor = noise_floor(ref_t, cur_t, is_cat, permutations=th.permutations, z=th.noise_z, seed=th.seed)
-            target_level = "warning" if eff > floor and eff >= th.warning_effect else "ok"
-            notes.append(f"target {roles.target}: effect {eff:.3f} on {len(cur_t)} matured rows (floor {floor:.3f})")
+            a = assess(ref_t, cur_t, roles.task == "binary", th, seed=th.seed)
+            # a moved target alone is a warning: the base rate changed, the model may still rank well
+            target_level = "warning" if a.level != "ok" else "ok"
+            notes.append(f"target {roles.target}: effect {a.effect:.3f} on {len(cur_t)} matured rows "
+                         f"(floor {a.floor:.3f})")
     perf, perf_level, perf_note = performance(ref_s, cur_s, roles, cfg)
     if perf_note:
         notes.append(perf_note)
@@ -339,10 +338,8 @@ def _register_stat_test(th: Thresholds) -> None:
     from evidently.legacy.core import ColumnType
 
     def impl(ref: pd.Series, cur: pd.Series, feature_type: Any, threshold: float) -> tuple[float, bool]:
-        categorical = feature_type == ColumnType.Categorical
-        effect = column_effect(ref, cur, categorical)
-        floor = noise_floor(ref, cur, categorical, permutations=th.permutations, z=th.noise_z, seed=th.seed)
-        return effect, bool(effect >= threshold and effect > floor)
+        a = assess(ref, cur, feature_type == ColumnType.Categorical, th, seed=th.seed)
+        return a.effect, bool(a.effect >= threshold and a.effect > a.floor)
 
     register_stattest(
         StatTest(

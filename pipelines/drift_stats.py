@@ -20,8 +20,11 @@ Numerical columns — "hurdle" normed Wasserstein:
   * Heavy-tailed columns (reference skewness > 1) are compared on a signed log1p scale: a
     multiplicative shift (prices, rates) becomes a location shift, and one extreme customer can
     no longer dominate both the distance and its normaliser.
-  * Normed Wasserstein = W1(reference, current) / std(reference): for a normal location shift of
-    d standard deviations it equals d, i.e. it is on Cohen's d scale (0.1 ≈ "small").
+  * Normed Wasserstein = W1(reference, current) / pooled std: for a normal location shift of d
+    standard deviations it equals d, i.e. it is on Cohen's d scale (0.1 ≈ "small"). The pooled std
+    (not the reference's alone, as Evidently's own test uses) keeps near-constant parts such as
+    "1 cart in 24 h" from exploding the ratio. A non-zero part with fewer than MIN_PART_ROWS rows
+    on either side is not compared: at that size its distance is mostly noise.
 Categorical columns — Cohen's w = sqrt(Σ (p_cur − p_ref)² / p_ref) over the reference's
 categories plus one "unseen" bucket: on the same scale as h for two categories.
 """
@@ -42,7 +45,10 @@ _LEVEL_RANK = {level: i for i, level in enumerate(LEVELS)}
 # below this share of exact zeros a column is treated as continuous (no hurdle split)
 ZERO_MASS = 0.05
 # fewer non-zero rows than this on either side: the non-zero part is too small to compare
-MIN_PART_ROWS = 30
+MIN_PART_ROWS = 100
+# a non-zero part below this share of rows (e.g. "carts in the last 24 h") is a rare event: only its
+# share is compared — how a handful of customers' counts moved is neither measurable nor a population shift
+MIN_PART_SHARE = 0.1
 
 
 def _slog(x: np.ndarray) -> np.ndarray:
@@ -67,14 +73,13 @@ def _wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _normed_w(ref: np.ndarray, cur: np.ndarray) -> float:
+    """W1 in units of the pooled std (stable when one side is nearly constant, e.g. counts of 1)."""
     if len(ref) < MIN_PART_ROWS or len(cur) < MIN_PART_ROWS:
         return 0.0
-    norm = ref.std()
+    norm = float(np.sqrt((ref.var() * len(ref) + cur.var() * len(cur)) / (len(ref) + len(cur))))
     if norm == 0:
-        norm = np.concatenate([ref, cur]).std()
-        if norm == 0:
-            return 0.0
-    return _wasserstein_sorted(np.sort(ref), np.sort(cur)) / float(norm)
+        return 0.0 if ref[0] == cur[0] else float("inf")
+    return _wasserstein_sorted(np.sort(ref), np.sort(cur)) / norm
 
 
 def cohen_h(p_ref: float, p_cur: float) -> float:
@@ -88,22 +93,31 @@ def use_log_scale(reference: np.ndarray) -> bool:
     return len(nonzero) >= MIN_PART_ROWS and abs(_skewness(nonzero)) > 1.0
 
 
-def numeric_effect(reference: np.ndarray, current: np.ndarray, *, log_scale: bool | None = None) -> float:
-    """Hurdle normed-Wasserstein effect size (see module docstring); NaN when a side is empty."""
-    ref = np.asarray(reference, dtype=float)
-    cur = np.asarray(current, dtype=float)
+def _parts(ref: np.ndarray, cur: np.ndarray, log_scale: bool | None) -> tuple[float | None, np.ndarray, np.ndarray]:
+    """(Cohen's h of the zero shares or None when there is no point mass, reference part, current part)."""
     ref = ref[np.isfinite(ref)]
     cur = cur[np.isfinite(cur)]
-    if len(ref) == 0 or len(cur) == 0:
-        return float("nan")
     if log_scale is None:
         log_scale = use_log_scale(ref)
     if log_scale:
         ref, cur = _slog(ref), _slog(cur)
     p_ref, p_cur = float(np.mean(ref == 0)), float(np.mean(cur == 0))
     if max(p_ref, p_cur) < ZERO_MASS:
-        return _normed_w(ref, cur)
-    return max(cohen_h(p_ref, p_cur), _normed_w(ref[ref != 0], cur[cur != 0]))
+        return None, ref, cur
+    if min(1 - p_ref, 1 - p_cur) < MIN_PART_SHARE:
+        return cohen_h(p_ref, p_cur), ref[:0], cur[:0]
+    return cohen_h(p_ref, p_cur), ref[ref != 0], cur[cur != 0]
+
+
+def numeric_effect(reference: np.ndarray, current: np.ndarray, *, log_scale: bool | None = None) -> float:
+    """Hurdle normed-Wasserstein effect size (see module docstring); NaN when a side is empty."""
+    ref = np.asarray(reference, dtype=float)
+    cur = np.asarray(current, dtype=float)
+    if not np.isfinite(ref).any() or not np.isfinite(cur).any():
+        return float("nan")
+    h, ref_part, cur_part = _parts(ref, cur, log_scale)
+    w = _normed_w(ref_part, cur_part)
+    return w if h is None else max(h, w)
 
 
 def categorical_effect(reference: pd.Series, current: pd.Series) -> float:
@@ -128,34 +142,6 @@ def column_effect(reference: pd.Series, current: pd.Series, categorical: bool) -
     return numeric_effect(reference.to_numpy(dtype=float), current.to_numpy(dtype=float))
 
 
-def noise_floor(
-    reference: pd.Series, current: pd.Series, categorical: bool, *, permutations: int, z: float, seed: int
-) -> float:
-    """Effect that sampling noise alone reaches at these sample sizes: mean + z·sd over label permutations.
-
-    Pooling both sides and re-splitting them at random keeps n_ref and n_cur, so the floor is high
-    for small samples and vanishes for large ones; the effect thresholds then carry the meaning.
-    """
-    ref = reference.dropna()
-    cur = current.dropna()
-    if len(ref) == 0 or len(cur) == 0 or permutations <= 0:
-        return 0.0
-    pooled = pd.concat([ref, cur], ignore_index=True)
-    if not categorical:
-        values = pooled.to_numpy(dtype=float)
-        log_scale = use_log_scale(ref.to_numpy(dtype=float))
-    rng = np.random.default_rng(seed)
-    n_ref = len(ref)
-    scores = np.empty(permutations)
-    for i in range(permutations):
-        idx = rng.permutation(len(pooled))
-        if categorical:
-            scores[i] = categorical_effect(pooled.iloc[idx[:n_ref]], pooled.iloc[idx[n_ref:]])
-        else:
-            scores[i] = numeric_effect(values[idx[:n_ref]], values[idx[n_ref:]], log_scale=log_scale)
-    return float(np.nanmean(scores) + z * np.nanstd(scores, ddof=1))
-
-
 @dataclass(frozen=True)
 class Thresholds:
     """Effect sizes at which a column is a warning / drift, and how the noise floor is estimated."""
@@ -163,13 +149,23 @@ class Thresholds:
     warning_effect: float = 0.1
     drift_effect: float = 0.2
     permutations: int = 30
-    # z for the noise floor; 3.5 keeps the per-column false-flag rate near 1e-3, i.e. a few % per model
+    # z of the noise floor; 3.5 keeps the per-column false-flag rate near 2e-4, a few % per model
     noise_z: float = 3.5
     missing_delta: float = 0.05
     seed: int = 7
 
 
-def column_level(effect: float, floor: float, th: Thresholds) -> Level:
+@dataclass(frozen=True)
+class Assessment:
+    """One column: its effect, the noise floor of the component that gave it, and its level."""
+
+    effect: float
+    floor: float
+    level: Level
+    component: str
+
+
+def _level(effect: float, floor: float, th: Thresholds) -> Level:
     if not np.isfinite(effect) or effect <= floor:
         return "ok"
     if effect >= th.drift_effect:
@@ -177,6 +173,50 @@ def column_level(effect: float, floor: float, th: Thresholds) -> Level:
     if effect >= th.warning_effect:
         return "warning"
     return "ok"
+
+
+def _w_floor(ref: np.ndarray, cur: np.ndarray, th: Thresholds, seed: int) -> float:
+    """Permutation floor of the normed Wasserstein distance at these part sizes: mean + z·sd.
+
+    The pooled part is re-split with the sizes fixed, so the null has no jumps from parts
+    crossing MIN_PART_ROWS, and discrete values (counts) are handled as they are.
+    """
+    if len(ref) < MIN_PART_ROWS or len(cur) < MIN_PART_ROWS or th.permutations <= 1:
+        return 0.0
+    pooled = np.concatenate([ref, cur])
+    rng = np.random.default_rng(seed)
+    scores = np.empty(th.permutations)
+    for i in range(th.permutations):
+        idx = rng.permutation(len(pooled))
+        scores[i] = _normed_w(pooled[idx[: len(ref)]], pooled[idx[len(ref):]])
+    return float(scores.mean() + th.noise_z * scores.std(ddof=1))
+
+
+def assess(reference: pd.Series, current: pd.Series, categorical: bool, th: Thresholds, *, seed: int = 0) -> Assessment:
+    """Effect size and level of one column; each component is judged against its own noise floor.
+
+    Zero share (Cohen's h) and categories (Cohen's w) have analytic nulls: h ~ N(0, 1/n_r + 1/n_c)
+    and w² / (1/n_r + 1/n_c) ~ χ²(k − 1); the value part uses permutations.
+    """
+    from scipy import stats
+
+    ref, cur = reference.dropna(), current.dropna()
+    if len(ref) == 0 or len(cur) == 0:
+        return Assessment(float("nan"), 0.0, "ok", "empty")
+    inv_n = 1 / len(ref) + 1 / len(cur)
+    if categorical:
+        w = categorical_effect(ref, cur)
+        k = max(2, len(set(ref.astype(str)) | set(cur.astype(str))))
+        floor = float(np.sqrt(stats.chi2.isf(stats.norm.sf(th.noise_z), k - 1) * inv_n))
+        return Assessment(w, floor, _level(w, floor, th), "categories")
+    h, ref_part, cur_part = _parts(ref.to_numpy(dtype=float), cur.to_numpy(dtype=float), None)
+    w = _normed_w(ref_part, cur_part)
+    w_floor = _w_floor(ref_part, cur_part, th, seed)
+    judged = [Assessment(w, w_floor, _level(w, w_floor, th), "values" if h is None else "non-zero values")]
+    if h is not None:
+        h_floor = th.noise_z * float(np.sqrt(inv_n))
+        judged.append(Assessment(h, h_floor, _level(h, h_floor, th), "zero share"))
+    return max(judged, key=lambda a: (_LEVEL_RANK[a.level], a.effect))
 
 
 def column_table(
@@ -197,9 +237,8 @@ def column_table(
     for i, col in enumerate(columns):
         is_cat = col in cats
         ref, cur = reference[col], current[col]
-        effect = column_effect(ref.dropna(), cur.dropna(), is_cat)
-        floor = noise_floor(ref, cur, is_cat, permutations=th.permutations, z=th.noise_z, seed=th.seed + i)
-        effect_level = column_level(effect, floor, th)
+        a = assess(ref, cur, is_cat, th, seed=th.seed + i)
+        effect, floor, effect_level = a.effect, a.floor, a.level
         ref_missing, cur_missing = float(ref.isna().mean()), float(cur.isna().mean())
         missing_jump = cur_missing - ref_missing >= th.missing_delta
         level = worst([effect_level, "warning" if missing_jump else "ok"])
@@ -210,6 +249,7 @@ def column_table(
                 "kind": "categorical" if is_cat else "numerical",
                 "method": "cohen_w" if is_cat else ("hurdle_wasserstein_log" if use_log_scale(
                     ref.dropna().to_numpy(dtype=float)) else "hurdle_wasserstein"),
+                "component": a.component,
                 "effect": effect,
                 "noise_floor": floor,
                 "level": level,
@@ -265,8 +305,8 @@ def model_status(
             if r.missing_jump:
                 reasons.append(("warning", f"{what}: missing share {r.ref_missing:.0%} → {r.cur_missing:.0%}"))
             if r.effect_level != "ok":
-                reasons.append((r.effect_level, f"{what}: effect {r.effect:.3f} ({r.method}, noise floor "
-                                                f"{r.noise_floor:.3f})"))
+                reasons.append((r.effect_level, f"{what}: effect {r.effect:.3f} on {r.component} ({r.method}, "
+                                                f"noise floor {r.noise_floor:.3f})"))
     features = table[table["role"] == "feature"] if not table.empty else table
     if len(features):
         flagged = float((features["level"] != "ok").mean())
@@ -283,16 +323,16 @@ def model_status(
 
 __all__ = [
     "LEVELS",
+    "Assessment",
     "Level",
     "Status",
     "Thresholds",
+    "assess",
     "categorical_effect",
     "cohen_h",
     "column_effect",
-    "column_level",
     "column_table",
     "model_status",
-    "noise_floor",
     "numeric_effect",
     "use_log_scale",
     "worst",
