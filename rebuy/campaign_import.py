@@ -176,8 +176,8 @@ def build_campaign(
         raise err("no outcome column given", None, None, "set [import.campaign] outcomes or pass --outcome")
     clash = sorted(set(attributes) & set(role_cols))
     if clash or {ARM, PROPENSITY, CUSTOMER_ID} & (set(attributes) | set(roles.outcomes)):
-        bad = clash or sorted({ARM, PROPENSITY, CUSTOMER_ID} & (set(attributes) | set(roles.outcomes)))
-        raise err(f"column(s) {bad} have two roles, or use a reserved name", bad[0], None,
+        dual = clash or sorted({ARM, PROPENSITY, CUSTOMER_ID} & (set(attributes) | set(roles.outcomes)))
+        raise err(f"column(s) {dual} have two roles, or use a reserved name", dual[0], None,
                   f"rename them; {ARM!r}, {PROPENSITY!r} and {CUSTOMER_ID!r} are reserved for those roles")
 
     problems: list[DataError] = []
@@ -245,8 +245,7 @@ def build_campaign(
         frame[c] = values
     frame[ARM] = arm_text
     for c in roles.outcomes:
-        values, bad = parse_numbers(raw[c], dialect) if not pd.api.types.is_bool_dtype(raw[c]) else (
-            raw[c].astype(float), pd.Series(False, index=raw.index))
+        values, bad = parse_numbers(raw[c], dialect)
         if bad.any():
             problems.append(err("non-numeric outcome", c, bad,
                                 "outcomes must be numbers (0/1 for converted, an amount for spend)"))

@@ -7,6 +7,8 @@ ids and other text are Python str in object columns, kept exactly as given, time
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -103,7 +105,7 @@ SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
 
 def empty(table: str) -> pd.DataFrame:
     """An empty canonical table with the right dtypes (e.g. events for an orders-only shop)."""
-    dtypes: dict[str, object] = {
+    dtypes: dict[str, Any] = {
         "customers": {
             "customer_id": object, "signup_at": UTC_TS, "birthday": "datetime64[ns]", "timezone": object,
             "region": object, "consent_email": bool, "consent_sms": bool, "consent_push": bool,
@@ -116,5 +118,5 @@ def empty(table: str) -> pd.DataFrame:
         "consent_updates": {
             "customer_id": object, "changed_at": UTC_TS, "channel": object, "consent": bool, "source": object,
         },
-    }[table]  # type: ignore[assignment]
-    return pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})  # type: ignore[union-attr]
+    }[table]
+    return pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})
