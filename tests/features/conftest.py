@@ -74,3 +74,53 @@ def tables() -> dict[str, pd.DataFrame]:
 @pytest.fixture
 def pairs() -> pd.DataFrame:
     return pd.DataFrame({"customer_id": ["a", "b", "c"], "cutoff": [C, C, C]})
+
+
+def random_shop(seed: int, n_customers: int = 40, days: int = 200) -> dict[str, pd.DataFrame]:
+    """A small seeded shop in canonical form (vectorised), for as-of join, leakage and parity tests."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    ids = np.array([f"cust-{i:03d}" for i in range(n_customers)], dtype=object)
+    signup = start + pd.to_timedelta(rng.uniform(0, days / 2, n_customers), unit="D")
+    customers = pd.concat([empty("customers"), pd.DataFrame({"customer_id": ids, "signup_at": signup})],
+                          ignore_index=True)
+    customers["consent_email"] = customers["consent_sms"] = customers["consent_push"] = False
+    customers["signup_at"] = pd.to_datetime(customers["signup_at"], utc=True).dt.as_unit("ns")
+    n_orders = n_customers * 6
+    who = rng.integers(0, n_customers, n_orders)
+    at = signup[who] + pd.to_timedelta(rng.uniform(0, days, n_orders), unit="D").floor("s")
+    orders = pd.DataFrame({
+        "order_id": [f"o{i}" for i in range(n_orders)], "customer_id": ids[who],
+        "ordered_at": pd.DatetimeIndex(at).as_unit("ns"), "amount": rng.gamma(2.0, 30.0, n_orders).round(2),
+        "category": rng.choice(["shoes", "bags", "tea"], n_orders),
+        "discount": np.where(rng.random(n_orders) < 0.3, 5.0, 0.0), "items": 1, "returned_amount": 0.0,
+    })
+    n_events = n_customers * 40
+    who = rng.integers(0, n_customers, n_events)
+    at = signup[who] + pd.to_timedelta(rng.uniform(0, days, n_events), unit="D").floor("s")
+    events = pd.DataFrame({
+        "customer_id": ids[who], "occurred_at": pd.DatetimeIndex(at).as_unit("ns"),
+        "event_type": rng.choice(["view", "view", "view", "cart", "order_history_view", "delivery_check",
+                                  "email_open", "email_click", "app_open"], n_events),
+        "category": rng.choice(["shoes", "bags", "tea"], n_events),
+    })
+    return {"customers": customers, "orders": orders, "events": events, "consent_updates": empty("consent_updates")}
+
+
+@pytest.fixture
+def shop() -> dict[str, pd.DataFrame]:
+    return random_shop(11)
+
+
+@pytest.fixture
+def make_shop():
+    return random_shop
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    from rebuy.config import Config, PathsConfig
+
+    return Config(paths=PathsConfig(data_dir=tmp_path / "data"))

@@ -1,0 +1,90 @@
+"""Point-in-time training sets: rolling cutoffs, features via Feast's as-of join, labels after each cutoff.
+
+The features of a row are retrieved with `get_historical_features` for the model's FeatureService
+(the same service serving reads online), from snapshots computed at exactly the cutoffs; the labels
+come from orders strictly after the cutoff (features.labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.compute import customer_pairs, epoch_seconds
+from features.feature_repo.definitions import JOIN_KEY, REQUEST_TS, TIMESTAMP_FIELD, service_features
+from features.labels import LABELS, compute_labels
+from rebuy.config import Config
+from rebuy.errors import DataError
+
+
+def feature_names(cfg: Config, service: str) -> list[str]:
+    """The service's feature columns in model column order (the FeatureService's projection order)."""
+    del cfg  # the order is fixed by the definitions, not by the data directory
+    return [feature for _, feature in service_features(service)]
+
+
+def cutoff_grid(cfg: Config, as_of: pd.Timestamp, horizon_days: int | None = None) -> list[pd.Timestamp]:
+    """Rolling cutoffs every `cutoff_step_days` over `history_days`, midnight UTC, ascending.
+
+    Only cutoffs whose label windows have matured by `as_of` are kept: the last cutoff is at least
+    `horizon_days` (default: the longest of cfg.horizons) before `as_of`.
+    """
+    as_of = pd.Timestamp(as_of).tz_convert("UTC")
+    h = horizon_days if horizon_days is not None else max(
+        cfg.horizons.churn_days, cfg.horizons.repurchase_days, cfg.horizons.value_days)
+    last = (as_of - pd.Timedelta(days=h)).floor("D")
+    if last + pd.Timedelta(days=h) > as_of:
+        last -= pd.Timedelta(days=1)
+    step = cfg.features.cutoff_step_days
+    n = cfg.features.history_days // step + 1
+    return [last - pd.Timedelta(days=step * i) for i in reversed(range(n))]
+
+
+def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
+    ends = [tables["orders"]["ordered_at"].max()]
+    events = tables.get("events")
+    if events is not None and len(events):
+        ends.append(events["occurred_at"].max())
+    return max(e for e in ends if pd.notna(e))
+
+
+def build_training_set(
+    cfg: Config,
+    service: str,
+    cutoffs: Sequence[pd.Timestamp],
+    tables: dict[str, pd.DataFrame],
+    *,
+    as_of: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """One row per (customer_id, cutoff) with the service's features and the label columns.
+
+    Rows: every customer signed up by each cutoff. `as_of` is the end of the observed data (default:
+    the latest order/event); label windows not over by then are NaN. Side effect: the feature
+    snapshots at the cutoffs are stored as the offline source (features.store.write_offline).
+    """
+    from features import store as feast_io
+
+    if not len(cutoffs):
+        raise DataError("no cutoffs to build a training set at",
+                        hint="the data may be shorter than the label horizon; see features.training_set.cutoff_grid")
+    names = feature_names(cfg, service)
+    pairs = customer_pairs(tables["customers"], list(cutoffs))
+    if not len(pairs):
+        raise DataError("no customer had signed up by any cutoff", hint="check the cutoffs against the data")
+    fs = feast_io.apply(cfg)
+    feast_io.build(cfg, tables, cutoffs)
+    entity_df = pd.DataFrame({
+        JOIN_KEY: pairs[JOIN_KEY].to_numpy(),
+        TIMESTAMP_FIELD: pairs["cutoff"].to_numpy(),
+        REQUEST_TS: epoch_seconds(pairs["cutoff"]),
+    })
+    hist = fs.get_historical_features(entity_df=entity_df, features=fs.get_feature_service(service)).to_df()
+    hist[TIMESTAMP_FIELD] = pd.to_datetime(hist[TIMESTAMP_FIELD], utc=True).dt.as_unit("ns")
+    hist = hist.rename(columns={TIMESTAMP_FIELD: "cutoff"})
+    labels = compute_labels(tables["orders"], pairs, cfg.horizons, as_of if as_of is not None else _data_end(tables))
+    out = labels.merge(hist[[JOIN_KEY, "cutoff", *names]], on=[JOIN_KEY, "cutoff"], how="left", validate="1:1")
+    out = out[[JOIN_KEY, "cutoff", *names, *LABELS]]
+    out[names] = out[names].astype(np.float64)
+    return out.sort_values(["cutoff", JOIN_KEY], kind="stable").reset_index(drop=True)
