@@ -219,6 +219,64 @@ def models_rollback_cli(
     console.print(f"{name}: @champion is v{version} again")
 
 
+@report_app.command("campaign")
+def report_campaign_cli(
+    name: Annotated[str, typer.Argument(help="An imported campaign (its --name at import-campaign, or its folder).")],
+    outcome: Annotated[str | None, typer.Option(help="Outcome the recommendation follows; default the first "
+                                                     "non-binary one.")] = None,
+    test_share: Annotated[float, typer.Option(help="Share of rows held out for evaluation.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split and the learners.")] = 0,
+    costs: Annotated[bool, typer.Option("--costs/--no-costs", help="Subtract the catalogue's cost per send "
+                                                                    "from non-binary outcomes.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Folder for the HTML + JSON; default reports/campaigns/NAME.")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """What rebuy would have done with a past campaign: effects, uplift, policy values, a recommendation."""
+    from training.campaign import report_campaign
+
+    report, files = report_campaign(load(config, data_dir), name, outcome=outcome, test_share=test_share,
+                                    seed=seed, use_costs=costs, out_dir=out)
+    rec = report.recommendation
+    console.print(f"recommendation ({rec['outcome']}): {rec['action']}"
+                  f"{' ' + rec['arm'] if rec.get('arm') else ''} — {rec['reason']}")
+    console.print(f"report: {files['html']}  {files['json']}")
+
+
+@app.command("score")
+def score_cli(
+    out: Annotated[Path, typer.Option("--out", help="Parquet file to write (atomically).")],
+    customers: Annotated[Path | None, typer.Option("--customers", help="File of ids (one per line, or a "
+                                                   "Parquet/CSV with customer_id); default every customer.")] = None,
+    offers: Annotated[str | None, typer.Option("--offers", help="Comma-separated eligible offers; default all.")] = None,
+    reasons: Annotated[bool, typer.Option("--reasons/--no-reasons", help="Compute top reasons (slower).")] = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Batch-score customers offline through the same scorer as the service."""
+    from serving.batch import read_id_list, score_to_parquet
+
+    cfg = load(config, data_dir)
+    res = score_to_parquet(cfg, parse_as_of(as_of), out, read_id_list(customers) if customers else None,
+                           offers.split(",") if offers else None, reasons=reasons)
+    console.print(f"scored {res.customers} customers ({res.cold_start} cold start) -> {res.path} in "
+                  f"{res.total_seconds:.1f}s (features {res.read_seconds:.1f}s, models {res.model_seconds:.2f}s); "
+                  f"versions {res.model_versions}")
+
+
+@app.command("serve")
+def serve_cli(
+    workers: Annotated[int | None, typer.Option("--workers", help="1 or 2; default serving.workers.")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """The prediction service on 127.0.0.1 (serving.host/port): /score, /score_features, /docs."""
+    from serving.server import serve
+
+    serve(load(config, data_dir), config, workers=workers)
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:

@@ -70,57 +70,42 @@ class StartupError(RebuyError):
     """The service cannot start: a model, the registry or the online store is missing."""
 
 
-def lightgbm_reasons(model: Any, X: np.ndarray, k: int) -> list[ReasonRow]:
-    """Top-k features by |SHAP contribution| (LightGBM's own TreeSHAP) for each row.
+def bundle_reasons(model: Any, X: np.ndarray, k: int) -> list[ReasonRow]:
+    """Top-k features by |contribution| per row (training.reasons.top_reasons: LightGBM TreeSHAP).
 
-    Contributions are in raw-score space (log-odds for classifiers): that is what adds up, so it
-    is what a "reason" can honestly claim. The model must expose a LightGBM `booster`.
+    Contributions are in raw-score space (log-odds for classifiers): that is what adds up, so it is
+    what a "reason" can honestly claim. The value is the feature as the model saw it (None = missing).
     """
-    booster = model.booster
-    contrib = np.asarray(booster.predict(X, pred_contrib=True, num_threads=1))[:, : X.shape[1]]
-    k = min(k, X.shape[1])
-    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
-    names = list(model.feature_names)
+    from training.reasons import top_reasons
+
+    names, contrib = top_reasons(model, X, k)
+    pos = {n: i for i, n in enumerate(model.feature_names)}
     out: list[ReasonRow] = []
     for i in range(X.shape[0]):
         row: ReasonRow = []
-        for j in order[i]:
-            v = X[i, j]
-            row.append((names[j], None if np.isnan(v) else float(v), float(contrib[i, j])))
+        for name, c in zip(names[i].tolist(), contrib[i].tolist(), strict=True):
+            v = X[i, pos[name]]
+            row.append((name, None if v != v else float(v), float(c)))
         out.append(row)
     return out
-
-
-def threshold_segments(
-    dormant_churn: float, potential_churn: float, high_value: float
-) -> Segmenter:
-    """The seeds' segments: dormant (likely gone), high_value (worth most), potential (at risk), active.
-
-    Dormant wins over high value: a customer who is probably gone is not treated as a VIP.
-    """
-
-    def segment(churn: np.ndarray, value: np.ndarray) -> np.ndarray:
-        return np.select(
-            [churn >= dormant_churn, value >= high_value, churn >= potential_churn],
-            ["dormant", "high_value", "potential"],
-            default="active",
-        ).astype(object)
-
-    return segment
 
 
 def greedy_best(margins: np.ndarray, offers: Sequence[str]) -> np.ndarray:
     """Per row, the offer with the largest incremental margin; 'none' unless something pays (> 0).
 
-    Ties go to the earlier offer in `offers`, so the result does not depend on dict order.
+    Same rule as training.policy.greedy / greedy_batch (the orchestrator's): 'none' wins ties at 0,
+    other ties go to the offer that sorts first, non-finite estimates never win. Done on numpy here
+    because the DataFrame form costs more than the models on a one-customer request.
     """
     n = margins.shape[0]
-    if margins.shape[1] == 0:
+    cols = sorted((o, j) for j, o in enumerate(offers) if o != "none")
+    if not cols:
         return np.full(n, "none", dtype=object)
-    idx = np.argmax(margins, axis=1)
-    best = np.asarray(offers, dtype=object)[idx]
-    best[margins[np.arange(n), idx] <= 0.0] = "none"
-    return best
+    vals = margins[:, [j for _, j in cols]]
+    vals = np.where(np.isfinite(vals), vals, -np.inf)
+    full = np.column_stack([np.zeros(n), vals])
+    names = np.array(["none", *(o for o, _ in cols)], dtype=object)
+    return names[np.argmax(full, axis=1)]
 
 
 @dataclass(frozen=True)
@@ -208,7 +193,7 @@ class Scorer:
     segmenter: Segmenter
     catalogue: tuple[str, ...]
     offer_model: OfferModel | None = None
-    explainer: Explainer = lightgbm_reasons
+    explainer: Explainer = bundle_reasons
     explained: tuple[str, ...] = (CHURN, REPURCHASE)
     reasons_k: int = 3
     _columns: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)

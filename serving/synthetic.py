@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from serving.scorer import Scorer, threshold_segments
+from rebuy.config import SegmentsConfig
+from serving.scorer import Scorer
+from training.segments import segment, value_cut
 
 if TYPE_CHECKING:
     from rebuy.config import Config
@@ -46,6 +49,9 @@ class SyntheticModel:
         a, b = self.calibrator
         raw = np.asarray(self.booster.predict(X, raw_score=True, num_threads=1))
         return 1.0 / (1.0 + np.exp(-(a * raw + b)))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=1))
 
 
 @dataclass(frozen=True)
@@ -160,11 +166,12 @@ def synthetic_scorer(
         boosters, FEATURES["offer_v1"], "offer_v1", version, costs={"coupon_10pct": 0.5, "free_shipping": 0.3}
     )
     readers = {svc: InMemoryReader(table, FEATURES[svc]) for svc in FEATURES}
-    value_q80 = float(np.quantile(models["value"].predict(X("value_v1")), 0.8))
+    seg_cfg = SegmentsConfig()
+    cut = value_cut(models["value"].predict(X("value_v1")), seg_cfg)
     scorer = Scorer(
         models=models,
         readers=readers,
-        segmenter=threshold_segments(0.7, 0.4, value_q80),
+        segmenter=partial(segment, cut=cut, cfg=seg_cfg),
         catalogue=catalogue,
         offer_model=offer_model,
     )

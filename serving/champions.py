@@ -1,0 +1,103 @@
+"""Adapter: the production Scorer from the MLflow @champion models and the Feast online store.
+
+Everything that touches MLflow or Feast for serving is here, so `serving.scorer` stays pure and a
+missing registry or store fails at start-up with a message that says what to run.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+from rebuy.config import Config
+from rebuy.errors import RebuyError
+from serving.scorer import OFFER_MODEL, SCORE_MODELS, Scorer, StartupError
+
+log = logging.getLogger(__name__)
+
+
+def load_models(cfg: Config) -> dict[str, Any]:
+    """The four scoring champions; a clear StartupError naming what is missing and what to run."""
+    from training.registry import load_champion
+
+    models: dict[str, Any] = {}
+    missing: list[str] = []
+    for name in SCORE_MODELS:
+        try:
+            models[name] = load_champion(cfg, name)
+        except RebuyError as exc:
+            missing.append(f"{name}: {exc}")
+        except Exception as exc:  # an unreachable or corrupt registry must still say where it is
+            missing.append(f"{name}: {type(exc).__name__}: {exc}")
+    if missing:
+        raise StartupError(
+            f"cannot start serving: model registry {cfg.mlflow_uri} lacks champions —\n  "
+            + "\n  ".join(missing)
+            + "\nwhat to do: run `rebuy train all` (and `rebuy train offer`) against this data directory first"
+        )
+    return models
+
+
+def load_offer_model(cfg: Config) -> Any | None:
+    """The offer (uplift) champion as an OfferModel, or None when offer training is not available yet.
+
+    Without it every offer's estimate is 0 and best_offer is 'none' — the orchestrator then only
+    explores; this is logged loudly rather than refusing to serve churn and repurchase scores.
+    """
+    try:
+        import training.offer as offer_stage
+    except ImportError:
+        log.warning("serving: training.offer is not available; offer estimates will be 0")
+        return None
+    loader = getattr(offer_stage, "load_offer_champion", None)
+    if loader is None:
+        log.warning("serving: training.offer.load_offer_champion is missing; offer estimates will be 0")
+        return None
+    return loader(cfg)
+
+
+def load_readers(cfg: Config, services: set[str]) -> dict[str, Any]:
+    """One online reader per FeatureService; fails when the store was never applied/materialized."""
+    try:
+        from features.online import OnlineFeatureReader  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise StartupError(f"cannot start serving: the online feature reader is not available ({exc})") from exc
+    readers = {}
+    for svc in sorted(services):
+        try:
+            readers[svc] = OnlineFeatureReader(cfg, svc)
+        except RebuyError as exc:
+            raise StartupError(f"cannot start serving: online store for {svc!r}: {exc}") from exc
+        except Exception as exc:  # e.g. sqlite or Feast registry errors: say which store
+            raise StartupError(
+                f"cannot start serving: online store for {svc!r} under {cfg.paths.feast_dir}: "
+                f"{type(exc).__name__}: {exc}\nwhat to do: run `rebuy features apply` and "
+                "`rebuy features materialize` first"
+            ) from exc
+    return readers
+
+
+def scorer_from_registry(cfg: Config) -> Scorer:
+    """The default REBUY_SCORER_FACTORY: champions + their FeatureServices' online readers."""
+    from training.segments import segment
+
+    models = load_models(cfg)
+    offer = load_offer_model(cfg)
+    services = {m.feature_service for m in models.values()}
+    if offer is not None:
+        services.add(offer.feature_service)
+    cut = models["value"].meta.get("value_cut")
+    if cut is None:
+        log.warning("serving: the value champion has no 'value_cut' in its metadata; no customer is high_value")
+        cut = float("inf")
+    return Scorer(
+        models=models,
+        readers=load_readers(cfg, services),
+        segmenter=partial(segment, cut=float(cut), cfg=cfg.training.segments),
+        catalogue=tuple(cfg.offers.catalogue),
+        offer_model=offer,
+    )
+
+
+__all__ = ["OFFER_MODEL", "load_models", "load_offer_model", "load_readers", "scorer_from_registry"]

@@ -1,0 +1,44 @@
+"""`rebuy serve`: start the BentoML service on 127.0.0.1 with the REBUY_* environment set.
+
+The scorer is built once in this process before any worker starts, so a missing registry or
+online store is one clear error at the prompt instead of workers that crash-loop or a server
+that answers every call with a 5xx.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rebuy.config import Config
+from rebuy.errors import RebuyError
+
+MAX_WORKERS = 2  # a 2-core machine: more workers only fight over the cores
+
+
+def serve_env(config_path: Path | None, data_dir: Path, factory: str | None = None) -> dict[str, str]:
+    """The variables a worker needs to rebuild the same Config (see serving.service)."""
+    from serving.service import ENV_CONFIG, ENV_DATA_DIR, ENV_FACTORY
+
+    env = {ENV_DATA_DIR: str(Path(data_dir).resolve())}
+    if config_path is not None:
+        env[ENV_CONFIG] = str(Path(config_path).resolve())
+    if factory:
+        env[ENV_FACTORY] = factory
+    return env
+
+
+def serve(cfg: Config, config_path: Path | None, *, workers: int | None = None, preflight: bool = True) -> None:
+    """Run the service until interrupted (blocks)."""
+    if cfg.serving.host not in ("127.0.0.1", "localhost", "::1"):
+        raise RebuyError(f"serving.host={cfg.serving.host!r}: rebuy serves on 127.0.0.1 only; put a proxy in front")
+    n = workers if workers is not None else cfg.serving.workers
+    if not 1 <= n <= MAX_WORKERS:
+        raise RebuyError(f"workers={n}: use 1..{MAX_WORKERS} on this machine")
+    os.environ.update(serve_env(config_path, cfg.paths.data_dir, os.environ.get("REBUY_SCORER_FACTORY")))
+    from serving.service import RebuyService, factory_from_env
+
+    if preflight:
+        factory_from_env()(cfg)  # raises StartupError with what to run
+    RebuyService.config["workers"] = n
+    RebuyService.serve_http(host=cfg.serving.host, port=cfg.serving.port)
