@@ -1,0 +1,40 @@
+"""The shop simulator: a seeded shop that writes the canonical tables and knows the truth behind them.
+
+Usage::
+
+    from rebuy.simulator import SimConfig, ShopSimulator, write_tables
+    sim = ShopSimulator(SimConfig(customers=20_000, months=24, seed=7, events=True, start="2024-01-01"))
+    tables = sim.run_history()        # {"customers", "orders", "events", "consent_updates"}: canonical
+    sim.now                           # pd.Timestamp (UTC midnight): end of the simulated history
+
+    # the oracle, from the FULL hidden state at `at` (any date <= sim.now; the past is replayed).
+    # Day resolution: the state at the latest midnight UTC <= at.
+    sim.truth(customer_ids, at, horizon_days=30, offers=("none", "coupon_10pct"), spend_days=180,
+              channel=None)
+        # -> index customer_id; alive, p_order, p_order__<offer>, expected_spend,
+        #    expected_days_to_next_order (capped at spend_days), expected_margin__<offer>
+        #    (incremental margin within horizon_days vs none, net of the offer's cost)
+    sim.truth_at(pairs[customer_id, cutoff], horizon_days=30, offers=("none",), spend_days=None)
+        # -> the same columns per pair (pairs' index kept, plus customer_id and cutoff), one replay pass
+    sim.step(days=1, decisions=df[customer_id, decided_at, offer, channel])  # -> NEW rows of each table
+    decisions, export = sim.randomized_campaign(at, offers, n_customers=None, probs=None, seed=0)
+        # a past randomized campaign as a branch of the history (tables are not rewritten):
+        # decisions in the decision-log shape, export = attributes at send time + arm, propensity,
+        # converted / orders / spend / visited over the attribution window
+    sim.save(dir); ShopSimulator.load(dir)    # JSON + npz, no pickle
+    write_tables(tables, out_dir)             # <out_dir>/<table>.parquet
+
+Table conventions: customers' consent_* are the consents at signup, `consent_updates` the later
+changes (the current consent is the latest update, else the signup value). Orders' `amount` is the
+order value before discounts; `discount` is the money value of the discounts (coupon, sale, free
+shipping, points). Customers do not sign up after the history ends (the live shop has a fixed base).
+
+`SimConfig.effects` ("heterogeneous" | "uniform" | "none") and `effect_scale` shape the true offer
+effects, for campaigns whose truth favours personalising, one arm for everyone, or sending nothing.
+Randomness comes from generators seeded by (seed, stream, day), so any past state can be replayed.
+"""
+
+from rebuy.simulator.params import CATEGORIES, SIM_CHANNELS, SIM_OFFERS, SimConfig
+from rebuy.simulator.shop import ShopSimulator, write_tables
+
+__all__ = ["CATEGORIES", "SIM_CHANNELS", "SIM_OFFERS", "ShopSimulator", "SimConfig", "write_tables"]

@@ -1,0 +1,285 @@
+"""One day of the shop: the single step function behind the history, the live shop and the oracle.
+
+Everything works on flat arrays of "elements": one element per customer when writing the history,
+one per (customer, Monte Carlo path) when the oracle looks forward. `Agents` holds the traits
+gathered per element; `State` the hidden state that changes day by day.
+
+The model, per alive customer and day:
+- purchase intent starts with the discrete hazard of a Weibull renewal process in the days since the
+  last order (personal scale and shape), times the shop's season, a birthday week, and the active
+  offer's effect exp(tau);
+- an intent episode lasts a few days and ends in an order with a per-day conversion probability
+  (lower on its first day: people browse, look up past orders and check delivery first);
+- after each order the customer drops out with a personal probability (BG/NBD-like), and there is a
+  small daily dropout too; dropped customers never order unless a wake-up gift revives them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from rebuy.simulator.params import SIM_CHANNELS, SIM_OFFERS, SimConfig, Traits
+
+DAILY_DROP = 1.0 / 1000.0
+FIRST_INTENT_DAY_CONV = 0.5  # first day of an episode converts at half the customer's rate
+INTENT_CONTINUE = 0.5  # geometric episode length: P(another day)
+MAX_INTENT = 6
+FATIGUE_DECAY = np.array([0.90, 0.95, 0.75], dtype=np.float32)  # per day, email / sms / push
+FATIGUE_COST = np.array([0.25, 0.4, 0.2], dtype=np.float32)  # tau lost per unit of fatigue
+OPT_OUT = 0.0002  # daily chance to withdraw a consent, before message annoyance
+OPT_IN = 0.00006
+N_DRAWS = 7  # uniform draws per element and day (see `step`)
+
+
+@dataclass
+class Agents:
+    """Traits per element (gathered from `Traits` by customer index)."""
+
+    cust: np.ndarray
+    signup_day: np.ndarray
+    first_at_signup: np.ndarray
+    scale: np.ndarray
+    shape: np.ndarray
+    p_drop: np.ndarray
+    conv: np.ndarray
+    value: np.ndarray
+    cat_cum: np.ndarray
+    price_sens: np.ndarray
+    averse: np.ndarray
+    revive: np.ndarray
+    bday_doy: np.ndarray
+    noise: np.ndarray
+
+    @classmethod
+    def gather(cls, traits: Traits, idx: np.ndarray) -> Agents:
+        return cls(
+            cust=idx, signup_day=traits.signup_day[idx], first_at_signup=traits.first_at_signup[idx],
+            scale=traits.scale[idx], shape=traits.shape[idx], p_drop=traits.p_drop[idx], conv=traits.conv[idx],
+            value=traits.value[idx], cat_cum=np.cumsum(traits.cat_pref[idx], axis=1)[:, :-1],
+            price_sens=traits.price_sens[idx], averse=traits.averse[idx], revive=traits.revive[idx],
+            bday_doy=traits.bday_doy[idx], noise=traits.noise[idx],
+        )
+
+
+@dataclass
+class State:
+    """The hidden state of each element at the start of a day."""
+
+    active: np.ndarray  # signed up
+    alive: np.ndarray
+    s: np.ndarray  # full days since the last order (since signup before the first)
+    n_orders: np.ndarray
+    spend: np.ndarray  # total paid so far
+    n_disc: np.ndarray  # orders that carried a discount
+    last_cat: np.ndarray  # category of the last order, -1 before the first
+    intent_left: np.ndarray  # days left in the current intent episode (0: none)
+    intent_age: np.ndarray  # days already spent in the episode
+    intent_cat: np.ndarray
+    dead_since: np.ndarray  # day of dropout, -1 while alive
+    fatigue: np.ndarray  # (m, 3) decayed count of recent messages per channel
+    eff_until: np.ndarray  # the active offer works on days < eff_until
+    eff_tau: np.ndarray  # its log-multiplier of purchase intent
+    eff_offer: np.ndarray  # its index into SIM_OFFERS (0: none)
+    consent: np.ndarray  # (m, 3) email, sms, push
+
+    @classmethod
+    def initial(cls, traits: Traits) -> State:
+        n = len(traits.signup_day)
+        return cls(
+            active=np.zeros(n, bool), alive=np.zeros(n, bool), s=np.zeros(n, np.int32),
+            n_orders=np.zeros(n, np.int32), spend=np.zeros(n), n_disc=np.zeros(n, np.int32),
+            last_cat=np.full(n, -1, np.int8), intent_left=np.zeros(n, np.int8), intent_age=np.zeros(n, np.int8),
+            intent_cat=np.zeros(n, np.int8), dead_since=np.full(n, -1, np.int32),
+            fatigue=np.zeros((n, 3), np.float32), eff_until=np.zeros(n, np.int32), eff_tau=np.zeros(n, np.float32),
+            eff_offer=np.zeros(n, np.int8), consent=traits.consent0.copy(),
+        )
+
+    def take(self, idx: np.ndarray) -> State:
+        """Rows `idx` (copies): a subset of customers, or each customer repeated per path."""
+        return State(**{f.name: getattr(self, f.name)[idx].copy() for f in fields(self)})
+
+    def copy(self) -> State:
+        return State(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class DayOut:
+    """What happened on one day, per element (the raw material of the tables and of the oracle)."""
+
+    ordered: np.ndarray
+    amount: np.ndarray  # paid, 0 where no order
+    discount: np.ndarray
+    order_cat: np.ndarray
+    in_intent: np.ndarray  # an intent day (signals are emitted on these)
+    intent_first: np.ndarray  # the episode started today
+    new: np.ndarray  # signed up today
+    died: np.ndarray
+    consent_change: np.ndarray  # (m, 3) toggled today
+
+
+def step(
+    st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u: np.ndarray, z: np.ndarray,
+    uc: np.ndarray,
+) -> DayOut:
+    """Advance `st` in place by one day; `u` (N_DRAWS, m) uniforms, `z` (m,) normals, `uc` (m, 3) uniforms.
+
+    Taking the draws as arguments lets the oracle run every offer arm on the same random numbers.
+    """
+    m = len(st.s)
+    new = st.active.__invert__() & (ag.signup_day == day)
+    st.active |= new
+    st.alive |= new
+    st.s[new] = 0
+    on = st.eff_until > day
+    tau = np.where(on, st.eff_tau, np.float32(0.0))
+    # -- purchase intent starts (renewal hazard) --
+    s = st.s.astype(np.float64)
+    dh = ((s + 1.0) / ag.scale) ** ag.shape - (s / ag.scale) ** ag.shape
+    bd = ag.bday_doy >= 0
+    near = bd & (np.abs(((ag.bday_doy - doy + 182) % 365) - 182) <= 3)
+    mult = season * np.where(near, 1.4, 1.0) * np.exp(tau)
+    at_risk = st.active & st.alive & (st.intent_left == 0) & ~new
+    start = at_risk & (u[0] < -np.expm1(-dh * mult))
+    length = 1 + np.minimum(np.floor(np.log(np.maximum(u[1], 1e-12)) / np.log(INTENT_CONTINUE)), MAX_INTENT - 1)
+    st.intent_left = np.where(start, length, st.intent_left).astype(np.int8)
+    st.intent_age = np.where(start, 0, st.intent_age).astype(np.int8)
+    cat = (u[2][:, None] > ag.cat_cum).sum(axis=1).astype(np.int8)
+    st.intent_cat = np.where(start, cat, st.intent_cat)
+    in_intent = st.active & st.alive & (st.intent_left > 0)
+    # -- orders: intent days convert; most customers' first order is their signup --
+    p = ag.conv * np.where(st.intent_age == 0, FIRST_INTENT_DAY_CONV, 1.0) * np.exp(0.5 * tau)
+    first = new & ag.first_at_signup
+    ordered = (in_intent & (u[3] < np.minimum(p, 0.97))) | first
+    order_cat = np.where(first, cat, st.intent_cat)
+    # -- values: the customer's own level, right-skewed noise, offer and sale discounts --
+    gross = np.where(ordered, ag.value * np.exp(0.75 * z - 0.28), 0.0)
+    offer = np.where(on & ordered, st.eff_offer, 0)
+    promo = ordered & sale & (u[4] < 0.5)
+    coupon = offer == SIM_OFFERS.index("coupon_10pct")
+    disc_rate = np.where(coupon, 0.10, 0.0) + np.where(promo & ~coupon, 0.15, 0.0)
+    amount = np.round(gross * (1.0 - disc_rate), 2)
+    discount = np.round(gross * disc_rate, 2)
+    discount = discount + np.where(offer == SIM_OFFERS.index("free_shipping"), 4.9, 0.0)
+    discount = discount + np.where(offer == SIM_OFFERS.index("points_x2"), np.round(0.01 * amount, 2), 0.0)
+    # -- bookkeeping and dropout --
+    st.n_orders += ordered
+    st.spend += amount
+    st.n_disc += ordered & (discount > 0)
+    st.last_cat = np.where(ordered, order_cat, st.last_cat).astype(np.int8)
+    st.s = np.where(ordered, 0, st.s + st.active).astype(np.int32)
+    st.intent_age = np.where(in_intent, st.intent_age + 1, 0).astype(np.int8)
+    st.intent_left = np.where(ordered, 0, np.maximum(st.intent_left - 1, 0)).astype(np.int8)
+    died = st.alive & np.where(ordered, u[5] < ag.p_drop, u[5] < DAILY_DROP) & ~(new & ~ordered)
+    st.alive &= ~died
+    st.intent_left[died] = 0
+    st.dead_since[died] = day
+    # -- messages fade; consents change, more often for customers annoyed by recent messages --
+    st.fatigue *= FATIGUE_DECAY
+    annoy = ag.averse[:, None] * np.minimum(st.fatigue, 3.0) * 0.004
+    p_out = OPT_OUT + annoy
+    toggle = st.active[:, None] & np.where(st.consent, uc < p_out, uc < OPT_IN)
+    st.consent ^= toggle
+    assert m == len(ordered)
+    return DayOut(
+        ordered=ordered, amount=amount, discount=discount, order_cat=order_cat, in_intent=in_intent,
+        intent_first=start | first, new=new, died=died, consent_change=toggle,
+    )
+
+
+def draws(rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The day's random numbers for m elements, always drawn in the same order."""
+    u = rng.random((N_DRAWS, m))
+    z = rng.standard_normal(m)
+    uc = rng.random((m, 3))
+    return u, z, uc
+
+
+# --- offers ------------------------------------------------------------------------------------------
+
+
+def true_tau(cfg: SimConfig, offer: int, ag: Agents, st: State, channel: np.ndarray) -> np.ndarray:
+    """Each element's true log-multiplier of purchase intent if `offer` arrives now on `channel`.
+
+    Depends on value tier, recency against the own cycle, price sensitivity, message aversion and
+    per-channel fatigue; negative for some customers. `cfg.effects` picks the scenario.
+    """
+    name = SIM_OFFERS[offer]
+    if name == "none":
+        return np.zeros(len(st.s), np.float32)
+    vz = (np.log(ag.value) - np.log(42.0)) / 0.45
+    overdue = np.minimum(st.s / ag.scale, 4.0)
+    ps, av = ag.price_sens, ag.averse.astype(float)
+    if cfg.effects == "heterogeneous":
+        base = {
+            "care_message": 0.15 + 0.15 * (vz > 0.5) - 0.25 * (ps > 0.6),
+            "coupon_10pct": -0.25 + 1.1 * ps,
+            "free_shipping": -0.05 + 0.5 * ps + 0.3 * (vz < -0.5),
+            "points_x2": 0.05 + 0.3 * np.clip(vz, -1.5, 2.0) + 0.1 * (st.n_orders >= 3),
+            "wake_up_gift": 0.1 + 0.15 * overdue,
+        }[name]
+        base = base - 0.7 * av + ag.noise[:, offer]
+    elif cfg.effects == "uniform":
+        base = {
+            "care_message": 0.05, "coupon_10pct": 0.6, "free_shipping": 0.2, "points_x2": 0.15, "wake_up_gift": 0.25,
+        }[name] + 0.3 * ag.noise[:, offer]
+    else:  # "none": messages do nothing or harm; the best policy sends nothing
+        base = -0.1 - 0.3 * av + 0.3 * ag.noise[:, offer]
+    ch = np.clip(channel, 0, 2)
+    fat = st.fatigue[np.arange(len(ch)), ch] * FATIGUE_COST[ch]
+    return (cfg.effect_scale * base - fat).astype(np.float32)
+
+
+def apply_offers(
+    cfg: SimConfig, st: State, ag: Agents, elems: np.ndarray, offer: np.ndarray, channel: np.ndarray, day: int,
+    u: np.ndarray,
+) -> np.ndarray:
+    """Deliver offers to elements `elems` on `day` (in place); returns which were delivered.
+
+    A message reaches the customer only on a consented channel and while they are signed up; a wake-up
+    gift revives a dropped customer with their personal probability (`u`: one uniform per element).
+    """
+    if len(elems) == 0:
+        return np.zeros(0, bool)
+    ch = np.clip(channel, 0, 2)
+    ok = (offer > 0) & (channel >= 0) & st.active[elems] & st.consent[elems, ch]
+    e, o, c = elems[ok], offer[ok], ch[ok]
+    sub_ag = Agents(**{f.name: getattr(ag, f.name)[e] for f in fields(ag)})
+    sub_st = st.take(e)
+    tau = np.zeros(len(e), np.float32)
+    for code in np.unique(o):
+        sel = o == code
+        part_ag = Agents(**{f.name: getattr(sub_ag, f.name)[sel] for f in fields(sub_ag)})
+        tau[sel] = true_tau(cfg, int(code), part_ag, sub_st.take(np.flatnonzero(sel)), c[sel])
+    gift = o == SIM_OFFERS.index("wake_up_gift")
+    revived = gift & ~st.alive[e] & (u[ok] < ag.revive[e])
+    st.alive[e[revived]] = True
+    st.dead_since[e[revived]] = -1
+    st.eff_tau[e] = tau
+    st.eff_until[e] = day + cfg.effect_days
+    st.eff_offer[e] = o
+    np.add.at(st.fatigue, (e, c), 1.0)
+    return ok
+
+
+def channel_index(names: np.ndarray) -> np.ndarray:
+    """email/sms/push -> 0/1/2; anything else (none) -> -1."""
+    out = np.full(len(names), -1, np.int8)
+    for i, c in enumerate(SIM_CHANNELS):
+        out[np.asarray(names, dtype=object) == c] = i
+    return out
+
+
+def offer_index(names: np.ndarray) -> np.ndarray:
+    names = np.asarray(names, dtype=object)
+    unknown = sorted(set(names.tolist()) - set(SIM_OFFERS))
+    if unknown:
+        raise ValueError(f"unknown offers {unknown}; the simulator knows {list(SIM_OFFERS)}")
+    out = np.zeros(len(names), np.int8)
+    for i, o in enumerate(SIM_OFFERS):
+        out[names == o] = i
+    return out

@@ -1,0 +1,247 @@
+"""Turn one simulated day into rows of the canonical tables (orders, events, consent updates).
+
+Only the written history needs this; the oracle steps the same dynamics without emitting rows.
+Times of day follow local habits (timezones), wrapped into the same UTC day as the dynamics step,
+so a cutoff at midnight UTC splits the tables exactly where the oracle's state is taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from rebuy.contract import EVENT_TYPES
+from rebuy.simulator.dynamics import DayOut, State
+from rebuy.simulator.params import CATEGORIES, SIM_CHANNELS, TIMEZONES, Traits
+
+DAY_NS = 86_400 * 10**9
+EV = {name: i for i, name in enumerate(EVENT_TYPES)}
+# local hour-of-day weights of shopping (evening peak)
+_HOURS = np.array([1, 0.6, 0.3, 0.2, 0.2, 0.3, 0.8, 1.5, 2.5, 3, 3.5, 3.8, 4, 3.8, 3.5, 3.5, 3.8, 4.2,
+                   4.8, 5.6, 6.0, 5.5, 4.0, 2.2])
+_HOUR_CUM = np.cumsum(_HOURS) / _HOURS.sum()
+
+
+def tz_offsets_ns(start: pd.Timestamp, ndays: int) -> np.ndarray:
+    """(n_timezones, ndays) UTC offset of each zone at noon of each day, in ns (DST-aware)."""
+    noon = pd.date_range(start + pd.Timedelta(hours=12), periods=ndays, freq="D")
+    out = np.empty((len(TIMEZONES), ndays), np.int64)
+    for i, (zone, _, _) in enumerate(TIMEZONES):
+        local = noon.tz_convert(zone).tz_localize(None)
+        out[i] = (local - noon.tz_localize(None)).to_numpy().astype(np.int64)
+    return out
+
+
+def local_times(u_hour: np.ndarray, u_min: np.ndarray, offset_ns: np.ndarray) -> np.ndarray:
+    """Nanoseconds into the UTC day for activity at a realistic local hour (wrapped into the day)."""
+    hour = np.searchsorted(_HOUR_CUM, u_hour)
+    local = (hour * 3600 + u_min * 3600).astype(np.int64) * 10**9
+    return (local - offset_ns) % DAY_NS
+
+
+@dataclass
+class DayRows:
+    """Raw columns of one day's new rows (customer indexes, ns since epoch, codes)."""
+
+    orders: dict[str, np.ndarray]
+    events: dict[str, np.ndarray]
+    consents: dict[str, np.ndarray]
+
+
+def emit_day(
+    traits: Traits, st: State, out: DayOut, n_before: np.ndarray, day: int, day_ns: int, offsets: np.ndarray,
+    rng_orders: np.random.Generator, rng_events: np.random.Generator | None, signup_tod: np.ndarray,
+) -> DayRows:
+    """Rows for day `day` from its outcome `out` (state `st` is already advanced past the day).
+
+    `n_before` is each customer's order count before the day (lookups of past orders need one).
+    """
+    n = len(st.s)
+    off = offsets[traits.tz]
+    lb = np.where(traits.signup_day == day, signup_tod, 0)  # nothing before the signup moment
+    # --- orders: time, items, returns (drawn whether or not events are written) ---
+    oi = np.flatnonzero(out.ordered)
+    ou = rng_orders.random((4, len(oi)))
+    t_local = local_times(ou[0], ou[1], off[oi])
+    first = out.new[oi]
+    t_first = np.minimum(signup_tod[oi] + ((120 + ou[1] * 1500) * 1e9).astype(np.int64), DAY_NS - 1)
+    t_order = np.where(first, t_first, np.maximum(t_local, lb[oi]))
+    amount = out.amount[oi]
+    items = 1 + np.floor(-np.log(np.maximum(ou[2], 1e-12)) * amount / 45.0).astype(np.int64)
+    returned = np.where(ou[3] < 0.06, np.round(amount * (0.3 + 0.7 * (ou[3] / 0.06)), 2), 0.0)
+    orders = {
+        "cust": oi.astype(np.int64), "t": day_ns + t_order, "amount": amount, "discount": out.discount[oi],
+        "cat": out.order_cat[oi].astype(np.int64), "items": items, "returned": returned,
+    }
+    # --- consent updates ---
+    ci, ch = np.nonzero(out.consent_change)
+    cu = rng_orders.random((3, len(ci)))
+    consents = {
+        "cust": ci.astype(np.int64), "channel": ch.astype(np.int64),
+        "t": day_ns + np.maximum(local_times(cu[0], cu[1], off[ci]), lb[ci]),
+        "consent": st.consent[ci, ch], "source": (cu[2] < 0.7).astype(np.int64),
+    }
+    events = _events(traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events, n) if (
+        rng_events is not None) else {}
+    return DayRows(orders=orders, events=events, consents=consents)
+
+
+def _events(
+    traits: Traits, st: State, out: DayOut, n_before: np.ndarray, day: int, day_ns: int, off: np.ndarray,
+    lb: np.ndarray, oi: np.ndarray, t_order: np.ndarray, rng: np.random.Generator, n: int,
+) -> dict[str, np.ndarray]:
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # cust, t, type, cat
+
+    def add(cust: np.ndarray, t: np.ndarray, etype: int | np.ndarray, cat: np.ndarray | int) -> None:
+        k = len(cust)
+        if k:
+            parts.append((cust, np.maximum(t, lb[cust]), np.broadcast_to(np.asarray(etype), (k,)).astype(np.int64),
+                          np.broadcast_to(np.asarray(cat), (k,)).astype(np.int64)))
+
+    u = rng.random((12, n))
+    # --- purchase intent: a session that ends in the order (or in nothing) ---
+    ii = np.flatnonzero(out.in_intent | out.ordered)
+    t_end = local_times(u[0, ii], u[1, ii], off[ii])
+    t_of = np.full(n, -1, np.int64)
+    t_of[oi] = t_order
+    t_end = np.where(t_of[ii] >= 0, t_of[ii], t_end)
+    fresh = out.intent_first[ii]
+    lam = np.where(fresh, 3.5, 1.5)
+    nviews = rng.poisson(lam) + 1
+    vc = np.repeat(ii, nviews)
+    vt = np.repeat(t_end, nviews) - (rng.random(len(vc)) * 50 * 60e9).astype(np.int64)
+    own = rng.random(len(vc)) < 0.9  # a burst stays on the intended category
+    vcat = np.where(own, np.repeat(st.intent_cat[ii], nviews), rng.integers(0, len(CATEGORIES), len(vc)))
+    add(vc, np.maximum(vt, 0), EV["view"], vcat)
+    repeat_buyer = n_before[ii] > 0
+    lookup = ii[(u[2, ii] < np.where(repeat_buyer, 0.6, 0.05))]
+    add(lookup, np.maximum(t_of_or(t_end, ii, lookup) - (u[3, lookup] * 30 * 60e9).astype(np.int64), 0),
+        EV["order_history_view"], -1)
+    dcheck = ii[u[4, ii] < 0.5]
+    add(dcheck, np.maximum(t_of_or(t_end, ii, dcheck) - (u[5, dcheck] * 20 * 60e9).astype(np.int64), 0),
+        EV["delivery_check"], -1)
+    cart = ii[u[6, ii] < np.where(out.ordered[ii], 0.8, 0.3)]
+    add(cart, np.maximum(t_of_or(t_end, ii, cart) - (u[7, cart] * 10 * 60e9).astype(np.int64), 0), EV["cart"],
+        st.intent_cat[cart])
+    # --- aimless browsing, and checking on an order already placed (noise around the signals) ---
+    idle = st.active & ~out.in_intent & ~out.ordered
+    fade = np.where(st.alive, 1.0, 0.35)
+    bi = np.flatnonzero(idle & (u[8] < traits.browse * fade))
+    nb = rng.poisson(0.7, len(bi)) + 1
+    bc = np.repeat(bi, nb)
+    bt = local_times(rng.random(len(bc)), rng.random(len(bc)) * 6, off[bc])
+    add(bc, bt, EV["view"], rng.integers(0, len(CATEGORIES), len(bc)))
+    tracking = np.flatnonzero(idle & (st.s <= 4) & (st.n_orders > 0) & (u[9] < 0.12))
+    add(tracking, local_times(u[10, tracking], u[11, tracking], off[tracking]),
+        np.where(u[9, tracking] < 0.08, EV["delivery_check"], EV["order_history_view"]), -1)
+    # --- engagement: fades after dropout (weeks of silence precede the missing orders) ---
+    since = np.where(st.dead_since >= 0, day - st.dead_since, 0)
+    eng = np.where(st.alive, 1.0, 0.15 + 0.85 * np.exp(-since / 21.0)) * st.active
+    ue = rng.random((5, n))
+    em = np.flatnonzero(st.consent[:, 0] & (ue[0] < traits.engage * eng))
+    t_em = local_times(ue[1, em], ue[2, em], off[em])
+    add(em, t_em, EV["email_open"], -1)
+    click = em[ue[3, em] < 0.25]
+    add(click, t_em[ue[3, em] < 0.25] + 90 * 10**9, EV["email_click"], -1)
+    pu = np.flatnonzero(st.consent[:, 2] & (ue[3] < traits.engage * 0.5 * eng) & (ue[3] >= 0))
+    add(pu, local_times(ue[1, pu], ue[4, pu], off[pu]), EV["push_open"], -1)
+    ap = np.flatnonzero((ue[4] < traits.app * eng) | ((out.in_intent | out.ordered) & (ue[4] < 0.4)))
+    add(ap, local_times(ue[2, ap], ue[0, ap], off[ap]), EV["app_open"], -1)
+    sc = np.flatnonzero(st.active & (ue[1] < 0.0008))
+    add(sc, local_times(ue[2, sc], ue[3, sc], off[sc]), EV["support_contact"], -1)
+    if not parts:
+        return {"cust": np.zeros(0, np.int64), "t": np.zeros(0, np.int64), "type": np.zeros(0, np.int64),
+                "cat": np.zeros(0, np.int64)}
+    cust, t, etype, cat = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return {"cust": cust.astype(np.int64), "t": day_ns + np.clip(t, 0, DAY_NS - 1), "type": etype, "cat": cat}
+
+
+def t_of_or(t_end: np.ndarray, ii: np.ndarray, who: np.ndarray) -> np.ndarray:
+    """The session end of customers `who` (a subset of `ii`, both sorted)."""
+    return t_end[np.searchsorted(ii, who)]
+
+
+# --- assembling tables -----------------------------------------------------------------------------
+
+
+def customer_ids(n: int) -> np.ndarray:
+    """Stable string ids (object array), shared by every table so no string is built twice."""
+    return np.array([f"C{i:07d}" for i in range(n)], dtype=object)
+
+
+def _cat_names(codes: np.ndarray) -> np.ndarray:
+    names = np.array([*CATEGORIES, None], dtype=object)
+    return names[np.where(codes < 0, len(CATEGORIES), codes)]
+
+
+def _utc(ns: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(ns.astype(np.int64), unit="ns", utc=True))
+
+
+def customers_table(traits: Traits, ids: np.ndarray, start_ns: int, upto_day: int, signup_tod: np.ndarray) -> pd.DataFrame:
+    idx = np.flatnonzero(traits.signup_day < upto_day)
+    zones = np.array([t[0] for t in TIMEZONES], dtype=object)
+    regions = np.array([t[1] for t in TIMEZONES], dtype=object)
+    signup = start_ns + traits.signup_day[idx].astype(np.int64) * DAY_NS + signup_tod[idx]
+    return pd.DataFrame({
+        "customer_id": ids[idx],
+        "signup_at": _utc(signup),
+        "birthday": pd.Series(traits.birthday[idx].astype("datetime64[ns]")),
+        "timezone": zones[traits.tz[idx]],
+        "region": regions[traits.tz[idx]],
+        "consent_email": traits.consent0[idx, 0],
+        "consent_sms": traits.consent0[idx, 1],
+        "consent_push": traits.consent0[idx, 2],
+    })
+
+
+def orders_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray, first_seq: int) -> pd.DataFrame:
+    cols = _concat(parts, ("cust", "t", "amount", "discount", "cat", "items", "returned"))
+    order = np.lexsort((cols["cust"], cols["t"]))
+    cols = {k: v[order] for k, v in cols.items()}
+    seq = np.arange(first_seq, first_seq + len(order))
+    return pd.DataFrame({
+        "order_id": np.array([f"O{i:09d}" for i in seq], dtype=object),
+        "customer_id": ids[cols["cust"]],
+        "ordered_at": _utc(cols["t"]),
+        "amount": cols["amount"].astype(np.float64),
+        "category": _cat_names(cols["cat"]),
+        "discount": cols["discount"].astype(np.float64),
+        "items": cols["items"].astype(np.int64),
+        "returned_amount": cols["returned"].astype(np.float64),
+    })
+
+
+def events_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray) -> pd.DataFrame:
+    cols = _concat(parts, ("cust", "t", "type", "cat"))
+    order = np.lexsort((cols["type"], cols["cust"], cols["t"]))
+    types = np.array(EVENT_TYPES, dtype=object)
+    return pd.DataFrame({
+        "customer_id": ids[cols["cust"][order]],
+        "occurred_at": _utc(cols["t"][order]),
+        "event_type": types[cols["type"][order]],
+        "category": _cat_names(cols["cat"][order]),
+    })
+
+
+def consents_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray) -> pd.DataFrame:
+    cols = _concat(parts, ("cust", "channel", "t", "consent", "source"))
+    order = np.lexsort((cols["channel"], cols["cust"], cols["t"]))
+    chans = np.array(SIM_CHANNELS, dtype=object)
+    sources = np.array(["preference_center", "unsubscribe_link"], dtype=object)
+    return pd.DataFrame({
+        "customer_id": ids[cols["cust"][order]],
+        "changed_at": _utc(cols["t"][order]),
+        "channel": chans[cols["channel"][order]],
+        "consent": cols["consent"][order].astype(bool),
+        "source": sources[cols["source"][order]],
+    })
+
+
+def _concat(parts: list[dict[str, np.ndarray]], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    parts = [p for p in parts if p]
+    if not parts:
+        return {k: np.zeros(0, np.int64) for k in keys}
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}

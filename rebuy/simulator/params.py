@@ -1,0 +1,190 @@
+"""The simulator's configuration and each customer's hidden, fixed traits.
+
+Traits are drawn once from the seed (a pure function of `SimConfig`), so a saved simulator only
+needs its config and decision log to be rebuilt exactly; the arrays are saved too for inspection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from rebuy.config import OffersConfig
+
+CATEGORIES: tuple[str, ...] = ("fashion", "beauty", "home", "electronics", "grocery", "sports", "toys", "books")
+SIM_OFFERS: tuple[str, ...] = ("none", "care_message", "coupon_10pct", "free_shipping", "points_x2", "wake_up_gift")
+SIM_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
+# (IANA zone, region, share of customers)
+TIMEZONES: tuple[tuple[str, str, float], ...] = (
+    ("Europe/Berlin", "DE", 0.34),
+    ("Europe/Vienna", "AT", 0.08),
+    ("Europe/Zurich", "CH", 0.06),
+    ("Europe/London", "GB", 0.14),
+    ("Europe/Paris", "FR", 0.12),
+    ("America/New_York", "US", 0.10),
+    ("America/Los_Angeles", "US", 0.05),
+    ("Asia/Shanghai", "CN", 0.07),
+    ("Australia/Sydney", "AU", 0.04),
+)
+
+# Streams of the seed sequence: each (seed, stream, day) gets its own generator, so the history can
+# be replayed day by day and events never shift the randomness of orders.
+STREAM_TRAITS = 1
+STREAM_DYNAMICS = 2
+STREAM_EVENTS = 3
+STREAM_DECISIONS = 4
+STREAM_TRUTH = 5
+STREAM_CAMPAIGN = 6
+
+
+def day_rng(seed: int, stream: int, day: int, extra: int = 0) -> np.random.Generator:
+    """The generator of one (seed, stream, day): the unit of reproducibility and replay."""
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, day + 10_000, extra]))
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """What shop to simulate. Defaults are the demo shop (20k customers, 24 months).
+
+    `effects` shapes the true offer effects, so campaign scenarios can be built whose truth favours
+    personalising ("heterogeneous"), one arm for everyone ("uniform"), or sending nothing ("none");
+    `effect_scale` multiplies every effect.
+    """
+
+    customers: int = 20_000
+    months: int = 24
+    seed: int = 7
+    events: bool = True
+    start: str = "2024-01-01"
+    effects: Literal["heterogeneous", "uniform", "none"] = "heterogeneous"
+    effect_scale: float = 1.0
+    effect_days: int = 14
+    truth_paths: int = 128
+    offers: OffersConfig = field(default_factory=OffersConfig)
+
+    def __post_init__(self) -> None:
+        if self.customers < 1 or self.months < 1:
+            raise ValueError(f"SimConfig needs customers >= 1 and months >= 1, got {self.customers}, {self.months}")
+        if self.effects not in ("heterogeneous", "uniform", "none"):
+            raise ValueError(f"SimConfig.effects must be heterogeneous, uniform or none, not {self.effects!r}")
+
+    @property
+    def start_ts(self) -> pd.Timestamp:
+        ts = pd.Timestamp(self.start)
+        return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).normalize()
+
+    @property
+    def days(self) -> int:
+        end = self.start_ts + pd.DateOffset(months=self.months)
+        return int((end - self.start_ts).days)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "offers"}
+        out["offers"] = self.offers.model_dump(mode="json")
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SimConfig:
+        raw = dict(raw)
+        offers = OffersConfig.model_validate(raw.pop("offers", {}))
+        return cls(**raw, offers=offers)
+
+
+@dataclass(frozen=True)
+class Traits:
+    """Hidden per-customer parameters (arrays of length n). Never written to the input tables."""
+
+    signup_day: np.ndarray  # int32, day index of signup
+    first_at_signup: np.ndarray  # bool: the first order happens at signup
+    scale: np.ndarray  # float64, Weibull scale of the gap until purchase intent (days)
+    shape: np.ndarray  # float64, Weibull shape (>1: a regular personal cycle, <1: bursty)
+    p_drop: np.ndarray  # float64, probability of dropping out after each order
+    conv: np.ndarray  # float64, probability an intent day ends in an order
+    value: np.ndarray  # float64, the customer's typical order value
+    cat_pref: np.ndarray  # float64 (n, n_categories), category preference
+    price_sens: np.ndarray  # float64 in [0, 1]
+    averse: np.ndarray  # bool: messages annoy this customer
+    revive: np.ndarray  # float64, chance a wake-up gift revives a dropped customer
+    engage: np.ndarray  # float64, daily chance of an email open while alive and engaged
+    app: np.ndarray  # float64, daily chance of an app session while alive
+    browse: np.ndarray  # float64, daily chance of an aimless browse
+    tz: np.ndarray  # int8 index into TIMEZONES
+    birthday: np.ndarray  # datetime64[D] (NaT when unknown)
+    bday_doy: np.ndarray  # int16 day-of-year of the birthday, -1 when unknown
+    consent0: np.ndarray  # bool (n, 3): consent at signup for email, sms, push
+    noise: np.ndarray  # float64 (n, n_offers): each customer's idiosyncratic response to each offer
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in asdict(self).items()}
+
+
+def draw_traits(cfg: SimConfig) -> Traits:
+    """All hidden traits from (seed, STREAM_TRAITS): a pure function of the config."""
+    n, days = cfg.customers, cfg.days
+    rng = day_rng(cfg.seed, STREAM_TRAITS, 0)
+    # acquisition: steady with mild growth; the last weeks still bring new customers
+    signup_day = np.floor(days * rng.random(n) ** 0.9).astype(np.int32)
+    first_at_signup = rng.random(n) < 0.85
+    # purchase cycle: log-normal scale (heterogeneous rates), shape around 1 (some regular, some bursty)
+    scale = np.exp(rng.normal(np.log(38.0), 1.0, n))
+    shape = np.exp(rng.normal(np.log(1.0), 0.35, n)).clip(0.45, 3.5)
+    p_drop = rng.beta(1.6, 2.4, n)
+    conv = rng.beta(5.0, 5.0, n)
+    value = np.exp(rng.normal(np.log(42.0), 0.45, n))
+    g = rng.gamma(0.5, 1.0, (n, len(CATEGORIES))) + 1e-9
+    cat_pref = g / g.sum(axis=1, keepdims=True)
+    price_sens = rng.beta(2.0, 2.0, n)
+    averse = rng.random(n) < 0.18
+    revive = rng.beta(1.2, 5.0, n)
+    engage = np.exp(rng.normal(np.log(0.06), 0.8, n)).clip(0.0, 0.6)
+    app = np.exp(rng.normal(np.log(0.04), 1.0, n)).clip(0.0, 0.6)
+    browse = np.exp(rng.normal(np.log(0.03), 0.9, n)).clip(0.0, 0.5)
+    shares = np.array([t[2] for t in TIMEZONES])
+    tz = rng.choice(len(TIMEZONES), size=n, p=shares / shares.sum()).astype(np.int8)
+    known = rng.random(n) < 0.8
+    age_days = rng.integers(18 * 365, 70 * 365, n)
+    birthday = (np.datetime64(cfg.start_ts.date().isoformat(), "D") - age_days.astype("timedelta64[D]"))
+    birthday = np.where(known, birthday, np.datetime64("NaT", "D"))
+    doy = pd.DatetimeIndex(birthday).dayofyear.to_numpy()
+    bday_doy = np.where(known, np.nan_to_num(doy, nan=-1), -1).astype(np.int16)
+    consent0 = rng.random((n, 3)) < np.array([0.72, 0.25, 0.45])
+    noise = rng.normal(0.0, 0.15, (n, len(SIM_OFFERS)))
+    return Traits(
+        signup_day=signup_day, first_at_signup=first_at_signup, scale=scale, shape=shape, p_drop=p_drop,
+        conv=conv, value=value, cat_pref=cat_pref, price_sens=price_sens, averse=averse, revive=revive,
+        engage=engage, app=app, browse=browse, tz=tz, birthday=birthday, bday_doy=bday_doy,
+        consent0=consent0, noise=noise,
+    )
+
+
+def season_factor(start: pd.Timestamp, day0: int, ndays: int) -> np.ndarray:
+    """Shop-wide multiplier of purchase intent per day: year cycle, weekends, sales and holidays."""
+    dates = pd.date_range(start + pd.Timedelta(days=day0), periods=ndays, freq="D")
+    doy = dates.dayofyear.to_numpy()
+    f = 1.0 + 0.12 * np.sin(2 * np.pi * (doy - 300) / 365.25)
+    f = f * np.where(dates.dayofweek.to_numpy() >= 5, 1.12, 1.0)
+    month, dom = dates.month.to_numpy(), dates.day.to_numpy()
+    f = f * np.where((month == 11) & (dom == 11), 2.0, 1.0)  # Singles' Day
+    f = f * np.where((month == 6) & (dom >= 16) & (dom <= 18), 1.5, 1.0)  # 618
+    # Black Friday to Cyber Monday: the Friday after the fourth Thursday of November
+    bf = np.array([_black_friday(y) for y in dates.year.to_numpy()], dtype="datetime64[D]")
+    delta = (dates.tz_localize(None).to_numpy().astype("datetime64[D]") - bf).astype(int)
+    f = f * np.where((delta >= 0) & (delta <= 3), 2.0, 1.0)
+    f = f * np.where((month == 12) & (dom >= 1) & (dom <= 20), 1.35, 1.0)
+    f = f * np.where((month == 12) & (dom >= 24) & (dom <= 26), 0.6, 1.0)
+    f = f * np.where((month == 1) & (dom >= 2) & (dom <= 10), 1.15, 1.0)
+    return f.astype(np.float64)
+
+
+def holiday_sale(start: pd.Timestamp, day0: int, ndays: int) -> np.ndarray:
+    """Days with a shop-wide sale (orders then often carry a promotional discount)."""
+    return season_factor(start, day0, ndays) >= 1.45
+
+
+def _black_friday(year: int) -> np.datetime64:
+    nov1 = pd.Timestamp(year=year, month=11, day=1)
+    first_thu = nov1 + pd.Timedelta(days=(3 - nov1.dayofweek) % 7)
+    return np.datetime64((first_thu + pd.Timedelta(days=22)).date().isoformat(), "D")
