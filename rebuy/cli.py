@@ -277,6 +277,27 @@ def serve_cli(
     serve(load(config, data_dir), config, workers=workers)
 
 
+@app.command("simulate")
+def simulate_cli(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the tables (Parquet), truth/ and campaign/.")],
+    customers: Annotated[int | None, typer.Option("--customers", help="Default: simulator.customers.")] = None,
+    months: Annotated[int | None, typer.Option("--months", help="Default: simulator.months.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Default: simulator.seed.")] = None,
+    events: Annotated[bool, typer.Option("--events/--no-events", help="Write behaviour events.")] = True,
+    campaign: Annotated[bool, typer.Option("--campaign", help="Also write a past randomized campaign.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write a simulated shop: the input tables, its hidden truth, and optionally a past campaign export."""
+    from rebuy.simulator.run import simulate_to_dir
+
+    res = simulate_to_dir(load(config, data_dir), out, customers=customers, months=months, seed=seed,
+                          events=events, campaign=campaign)
+    rows = ", ".join(f"{k} {v:,}" for k, v in res.rows.items())
+    console.print(f"simulated shop up to {res.now:%Y-%m-%d} -> {res.out}: {rows}"
+                  + (f"; campaign export {res.campaign_rows:,} rows" if res.campaign_rows is not None else ""))
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
