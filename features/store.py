@@ -195,18 +195,24 @@ def materialize(
 
 
 def merge_new_rows(history: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """History plus new rows, without double counting rows that are already in the history."""
+    """History plus the new rows that it does not already hold (so a row written to both is counted once).
+
+    Orders match on order_id, other tables on all their columns; identical new rows (e.g. three views
+    in the same second) are all kept, since events have no id to tell them apart.
+    """
     out = dict(history)
     for table, df in new.items():
         if df is None or not len(df):
             continue
         base = history.get(table)
         if base is None or not len(base):
-            out[table] = df
+            out[table] = df.reset_index(drop=True)
             continue
-        both = pd.concat([base, df[base.columns.intersection(df.columns)]], ignore_index=True)
-        key = ["order_id"] if table == "orders" and "order_id" in both else list(base.columns)
-        out[table] = both.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
+        df = df[base.columns.intersection(df.columns)]
+        key = ["order_id"] if table == "orders" and "order_id" in df else list(df.columns)
+        seen = pd.MultiIndex.from_frame(base[key].astype(str))
+        fresh = ~pd.MultiIndex.from_frame(df[key].astype(str)).isin(seen)
+        out[table] = pd.concat([base, df.loc[fresh]], ignore_index=True)
     return out
 
 
