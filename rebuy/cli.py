@@ -78,7 +78,7 @@ def _import_command(
         format=fmt.lower() if fmt else None,
     )
     try:
-        result = (import_inputs if write else validate_inputs)(cfg, sources, parse_as_of(as_of))
+        result = (import_inputs if write else validate_inputs)(cfg, sources, parse_as_of(as_of), progress=True)
     except RebuyError as exc:  # shown plainly under CliRunner too, not only through main()
         console.print(Text("error: ", style="bold red") + Text(str(exc)))
         raise typer.Exit(2) from exc

@@ -16,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from rich.console import Group
+from rich.console import Console, Group
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -75,8 +76,11 @@ def derive_customers(orders: pd.DataFrame) -> pd.DataFrame:
     return conform("customers", first)
 
 
-def write_canonical(tables: dict[str, pd.DataFrame], data_dir: Path) -> Path:
+def write_canonical(tables: dict[str, pd.DataFrame], data_dir: Path, *, validate: bool = True) -> Path:
     """Validate and write canonical Parquet into `<data_dir>/canonical/`, all tables or none.
+
+    `validate=False` is for callers that have just run the same schemas (the import), since the
+    pandera text checks are the slowest part of writing a large shop.
 
     The tables go to a temporary directory beside the target and are swapped in with renames, so a
     crash leaves either the old canonical directory or the new one, never a mix. Tables not given
@@ -92,7 +96,9 @@ def write_canonical(tables: dict[str, pd.DataFrame], data_dir: Path) -> Path:
     full = dict(tables)
     if "customers" not in full:
         full["customers"] = derive_customers(conform("orders", full["orders"]))
-    ready = {t: _validated(t, conform(t, full.get(t, empty(t)))) for t in TABLES}
+    ready = {t: conform(t, full.get(t, empty(t))) for t in TABLES}
+    if validate:
+        ready = {t: _validated(t, df) for t, df in ready.items()}
     target = data_dir / CANONICAL
     tmp = data_dir / f".{CANONICAL}.tmp-{uuid.uuid4().hex[:8]}"
     old = data_dir / f".{CANONICAL}.old-{uuid.uuid4().hex[:8]}"
@@ -229,11 +235,19 @@ class ImportResult:
         return pd.DataFrame(rows)
 
 
-def validate_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp) -> ImportResult:
+def validate_inputs(
+    cfg: Config, sources: Sources, as_of: pd.Timestamp, *, progress: bool = False
+) -> ImportResult:
     """Read, convert and check every source against the contract; write nothing.
 
     Raises one DataError for everything found in a pass (the first in full, the others listed).
+    `progress` shows a rich progress display on stderr (the CLI turns it on; large exports take a while).
     """
+    with _Steps(progress) as steps:
+        return _validate(cfg, sources, as_of, steps)
+
+
+def _validate(cfg: Config, sources: Sources, as_of: pd.Timestamp, steps: _Steps) -> ImportResult:
     as_of = _utc(as_of)
     icfg = cfg.import_
     if sources.orders is None:
@@ -247,6 +261,7 @@ def validate_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp) -> Impor
         path = sources.path(table)
         if path is None:
             continue
+        steps.step(f"reading {table} ({Path(path).name})")
         try:
             parsed[table] = _read_table(table, Path(path), sources.format_of(Path(path)), icfg)
         except _Problems as exc:
@@ -264,6 +279,7 @@ def validate_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp) -> Impor
 
     tables: dict[str, pd.DataFrame] = {t: conform(t, p.frame) for t, p in parsed.items()}
     for table, p in parsed.items():
+        steps.step(f"checking {table} against the contract")
         errors += _schema_problems(table, tables[table], p, icfg)
     errors += _after_as_of(tables, parsed, as_of, icfg)
     if "customers" in parsed:
@@ -287,17 +303,54 @@ def validate_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp) -> Impor
         if table not in tables:
             tables[table] = empty(table)
             derived[table] = []
+    events = tables["events"]
+    strangers = ~events["customer_id"].isin(tables["customers"]["customer_id"])
+    if strangers.any():
+        notes.append(
+            f"{int(strangers.sum())} event(s) of {events.loc[strangers, 'customer_id'].nunique()} customer(s) "
+            "not in customers (visitors without an order or account): kept as they are"
+        )
     if origin["events"] == "absent":
         notes.append("no events: orders-only shop; event features will be missing, not guessed")
     out = {t: conform(t, tables[t]).reset_index(drop=True) for t in TABLES}
     return ImportResult(tables=out, origin=origin, derived=derived, notes=notes)
 
 
-def import_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp) -> ImportResult:
+def import_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp, *, progress: bool = False) -> ImportResult:
     """`validate_inputs`, then write the canonical tables atomically into `<data_dir>/canonical/`."""
-    result = validate_inputs(cfg, sources, as_of)
-    target = write_canonical(result.tables, cfg.paths.data_dir)
+    with _Steps(progress) as steps:
+        result = _validate(cfg, sources, as_of, steps)
+        steps.step(f"writing canonical Parquet to {cfg.paths.canonical}")
+        # _validate has run the contract's schemas on these very tables
+        target = write_canonical(result.tables, cfg.paths.data_dir, validate=False)
     return replace(result, written_to=target)
+
+
+class _Steps:
+    """A rich progress display of the import's steps on stderr, or nothing when turned off."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        if enabled:
+            self.progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )
+
+    def __enter__(self) -> _Steps:
+        if self.progress is not None:
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def step(self, description: str) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=description)
 
 
 def summary_table(result: ImportResult) -> Group:
@@ -462,6 +515,14 @@ def _convert(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Ser
             )
         if pd.api.types.is_integer_dtype(s) or pd.api.types.is_bool_dtype(s):
             return s.astype(str).astype(object)
+        if canon == "timezone":
+            unknown = s.notna() & ~s.isin(list(_zones()))
+            if unknown.any():
+                raise p.error(
+                    f"unknown time zone names {sorted(set(s[unknown].astype(str)))[:5]}", canon, s.index[unknown],
+                    "use IANA names such as 'Europe/Berlin' (they decide quiet hours), or leave the cell empty",
+                    limit,
+                )
         return s.astype(object).where(s.notna(), None)
     if canon in FLOAT_COLUMNS or canon in INT_COLUMNS:
         return _numbers(canon, s, p, icfg)
@@ -472,13 +533,19 @@ def _convert(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Ser
     return _timestamps(canon, s, p, icfg)
 
 
+def _zones() -> frozenset[str]:
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones())
+
+
 def parse_numbers(s: pd.Series, dialect: DialectConfig) -> tuple[pd.Series, pd.Series]:
     """Numbers written in the export's locale -> float; also the mask of non-empty unparseable cells."""
     if pd.api.types.is_bool_dtype(s):
         return s.astype(float), pd.Series(False, index=s.index)
     if pd.api.types.is_numeric_dtype(s):
         return s.astype(float), pd.Series(False, index=s.index)
-    text = s.astype("string").str.strip()
+    text = s.astype("string[pyarrow]").str.strip()
     if dialect.thousands:
         text = text.str.replace(dialect.thousands, "", regex=False)
     if dialect.decimal != ".":
@@ -515,7 +582,7 @@ def _numbers(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Ser
 def _bools(canon: str, s: pd.Series, p: _Parsed, limit: int) -> pd.Series:
     if pd.api.types.is_bool_dtype(s):
         return s.astype(bool)
-    text = s.astype("string").str.strip().str.lower()
+    text = s.astype("string[pyarrow]").str.strip().str.lower()
     yes, no = text.isin(_TRUE).fillna(False), text.isin(_FALSE).fillna(False)
     bad = ~(yes | no)
     if bad.any():
@@ -530,7 +597,7 @@ def _dates(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Serie
     if pd.api.types.is_datetime64_any_dtype(s):
         out = s.dt.tz_localize(None) if getattr(s.dt, "tz", None) is not None else s
         return out.dt.normalize().astype("datetime64[ns]")
-    text = s.astype("string").str.strip()
+    text = s.astype("string[pyarrow]").str.strip()
     fmt = icfg.dialect.date_format
     parsed = pd.to_datetime(text, format=fmt, errors="coerce") if fmt else pd.Series(pd.NaT, index=s.index)
     # a date_format with a time part does not fit plain dates: fall back to ISO dates
@@ -559,7 +626,7 @@ def parse_timestamps(
         aware_mask, text = none, None
         naive_values = s
     else:
-        text = s.astype("string").str.strip()
+        text = s.astype("string[pyarrow]").str.strip()
         fmt = dialect.date_format
         if fmt:
             has_zone = ("%z" in fmt) or ("%Z" in fmt)

@@ -330,3 +330,27 @@ def test_cli_bad_input_exits_non_zero_with_the_message(tmp_path: Path) -> None:
     assert not (tmp_path / "d" / "canonical").exists()
     res = CliRunner().invoke(app, ["validate", "--data-dir", str(tmp_path / "d"), "--as-of", "2025-01-01"])
     assert res.exit_code != 0 and "orders" in res.output
+
+
+def test_customer_time_zones_must_be_iana_names(tmp_path: Path) -> None:
+    files = {
+        "orders": "customer_id,ordered_at,amount\n1,2024-01-02T00:00:00Z,5\n2,2024-01-02T00:00:00Z,5\n",
+        "customers": "customer_id,signup_at,timezone\n1,2024-01-01T00:00:00Z,Europe/Berlin\n"
+                     "2,2024-01-01T00:00:00Z,CET+1\n",
+    }
+    cfg, src = setup(tmp_path, files)
+    with pytest.raises(DataError, match="unknown time zone names") as err:
+        validate_inputs(cfg, src, AS_OF)
+    assert err.value.row_numbers == [2]
+
+
+def test_events_of_customers_without_orders_are_kept_and_counted(tmp_path: Path) -> None:
+    files = {
+        "orders": "customer_id,ordered_at,amount\n1,2024-01-02T00:00:00Z,5\n",
+        "events": "customer_id,occurred_at,event_type\n1,2024-01-01T00:00:00Z,view\n"
+                  "v9,2024-01-01T00:00:00Z,view\nv9,2024-01-01T01:00:00Z,cart\n",
+    }
+    cfg, src = setup(tmp_path, files)
+    res = validate_inputs(cfg, src, AS_OF)
+    assert res.tables["events"]["customer_id"].tolist() == ["1", "v9", "v9"]
+    assert any("2 event(s) of 1 customer(s) not in customers" in n for n in res.notes)
