@@ -1,0 +1,67 @@
+"""Time-ordered split with purging, and spec resolution — on hand-written rows."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from rebuy.config import Config
+from rebuy.errors import DataError, RebuyError
+from training.specs import default_specs, get_spec, resolve_features
+from training.split import time_split
+
+D = pd.Timestamp("2025-01-01", tz="UTC")
+
+
+def frame(days: list[int], customers: int = 4) -> pd.DataFrame:
+    return pd.DataFrame([(f"c{i}", D + pd.Timedelta(days=d), i % 2) for d in days for i in range(customers)],
+                        columns=["customer_id", "cutoff", "y"])
+
+
+def test_latest_cutoffs_are_test_then_validation_and_overlapping_training_rows_are_purged():
+    # cutoffs every 10 days: 0..90. test = {80, 90}, validation = {60, 70} -> validation starts on day 60.
+    # horizon 25: a training row at c is kept iff c + 25 <= 60, i.e. c <= 35 -> 0,10,20,30 kept; 40, 50 purged.
+    df = frame(list(range(0, 100, 10)))
+    sp = time_split(df, horizon_days=25, test_cutoffs=2, valid_cutoffs=2)
+    days = lambda part: sorted({(c - D).days for c in part["cutoff"]})  # noqa: E731
+    assert days(sp.test) == [80, 90]
+    assert sorted(set(days(sp.valid)) | set(days(sp.calib))) == [60, 70]
+    assert days(sp.train) == [0, 10, 20, 30]
+    assert sp.purged_rows == 2 * 4
+    # no training label window reaches the validation or test period
+    assert (sp.train["cutoff"] + pd.Timedelta(days=25)).max() <= sp.valid_start
+    # validation and calibration are disjoint customer sets of the same cutoffs
+    assert not set(sp.valid["customer_id"]) & set(sp.calib["customer_id"])
+    assert len(sp.valid) + len(sp.calib) == 2 * 4
+
+
+def test_horizon_equal_to_gap_keeps_the_row_whose_window_ends_at_validation_start():
+    df = frame([0, 10, 20, 30, 40])  # test {30, 40}, validation {20} with valid_cutoffs=1
+    sp = time_split(df, horizon_days=10, test_cutoffs=2, valid_cutoffs=1)
+    assert sorted({(c - D).days for c in sp.train["cutoff"]}) == [0, 10]  # 10 + 10 == 20: window ends at start
+
+
+def test_too_few_cutoffs_or_nothing_left_to_train_is_a_clear_error():
+    with pytest.raises(DataError, match="needs at least 5"):
+        time_split(frame([0, 10, 20, 30]), horizon_days=1, test_cutoffs=2, valid_cutoffs=2)
+    with pytest.raises(DataError, match="no training rows left"):
+        time_split(frame([0, 10, 20, 30, 40]), horizon_days=365, test_cutoffs=2, valid_cutoffs=2)
+
+
+def test_spec_naming_a_missing_feature_service_fails_with_what_exists():
+    spec = get_spec(Config(), "churn")
+    with pytest.raises(RebuyError) as err:
+        resolve_features(spec, {"repurchase_v1": ["a"], "value_v1": ["b"]})
+    msg = str(err.value)
+    assert "churn_v1" in msg and "repurchase_v1" in msg and "value_v1" in msg and "what to do" in msg
+    assert resolve_features(spec, {"churn_v1": ["x", "y"]}) == ["x", "y"]
+
+
+def test_specs_take_horizons_from_config_and_unknown_models_are_refused():
+    cfg = Config.model_validate({"horizons": {"churn_days": 90, "repurchase_days": 14, "value_days": 120}})
+    specs = default_specs(cfg)
+    assert (specs["churn"].horizon_days, specs["repurchase"].horizon_days, specs["value"].horizon_days) == (90, 14, 120)
+    assert {s.registered_name for s in specs.values()} == {
+        "rebuy-churn", "rebuy-repurchase", "rebuy-days-to-next", "rebuy-value"}
+    with pytest.raises(RebuyError, match="unknown model"):
+        get_spec(cfg, "lifetime")
