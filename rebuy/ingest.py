@@ -465,6 +465,8 @@ def read_raw(path: Path, fmt: str, dialect: DialectConfig, column_order: list[st
                 f"not readable as CSV with delimiter {dialect.delimiter!r}: {exc}", file=str(path),
                 hint="check [import.dialect] delimiter and quoting of the export",
             ) from exc
+    # spreadsheet exports often start with a byte-order mark or pad header cells with spaces
+    raw.columns = [str(c).lstrip("\ufeff").strip() for c in raw.columns]
     if len(raw) == 0:
         raise DataError(
             "the file has a header but no data rows", file=str(path),

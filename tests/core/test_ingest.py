@@ -354,3 +354,11 @@ def test_events_of_customers_without_orders_are_kept_and_counted(tmp_path: Path)
     res = validate_inputs(cfg, src, AS_OF)
     assert res.tables["events"]["customer_id"].tolist() == ["1", "v9", "v9"]
     assert any("2 event(s) of 1 customer(s) not in customers" in n for n in res.notes)
+
+
+def test_excel_style_csv_with_bom_and_padded_headers(tmp_path: Path) -> None:
+    text = "\ufeffcustomer_id , ordered_at,amount\n007,2024-01-01T00:00:00Z,5\n"
+    (tmp_path / "o.csv").write_bytes(text.encode("utf-8"))
+    cfg = load_config(data_dir=tmp_path / "d")
+    orders = validate_inputs(cfg, Sources(orders=tmp_path / "o.csv"), AS_OF).tables["orders"]
+    assert orders["customer_id"].tolist() == ["007"]
