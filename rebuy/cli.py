@@ -298,6 +298,53 @@ def simulate_cli(
                   + (f"; campaign export {res.campaign_rows:,} rows" if res.campaign_rows is not None else ""))
 
 
+# --- features: rebuy features apply / build / materialize / push (features.jobs) ------------------------
+
+
+def _print_result(result: dict) -> None:
+    for key, value in result.items():
+        Console().print(f"{key}: {value}")
+
+
+@features_app.command("apply")
+def features_apply_command(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Generate feature_store.yaml, register the Feast definitions and create the online tables."""
+    from features.jobs import apply_job
+
+    _print_result(apply_job(load(config, data_dir)))
+
+
+@features_app.command("build")
+def features_build_command(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None) -> None:
+    """Offline feature snapshots at the training cutoffs and at --as-of."""
+    from features.jobs import build_job
+
+    _print_result(build_job(load(config, data_dir), parse_as_of(as_of)))
+
+
+@features_app.command("materialize")
+def features_materialize_command(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+    incremental: Annotated[bool, typer.Option(help="Only customers with new rows since the last run.")] = False,
+) -> None:
+    """Features as of --as-of into the online store."""
+    from features.jobs import materialize_job
+
+    _print_result(materialize_job(load(config, data_dir), parse_as_of(as_of), incremental))
+
+
+@features_app.command("push")
+def features_push_command(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+    orders: Annotated[Path | None, typer.Option(help="New orders (canonical Parquet).", dir_okay=False)] = None,
+    events: Annotated[Path | None, typer.Option(help="New events (canonical Parquet).", dir_okay=False)] = None,
+) -> None:
+    """Push new orders/events: the affected customers' online features, recomputed as of --as-of."""
+    from features.jobs import push_job
+
+    _print_result(push_job(load(config, data_dir), parse_as_of(as_of), orders, events))
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
