@@ -52,7 +52,7 @@ class ScoreRequest(_Strict):
 class FeatureRow(_Strict):
     """One customer's features, given by the caller."""
 
-    customer_id: CustomerId | None = Field(default=None, description="Echoed back; optional.")
+    customer_id: CustomerId | None = Field(default=None, description="Echoed back; optional.", examples=["c000042"])
     features: dict[Annotated[str, Field(min_length=1, max_length=200)], float | None] = Field(
         description="Feature name -> value; a missing or null feature is treated as missing (NaN) by the "
         "models, exactly as in training. Unknown feature names are refused.",
@@ -112,7 +112,10 @@ class CustomerScore(BaseModel):
         "orchestrator still draws the final action after its filters.",
         examples=["coupon_10pct"],
     )
-    reasons: list[Reason] = Field(description="Top reasons per explained model, largest |contribution| first.")
+    reasons: list[Reason] = Field(
+        description="Top reasons per explained model (churn, repurchase), largest |contribution| first.",
+        examples=[[{"model": "churn", "feature": "days_since_last_order", "value": 47.0, "contribution": 0.83}]],
+    )
     model_versions: dict[str, str] = Field(
         description="Model name -> registry version that produced this result.",
         examples=[{"churn": "3", "repurchase": "2"}],
@@ -121,13 +124,19 @@ class CustomerScore(BaseModel):
         description="Age of the oldest online feature used; null when no stored feature was found.",
         examples=[3600.0],
     )
-    cold_start: bool = Field(description="True when no features were found and defaults were used.")
+    cold_start: bool = Field(
+        description="True when no stored features were found: the models scored all-missing features "
+        "(the same defaults LightGBM learned for missing values in training).",
+        examples=[False],
+    )
 
 
 class ScoreResponse(BaseModel):
-    results: list[CustomerScore] = Field(description="One result per requested customer, in request order.")
+    results: list[CustomerScore] = Field(description="One result per requested customer, in request order.",
+                                         examples=[[]])
 
 
 class ReloadResponse(BaseModel):
-    reloaded: bool = Field(description="True when a new set of model versions was swapped in.")
-    model_versions: dict[str, str] = Field(description="Versions serving after the call.")
+    reloaded: bool = Field(description="True when a new set of model versions was swapped in.", examples=[True])
+    model_versions: dict[str, str] = Field(description="Versions serving after the call.",
+                                           examples=[{"churn": "4", "repurchase": "2"}])

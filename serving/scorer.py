@@ -197,18 +197,38 @@ class Scorer:
     explained: tuple[str, ...] = (CHURN, REPURCHASE)
     reasons_k: int = 3
     _columns: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
+    _take: dict[str, np.ndarray | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [m for m in SCORE_MODELS if m not in self.models]
         if missing:
             raise StartupError(f"scorer: no champion for models {missing}; train and promote them first")
-        unread = sorted({m.feature_service for m in self._all_models().values()} - set(self.readers))
+        models = self._all_models()
+        unread = sorted({m.feature_service for m in models.values()} - set(self.readers))
         if unread:
             raise StartupError(f"scorer: no online feature reader for FeatureServices {unread}")
-        cols = {s: {} for s in self.services}
-        for m in self._all_models().values():
-            cols[m.feature_service] = {n: i for i, n in enumerate(m.feature_names)}
-        object.__setattr__(self, "_columns", cols)
+        # A service's matrix is in its reader's column order; each model takes its own order from it,
+        # so a model trained with a different feature order still sees the right columns.
+        order: dict[str, list[str]] = {}
+        for m in models.values():
+            reader_names = getattr(self.readers[m.feature_service], "feature_names", None)
+            order.setdefault(m.feature_service, list(reader_names or m.feature_names))
+        take: dict[str, np.ndarray | None] = {}
+        for name, m in models.items():
+            pos = {n: i for i, n in enumerate(order[m.feature_service])}
+            absent = [f for f in m.feature_names if f not in pos]
+            if absent:
+                raise StartupError(f"model {name} v{m.version} needs features {absent[:10]} that FeatureService "
+                                   f"{m.feature_service!r} does not serve; re-apply features or retrain")
+            idx = np.array([pos[f] for f in m.feature_names], dtype=np.int64)
+            take[name] = None if np.array_equal(idx, np.arange(len(pos))) else idx
+        object.__setattr__(self, "_columns", {s: {n: i for i, n in enumerate(c)} for s, c in order.items()})
+        object.__setattr__(self, "_take", take)
+
+    def _X(self, name: str, model: Any, mats: Mapping[str, np.ndarray]) -> np.ndarray:
+        X = mats[model.feature_service]
+        idx = self._take[name]
+        return X if idx is None else X[:, idx]
 
     def _all_models(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.models)
@@ -303,12 +323,12 @@ class Scorer:
     ) -> ScoreBatch:
         """The one scoring function: every path (HTTP ids, HTTP rows, batch) ends here."""
         n = len(customer_ids)
-        pred = {name: np.asarray(m.predict(mats[m.feature_service]), dtype=np.float64).reshape(n)
+        pred = {name: np.asarray(m.predict(self._X(name, m, mats)), dtype=np.float64).reshape(n)
                 for name, m in self.models.items()}
         conv = np.zeros((n, len(offers)))
         marg = np.zeros((n, len(offers)))
         if self.offer_model is not None and any(o != "none" for o in offers):
-            est = self.offer_model.predict(mats[self.offer_model.feature_service])
+            est = self.offer_model.predict(self._X(OFFER_MODEL, self.offer_model, mats))
             for j, o in enumerate(offers):
                 if o in est:
                     c, m = est[o]
@@ -318,7 +338,7 @@ class Scorer:
         if reasons and self.reasons_k > 0:
             for name in self.explained:
                 model = self.models[name]
-                for i, row in enumerate(self.explainer(model, mats[model.feature_service], self.reasons_k)):
+                for i, row in enumerate(self.explainer(model, self._X(name, model, mats), self.reasons_k)):
                     expl[i].extend((name, f, v, c) for f, v, c in row)
         return ScoreBatch(
             customer_ids=customer_ids,
