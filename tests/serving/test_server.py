@@ -1,0 +1,83 @@
+"""One test against a real `rebuy serve` on 127.0.0.1: subprocess, free port, bounded wait, always killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_rebuy_serve_answers_on_localhost(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "rebuy.toml"
+    cfg.write_text(f'[serving]\nport = {port}\nadmin_token = "t0k"\nmax_batch = 20\n', encoding="utf-8")
+    env = {**os.environ, "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
+           "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(tmp_path / "bentoml")}
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg),
+         "--data-dir", str(tmp_path / "data")],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready:
+                break
+            time.sleep(0.5)
+        assert ready, (tmp_path / "server.log").read_text(errors="replace")[-3000:]
+        with httpx.Client(base_url=base, timeout=10) as c:
+            r = c.post("/score", json={"customer_ids": ["c000001", "stranger"]})
+            assert r.status_code == 200
+            res = r.json()["results"]
+            assert [x["cold_start"] for x in res] == [False, True]
+            assert c.post("/score", json={"customer_ids": ["c"] * 21}).status_code == 400
+            assert c.post("/score", content=b"\x80\x04N.",
+                          headers={"content-type": "application/vnd.bentoml+pickle"}).status_code == 415
+            assert c.post("/admin/reload", json={}).status_code == 401
+            assert c.post("/admin/reload", json={}, headers={"x-admin-token": "t0k"}).status_code == 200
+            assert "rebuy_model_info" in c.get("/metrics").text
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+
+
+def test_missing_registry_is_a_clear_startup_error(tmp_path: Path) -> None:
+    """No trained models: `rebuy serve` exits at once with what to run, instead of serving 5xx."""
+    env = {**os.environ, "REBUY_SCORER_FACTORY": "", "BENTOML_HOME": str(tmp_path / "bentoml")}
+    cfg = tmp_path / "rebuy.toml"
+    cfg.write_text("[serving]\nport = 1\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg),
+         "--data-dir", str(tmp_path / "empty")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "cannot start serving" in out.stderr and "rebuy train" in out.stderr
