@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from rebuy.cli import app
@@ -362,3 +364,23 @@ def test_excel_style_csv_with_bom_and_padded_headers(tmp_path: Path) -> None:
     cfg = load_config(data_dir=tmp_path / "d")
     orders = validate_inputs(cfg, Sources(orders=tmp_path / "o.csv"), AS_OF).tables["orders"]
     assert orders["customer_id"].tolist() == ["007"]
+
+
+ID_TEXT = st.one_of(
+    st.from_regex(r"\A0[0-9]{1,6}\Z"),  # leading zeros
+    st.sampled_from(["NA", "null", "nan", "1e3", "1,5", " x", "True"]),
+    st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=12),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=st.lists(ID_TEXT, min_size=1, max_size=8))
+def test_any_id_text_survives_csv_import_exactly(tmp_path: Path, ids: list[str]) -> None:
+    """Ids are never parsed: "007", "1e3", "NA", " x" and unicode come back as written."""
+    df = pd.DataFrame({"customer_id": ids, "ordered_at": "2024-01-01T00:00:00Z", "amount": 1.0})
+    path = tmp_path / "orders.csv"
+    df.to_csv(path, index=False)
+    cfg = load_config(data_dir=tmp_path / "d")
+    res = validate_inputs(cfg, Sources(orders=path), AS_OF)
+    assert res.tables["orders"]["customer_id"].tolist() == ids
+    assert sorted(res.tables["customers"]["customer_id"]) == sorted(set(ids))
