@@ -345,6 +345,48 @@ def features_push_command(
     _print_result(push_job(load(config, data_dir), parse_as_of(as_of), orders, events))
 
 
+# --- orchestrator: rebuy run / forget / report uplift (pipelines.orchestrator, pipelines.uplift_report) ----
+
+
+@app.command("run")
+def run_cli(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and report; write and send nothing.")] = False,
+) -> None:
+    """One orchestration pass: triggers, /score, policy layer, decision log, outbox -> sink."""
+    from pipelines.orchestrator import run
+
+    res = run(load(config, data_dir), parse_as_of(as_of), dry_run)
+    _print_result(res.summary())
+
+
+@app.command("forget")
+def forget_cli(
+    customer_id: Annotated[str, typer.Argument(help="The customer id exactly as in the shop's data.")],
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+) -> None:
+    """Right to be forgotten: pseudonymise the decision log and sink, never score or message again."""
+    from pipelines.orchestrator import forget
+
+    _print_result(forget(load(config, data_dir), customer_id, parse_as_of(as_of)))
+
+
+@report_app.command("uplift")
+def report_uplift_cli(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+    mlflow_log: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the report to MLflow.")] = True,
+) -> None:
+    """Decisions joined to later orders: treatment vs control and holdout, CIs, ROI, KPIs (HTML + JSON)."""
+    from pipelines.uplift_report import report_uplift
+
+    out = report_uplift(load(config, data_dir), parse_as_of(as_of), mlflow_log=mlflow_log)
+    h = out["report"]["holdout"]
+    if "conversion_diff" in h:
+        console.print(f"treatment vs holdout: conversion {h['conversion_diff']:+.4f} "
+                      f"(95% CI {h['conversion_ci'][0]:+.4f}..{h['conversion_ci'][1]:+.4f}, p={h['conversion_p_value']:.3g})")
+    console.print(f"report: {out['paths']['html']}  {out['paths']['json']}  mlflow run {out['mlflow_run_id']}")
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
