@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from rebuy.config import Config
@@ -19,6 +20,13 @@ log = logging.getLogger(__name__)
 
 def load_models(cfg: Config) -> dict[str, Any]:
     """The four scoring champions; a clear StartupError naming what is missing and what to run."""
+    uri = cfg.mlflow_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        # Checked before MLflow is touched: it would create (and migrate) an empty registry instead.
+        raise StartupError(
+            f"cannot start serving: no model registry at {uri}\n"
+            "what to do: run `rebuy train all` (and `rebuy train offer`) with this data directory first"
+        )
     from training.registry import load_champion
 
     models: dict[str, Any] = {}
