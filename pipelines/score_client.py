@@ -76,6 +76,25 @@ class HttpScoreClient:
         self._client.close()
 
 
+def _float(x: Any) -> float:
+    """JSON null (unknown) becomes NaN, so one float column holds every row."""
+    return float("nan") if x is None else float(x)
+
+
+class InProcessScoreClient:
+    """serving's own `Scorer` called directly (no HTTP): the same numbers as `/score`, for the closed
+    loop and benchmarks on one machine. Anything with `score_ids(ids, now, offers).records()` fits."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+
+    def score(
+        self, customer_ids: Sequence[str], offers: Sequence[str] | None, as_of: pd.Timestamp | None
+    ) -> list[dict[str, Any]]:
+        now = as_of if as_of is not None else pd.Timestamp.now(tz="UTC")
+        return self.scorer.score_ids(list(customer_ids), now, offers).records()
+
+
 def _unit(*parts: str) -> float:
     """A stable number in [0, 1) from text: the fake's only source of variation."""
     digest = hashlib.sha256("|".join(parts).encode()).digest()
@@ -151,16 +170,16 @@ def score_frame(
             est = {o: float(v.get("incremental_margin", 0.0)) for o, v in (r.get("offers") or {}).items()}
             rows.append({
                 "customer_id": str(r["customer_id"]),
-                "churn_probability": float(r.get("churn_probability", float("nan"))),
-                "repurchase_probability": float(r.get("repurchase_probability", float("nan"))),
-                "expected_days_to_next_order": float(r.get("expected_days_to_next_order", float("nan"))),
-                "expected_value": float(r.get("expected_value", float("nan"))),
+                "churn_probability": _float(r.get("churn_probability")),
+                "repurchase_probability": _float(r.get("repurchase_probability")),
+                "expected_days_to_next_order": _float(r.get("expected_days_to_next_order")),
+                "expected_value": _float(r.get("expected_value")),
                 "segment": r.get("segment") or "unknown",
                 "offer_estimates": est,
                 "best_offer": r.get("best_offer") or "none",
                 "reasons": list(r.get("reasons") or []),
                 "model_versions": dict(r.get("model_versions") or {}),
-                "feature_age_seconds": float(r.get("feature_age_seconds", float("nan"))),
+                "feature_age_seconds": _float(r.get("feature_age_seconds")),
                 "cold_start": bool(r.get("cold_start", False)),
             })
         if progress is not None:

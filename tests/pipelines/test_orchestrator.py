@@ -160,3 +160,21 @@ def test_pending_messages_from_a_failed_delivery_go_out_on_the_next_pass(tmp_pat
         assert conn.execute(sa.select(sa.func.count()).select_from(dl.OUTBOX)
                             .where(dl.OUTBOX.c.status == "pending")).scalar_one() == 0
     eng.dispose()
+
+
+def test_pass_with_servings_own_scorer_in_process(tmp_path: Path) -> None:
+    # serving's synthetic scorer answers in the real /score record shape (null feature ages, cold starts,
+    # its own offer catalogue): the pass must digest it as it is.
+    from pipelines.score_client import InProcessScoreClient
+    from serving.synthetic import synthetic_scorer
+
+    from .conftest import make_shop
+
+    scorer, _features = synthetic_scorer(n_customers=200, seed=0, rounds=5)
+    shop = make_shop(150, seed=5)
+    cfg = config_for(tmp_path)
+    res = run_pass(cfg, AS_OF, shop, InProcessScoreClient(scorer))
+    d = res.decisions
+    assert len(d) > 10
+    assert set(d.loc[d["group"] == "treatment", "offer"]) <= {"none", "care_message", "coupon_10pct", "free_shipping"}
+    assert all(v for v in d["model_versions"])
