@@ -27,7 +27,7 @@ from rich.progress import Progress
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "drift"))
 
-from shop import (  # noqa: E402
+from drift_shop import (  # noqa: E402
     double_new_customers,
     feature_rows,
     scale_order_values,

@@ -249,6 +249,16 @@ def mature_labels(current: pd.DataFrame, roles: Roles, as_of: pd.Timestamp) -> p
     return out
 
 
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count half); avoids importing scikit-learn here."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def performance(
     reference: pd.DataFrame, current: pd.DataFrame, roles: Roles, cfg: DriftConfig
 ) -> tuple[dict[str, float], Level, str | None]:
@@ -261,12 +271,10 @@ def performance(
     if len(cur) < cfg.min_labelled_rows or len(ref) < cfg.min_labelled_rows:
         return {}, "ok", f"{len(cur)} current rows with matured labels (< {cfg.min_labelled_rows}): performance not yet measurable"
     if roles.task == "binary":
-        from sklearn.metrics import roc_auc_score
-
         if ref[t].nunique() < 2 or cur[t].nunique() < 2:
             return {}, "ok", "matured labels have one class only: AUC not measurable"
-        ref_auc = float(roc_auc_score(ref[t], ref[p]))
-        cur_auc = float(roc_auc_score(cur[t], cur[p]))
+        ref_auc = _auc(ref[t].to_numpy(), ref[p].to_numpy())
+        cur_auc = _auc(cur[t].to_numpy(), cur[p].to_numpy())
         drop = ref_auc - cur_auc
         level: Level = "drift" if drop >= cfg.auc_drop else "warning" if drop >= cfg.auc_drop / 2 else "ok"
         return {"reference_auc": ref_auc, "current_auc": cur_auc, "auc_drop": drop}, level, None
@@ -332,14 +340,23 @@ def analyse(
 # --- Evidently -------------------------------------------------------------------------------------
 
 
-def _register_stat_test(th: Thresholds) -> None:
-    """Register `rebuy_effect` with Evidently (idempotent, at call time) so its report shows our numbers."""
+def _register_stat_test(th: Thresholds, known: Mapping[str, tuple[float, float]]) -> None:
+    """Register `rebuy_effect` with Evidently (at call time) so its report shows our numbers.
+
+    Evidently calls a column's test up to four times (count, value, two legacy widgets); `known`
+    holds each analysed column's (effect, noise floor) so those calls are lookups, not recomputations
+    with permutations, and the report cannot disagree with the status. Other columns are computed.
+    """
     from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
     from evidently.legacy.core import ColumnType
 
     def impl(ref: pd.Series, cur: pd.Series, feature_type: Any, threshold: float) -> tuple[float, bool]:
-        a = assess(ref, cur, feature_type == ColumnType.Categorical, th, seed=th.seed)
-        return a.effect, bool(a.effect >= threshold and a.effect > a.floor)
+        if ref.name in known:
+            effect, floor = known[str(ref.name)]
+        else:
+            a = assess(ref, cur, feature_type == ColumnType.Categorical, th, seed=th.seed)
+            effect, floor = a.effect, a.floor
+        return effect, bool(effect >= threshold and effect > floor)
 
     register_stattest(
         StatTest(
@@ -352,14 +369,27 @@ def _register_stat_test(th: Thresholds) -> None:
     )
 
 
+def _detail_columns(result: DriftResult, limit: int) -> list[str]:
+    t = result.table
+    if t.empty:
+        return []
+    moved = t[(t["level"] != "ok") | (t["role"] == "prediction")]["column"].tolist()
+    return list(dict.fromkeys(moved))[:limit]
+
+
 def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
-    """Feature + prediction drift (our stat test at the warning threshold), data quality, target drift."""
+    """Feature + prediction drift (our stat test at the warning threshold), data quality, target drift.
+
+    Evidently renders a distribution plot per column and metric, which is where its time goes; it only
+    ever sees the already-sampled frames, so its cost does not grow with the size of the current window.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset, DataSummaryPreset
+    from evidently.presets import DataDriftPreset, DatasetStats, ValueStats
 
     th = thresholds(cfg)
-    _register_stat_test(th)
+    known = {str(r.column): (float(r.effect), float(r.noise_floor)) for r in result.table.itertuples()}
+    _register_stat_test(th, known)
     roles = result.roles
     cols = list(result.table["column"]) if not result.table.empty else []
     extra = [roles.target] if roles.target and roles.target in result.current.columns else []
@@ -371,7 +401,10 @@ def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
         DataDriftPreset(
             columns=cols, method=STAT_TEST_NAME, threshold=th.warning_effect, drift_share=cfg.drift_share,
         ),
-        DataSummaryPreset(columns=keep),
+        # data quality: dataset-level counts for all columns; full value statistics only for the columns
+        # that moved (and the prediction) — per-column plots for 40+ columns would dominate the run time
+        DatasetStats(),
+        *[ValueStats(column=c) for c in _detail_columns(result, cfg.detail_columns)],
     ]
     if extra and result.current[roles.target].notna().sum() >= cfg.min_labelled_rows:  # type: ignore[index]
         metrics.append(ValueDrift(column=roles.target, method=STAT_TEST_NAME, threshold=th.warning_effect))

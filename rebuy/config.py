@@ -301,7 +301,7 @@ class DriftConfig(_Section):
     stattest_threshold: float = 0.05
     # per-column effect size (reference-std units / Cohen's h, w) for warning / drift
     warning_effect: float = 0.1
-    drift_effect: float = 0.2
+    drift_effect: float = 0.15
     # noise floor: mean + noise_z * sd of the effect over this many label permutations
     permutations: int = 30
     noise_z: float = 3.5
@@ -313,6 +313,8 @@ class DriftConfig(_Section):
     min_labelled_rows: int = 200
     auc_drop: float = 0.05
     mae_rise: float = 0.2
+    # columns given full value statistics in the Evidently report (the most moved ones)
+    detail_columns: int = 8
     seed: int = 7
 
 

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.drift import Roles, check_frames, mature_labels, performance, sample_matched, seasonal_reference
+from pipelines.drift import (
+    Roles,
+    check_frames,
+    mature_labels,
+    performance,
+    sample_matched,
+    seasonal_reference,
+)
 from rebuy.config import DriftConfig
 from rebuy.errors import DataError
 
