@@ -432,6 +432,11 @@ def read_raw(path: Path, fmt: str, dialect: DialectConfig, column_order: list[st
         raise DataError("file not found", file=str(path), hint="check the path (flag or [import.<table>] path)")
     if path.stat().st_size == 0:
         raise DataError("the file is empty (0 bytes)", file=str(path), hint="export the table again")
+    if fmt != "parquet" and _magic(path) == b"PAR1":
+        raise DataError(
+            "this is a Parquet file, but it is being read as CSV", file=str(path),
+            hint="pass --format parquet (or give the file a .parquet suffix)",
+        )
     if fmt == "parquet":
         try:
             raw = pd.read_parquet(path)
@@ -473,6 +478,11 @@ def read_raw(path: Path, fmt: str, dialect: DialectConfig, column_order: list[st
             hint="export a table with data, or leave this file out (only orders are required)",
         )
     return raw.reset_index(drop=True)
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(4)
 
 
 def _read_table(table: str, path: Path, fmt: str, icfg: ImportConfig) -> _Parsed:

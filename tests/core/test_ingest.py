@@ -384,3 +384,15 @@ def test_any_id_text_survives_csv_import_exactly(tmp_path: Path, ids: list[str])
     res = validate_inputs(cfg, Sources(orders=path), AS_OF)
     assert res.tables["orders"]["customer_id"].tolist() == ids
     assert sorted(res.tables["customers"]["customer_id"]) == sorted(set(ids))
+
+
+def test_cli_takes_paths_from_config_and_format_flag(tmp_path: Path) -> None:
+    orders = tmp_path / "orders.export"  # no telling suffix: the format comes from --format
+    pd.DataFrame({"customer_id": ["01"], "ordered_at": [utc("2024-01-01")], "amount": [2.0]}).to_parquet(orders)
+    (tmp_path / "rebuy.toml").write_text(f'[import.orders]\npath = "{orders}"\n')
+    base = ["import", "-c", str(tmp_path / "rebuy.toml"), "--data-dir", str(tmp_path / "d"), "--as-of", "2025-01-01"]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code != 0 and "--format parquet" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, [*base, "--format", "parquet"])
+    assert res.exit_code == 0, res.output
+    assert read_canonical(tmp_path / "d")["orders"]["customer_id"].tolist() == ["01"]
