@@ -107,19 +107,24 @@ def pairs_frame(cutoffs: Cutoffs, customer_ids: Sequence[str] | pd.Series | None
     return grid[["customer_id", "cutoff"]].astype({"customer_id": object})
 
 
+def _text(col: pd.Series) -> np.ndarray:
+    """A text column as an object array; canonical ids are already str, so usually no copy per value."""
+    return col.to_numpy(dtype=object) if col.dtype == object else col.astype(str).to_numpy(dtype=object)
+
+
 def _pairs_sql(pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "pid": np.arange(len(pairs), dtype=np.int64),
-        "customer_id": pairs["customer_id"].astype(str).to_numpy(),
+        "customer_id": _text(pairs["customer_id"]),
         "c": _ns(pairs["cutoff"]),
     })
 
 
 def _events_sql(events: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
-        "customer_id": events["customer_id"].astype(str).to_numpy(),
+        "customer_id": _text(events["customer_id"]),
         "t": _ns(events["occurred_at"]),
-        "event_type": events["event_type"].astype(str).to_numpy(),
+        "event_type": _text(events["event_type"]),
         "category": events["category"].to_numpy(dtype=object) if "category" in events else None,
     })
 
@@ -127,12 +132,12 @@ def _events_sql(events: pd.DataFrame) -> pd.DataFrame:
 def _orders_sql(orders: pd.DataFrame) -> pd.DataFrame:
     n = len(orders)
     return pd.DataFrame({
-        "customer_id": orders["customer_id"].astype(str).to_numpy(),
+        "customer_id": _text(orders["customer_id"]),
         "t": _ns(orders["ordered_at"]),
         "amount": orders["amount"].to_numpy(dtype=np.float64),
         "category": orders["category"].to_numpy(dtype=object) if "category" in orders else np.full(n, None),
         "discount": (orders["discount"].to_numpy(dtype=np.float64) if "discount" in orders else np.zeros(n)),
-        "order_id": (orders["order_id"].astype(str).to_numpy() if "order_id" in orders else np.arange(n).astype(str)),
+        "order_id": _text(orders["order_id"]) if "order_id" in orders else np.arange(n).astype(str).astype(object),
     })
 
 
@@ -177,7 +182,7 @@ def order_history_features(orders: pd.DataFrame, customers: pd.DataFrame, cutoff
     ids = customers["customer_id"] if len(customers) else orders["customer_id"]
     pairs = pairs_frame(cutoffs, ids)
     cust = pd.DataFrame({
-        "customer_id": customers["customer_id"].astype(str).to_numpy(),
+        "customer_id": _text(customers["customer_id"]),
         "signup": _ns(customers["signup_at"]) if len(customers) else np.array([], dtype=np.int64),
     })
     sql = f"""

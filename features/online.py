@@ -1,15 +1,14 @@
-"""The serving hot path: a FeatureService's online features as a float64 matrix, in ~1 ms per customer.
+"""The serving hot path: a FeatureService's online features as a float64 matrix, in well under 1 ms.
 
-Reads the same SQLite online store and definitions as `FeatureStore.get_online_features`, without its
-per-request Python overhead (protos, response objects, the on-demand view machinery): one indexed
-query per feature view, values decoded straight from their stored bytes, request-time features from
-the same pure function the on-demand feature view calls. The parity test checks it against Feast's
-online and historical retrieval.
+Reads the same online store (features.online_store) and definitions as `FeatureStore.get_online_features`,
+without its per-request Python overhead (protos, response objects, the on-demand view machinery): one
+primary-key query per feature view, each row one float64 vector, and the request-time features from the
+same pure function the on-demand feature view calls. The parity test checks it against Feast's online
+and historical retrieval.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 
@@ -17,16 +16,20 @@ import numpy as np
 import pandas as pd
 
 from features.compute import REQUEST_TIME, request_time_features
-from features.online_store import decode_value, entity_key_prefix, entity_keys
+from features.online_store import connect, entity_key_prefix, entity_keys, layout, read_rows, table_name
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
+_INSTANTS = sorted({s for s, _ in REQUEST_TIME.values()} | {d for _, d in REQUEST_TIME.values() if d})
+
 
 class OnlineFeatureReader:
-    """Reads one FeatureService for a batch of customers; thread-safe, one SQLite connection."""
+    """Reads one FeatureService for a batch of customers; thread-safe, one read-only SQLite connection.
+
+    `feature_names` is the model column order (features.training_set.feature_names).
+    """
 
     def __init__(self, cfg: Config, service: str) -> None:
-        from feast.infra.online_stores.helpers import compute_table_id
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
         from features.store import feature_store
@@ -37,37 +40,29 @@ class OnlineFeatureReader:
         except Exception as exc:  # Feast raises its own not-found errors
             raise RebuyError(f"FeatureService {service!r} is not registered: run `rebuy features apply`") from exc
         self.service = service
-        self.feature_names: list[str] = []
-        odfv_names: set[str] = set()
-        for proj in fs.feature_view_projections:
-            self.feature_names.extend(f.name for f in proj.features)
-        for odfv in store.list_on_demand_feature_views():
-            if any(p.name == odfv.name for p in fs.feature_view_projections):
-                odfv_names.update(f.name for f in odfv.features)
-        needed_instants = {s for n, (s, d) in REQUEST_TIME.items() if n in odfv_names} | {
-            d for n, (s, d) in REQUEST_TIME.items() if n in odfv_names and d}
-        # stored columns: the service's features of each view + the instants the request-time ones need
-        self._stored: list[str] = []
-        self._tables: list[tuple[str, dict[str, int]]] = []
-        cfg_feast = store.config
+        projections = {p.name: [f.name for f in p.features] for p in fs.feature_view_projections}
+        self.feature_names: list[str] = [n for names in projections.values() for n in names]
+        odfvs = {v.name for v in store.list_on_demand_feature_views()}
+        request_time = [n for view, names in projections.items() if view in odfvs for n in names]
+        # per stored view: (table, positions in its packed vector, destination columns in `stored`)
+        self._stored_names: list[str] = []
+        self._views: list[tuple[str, np.ndarray, np.ndarray]] = []
         for view in store.list_feature_views():
-            wanted = [f.name for f in view.features if f.name in self.feature_names or f.name in needed_instants]
-            if not wanted:
+            names = layout(view)
+            want = [i for i, n in enumerate(names) if n in projections.get(view.name, ())
+                    or (request_time and n in _INSTANTS)]
+            if not want:
                 continue
-            index = {}
-            for name in wanted:
-                index[name] = len(self._stored)
-                self._stored.append(name)
-            table = compute_table_id(cfg_feast.project, view, cfg_feast.registry.enable_online_feature_view_versioning)
-            self._tables.append((table, index))
-        self._request_time = [n for n in self.feature_names if n in odfv_names]
-        col = {name: i for i, name in enumerate(self._stored)}
-        self._out_from_stored = [(j, col[n]) for j, n in enumerate(self.feature_names) if n in col]
-        self._out_request = [(j, n) for j, n in enumerate(self.feature_names) if n in odfv_names]
-        self._instants = sorted(needed_instants)
+            dest = np.arange(len(self._stored_names), len(self._stored_names) + len(want))
+            self._stored_names.extend(names[i] for i in want)
+            self._views.append((table_name(store.config, view), np.array(want), dest))
+        col = {n: i for i, n in enumerate(self._stored_names)}
+        self._out_stored = np.array([j for j, n in enumerate(self.feature_names) if n not in request_time], dtype=int)
+        self._src_stored = np.array([col[n] for n in self.feature_names if n not in request_time], dtype=int)
+        self._out_request = [(j, n) for j, n in enumerate(self.feature_names) if n in request_time]
+        self._instant_cols = {n: col.get(n) for n in _INSTANTS}
         self._prefix = entity_key_prefix()
-        path = SqliteOnlineStore._get_db_path(cfg_feast)
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._conn = connect(SqliteOnlineStore._get_db_path(store.config), read_only=True)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -77,41 +72,34 @@ class OnlineFeatureReader:
         self, customer_ids: Sequence[str], now: pd.Timestamp | float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(features [n, n_features] float64 in `feature_names` order, NaN where missing;
-        found_mask [n] bool; feature_age_seconds [n] float64 = now - oldest snapshot read, NaN if not found).
+        found_mask [n] bool; feature_age_seconds [n] = now - the oldest snapshot read, NaN if not found).
+
+        `now` is the request time (a UTC timestamp or epoch seconds) for the request-time features.
         """
         now_s = float(now) if isinstance(now, (int, float)) else pd.Timestamp(now).timestamp()
-        ids = [str(c) for c in customer_ids]
-        n = len(ids)
-        keys = entity_keys(ids, self._prefix)
-        row_of = {k: i for i, k in enumerate(keys)}
-        stored = np.full((n, len(self._stored)), np.nan)
+        keys = entity_keys(customer_ids, self._prefix)
+        n = len(keys)
+        stored = np.full((n, len(self._stored_names)), np.nan)
         oldest = np.full(n, np.inf)
         found = np.zeros(n, dtype=bool)
-        marks = ",".join("?" * n)
         with self._lock:
-            results = [
-                (index, self._conn.execute(
-                    f'SELECT entity_key, feature_name, value, event_ts FROM "{table}" WHERE entity_key IN ({marks})',
-                    keys).fetchall())
-                for table, index in self._tables
-            ]
-        for index, rows in results:
-            for key, fname, raw, ts in rows:
-                j = index.get(fname)
-                if j is None:
+            results = [(pos, dest, read_rows(self._conn, table, keys)) for table, pos, dest in self._views]
+        for pos, dest, rows in results:
+            if not rows:
+                continue
+            for i, key in enumerate(keys):
+                hit = rows.get(key)
+                if hit is None:
                     continue
-                i = row_of[key]
-                stored[i, j] = decode_value(raw)
+                vec, ts = hit
+                stored[i, dest] = vec[pos]
                 found[i] = True
                 if ts is not None and ts < oldest[i]:
                     oldest[i] = ts
         out = np.full((n, len(self.feature_names)), np.nan)
-        for j, s in self._out_from_stored:
-            out[:, j] = stored[:, s]
+        out[:, self._out_stored] = stored[:, self._src_stored]
         if self._out_request:
-            col = {name: i for i, name in enumerate(self._stored)}
-            every = {s for s, _ in REQUEST_TIME.values()} | {d for _, d in REQUEST_TIME.values() if d}
-            inst = {name: stored[:, col[name]] if name in col else np.full(n, np.nan) for name in every}
+            inst = {name: stored[:, c] if c is not None else np.full(n, np.nan) for name, c in self._instant_cols.items()}
             rt = request_time_features(inst, np.full(n, now_s))
             for j, name in self._out_request:
                 out[:, j] = rt[name]

@@ -235,7 +235,10 @@ def push(
                                         and len(df)] or [pd.Series([], dtype=object)])))
     if not len(ids):
         return 0
-    tables = merge_new_rows(history if history is not None else read_canonical(cfg.paths.data_dir), new_tables)
+    history = history if history is not None else read_canonical(cfg.paths.data_dir)
+    # only the affected customers' rows matter: the recomputation stays small whatever the shop's size
+    history = {k: v.loc[v["customer_id"].isin(ids)] if "customer_id" in v else v for k, v in history.items()}
+    tables = merge_new_rows(history, new_tables)
     pairs = customer_pairs(tables["customers"], [now])
     pairs = pairs.loc[pairs[JOIN_KEY].isin(ids)].reset_index(drop=True)
     feats = compute_features(tables, pairs, **_params(cfg)).rename(columns={"cutoff": TIMESTAMP_FIELD})

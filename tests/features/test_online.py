@@ -13,7 +13,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from features.compute import epoch_seconds
 from features.online import OnlineFeatureReader
-from features.online_store import decode_value, encode_doubles, entity_key_prefix, entity_keys
+from features.online_store import entity_key_prefix, entity_keys
 from features.store import apply, build, feature_store, materialize, online_path, push
 from features.training_set import feature_names
 from rebuy.contract import empty
@@ -24,18 +24,12 @@ T = pd.Timestamp("2025-05-01 12:00", tz="UTC")
 SERVICE = "offer_v1"
 
 
-def test_entity_keys_and_values_match_feast_encoding():
+def test_entity_keys_match_feast_encoding():
     ids = ["c1", "ü-ß 42", "", "0012"]
     ours = entity_keys(ids, entity_key_prefix())
     feast = [serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=i)]), 3)
              for i in ids]
     assert ours == feast
-    vals = np.array([1.5, -0.0, np.nan, 1e300, 3.0])
-    enc = encode_doubles(vals)
-    assert enc[:2] == [Value(double_val=1.5).SerializeToString(), Value(double_val=-0.0).SerializeToString()]
-    assert enc[2] == b""  # missing is Feast's empty (null) value
-    assert [decode_value(b) for b in enc][3:] == [1e300, 3.0]
-    assert decode_value(Value(int64_val=7).SerializeToString()) == 7.0
 
 
 def _offline(cfg, tables, ids, at):
@@ -62,7 +56,7 @@ def _assert_parity(a: np.ndarray, b: np.ndarray) -> None:
 
 def test_parity_online_offline_including_after_push(cfg, make_shop):
     tables = make_shop(7)
-    ids = list(tables["customers"]["customer_id"][:12]) + ["never-seen"]
+    ids = [*list(tables["customers"]["customer_id"][:12]), "never-seen"]
     materialize(cfg, T, tables)
     reader = OnlineFeatureReader(cfg, SERVICE)
     assert reader.feature_names == feature_names(cfg, SERVICE)
@@ -119,6 +113,7 @@ def test_incremental_materialization_rewrites_only_changed_customers(cfg, make_s
     assert n == len(changed)
     ids = list(tables["customers"]["customer_id"])
     _, found, age = OnlineFeatureReader(cfg, SERVICE).read(ids, t2)
+    assert found.all()
     fresh = {i for i, a in zip(ids, age, strict=True) if a == 0}
     assert fresh == changed  # the others keep their earlier snapshot (age 3 days)
     assert {a for a in age if a != 0} == {3 * 86400.0}
@@ -136,8 +131,8 @@ def test_orders_only_shop_online(cfg, make_shop):
     assert np.isfinite(x[:, names.index("orders_total")]).all()
 
 
-def test_stock_feast_write_path_reads_back(cfg):
-    """Feast's own write_to_online_store (our batched store) and our reader agree."""
+def test_feast_write_path_reads_back(cfg):
+    """Feast's own write_to_online_store (through rebuy's store) and get_online_features, and our reader, agree."""
     apply(cfg)
     fs = feature_store(cfg)
     df = pd.DataFrame({"customer_id": ["x", "y"], "event_timestamp": [T, T]})
@@ -148,5 +143,9 @@ def test_stock_feast_write_path_reads_back(cfg):
     assert found.tolist() == [True, True]
     names = feature_names(cfg, "value_v1")
     assert x[0, names.index("orders_total")] == 1.25 and np.isnan(x[1, names.index("orders_total")])
-    with sqlite3.connect(online_path(cfg)) as conn:
-        assert conn.execute('SELECT count(*) FROM "rebuy_order_history"').fetchone()[0] == 2 * 16
+    got = fs.get_online_features(features=["order_history:orders_total", "order_history:gap_mean_days"],
+                                 entity_rows=[{"customer_id": "x"}, {"customer_id": "y"}, {"customer_id": "z"}])
+    got = got.to_dict()
+    assert got["orders_total"][0] == 1.25 and got["orders_total"][1] is None and got["orders_total"][2] is None
+    with sqlite3.connect(online_path(cfg)) as conn:  # one packed row per customer and view
+        assert conn.execute('SELECT count(*) FROM "rebuy_order_history"').fetchone()[0] == 2
