@@ -7,6 +7,7 @@ tracking and registration happen in `training.tracking`, so tests can inspect a 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,9 +101,12 @@ def prepare(spec: ModelSpec, training_set: pd.DataFrame, feature_names: list[str
         if spec.observed_column not in df.columns:
             raise DataError(f"training set lacks {spec.observed_column!r}, needed for the censored label "
                             f"{spec.label!r}", column=spec.observed_column)
+        # A cutoff whose censored rows were followed for less than the cap is immature: keeping only its
+        # observed rows would bias durations short, so the whole cutoff goes.
         y = df[spec.label].astype(float)
-        seen = df[spec.observed_column].astype(float) == 1
-        df = df[seen | (y >= spec.cap_days)].copy()
+        short = (df[spec.observed_column].astype(float) != 1) & (y < spec.cap_days)
+        immature = set(df.loc[short, "cutoff"])
+        df = df[~df["cutoff"].isin(immature)].copy()
         df[spec.label] = np.minimum(df[spec.label].astype(float), spec.cap_days)
     if df.empty:
         raise DataError(f"no rows left for {spec.name!r} after the population filter {spec.population!r}")
@@ -118,12 +122,17 @@ def _matrix(df: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
     return df[feature_names].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def train(cfg: Config, spec: ModelSpec, training_set: pd.DataFrame, oracle: pd.DataFrame | None = None, *,
+# the truth for test rows: a frame (customer_id, cutoff, oracle) or a function of the test keys returning one
+Oracle = pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame]
+
+
+def train(cfg: Config, spec: ModelSpec, training_set: pd.DataFrame, oracle: Oracle | None = None, *,
           feature_names: list[str] | None = None, show_progress: bool = True) -> TrainResult:
     """Tune, fit, calibrate and evaluate one model described by `spec`.
 
     `oracle` (simulated data only) has customer_id, cutoff and `oracle`: the true probability of this
-    spec's label (or the expected value for regressions) at that cutoff. `rfm_*` columns (from
+    spec's label (or the expected value for regressions) at that cutoff; a callable is asked for the
+    test rows only (the simulator's truth replay is expensive). `rfm_*` columns (from
     `training.baselines.rfm_at`) enable the recency and BG/NBD baselines.
     """
     feats = list(feature_names) if feature_names is not None else infer_features(training_set)
@@ -160,8 +169,9 @@ def train(cfg: Config, spec: ModelSpec, training_set: pd.DataFrame, oracle: pd.D
     metrics = M.binary_metrics(yte, pred) if spec.is_binary else M.regression_metrics(yte, pred)
     quality = {"model": dict(metrics)}
     quality.update(_baselines(spec, sp.train, sp.test, yte, pred, metrics, cfg.training.optuna.seed))
-    if oracle is not None:
-        quality["oracle"] = _oracle_quality(spec, sp.test, yte, oracle)
+    truth = _oracle_quality(spec, sp.test, yte, oracle) if oracle is not None else None
+    if truth is not None:
+        quality["oracle"] = truth
     flat = dict(metrics)
     for who, m in quality.items():
         if who != "model":
@@ -213,7 +223,12 @@ def _baselines(spec: ModelSpec, train: pd.DataFrame, test: pd.DataFrame, yte: np
     return out
 
 
-def _oracle_quality(spec: ModelSpec, test: pd.DataFrame, yte: np.ndarray, oracle: pd.DataFrame) -> dict[str, float]:
+def _oracle_quality(spec: ModelSpec, test: pd.DataFrame, yte: np.ndarray,
+                    oracle: Oracle) -> dict[str, float] | None:
+    if callable(oracle):
+        oracle = oracle(test[list(KEYS)].reset_index(drop=True))
+        if oracle is None:
+            return None
     need = {"customer_id", "cutoff", "oracle"}
     if not need <= set(oracle.columns):
         raise DataError(f"oracle frame lacks columns {sorted(need - set(oracle.columns))}")

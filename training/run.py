@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -20,8 +21,29 @@ from training.pipeline import TrainResult, train
 from training.specs import TRAIN_GROUPS, ModelSpec, default_specs, resolve_features
 from training.tracking import RunOutcome, log_run
 
-# (test rows with customer_id, cutoff; spec) -> the same rows with an `oracle` column
-OracleFn = Callable[[pd.DataFrame, ModelSpec], pd.DataFrame]
+# (test rows with customer_id, cutoff; spec) -> the same rows with an `oracle` column (None: no oracle)
+OracleFn = Callable[[pd.DataFrame, ModelSpec], pd.DataFrame | None]
+
+
+def simulator_oracle(sim: Any) -> OracleFn:
+    """The shop simulator's truth API as the oracle of each spec (simulated data only)."""
+
+    def oracle(keys: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame | None:
+        if spec.label == "churn":
+            t = sim.truth_at(keys, horizon_days=spec.horizon_days)
+            value = 1.0 - t["p_order"]
+        elif spec.label == "repurchase":
+            value = sim.truth_at(keys, horizon_days=spec.horizon_days)["p_order"]
+        elif spec.label == "spend_next":
+            value = sim.truth_at(keys, horizon_days=spec.horizon_days, spend_days=spec.horizon_days)["expected_spend"]
+        elif spec.label == "days_to_next_order":
+            cap = int(spec.cap_days or spec.horizon_days)
+            value = sim.truth_at(keys, horizon_days=spec.horizon_days, spend_days=cap)["expected_days_to_next_order"]
+        else:
+            return None
+        return keys.assign(oracle=value.to_numpy())
+
+    return oracle
 
 
 @dataclass(frozen=True)
@@ -54,7 +76,7 @@ def train_specs(cfg: Config, names: Sequence[str], training_sets: Mapping[str, p
         spec = specs[name]
         feats = resolve_features(spec, services)
         ts = training_sets[spec.feature_service]
-        orc = oracle(ts[["customer_id", "cutoff"]], spec) if oracle is not None else None
+        orc = None if oracle is None else (lambda keys, spec=spec: oracle(keys, spec))
         result = train(cfg, spec, ts, orc, feature_names=feats, show_progress=show_progress)
         out[name] = ModelRun(result, log_run(cfg, result)) if register else result
     return out
