@@ -163,6 +163,9 @@ def build_campaign(
         return DataError(problem, file=source or None, column=column, rows=rows, row_numbers=numbers, hint=hint)
 
     cols = list(raw.columns)
+    if roles.customer_id is None and CUSTOMER_ID in cols and CUSTOMER_ID not in (roles.attributes or []):
+        # a column literally called customer_id is the id, not an attribute to learn from
+        roles = roles.model_copy(update={"customer_id": CUSTOMER_ID})
     role_cols = [roles.arm, *roles.outcomes, *([roles.propensity] if roles.propensity else []),
                  *([roles.customer_id] if roles.customer_id else [])]
     attributes = roles.attributes if roles.attributes is not None else [c for c in cols if c not in role_cols]

@@ -155,3 +155,12 @@ def test_cli_imports_and_reports_assumed_randomisation(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, [*args, "--control", "holdout", "--name", "autumn"])
     assert res.exit_code != 0 and "control arm 'holdout'" in " ".join(res.output.split())
     assert not (tmp_path / "data" / "campaigns" / "autumn").exists()
+
+
+def test_a_customer_id_column_is_the_id_not_an_attribute(tmp_path: Path) -> None:
+    text = "customer_id,arm,converted,age\n01,none,0,30\n02,coupon,1,40\n"
+    cfg, path = setup(tmp_path, text)
+    data = validate_campaign(cfg, path, CampaignImportConfig(min_rows_per_arm=1))
+    assert data.attributes == ["age"]
+    assert data.frame["customer_id"].tolist() == ["01", "02"]
+    assert data.arms == ["none", "coupon"] and data.outcomes == ["converted"]
