@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+from scipy.special import ndtri
 
 from rebuy.simulator.params import SIM_CHANNELS, SIM_OFFERS, SimConfig, Traits
 
@@ -30,7 +31,9 @@ FATIGUE_DECAY = np.array([0.90, 0.95, 0.75], dtype=np.float32)  # per day, email
 FATIGUE_COST = np.array([0.25, 0.4, 0.2], dtype=np.float32)  # tau lost per unit of fatigue
 OPT_OUT = 0.0002  # daily chance to withdraw a consent, before message annoyance
 OPT_IN = 0.00006
-N_DRAWS = 7  # uniform draws per element and day (see `step`)
+N_DRAWS = 8  # uniform draws per element and day (see `step`)
+CONSENT_BAND = 0.045  # one uniform decides consent changes: 3 channels x max daily chance
+OFFER_CODE = {o: i for i, o in enumerate(SIM_OFFERS)}
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Agents:
     scale: np.ndarray
     shape: np.ndarray
     p_drop: np.ndarray
+    asleep: np.ndarray
     conv: np.ndarray
     value: np.ndarray
     cat_cum: np.ndarray
@@ -56,7 +60,7 @@ class Agents:
     def gather(cls, traits: Traits, idx: np.ndarray) -> Agents:
         return cls(
             cust=idx, signup_day=traits.signup_day[idx], first_at_signup=traits.first_at_signup[idx],
-            scale=traits.scale[idx], shape=traits.shape[idx], p_drop=traits.p_drop[idx], conv=traits.conv[idx],
+            scale=traits.scale[idx], shape=traits.shape[idx], p_drop=traits.p_drop[idx], asleep=traits.asleep[idx], conv=traits.conv[idx],
             value=traits.value[idx], cat_cum=np.cumsum(traits.cat_pref[idx], axis=1)[:, :-1],
             price_sens=traits.price_sens[idx], averse=traits.averse[idx], revive=traits.revive[idx],
             bday_doy=traits.bday_doy[idx], noise=traits.noise[idx],
@@ -68,8 +72,9 @@ class State:
     """The hidden state of each element at the start of a day."""
 
     active: np.ndarray  # signed up
-    alive: np.ndarray
+    alive: np.ndarray  # False: dormant (dropped out; a small residual purchase rate)
     s: np.ndarray  # full days since the last order (since signup before the first)
+    hcum: np.ndarray  # the Weibull cumulative hazard at s
     n_orders: np.ndarray
     spend: np.ndarray  # total paid so far
     n_disc: np.ndarray  # orders that carried a discount
@@ -77,7 +82,7 @@ class State:
     intent_left: np.ndarray  # days left in the current intent episode (0: none)
     intent_age: np.ndarray  # days already spent in the episode
     intent_cat: np.ndarray
-    dead_since: np.ndarray  # day of dropout, -1 while alive
+    dead_since: np.ndarray  # day the customer went dormant, -1 while alive
     fatigue: np.ndarray  # (m, 3) decayed count of recent messages per channel
     eff_until: np.ndarray  # the active offer works on days < eff_until
     eff_tau: np.ndarray  # its log-multiplier of purchase intent
@@ -88,7 +93,7 @@ class State:
     def initial(cls, traits: Traits) -> State:
         n = len(traits.signup_day)
         return cls(
-            active=np.zeros(n, bool), alive=np.zeros(n, bool), s=np.zeros(n, np.int32),
+            active=np.zeros(n, bool), alive=np.zeros(n, bool), s=np.zeros(n, np.int32), hcum=np.zeros(n),
             n_orders=np.zeros(n, np.int32), spend=np.zeros(n), n_disc=np.zeros(n, np.int32),
             last_cat=np.full(n, -1, np.int8), intent_left=np.zeros(n, np.int8), intent_age=np.zeros(n, np.int8),
             intent_cat=np.zeros(n, np.int8), dead_since=np.full(n, -1, np.int32),
@@ -122,81 +127,97 @@ class DayOut:
     consent_change: np.ndarray  # (m, 3) toggled today
 
 
-def step(
-    st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u: np.ndarray, z: np.ndarray,
-    uc: np.ndarray,
-) -> DayOut:
-    """Advance `st` in place by one day; `u` (N_DRAWS, m) uniforms, `z` (m,) normals, `uc` (m, 3) uniforms.
+def step(st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u: np.ndarray) -> DayOut:
+    """Advance `st` in place by one day, using the uniforms `u` (N_DRAWS, m) of `draws`.
 
-    Taking the draws as arguments lets the oracle run every offer arm on the same random numbers.
+    Taking the draws as an argument lets the oracle run every offer arm on the same random numbers.
     """
-    m = len(st.s)
-    new = st.active.__invert__() & (ag.signup_day == day)
+    new = ~st.active & (ag.signup_day == day)
     st.active |= new
     st.alive |= new
     st.s[new] = 0
+    st.hcum[new] = 0.0
     on = st.eff_until > day
     tau = np.where(on, st.eff_tau, np.float32(0.0))
-    # -- purchase intent starts (renewal hazard) --
-    s = st.s.astype(np.float64)
-    dh = ((s + 1.0) / ag.scale) ** ag.shape - (s / ag.scale) ** ag.shape
-    bd = ag.bday_doy >= 0
-    near = bd & (np.abs(((ag.bday_doy - doy + 182) % 365) - 182) <= 3)
-    mult = season * np.where(near, 1.4, 1.0) * np.exp(tau)
-    at_risk = st.active & st.alive & (st.intent_left == 0) & ~new
-    start = at_risk & (u[0] < -np.expm1(-dh * mult))
-    length = 1 + np.minimum(np.floor(np.log(np.maximum(u[1], 1e-12)) / np.log(INTENT_CONTINUE)), MAX_INTENT - 1)
-    st.intent_left = np.where(start, length, st.intent_left).astype(np.int8)
-    st.intent_age = np.where(start, 0, st.intent_age).astype(np.int8)
-    cat = (u[2][:, None] > ag.cat_cum).sum(axis=1).astype(np.int8)
-    st.intent_cat = np.where(start, cat, st.intent_cat)
-    in_intent = st.active & st.alive & (st.intent_left > 0)
+    # -- purchase intent starts (renewal hazard; dormant customers keep a small residual rate) --
+    # the cumulative hazard runs on through intent episodes, so a failed episode brings no catch-up
+    run = np.flatnonzero(st.active & ~new)
+    h_next = ((st.s[run] + 1.0) / ag.scale[run]) ** ag.shape[run]
+    free = st.intent_left[run] == 0
+    act = run[free]
+    dh = (h_next - st.hcum[run])[free]
+    st.hcum[run] = h_next
+    b = ag.bday_doy[act]
+    near = (b >= 0) & (np.abs(((b - doy + 182) % 365) - 182) <= 3)
+    mult = season * np.where(near, 1.4, 1.0) * np.exp(tau[act]) * np.where(st.alive[act], 1.0, ag.asleep[act])
+    start = np.zeros(len(st.s), bool)
+    start[act] = u[0, act] < -np.expm1(-dh * mult)
+    first = new & ag.first_at_signup
+    si = np.flatnonzero(start | first)
+    length = 1 + np.minimum(np.floor(np.log(np.maximum(u[1, si], 1e-12)) / np.log(INTENT_CONTINUE)), MAX_INTENT - 1)
+    cat = (u[2, si][:, None] > ag.cat_cum[si]).sum(axis=1).astype(np.int8)
+    st.intent_left[si] = np.where(first[si], 0, length)
+    st.intent_age[si] = 0
+    st.intent_cat[si] = cat
+    in_intent = st.active & (st.intent_left > 0)
     # -- orders: intent days convert; most customers' first order is their signup --
     p = ag.conv * np.where(st.intent_age == 0, FIRST_INTENT_DAY_CONV, 1.0) * np.exp(0.5 * tau)
-    first = new & ag.first_at_signup
     ordered = (in_intent & (u[3] < np.minimum(p, 0.97))) | first
-    order_cat = np.where(first, cat, st.intent_cat)
-    # -- values: the customer's own level, right-skewed noise, offer and sale discounts --
-    gross = np.where(ordered, ag.value * np.exp(0.75 * z - 0.28), 0.0)
-    offer = np.where(on & ordered, st.eff_offer, 0)
-    promo = ordered & sale & (u[4] < 0.5)
-    coupon = offer == SIM_OFFERS.index("coupon_10pct")
-    disc_rate = np.where(coupon, 0.10, 0.0) + np.where(promo & ~coupon, 0.15, 0.0)
-    amount = np.round(gross * (1.0 - disc_rate), 2)
-    discount = np.round(gross * disc_rate, 2)
-    discount = discount + np.where(offer == SIM_OFFERS.index("free_shipping"), 4.9, 0.0)
-    discount = discount + np.where(offer == SIM_OFFERS.index("points_x2"), np.round(0.01 * amount, 2), 0.0)
-    # -- bookkeeping and dropout --
-    st.n_orders += ordered
-    st.spend += amount
-    st.n_disc += ordered & (discount > 0)
-    st.last_cat = np.where(ordered, order_cat, st.last_cat).astype(np.int8)
-    st.s = np.where(ordered, 0, st.s + st.active).astype(np.int32)
+    oi = np.flatnonzero(ordered)
+    order_cat = st.intent_cat.copy()
+    # -- values: the customer's own level, right-skewed noise; offer and sale discounts --
+    amount = np.zeros(len(st.s))
+    discount = np.zeros(len(st.s))
+    z = ndtri(np.clip(u[7, oi], 1e-7, 1 - 1e-7))
+    gross = np.round(ag.value[oi] * np.exp(0.75 * z - 0.28), 2)
+    offer = np.where(on[oi], st.eff_offer[oi], 0)
+    coupon = offer == OFFER_CODE["coupon_10pct"]
+    promo = sale & (u[4, oi] < 0.5) & ~coupon
+    rate = np.where(coupon, 0.10, 0.0) + np.where(promo, 0.15, 0.0)
+    amount[oi] = gross
+    discount[oi] = (np.round(gross * rate, 2) + np.where(offer == OFFER_CODE["free_shipping"], 4.9, 0.0)
+                    + np.where(offer == OFFER_CODE["points_x2"], np.round(0.01 * gross, 2), 0.0))
+    # -- bookkeeping; dropout after orders (and a little every day); an order wakes a dormant customer --
+    st.n_orders[oi] += 1
+    st.spend[oi] += gross
+    st.n_disc[oi] += discount[oi] > 0
+    st.last_cat[oi] = order_cat[oi]
+    st.s += st.active
+    st.s[oi] = 0
+    st.hcum[oi] = 0.0
     st.intent_age = np.where(in_intent, st.intent_age + 1, 0).astype(np.int8)
-    st.intent_left = np.where(ordered, 0, np.maximum(st.intent_left - 1, 0)).astype(np.int8)
-    died = st.alive & np.where(ordered, u[5] < ag.p_drop, u[5] < DAILY_DROP) & ~(new & ~ordered)
-    st.alive &= ~died
-    st.intent_left[died] = 0
+    st.intent_left = np.maximum(st.intent_left - 1, 0).astype(np.int8)
+    st.intent_left[oi] = 0
+    was_alive = st.alive.copy()
+    st.alive[oi] = u[5, oi] >= ag.p_drop[oi]
+    daily = st.alive & ~ordered & ~new & (u[5] < DAILY_DROP)
+    st.alive &= ~daily
+    died = was_alive & ~st.alive
     st.dead_since[died] = day
+    st.dead_since[st.alive] = -1
+    st.intent_left[died] = 0
     # -- messages fade; consents change, more often for customers annoyed by recent messages --
+    toggle = np.zeros((len(st.s), 3), bool)
+    cand = np.flatnonzero((u[6] < CONSENT_BAND) & st.active & ~new)
+    if len(cand):
+        v = u[6, cand] / CONSENT_BAND * 3.0
+        ch = np.minimum(v.astype(np.int64), 2)
+        w = (v - ch) * (CONSENT_BAND / 3.0)  # uniform on [0, band / 3)
+        cons = st.consent[cand, ch]
+        annoy = ag.averse[cand] * np.minimum(st.fatigue[cand, ch], 3.0) * 0.004
+        flip = np.where(cons, w < OPT_OUT + annoy, w < OPT_IN)
+        toggle[cand[flip], ch[flip]] = True
+        st.consent[cand[flip], ch[flip]] ^= True
     st.fatigue *= FATIGUE_DECAY
-    annoy = ag.averse[:, None] * np.minimum(st.fatigue, 3.0) * 0.004
-    p_out = OPT_OUT + annoy
-    toggle = st.active[:, None] & np.where(st.consent, uc < p_out, uc < OPT_IN)
-    st.consent ^= toggle
-    assert m == len(ordered)
     return DayOut(
         ordered=ordered, amount=amount, discount=discount, order_cat=order_cat, in_intent=in_intent,
         intent_first=start | first, new=new, died=died, consent_change=toggle,
     )
 
 
-def draws(rng: np.random.Generator, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The day's random numbers for m elements, always drawn in the same order."""
-    u = rng.random((N_DRAWS, m))
-    z = rng.standard_normal(m)
-    uc = rng.random((m, 3))
-    return u, z, uc
+def draws(rng: np.random.Generator, m: int) -> np.ndarray:
+    """The day's random numbers for m elements (N_DRAWS uniforms each), always drawn in the same order."""
+    return rng.random((N_DRAWS, m), dtype=np.float32)
 
 
 # --- offers ------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def _events(
             parts.append((cust, np.maximum(t, lb[cust]), np.broadcast_to(np.asarray(etype), (k,)).astype(np.int64),
                           np.broadcast_to(np.asarray(cat), (k,)).astype(np.int64)))
 
-    u = rng.random((12, n))
+    u = rng.random((12, n), dtype=np.float32)
     # --- purchase intent: a session that ends in the order (or in nothing) ---
     ii = np.flatnonzero(out.in_intent | out.ordered)
     t_end = local_times(u[0, ii], u[1, ii], off[ii])
@@ -139,7 +139,7 @@ def _events(
     # --- engagement: fades after dropout (weeks of silence precede the missing orders) ---
     since = np.where(st.dead_since >= 0, day - st.dead_since, 0)
     eng = np.where(st.alive, 1.0, 0.15 + 0.85 * np.exp(-since / 21.0)) * st.active
-    ue = rng.random((5, n))
+    ue = rng.random((5, n), dtype=np.float32)
     em = np.flatnonzero(st.consent[:, 0] & (ue[0] < traits.engage * eng))
     t_em = local_times(ue[1, em], ue[2, em], off[em])
     add(em, t_em, EV["email_open"], -1)

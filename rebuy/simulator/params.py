@@ -101,7 +101,8 @@ class Traits:
     first_at_signup: np.ndarray  # bool: the first order happens at signup
     scale: np.ndarray  # float64, Weibull scale of the gap until purchase intent (days)
     shape: np.ndarray  # float64, Weibull shape (>1: a regular personal cycle, <1: bursty)
-    p_drop: np.ndarray  # float64, probability of dropping out after each order
+    p_drop: np.ndarray  # float64, probability of going dormant after each order
+    asleep: np.ndarray  # float64, the purchase rate of a dormant customer relative to an active one
     conv: np.ndarray  # float64, probability an intent day ends in an order
     value: np.ndarray  # float64, the customer's typical order value
     cat_pref: np.ndarray  # float64 (n, n_categories), category preference
@@ -129,9 +130,10 @@ def draw_traits(cfg: SimConfig) -> Traits:
     signup_day = np.floor(days * rng.random(n) ** 0.9).astype(np.int32)
     first_at_signup = rng.random(n) < 0.85
     # purchase cycle: log-normal scale (heterogeneous rates), shape around 1 (some regular, some bursty)
-    scale = np.exp(rng.normal(np.log(38.0), 1.0, n))
-    shape = np.exp(rng.normal(np.log(1.0), 0.35, n)).clip(0.45, 3.5)
-    p_drop = rng.beta(1.6, 2.4, n)
+    scale = np.exp(rng.normal(np.log(22.0), 0.7, n))
+    shape = np.exp(rng.normal(np.log(0.8), 0.3, n)).clip(0.4, 3.0)
+    p_drop = rng.beta(4.0, 2.0, n)
+    asleep = np.exp(rng.normal(np.log(0.035), 0.8, n)).clip(0.0, 0.5)
     conv = rng.beta(5.0, 5.0, n)
     value = np.exp(rng.normal(np.log(42.0), 0.45, n))
     g = rng.gamma(0.5, 1.0, (n, len(CATEGORIES))) + 1e-9
@@ -153,7 +155,7 @@ def draw_traits(cfg: SimConfig) -> Traits:
     consent0 = rng.random((n, 3)) < np.array([0.72, 0.25, 0.45])
     noise = rng.normal(0.0, 0.15, (n, len(SIM_OFFERS)))
     return Traits(
-        signup_day=signup_day, first_at_signup=first_at_signup, scale=scale, shape=shape, p_drop=p_drop,
+        signup_day=signup_day, first_at_signup=first_at_signup, scale=scale, shape=shape, p_drop=p_drop, asleep=asleep,
         conv=conv, value=value, cat_pref=cat_pref, price_sens=price_sens, averse=averse, revive=revive,
         engage=engage, app=app, browse=browse, tz=tz, birthday=birthday, bday_doy=bday_doy,
         consent0=consent0, noise=noise,

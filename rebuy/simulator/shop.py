@@ -94,9 +94,9 @@ class ShopSimulator:
                 u = day_rng(self.config.seed, STREAM_DECISIONS, day).random(n)
                 dyn.apply_offers(self.config, st, self._all_agents, cust[sel], offer[sel], ch[sel], day, u[cust[sel]])
         n_before = st.n_orders.copy() if emit_rows else None
-        u, z, uc = dyn.draws(day_rng(self.config.seed, STREAM_DYNAMICS, day), n)
+        u = dyn.draws(day_rng(self.config.seed, STREAM_DYNAMICS, day), n)
         out = dyn.step(st, self._all_agents, day, float(self._season[day]), bool(self._sale[day]),
-                       int(self._doy[day]), u, z, uc)
+                       int(self._doy[day]), u)
         if not emit_rows:
             return None
         return emit.emit_day(
@@ -331,12 +331,12 @@ class ShopSimulator:
         for t in range(max(t_none, t_offer)):
             d = day + t
             self._ensure_calendar(d)
-            u, z, uc = dyn.draws(day_rng(cfg.seed, STREAM_TRUTH, d, 2 + c * 7919 + int(ci[0])), m)
+            u = dyn.draws(day_rng(cfg.seed, STREAM_TRUTH, d, 2 + c * 7919 + int(ci[0])), m)
             for a in arms:
                 if t >= (t_none if a == "none" else t_offer):
                     continue
                 out = dyn.step(states[a], ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]),
-                               u, z, uc)
+                               u)
                 o = out.ordered
                 first[a] = np.where(o & (first[a] < 0), t, first[a])
                 if t < horizon:
@@ -416,8 +416,8 @@ class ShopSimulator:
         for t in range(attr):
             d = day + t
             self._ensure_calendar(d)
-            u, z, uc = dyn.draws(day_rng(cfg.seed, STREAM_CAMPAIGN, d, 1000 + seed), m)
-            out = dyn.step(branch, ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]), u, z, uc)
+            u = dyn.draws(day_rng(cfg.seed, STREAM_CAMPAIGN, d, 1000 + seed), m)
+            out = dyn.step(branch, ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]), u)
             converted |= out.ordered
             spend += out.amount
             n_orders += out.ordered
