@@ -287,6 +287,17 @@ def apply_offers(
     return ok
 
 
+def choose_channel(consent: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """The wanted channel where consented, else the first consented one, else the wanted (undeliverable).
+
+    The rule of a campaign tool with a preferred channel per offer; shared by campaigns and the oracle.
+    """
+    rows = np.arange(len(want))
+    ok = (want >= 0) & consent[rows, np.clip(want, 0, 2)]
+    first = np.argmax(consent, axis=1).astype(np.int8)
+    return np.where(ok, want, np.where(consent.any(axis=1), first, want)).astype(np.int8)
+
+
 def channel_index(names: np.ndarray) -> np.ndarray:
     """email/sms/push -> 0/1/2; anything else (none) -> -1."""
     out = np.full(len(names), -1, np.int8)

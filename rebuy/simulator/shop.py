@@ -318,8 +318,9 @@ class ShopSimulator:
         for a, code in zip(arms, codes, strict=True):
             s = base.copy()
             if a != "none":
-                ch_name = channel or (cfg.offers.catalogue.get(a, None) and cfg.offers.catalogue[a].channel) or "email"
-                ch = dyn.channel_index(np.full(m, ch_name, dtype=object))
+                ch = dyn.channel_index(np.full(m, channel or self._offer_channel(a), dtype=object))
+                if channel is None:
+                    ch = dyn.choose_channel(s.consent, ch)
                 ok = dyn.apply_offers(cfg, s, ag, np.arange(m), np.full(m, code, np.int8), ch, day, u_dec)
                 delivered[a] = ok.reshape(c, k).any(axis=1)
             states[a] = s
@@ -363,6 +364,11 @@ class ShopSimulator:
             res["days_next"] = mean(np.where(first["none"] >= 0, first["none"] + 1, spend_days).astype(float))
         return res
 
+    def _offer_channel(self, offer: str) -> str:
+        """The channel an offer goes on by default (config), email when the config names none."""
+        oc = self.config.offers.catalogue.get(offer)
+        return oc.channel if oc is not None and oc.channel in SIM_CHANNELS else "email"
+
     # --- historical randomized campaign ---------------------------------------------------------------
 
     def randomized_campaign(
@@ -392,15 +398,9 @@ class ShopSimulator:
         offer_names = np.array(arms, dtype=object)[arm]
         # channel: the offer's configured channel when consented, else the first consented one
         chans = np.array(SIM_CHANNELS, dtype=object)
-        want = np.array([cfg.offers.catalogue[o].channel if o in cfg.offers.catalogue else "email"
-                         for o in offer_names], dtype=object)
-        wi = dyn.channel_index(want)
-        cons = st.consent[eligible]
-        has_want = (wi >= 0) & cons[np.arange(len(eligible)), np.clip(wi, 0, 2)]
-        any_c = cons.any(axis=1)
-        first_c = np.argmax(cons, axis=1)
-        ch_name = np.where(has_want, want, np.where(any_c, chans[first_c], "email"))
-        ch_name = np.where(offer_names == "none", "none", ch_name).astype(object)
+        want = dyn.channel_index(np.array([self._offer_channel(o) for o in offer_names], dtype=object))
+        ci = dyn.choose_channel(st.consent[eligible], want)
+        ch_name = np.where((offer_names == "none") | (ci < 0), "none", chans[np.clip(ci, 0, 2)]).astype(object)
         # the branch: deliver on `day`, run the attribution window forward on the campaign's own numbers
         branch = st.take(eligible)
         ag = dyn.Agents.gather(self.traits, eligible)
