@@ -269,3 +269,33 @@ def report_campaign(
     if log_mlflow:
         log_report(cfg, report, files)
     return report, files
+
+
+# --- simulated campaigns: the truth to judge a report against ----------------------------------------------
+
+
+def campaign_truth(sim: Any, export: pd.DataFrame, offers: Sequence[str], horizon_days: int,
+                   paths: int | None = None) -> pd.DataFrame:
+    """The simulator's truth for an exported campaign's customers (index customer_id), per arm, on the
+    channel each customer would be reached on by the campaign's own rule (the offer's configured channel
+    when consented, else the first consented of email, sms, push), so truth and export describe the same
+    sends — including for the customers who happened to land in the control arm.
+
+    Assumes every non-control arm has the same configured channel (true for the default catalogue's email
+    offers); the simulator's `truth` takes one channel per call.
+    """
+    at = pd.Timestamp(export["sent_at"].iloc[0]).floor("D")
+    cat = sim.config.offers.catalogue
+    wants = {cat[o].channel for o in offers if o != "none" and o in cat} or {"email"}
+    if len(wants) > 1:
+        raise RebuyError(f"campaign_truth needs arms on one configured channel, got {sorted(wants)}")
+    want = wants.pop()
+    consent = {ch: export[f"consent_{ch}"].astype(bool).to_numpy() for ch in ("email", "sms", "push")}
+    first = np.select([consent["email"], consent["sms"], consent["push"]], ["email", "sms", "push"], default=want)
+    channel = np.where(consent.get(want, np.zeros(len(export), bool)), want, first)
+    parts = []
+    for ch in sorted(set(channel.tolist())):
+        ids = export["customer_id"].to_numpy()[channel == ch]
+        parts.append(sim.truth(list(ids), at, horizon_days=horizon_days, offers=tuple(offers), spend_days=None,
+                               channel=str(ch), paths=paths))
+    return pd.concat(parts).loc[export["customer_id"]]

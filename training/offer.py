@@ -117,6 +117,7 @@ class OutcomeEvaluation:
     curves: dict[str, pd.DataFrame]       # per arm Qini / cumulative uplift curve
     policies: pd.DataFrame                # policy, method, value, se, low, high, n
     advantage: Estimate                   # DR of personalised − best constant, paired
+    gains: dict[str, Estimate]            # DR of everyone-gets-arm − nobody, paired, per arm
     recommendation: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -127,6 +128,7 @@ class OutcomeEvaluation:
             "qini": self.qini, "uplift_at_k": self.uplift_at_k.to_dict(orient="records"),
             "policies": self.policies.to_dict(orient="records"),
             "personalised_minus_best_constant": self.advantage.to_dict(),
+            "arm_for_everyone_minus_nothing": {a: e.to_dict() for a, e in self.gains.items()},
             "recommendation": self.recommendation,
         }
 
@@ -135,26 +137,28 @@ def _policy_rows(name: str, ests: Mapping[str, Estimate]) -> list[dict[str, Any]
     return [{"policy": name, **e.to_dict()} for e in ests.values()]
 
 
-def recommend(policies: pd.DataFrame, control: str, personalised: str = "personalised") -> dict[str, Any]:
-    """Personalise only if its DR lower bound beats the best constant policy's estimate; otherwise send
-    everyone the best arm if its lower bound beats sending nothing; otherwise send nothing."""
-    d = policies[policies["method"] == "dr"].set_index("policy")
-    consts = d.drop(index=personalised)
-    best = str(consts["value"].idxmax())
-    pers = d.loc[personalised]
-    nobody_name = f"everyone:{control}"
-    if pers["low"] > consts.loc[best, "value"]:
+def recommend(advantage: Estimate, best_constant: str, arm_gain: Estimate | None, control: str) -> dict[str, Any]:
+    """Personalise only if its lower bound beats the best constant policy; else send everyone the best arm
+    if its lower bound beats sending nothing; else send nothing.
+
+    "Its lower bound" is the lower 95% bound of the paired doubly robust difference (personalised − best
+    constant, best arm − nobody) on the same held-out rows: it bounds how much better the policy is, and
+    is much tighter than comparing two separate value intervals, whose noise (the outcome's own spread) is
+    shared by both policies.
+    """
+    if advantage.low > 0:
         return {"action": "personalise", "arm": None, "reason": (
-            f"the personalised policy's DR lower bound {pers['low']:.4g} beats the best constant policy "
-            f"({best}, {consts.loc[best, 'value']:.4g})")}
-    if best != nobody_name and consts.loc[best, "low"] > consts.loc[nobody_name, "value"]:
-        arm = best.split(":", 1)[1]
-        return {"action": "best_arm", "arm": arm, "reason": (
-            f"personalising does not surely beat {best}; {best}'s lower bound {consts.loc[best, 'low']:.4g} "
-            f"beats sending nothing ({consts.loc[nobody_name, 'value']:.4g})")}
+            f"the personalised policy beats the best constant policy (everyone:{best_constant}) by "
+            f"{advantage.value:.4g} per customer, 95% lower bound {advantage.low:.4g} > 0")}
+    if best_constant != control and arm_gain is not None and arm_gain.low > 0:
+        return {"action": "best_arm", "arm": best_constant, "reason": (
+            f"personalising does not surely beat everyone:{best_constant} (lower bound {advantage.low:.4g}); "
+            f"{best_constant} for everyone beats sending nothing by {arm_gain.value:.4g}, lower bound "
+            f"{arm_gain.low:.4g} > 0")}
     return {"action": "nothing", "arm": None, "reason": (
         "neither the personalised policy nor any arm for everyone surely beats sending nothing "
-        f"(best constant: {best})")}
+        f"(best constant: {best_constant}; personalised advantage lower bound {advantage.low:.4g}"
+        + (f"; best arm vs nothing lower bound {arm_gain.low:.4g}" if arm_gain is not None else "") + ")")}
 
 
 def learn_and_evaluate(
@@ -212,11 +216,13 @@ def learn_and_evaluate(
     dr_vals = policies[(policies["method"] == "dr") & policies["policy"].str.startswith("everyone:")]
     best_const = str(dr_vals.set_index("policy")["value"].idxmax()).split(":", 1)[1]
     advantage = dr_difference(pi_pers, const_pi[best_const], action_idx, test.propensity, y, q_hat)
+    gains = {a: dr_difference(const_pi[a], const_pi[control], action_idx, test.propensity, y, q_hat) for a in arms}
+    best_arm = max(arms, key=lambda a: gains[a].value) if arms else control
     effects = arm_effects(np.concatenate([train.outcomes[outcome].to_numpy(float), test.outcomes[outcome].to_numpy(
         float)]), np.concatenate([train.arm, test.arm]), control, np.concatenate([train.propensity, test.propensity]))
     ev = OutcomeEvaluation(outcome, control, arms, costs, effects, sel, qini, pd.DataFrame(at_k), curves, policies,
-                           advantage)
-    ev.recommendation = recommend(policies, control)
+                           advantage, gains)
+    ev.recommendation = recommend(advantage, best_const, gains.get(best_arm), control)
     return ev
 
 

@@ -118,9 +118,12 @@ def evaluate(
     return out
 
 
-def should_promote(candidate_dr: Estimate, current: Estimate) -> bool:
-    """Promote only if the candidate's DR lower bound beats the current policy's estimate."""
-    return bool(candidate_dr.low > current.value)
+def should_promote(candidate_minus_current: Estimate) -> bool:
+    """Promote only if the candidate's DR lower bound beats the current policy: the lower 95% bound of the
+    paired DR difference V(candidate) − V(current), valued on the same held-out rows, must be above 0."""
+    if candidate_minus_current.method != "dr_diff":
+        raise RebuyError("promotion needs the paired DR difference (training.ope.dr_difference)")
+    return bool(candidate_minus_current.low > 0)
 
 
 # --- per-arm effects -------------------------------------------------------------------------------------

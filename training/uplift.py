@@ -32,10 +32,10 @@ LEARNERS: tuple[str, ...] = ("t", "x")
 
 BASE_PARAMS: dict[str, Any] = {
     "learning_rate": 0.05,
-    "num_leaves": 15,
-    "min_data_in_leaf": 40,
+    "num_leaves": 7,
+    "min_data_in_leaf": 100,
     "feature_fraction": 0.9,
-    "lambda_l2": 1.0,
+    "lambda_l2": 10.0,
     "num_threads": 1,
     "verbose": -1,
     "deterministic": True,

@@ -68,10 +68,16 @@ def test_bad_propensity_is_refused() -> None:
 
 
 def test_promotion_refuses_a_worse_policy() -> None:
-    current = Estimate("dr", 5.0, 0.5, 4.0, 6.0, 100)
-    assert not should_promote(Estimate("dr", 4.5, 0.5, 3.5, 5.5, 100), current)  # worse
-    assert not should_promote(Estimate("dr", 5.5, 0.5, 4.5, 6.5, 100), current)  # better, not surely
-    assert should_promote(Estimate("dr", 7.0, 0.5, 6.0, 8.0, 100), current)
+    # the logged data favour "nobody": rows 2 and 4 (action none) earned 0 and 3, but the candidate
+    # (always A) is valued by the reward model q(A) = 6 and 3 and the two A rows (10, 4)
+    always_a = np.array([[0, 1]] * 4, dtype=float)
+    nobody = np.array([[1, 0]] * 4, dtype=float)
+    worse = dr_difference(nobody, always_a, ACTION, PROP, REWARD, Q_HAT)
+    assert worse.value < 0 and not should_promote(worse)
+    assert not should_promote(Estimate("dr_diff", 0.5, 0.5, -0.48, 1.48, 100))  # better, not surely
+    assert should_promote(Estimate("dr_diff", 2.0, 0.5, 1.02, 2.98, 100))
+    with pytest.raises(RebuyError, match="paired"):
+        should_promote(Estimate("dr", 7.0, 0.5, 6.0, 8.0, 100))
 
 
 def test_qini_by_hand() -> None:
