@@ -387,6 +387,28 @@ def report_uplift_cli(
     console.print(f"report: {out['paths']['html']}  {out['paths']['json']}  mlflow run {out['mlflow_run_id']}")
 
 
+@app.command("evaluate-policy")
+def evaluate_policy_cli(
+    version: Annotated[str | None, typer.Option(help="rebuy-offer version to evaluate; default @challenger.")] = None,
+    promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Make it @champion if it passes.")] = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Off-policy evaluation of an offer model on held-out decisions; promotes only a surely better policy."""
+    from rich.table import Table
+
+    from training.offer import evaluate_policy
+
+    out = evaluate_policy(load(config, data_dir), parse_as_of(as_of), version, promote=promote)
+    table = Table("policy", "method", "value", "95% CI")
+    for _, r in out["policies"].iterrows():
+        table.add_row(r["policy"], r["method"], f"{r['value']:.4g}", f"[{r['low']:.4g}, {r['high']:.4g}]")
+    Console().print(table)
+    console.print(f"rebuy-offer v{out['version']}: {out['reason']}"
+                  + (" — promoted to @champion" if out["promoted"] else ""))
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:

@@ -10,16 +10,26 @@ implementation for campaigns: `training.campaign` calls the same function.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from rebuy.config import OffersConfig
+from rebuy.config import Config, OffersConfig
 from rebuy.errors import DataError, RebuyError
-from training.ope import Estimate, arm_effects, dr_difference, evaluate, qini_curve, uplift_at_k
+from training.ope import (
+    Estimate,
+    arm_effects,
+    dr_difference,
+    dr_difference_vs_logged,
+    evaluate,
+    qini_curve,
+    uplift_at_k,
+)
 from training.ope import qini as qini_auc_of
 from training.policy import NONE, greedy_batch
 from training.uplift import LEARNERS, Selection, UpliftModel, select_learner
@@ -36,6 +46,9 @@ class LoggedSet:
     propensity: np.ndarray
     outcomes: pd.DataFrame
     categorical: tuple[str, ...] = ()
+    # per row, which arms were allowed when it was logged (consent, caps, trigger): policies are valued
+    # as the orchestrator would run them, choosing only among allowed arms (control always allowed)
+    allowed: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         n = len(self.X)
@@ -53,9 +66,10 @@ class LoggedSet:
         return len(self.X)
 
     def take(self, idx: np.ndarray) -> LoggedSet:
+        allowed = self.allowed.iloc[idx].reset_index(drop=True) if self.allowed is not None else None
         return LoggedSet(self.X.iloc[idx].reset_index(drop=True), np.asarray(self.arm, dtype=object)[idx],
                          np.asarray(self.propensity, dtype=float)[idx],
-                         self.outcomes.iloc[idx].reset_index(drop=True), self.categorical)
+                         self.outcomes.iloc[idx].reset_index(drop=True), self.categorical, allowed)
 
 
 def split_logged(data: LoggedSet, test_share: float, seed: int) -> tuple[LoggedSet, LoggedSet]:
@@ -111,7 +125,7 @@ class OutcomeEvaluation:
     arms: list[str]
     costs: dict[str, float]
     effects: pd.DataFrame                 # per arm vs control on the raw outcome, all rows
-    selection: Selection
+    selection: Selection | None
     qini: dict[str, float]                # per arm, held-out, chosen learner
     uplift_at_k: pd.DataFrame             # arm, k, uplift
     curves: dict[str, pd.DataFrame]       # per arm Qini / cumulative uplift curve
@@ -119,17 +133,20 @@ class OutcomeEvaluation:
     advantage: Estimate                   # DR of personalised − best constant, paired
     gains: dict[str, Estimate]            # DR of everyone-gets-arm − nobody, paired, per arm
     recommendation: dict[str, Any] = field(default_factory=dict)
+    vs_current: Estimate | None = None    # DR of personalised − current policy, paired (promotion gate)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome, "control": self.control, "arms": self.arms, "costs": self.costs,
             "arm_effects": self.effects.to_dict(orient="records"),
-            "learners": self.selection.scores.to_dict(orient="records"), "chosen_learner": self.selection.chosen,
+            "learners": self.selection.scores.to_dict(orient="records") if self.selection else [],
+            "chosen_learner": self.selection.chosen if self.selection else None,
             "qini": self.qini, "uplift_at_k": self.uplift_at_k.to_dict(orient="records"),
             "policies": self.policies.to_dict(orient="records"),
             "personalised_minus_best_constant": self.advantage.to_dict(),
             "arm_for_everyone_minus_nothing": {a: e.to_dict() for a, e in self.gains.items()},
             "recommendation": self.recommendation,
+            "personalised_minus_current": self.vs_current.to_dict() if self.vs_current else None,
         }
 
 
@@ -161,79 +178,137 @@ def recommend(advantage: Estimate, best_constant: str, arm_gain: Estimate | None
         + (f"; best arm vs nothing lower bound {arm_gain.low:.4g}" if arm_gain is not None else "") + ")")}
 
 
+Current = Callable[["LoggedSet"], np.ndarray] | str | None
+
+
 def learn_and_evaluate(
     train: LoggedSet, test: LoggedSet, control: str, outcome: str, *, costs: Mapping[str, float] | None = None,
-    learners: Sequence[str] = LEARNERS, seed: int = 0, ks: Sequence[float] = KS,
-    extra_policies: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None, min_rows: int = 30,
+    learners: Sequence[str] = LEARNERS, seed: int = 0, ks: Sequence[float] = KS, current: Current = None,
+    min_rows: int = 30,
 ) -> OutcomeEvaluation:
-    """Fit the learners on `train` for `outcome` net of arm costs, keep the better by held-out Qini, value
-    the policies on `test`.
-
-    `extra_policies` maps a name to a function of the held-out feature frame returning the action per
-    row (e.g. the current champion's greedy choice), valued next to the personalised and constant ones.
-    """
-    arms_all = sorted(set(np.asarray(train.arm, dtype=object).tolist()) | set(np.asarray(test.arm).tolist()))
-    if control not in arms_all:
-        raise DataError(f"no rows in the control arm {control!r}; arms: {arms_all}", column="arm")
-    arms = [a for a in arms_all if a != control]
-    actions = [control, *arms]
-    costs = {a: float((costs or {}).get(a, 0.0)) for a in actions}
+    """Fit the learners on `train` for `outcome` net of arm costs, keep the better by held-out Qini, then
+    `evaluate_uplift` on `test`."""
+    costs = {a: float((costs or {}).get(a, 0.0)) for a in _actions(train, test, control)}
 
     def net(ds: LoggedSet) -> pd.DataFrame:
         return pd.DataFrame({outcome: net_of_cost(ds.outcomes[outcome].to_numpy(dtype=float), ds.arm, costs)})
 
-    ytr, yte = net(train), net(test)
-    sel = select_learner((train.X, train.arm, ytr), (test.X, test.arm, yte), control, outcome, learners=learners,
-                         categorical=train.categorical, test_propensity=test.propensity, seed=seed,
-                         min_rows=min_rows)
-    model = sel.model
+    sel = select_learner((train.X, train.arm, net(train)), (test.X, test.arm, net(test)), control, outcome,
+                         learners=learners, categorical=train.categorical, test_propensity=test.propensity,
+                         seed=seed, min_rows=min_rows)
+    ev = evaluate_uplift(sel.model, test, control, outcome, costs=costs, ks=ks, current=current, train=train)
+    ev.selection = sel
+    return ev
+
+
+def _actions(train: LoggedSet | None, test: LoggedSet, control: str) -> list[str]:
+    arms = set(np.asarray(test.arm, dtype=object).tolist())
+    if train is not None:
+        arms |= set(np.asarray(train.arm, dtype=object).tolist())
+    if control not in arms:
+        raise DataError(f"no rows in the control arm {control!r}; arms: {sorted(arms)}", column="arm")
+    return [control, *sorted(arms - {control})]
+
+
+def evaluate_uplift(
+    model: UpliftModel, test: LoggedSet, control: str, outcome: str, *, costs: Mapping[str, float] | None = None,
+    ks: Sequence[float] = KS, current: Current = None, train: LoggedSet | None = None,
+) -> OutcomeEvaluation:
+    """Rank and value a fitted model on held-out logged rows.
+
+    Qini and uplift at k per arm; IPS/SNIPS/DR of the personalised (greedy) policy, every constant policy
+    and `current` ("logged" = the logging policy itself, or a function of the rows returning actions);
+    paired DR differences: personalised − best constant, each arm for everyone − nobody, personalised −
+    current. Every policy is restricted to the arms allowed on each row, falling back to control.
+    """
+    actions = _actions(train, test, control)
+    arms = actions[1:]
+    costs = {a: float((costs or {}).get(a, 0.0)) for a in actions}
+    y = net_of_cost(test.outcomes[outcome].to_numpy(dtype=float), test.arm, costs)
     M = model.encoder.transform(test.X)
     eff = model.effects_frame(M, outcome)
-    y = yte[outcome].to_numpy()
     t_arm = np.asarray(test.arm, dtype=object)
     w = 1.0 / np.asarray(test.propensity, dtype=float)
 
     qini, curves, at_k = {}, {}, []
     for a in arms:
         m = (t_arm == a) | (t_arm == control)
-        qini[a] = qini_auc_of(eff[a].to_numpy()[m], y[m], t_arm[m] == a, w[m])
-        curves[a] = qini_curve(eff[a].to_numpy()[m], y[m], t_arm[m] == a, w[m])
+        if a not in eff or not m.any():
+            continue
+        e = eff[a].to_numpy()[m]
+        qini[a] = qini_auc_of(e, y[m], t_arm[m] == a, w[m])
+        curves[a] = qini_curve(e, y[m], t_arm[m] == a, w[m])
         for k in ks:
-            at_k.append({"arm": a, "k": k, "uplift": uplift_at_k(eff[a].to_numpy()[m], y[m], t_arm[m] == a, k, w[m])})
+            at_k.append({"arm": a, "k": k, "uplift": uplift_at_k(e, y[m], t_arm[m] == a, k, w[m])})
 
     action_idx = np.array([actions.index(a) for a in t_arm])
-    q_hat = model.levels_matrix(M, outcome, actions)
-    pers = personalised_actions(model, M, outcome)
+    known = [a if a in model.arms or a == model.control else None for a in actions]
+    q_hat = np.column_stack([model.levels_matrix(M, outcome, [a])[:, 0] if a is not None else np.zeros(len(test))
+                             for a in known])
+    pers = personalised_actions(model, M, outcome, test.allowed)
     pi_pers = one_hot(pers, actions)
-    rows = _policy_rows("personalised", evaluate(pi_pers, action_idx, test.propensity, y, q_hat))
+    p = test.propensity
+    rows = _policy_rows("personalised", evaluate(pi_pers, action_idx, p, y, q_hat))
     const_pi = {}
     for a in actions:
-        const_pi[a] = one_hot(np.full(len(test), a, dtype=object), actions)
-        rows += _policy_rows(f"everyone:{a}", evaluate(const_pi[a], action_idx, test.propensity, y, q_hat))
-    for name, fn in (extra_policies or {}).items():
-        rows += _policy_rows(name, evaluate(one_hot(fn(test.X), actions), action_idx, test.propensity, y, q_hat))
+        const_pi[a] = one_hot(restrict(np.full(len(test), a, dtype=object), test.allowed, control), actions)
+        rows += _policy_rows(f"everyone:{a}", evaluate(const_pi[a], action_idx, p, y, q_hat))
+    vs_current = None
+    if isinstance(current, str) and current == "logged":
+        rows += _policy_rows("current", {"on_policy": _on_policy(y)})
+        vs_current = dr_difference_vs_logged(pi_pers, action_idx, p, y, q_hat)
+    elif callable(current):
+        pi_cur = one_hot(restrict(current(test), test.allowed, control), actions)
+        rows += _policy_rows("current", evaluate(pi_cur, action_idx, p, y, q_hat))
+        vs_current = dr_difference(pi_pers, pi_cur, action_idx, p, y, q_hat)
     policies = pd.DataFrame(rows)
     dr_vals = policies[(policies["method"] == "dr") & policies["policy"].str.startswith("everyone:")]
     best_const = str(dr_vals.set_index("policy")["value"].idxmax()).split(":", 1)[1]
-    advantage = dr_difference(pi_pers, const_pi[best_const], action_idx, test.propensity, y, q_hat)
-    gains = {a: dr_difference(const_pi[a], const_pi[control], action_idx, test.propensity, y, q_hat) for a in arms}
+    advantage = dr_difference(pi_pers, const_pi[best_const], action_idx, p, y, q_hat)
+    gains = {a: dr_difference(const_pi[a], const_pi[control], action_idx, p, y, q_hat) for a in arms}
     best_arm = max(arms, key=lambda a: gains[a].value) if arms else control
-    effects = arm_effects(np.concatenate([train.outcomes[outcome].to_numpy(float), test.outcomes[outcome].to_numpy(
-        float)]), np.concatenate([train.arm, test.arm]), control, np.concatenate([train.propensity, test.propensity]))
-    ev = OutcomeEvaluation(outcome, control, arms, costs, effects, sel, qini, pd.DataFrame(at_k), curves, policies,
-                           advantage, gains)
+    both = [test] if train is None else [train, test]
+    effects = arm_effects(np.concatenate([d.outcomes[outcome].to_numpy(float) for d in both]),
+                          np.concatenate([d.arm for d in both]), control,
+                          np.concatenate([d.propensity for d in both]))
+    ev = OutcomeEvaluation(outcome, control, arms, costs, effects, None, qini, pd.DataFrame(at_k), curves, policies,
+                           advantage, gains, vs_current=vs_current)
     ev.recommendation = recommend(advantage, best_const, gains.get(best_arm), control)
     return ev
 
 
-def personalised_actions(model: UpliftModel, M: np.ndarray, target: str) -> np.ndarray:
-    """The greedy policy per row: the arm with the highest positive estimated effect, else the control arm.
+def _on_policy(y: np.ndarray) -> Estimate:
+    from training.ope import Z95
+
+    se = float(np.std(y, ddof=1) / np.sqrt(len(y))) if len(y) > 1 else float("inf")
+    v = float(np.mean(y))
+    return Estimate("on_policy", v, se, v - Z95 * se, v + Z95 * se, len(y))
+
+
+def personalised_actions(model: UpliftModel, M: np.ndarray, target: str,
+                         allowed: pd.DataFrame | None = None) -> np.ndarray:
+    """The greedy policy per row: the allowed arm with the highest positive estimated effect, else control.
 
     Arms are prefixed before `greedy_batch` so an arm literally called "none" is not mistaken for "no offer".
     """
     eff = model.effects_frame(M, target)
-    g = greedy_batch(eff.rename(columns=lambda c: f"arm:{c}"))
+    mask = None
+    if allowed is not None:
+        mask = pd.DataFrame({f"arm:{a}": allowed[a].to_numpy(bool) if a in allowed else np.zeros(len(eff), bool)
+                             for a in eff.columns})
+    g = greedy_batch(eff.rename(columns=lambda c: f"arm:{c}"), mask)
     return np.array([model.control if a == NONE else a.split(":", 1)[1] for a in g], dtype=object)
+
+
+def restrict(chosen: np.ndarray, allowed: pd.DataFrame | None, control: str) -> np.ndarray:
+    """Replace actions that were not allowed on a row by the control arm (what the orchestrator would send)."""
+    chosen = np.asarray(chosen, dtype=object).copy()
+    if allowed is None:
+        return chosen
+    for a in set(chosen.tolist()) - {control}:
+        ok = allowed[a].to_numpy(bool) if a in allowed else np.zeros(len(chosen), bool)
+        chosen[(chosen == a) & ~ok] = control
+    return chosen
 
 
 def one_hot(chosen: np.ndarray, actions: Sequence[str]) -> np.ndarray:
@@ -243,3 +318,327 @@ def one_hot(chosen: np.ndarray, actions: Sequence[str]) -> np.ndarray:
     if unknown:
         raise RebuyError(f"policy chose actions {sorted(unknown)} that are not among the logged ones {list(actions)}")
     return (chosen[:, None] == np.array(actions, dtype=object)[None, :]).astype(float)
+
+
+# --- the served offer model ------------------------------------------------------------------------------
+
+CONVERSION, MARGIN = "conversion", "margin"
+REGISTERED_NAME = "rebuy-offer"
+FEATURE_SERVICE = "offer_v1"
+
+
+@dataclass
+class OfferModel:
+    """What serving scores: per offer, the incremental conversion and the incremental margin (net of cost).
+
+    Two uplift models (each outcome keeps the learner that ranked it better) over the same features of
+    `feature_service`; `predict` takes the service's feature matrix (NaN = missing), as serving reads it.
+    """
+
+    conversion: UpliftModel
+    margin: UpliftModel
+    feature_service: str = FEATURE_SERVICE
+    version: str = "0"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.margin.feature_names
+
+    @property
+    def offers(self) -> list[str]:
+        return list(self.margin.arms)
+
+    def predict(self, X: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        conv = self.conversion.predict(X)
+        marg = self.margin.predict(X)
+        return {o: (conv[o][0], marg[o][0]) for o in self.offers}
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        self.conversion.save(path / CONVERSION)
+        self.margin.save(path / MARGIN)
+        doc = {"format": "rebuy-offer-v1", "feature_service": self.feature_service, "meta": self.meta}
+        (path / "offer.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: Path, version: str = "0") -> OfferModel:
+        path = Path(path)
+        if not (path / "offer.json").is_file():
+            raise RebuyError(f"{path}: no offer.json; not an offer model directory")
+        doc = json.loads((path / "offer.json").read_text(encoding="utf-8"))
+        return cls(UpliftModel.load(path / CONVERSION), UpliftModel.load(path / MARGIN), doc["feature_service"],
+                   str(version), dict(doc.get("meta", {})))
+
+
+# --- decision log → logged set ---------------------------------------------------------------------------
+
+
+def decision_outcomes(decisions: pd.DataFrame, orders: pd.DataFrame, offers: OffersConfig) -> pd.DataFrame:
+    """Per decision: converted / revenue / orders in (decided_at, decided_at + attribution_days] and the
+    realised margin net of the offer's costs; only randomized rows (a logged distribution with more than
+    one action), since a forced action (holdout, control group) says nothing about the alternatives.
+
+    Also `cutoff`: midnight UTC before the decision, the point-in-time for its features.
+    """
+    need = {"decision_id", "customer_id", "decided_at", "offer", "propensity", "distribution"}
+    missing = sorted(need - set(decisions.columns))
+    if missing:
+        raise DataError(f"decision log lacks columns {missing}", hint="read it with the decision log adapter")
+    d = decisions.copy()
+    d["decided_at"] = pd.to_datetime(d["decided_at"], utc=True)
+    support = d["distribution"].map(lambda dist: sorted(k for k, v in (dist or {}).items() if v > 0))
+    d = d[support.map(len) > 1].copy()
+    d["support"] = support[d.index]
+    end = d["decided_at"] + pd.Timedelta(days=offers.attribution_days)
+    o = orders[["customer_id", "ordered_at", "amount"]].copy()
+    o["net"] = o["amount"] - (orders["returned_amount"].fillna(0.0) if "returned_amount" in orders else 0.0)
+    j = d[["decision_id", "customer_id", "decided_at"]].assign(end=end).merge(o, on="customer_id", how="inner")
+    j = j[(j["ordered_at"] > j["decided_at"]) & (j["ordered_at"] <= j["end"])]
+    agg = j.groupby("decision_id").agg(revenue=("net", "sum"), n_orders=("net", "size"))
+    d = d.merge(agg, left_on="decision_id", right_index=True, how="left")
+    d[["revenue", "n_orders"]] = d[["revenue", "n_orders"]].fillna(0.0)
+    d[CONVERSION] = (d["n_orders"] > 0).astype(float)
+    d[MARGIN] = realised_margin(d["revenue"].to_numpy(), d["n_orders"].to_numpy(), d["offer"].to_numpy(), offers)
+    d["cutoff"] = d["decided_at"].dt.floor("D")
+    return d.reset_index(drop=True)
+
+
+def logged_from_decisions(rows: pd.DataFrame, features: pd.DataFrame, feature_names: Sequence[str],
+                          arms: Sequence[str]) -> LoggedSet:
+    """Join `decision_outcomes` rows to features at (customer_id, cutoff); allowed arms from each row's support."""
+    j = rows.merge(features[["customer_id", "cutoff", *feature_names]], on=["customer_id", "cutoff"], how="left",
+                   validate="m:1")
+    allowed = pd.DataFrame({a: j["support"].map(lambda s, a=a: a in s).to_numpy(bool) for a in arms})
+    return LoggedSet(j[list(feature_names)].astype(float), j["offer"].to_numpy(dtype=object),
+                     j["propensity"].to_numpy(dtype=float), j[[CONVERSION, MARGIN]], (), allowed)
+
+
+def hash_split(ids: Sequence[str], test_share: float) -> np.ndarray:
+    """True for held-out rows, by a stable hash of the decision id: the same decision is always held out,
+    whichever run or command (train offer, evaluate-policy) asks, and new decisions split the same way."""
+    import hashlib
+
+    cut = int(test_share * 2**32)
+    return np.array([int.from_bytes(hashlib.sha256(str(i).encode()).digest()[:4], "big") < cut for i in ids])
+
+
+# --- adapters: decision log, features, MLflow ------------------------------------------------------------
+
+
+def read_decision_log(url: str) -> pd.DataFrame:
+    """The `decisions` table of the decision log (SQLAlchemy URL), JSON distribution parsed, times UTC.
+
+    Read with SQL rather than through `pipelines` (training may not import a later stage); the table is
+    the decision-log contract of DESIGN.md.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        if not sa.inspect(engine).has_table("decisions"):
+            raise RebuyError(f"the decision log {url} has no decisions yet; run `rebuy run` / `rebuy loop` first, "
+                             "or learn from an imported campaign with `rebuy report campaign`")
+        with engine.connect() as conn:
+            df = pd.read_sql(sa.text('SELECT decision_id, customer_id, decided_at, offer, "group", propensity, '
+                                     "distribution FROM decisions"), conn)
+    finally:
+        engine.dispose()
+    df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
+    df["distribution"] = [json.loads(v) if isinstance(v, str) else v for v in df["distribution"]]
+    return df
+
+
+@dataclass
+class OfferData:
+    """The decision log turned into train / held-out logged sets (held out by a hash of the decision id)."""
+
+    train: LoggedSet
+    test: LoggedSet
+    n_decisions: int
+
+
+def offer_data(cfg: Config, as_of: pd.Timestamp, test_share: float = 0.3) -> OfferData:
+    """Decisions whose attribution window is over by `as_of`, their outcomes, and `offer_v1` features."""
+    from features.training_set import build_training_set, feature_names
+    from rebuy.ingest import read_canonical
+
+    tables = read_canonical(cfg.paths.data_dir)
+    decisions = read_decision_log(cfg.decision_log_url)
+    matured = decisions["decided_at"] + pd.Timedelta(days=cfg.offers.attribution_days) <= as_of
+    rows = decision_outcomes(decisions[matured], tables["orders"], cfg.offers)
+    if len(rows) < 100:
+        raise RebuyError(f"only {len(rows)} randomized decisions with a finished {cfg.offers.attribution_days}-day "
+                         f"attribution window by {as_of}; the offer model needs logged exploration to learn from")
+    names = feature_names(cfg, FEATURE_SERVICE)
+    cutoffs = sorted(rows["cutoff"].unique())
+    feats = build_training_set(cfg, FEATURE_SERVICE, [pd.Timestamp(c) for c in cutoffs], tables, as_of=as_of)
+    arms = [o for o in cfg.offers.catalogue if o != NONE]
+    logged = logged_from_decisions(rows, feats, names, arms)
+    held = hash_split(rows["decision_id"].tolist(), test_share)
+    return OfferData(logged.take(np.flatnonzero(~held)), logged.take(np.flatnonzero(held)), len(rows))
+
+
+def _registry_dir(cfg: Config, version: str) -> Path:
+    return cfg.paths.mlflow_dir / "bundles" / REGISTERED_NAME / str(version)
+
+
+def load_offer_version(cfg: Config, version: str) -> OfferModel:
+    """One registered offer model version, downloaded once into <mlflow_dir>/bundles/rebuy-offer/<version>."""
+    import mlflow.artifacts
+
+    from training.registry import client
+
+    dest = _registry_dir(cfg, version)
+    if not (dest / "offer.json").is_file():
+        mv = client(cfg).get_model_version(REGISTERED_NAME, str(version))
+        dest.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest), tracking_uri=cfg.mlflow_uri)
+        found = list(dest.rglob("offer.json"))
+        if not found:
+            raise RebuyError(f"{REGISTERED_NAME} v{version} has no offer.json; it was not logged by rebuy")
+        if found[0].parent != dest:
+            for p in found[0].parent.iterdir():
+                p.rename(dest / p.name)
+    return OfferModel.load(dest, str(version))
+
+
+def load_offer_champion(cfg: Config) -> OfferModel | None:
+    """Serving's hook: the @champion offer model, or None when none has been promoted yet."""
+    from training.registry import CHAMPION, alias_version
+
+    version = alias_version(cfg, REGISTERED_NAME, CHAMPION)
+    return load_offer_version(cfg, version) if version is not None else None
+
+
+def promotion_decision(ev: OutcomeEvaluation) -> tuple[bool, str]:
+    """Promote only if the candidate's DR lower bound beats the current policy (paired, on held-out rows)."""
+    from training.ope import should_promote
+
+    if ev.vs_current is None:
+        raise RebuyError("promotion needs the candidate valued against the current policy")
+    d = ev.vs_current
+    ok = should_promote(d)
+    verdict = "promote" if ok else "keep the current policy"
+    return ok, (f"{verdict}: candidate − current = {d.value:.4g} per decision, 95% CI [{d.low:.4g}, {d.high:.4g}] "
+                f"on {d.n} held-out decisions")
+
+
+def _current_policy(cfg: Config, exclude_version: str | None = None) -> tuple[Current, str | None]:
+    """The champion's greedy policy, or the logging policy when there is no champion."""
+    from training.registry import CHAMPION, alias_version
+
+    version = alias_version(cfg, REGISTERED_NAME, CHAMPION)
+    if version is None or version == exclude_version:
+        return "logged", version
+    champ = load_offer_version(cfg, version)
+
+    def act(ds: LoggedSet) -> np.ndarray:
+        return personalised_actions(champ.margin, champ.margin.encoder.transform(ds.X), MARGIN, ds.allowed)
+
+    return act, version
+
+
+def _log_evaluation(evs: Mapping[str, OutcomeEvaluation], tmp: Path) -> None:
+    """Qini / uplift curves (PNG + CSV) and the evaluation JSON as artifacts of the active MLflow run."""
+    import mlflow
+
+    from training.campaign import plot_outcome
+
+    for name, ev in evs.items():
+        (tmp / f"evaluation_{name}.json").write_text(json.dumps(ev.to_json(), indent=2, default=float), "utf-8")
+        mlflow.log_artifact(str(tmp / f"evaluation_{name}.json"), artifact_path="evaluation")
+        for a, c in ev.curves.items():
+            c.to_csv(tmp / f"curve_{name}_{a}.csv", index=False)
+            mlflow.log_artifact(str(tmp / f"curve_{name}_{a}.csv"), artifact_path="curves")
+        import base64
+
+        for kind, png in plot_outcome(ev).items():
+            (tmp / f"{name}_{kind}.png").write_bytes(base64.b64decode(png))
+            mlflow.log_artifact(str(tmp / f"{name}_{kind}.png"), artifact_path="plots")
+        for a, q in ev.qini.items():
+            if np.isfinite(q):
+                mlflow.log_metric(f"qini.{name}.{a}", float(q))
+        for _, r in ev.policies.iterrows():
+            mlflow.log_metric(f"{r['method']}.{name}.{r['policy'].replace(':', '.')}", float(r["value"]))
+
+
+def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str, Any]:
+    """`rebuy train offer`: learn from the decision log, register `rebuy-offer` (@challenger), and make it
+    @champion only if its DR lower bound beats the current policy on held-out decisions."""
+    import tempfile
+
+    import mlflow
+
+    from training.registry import CHALLENGER, client, record_alias_move
+
+    data = offer_data(cfg, as_of)
+    current, champ_version = _current_policy(cfg)
+    conv = learn_and_evaluate(data.train, data.test, NONE, CONVERSION, seed=seed)
+    marg = learn_and_evaluate(data.train, data.test, NONE, MARGIN, seed=seed, current=current)
+    model = OfferModel(conv.selection.model, marg.selection.model, FEATURE_SERVICE,  # type: ignore[union-attr]
+                       meta={"as_of": str(as_of), "decisions": data.n_decisions,
+                             "learners": {CONVERSION: conv.selection.chosen,  # type: ignore[union-attr]
+                                          MARGIN: marg.selection.chosen}})  # type: ignore[union-attr]
+    promoted, reason = promotion_decision(marg)
+    cfg.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    mlflow.set_registry_uri(cfg.mlflow_uri)
+    mlflow.set_experiment("rebuy-offer")
+    c = client(cfg)
+    with tempfile.TemporaryDirectory() as tmp_s, mlflow.start_run(run_name="offer") as run:
+        tmp = Path(tmp_s)
+        mlflow.log_params({"feature_service": FEATURE_SERVICE, "decisions": data.n_decisions, "as_of": str(as_of),
+                           "learner_conversion": model.meta["learners"][CONVERSION],
+                           "learner_margin": model.meta["learners"][MARGIN]})
+        _log_evaluation({CONVERSION: conv, MARGIN: marg}, tmp)
+        model.save(tmp / "offer_model")
+        mlflow.log_artifacts(str(tmp / "offer_model"), artifact_path="offer_model")
+        mlflow.set_tags({"gate_promoted": str(promoted), "gate_reason": reason})
+        run_id = run.info.run_id
+        source = f"{run.info.artifact_uri}/offer_model"
+    try:
+        c.get_registered_model(REGISTERED_NAME)
+    except Exception:  # MlflowException: not registered yet
+        c.create_registered_model(REGISTERED_NAME)
+    version = str(c.create_model_version(REGISTERED_NAME, source, run_id=run_id).version)
+    c.set_registered_model_alias(REGISTERED_NAME, CHALLENGER, version)
+    c.set_model_version_tag(REGISTERED_NAME, version, "gate_reason", reason)
+    if promoted:
+        record_alias_move(cfg, REGISTERED_NAME, version, reason=f"gate: {reason}", actor="training")
+    return {"version": version, "promoted": promoted, "reason": reason, "run_id": run_id,
+            "previous_champion": champ_version, "recommendation": marg.recommendation}
+
+
+def evaluate_policy(cfg: Config, as_of: pd.Timestamp, version: str | None = None, *,
+                    promote: bool = True) -> dict[str, Any]:
+    """`rebuy evaluate-policy`: uplift metrics and IPS/SNIPS/DR values of a candidate offer model (default
+    @challenger) against the current policy and every constant policy on held-out decisions; promotes it
+    to @champion only if its DR lower bound beats the current policy. Curves and values go to MLflow."""
+    import tempfile
+
+    import mlflow
+
+    from training.registry import CHALLENGER, alias_version, record_alias_move
+
+    version = version or alias_version(cfg, REGISTERED_NAME, CHALLENGER)
+    if version is None:
+        raise RebuyError(f"no {REGISTERED_NAME} candidate to evaluate; run `rebuy train offer` first")
+    cand = load_offer_version(cfg, version)
+    data = offer_data(cfg, as_of)
+    current, champ_version = _current_policy(cfg, exclude_version=version)
+    conv = evaluate_uplift(cand.conversion, data.test, NONE, CONVERSION)
+    marg = evaluate_uplift(cand.margin, data.test, NONE, MARGIN, current=current)
+    ok, reason = promotion_decision(marg)
+    mlflow.set_tracking_uri(cfg.mlflow_uri)
+    mlflow.set_experiment("rebuy-offer")
+    with tempfile.TemporaryDirectory() as tmp_s, mlflow.start_run(run_name=f"evaluate-policy v{version}") as run:
+        mlflow.log_params({"candidate_version": version, "current": champ_version or "logging policy",
+                           "as_of": str(as_of), "promote": ok})
+        _log_evaluation({CONVERSION: conv, MARGIN: marg}, Path(tmp_s))
+        run_id = run.info.run_id
+    if ok and promote and champ_version != version:
+        record_alias_move(cfg, REGISTERED_NAME, version, reason=f"evaluate-policy: {reason}", actor="evaluate-policy")
+    return {"version": version, "current": champ_version, "promoted": bool(ok and promote), "reason": reason,
+            "run_id": run_id, "policies": marg.policies, "qini": marg.qini, "uplift_at_k": marg.uplift_at_k}

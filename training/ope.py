@@ -108,6 +108,13 @@ def dr_difference(
     return _from_terms("dr_diff", diff)
 
 
+def dr_difference_vs_logged(
+    pi: np.ndarray, action: np.ndarray, propensity: np.ndarray, reward: np.ndarray, q_hat: np.ndarray
+) -> Estimate:
+    """V(π) − V(logging policy) on the same rows; the logging policy's value is its own mean reward."""
+    return _from_terms("dr_diff", dr_terms(pi, action, propensity, reward, q_hat) - np.asarray(reward, float))
+
+
 def evaluate(
     pi: np.ndarray, action: np.ndarray, propensity: np.ndarray, reward: np.ndarray, q_hat: np.ndarray | None
 ) -> dict[str, Estimate]:
