@@ -93,7 +93,7 @@ def main() -> None:
     from features.compute import compute_features, customer_pairs, epoch_seconds
     from features.online import OnlineFeatureReader
     from features.online_store import write_features
-    from features.store import apply, feature_store, push, write_offline
+    from features.store import FeaturePusher, apply, feature_store, write_offline
     from rebuy.config import Config, FeaturesConfig, PathsConfig
 
     days = 730
@@ -165,7 +165,9 @@ def main() -> None:
         console.print(f"online read: p50 {res['online_read_1_p50_ms']} ms, p99 {res['online_read_1_p99_ms']} ms "
                       f"(Feast get_online_features p50 {res['feast_get_online_features_1_p50_ms']} ms)")
 
-        # 4. push latency: a new view -> visible in the reader (history = the whole synthetic shop)
+        # 4. push latency: a new view -> visible in the reader (history = the whole synthetic shop),
+        # through a long-lived FeaturePusher as serving/the orchestrator would hold one
+        pusher = FeaturePusher(cfg, history=tables)
         lat_push = []
         for i, cid in enumerate(rng.choice(ids, 20)):
             now = as_of + pd.Timedelta(minutes=i + 1)
@@ -173,11 +175,12 @@ def main() -> None:
                                "category": ["tea"]})
             ev["occurred_at"] = ev["occurred_at"].dt.as_unit("ns")
             t0 = time.perf_counter()
-            push(cfg, {"events": ev}, now, history=tables)
-            reader.read([cid], now)
+            pusher.push({"events": ev}, now)
+            assert reader.read([cid], now)[2][0] == 0.0  # the pushed snapshot is the one read
             lat_push.append(time.perf_counter() - t0)
         res["push_to_online_p50_ms"] = round(pct(lat_push, 50), 1)
         res["push_to_online_max_ms"] = round(max(lat_push) * 1000, 1)
+        pusher.close()
         console.print(f"push: p50 {res['push_to_online_p50_ms']} ms (event -> online read)")
         reader.close()
         del feats, part

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from rebuy.contract import ENGAGEMENT_EVENTS
+from rebuy.contract import ENGAGEMENT_EVENTS, empty
 from rebuy.errors import DataError
 
 DAY_NS = 86_400 * 10**9
@@ -141,17 +141,24 @@ def _orders_sql(orders: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _query(sql: str, frames: dict[str, pd.DataFrame], threads: int | None = None) -> pd.DataFrame:
-    """Run `sql` over the given frames in a private in-memory DuckDB (no shared state, nothing on disk)."""
-    con = duckdb.connect(":memory:")
+def _query(sql: str, frames: dict[str, pd.DataFrame], con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    """Run `sql` over the given frames in DuckDB: the caller's connection, or a private in-memory one.
+
+    Opening a connection costs ~0.1 s, so callers computing several families (or pushing often) pass
+    one in; the frames are registered for this query only.
+    """
+    own = con is None
+    con = duckdb.connect(":memory:") if con is None else con
     try:
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
         for name, df in frames.items():
             con.register(name, df)
         return con.execute(sql).df()
     finally:
-        con.close()
+        if own:
+            con.close()
+        else:
+            for name in frames:
+                con.unregister(name)
 
 
 def _assemble(pairs: pd.DataFrame, values: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -173,7 +180,9 @@ def _all_missing(pairs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 # --- families ---------------------------------------------------------------------------------------
 
 
-def order_history_features(orders: pd.DataFrame, customers: pd.DataFrame, cutoffs: Cutoffs) -> pd.DataFrame:
+def order_history_features(
+    orders: pd.DataFrame, customers: pd.DataFrame, cutoffs: Cutoffs, *, con: duckdb.DuckDBPyConnection | None = None
+) -> pd.DataFrame:
     """Recency / frequency / monetary history and the customer's own purchase cycle.
 
     `returned_amount` is deliberately not used: a return is recorded on the order row without the
@@ -214,12 +223,13 @@ def order_history_features(orders: pd.DataFrame, customers: pd.DataFrame, cutoff
         CASE WHEN agg.orders_total = 1 THEN 1.0 ELSE 0.0 END AS is_single_buyer
     FROM agg JOIN pairs p USING (pid) LEFT JOIN cust ON cust.customer_id = p.customer_id
     """
-    values = _query(sql, {"pairs": _pairs_sql(pairs), "orders": _orders_sql(orders), "cust": cust})
+    values = _query(sql, {"pairs": _pairs_sql(pairs), "orders": _orders_sql(orders), "cust": cust}, con)
     return _assemble(pairs, values, ORDER_HISTORY)
 
 
 def view_burst_features(
-    events: pd.DataFrame, orders: pd.DataFrame, cutoffs: Cutoffs, *, burst_minutes: int = 60
+    events: pd.DataFrame, orders: pd.DataFrame, cutoffs: Cutoffs, *, burst_minutes: int = 60,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Browsing intensity right before the cutoff: the seeds' purchase intent shows up as view bursts."""
     ids = pd.concat([events["customer_id"], orders["customer_id"]]) if len(events) else orders["customer_id"]
@@ -272,11 +282,12 @@ def view_burst_features(
     FROM base LEFT JOIN cat USING (pid) LEFT JOIN seen USING (pid) LEFT JOIN carts USING (pid)
     """
     frames = {"pairs": _pairs_sql(pairs), "events": _events_sql(events), "orders": _orders_sql(orders)}
-    return _assemble(pairs, _query(sql, frames), VIEW_BURSTS)
+    return _assemble(pairs, _query(sql, frames, con), VIEW_BURSTS)
 
 
 def lookup_features(
-    events: pd.DataFrame, cutoffs: Cutoffs, *, intent_hours: int = 24, burst_views: int = 2
+    events: pd.DataFrame, cutoffs: Cutoffs, *, intent_hours: int = 24, burst_views: int = 2,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Looking up one's own orders and delivery options: with a view burst, the strongest repurchase signal.
 
@@ -321,11 +332,12 @@ def lookup_features(
             AS intent_signal_24h
     FROM base LEFT JOIN burst USING (pid)
     """
-    return _assemble(pairs, _query(sql, {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}), LOOKUPS)
+    return _assemble(pairs, _query(sql, {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}, con), LOOKUPS)
 
 
 def engagement_features(
-    events: pd.DataFrame, cutoffs: Cutoffs, *, recent_days: int = 14, baseline_days: int = 56
+    events: pd.DataFrame, cutoffs: Cutoffs, *, recent_days: int = 14, baseline_days: int = 56,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Engagement fading against the customer's own baseline: it fades before a customer churns.
 
@@ -365,7 +377,8 @@ def engagement_features(
         click_r - click_b AS click_rate_trend
     FROM agg LEFT JOIN last USING (pid)
     """
-    return _assemble(pairs, _query(sql, {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}), ENGAGEMENT)
+    frames = {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}
+    return _assemble(pairs, _query(sql, frames, con), ENGAGEMENT)
 
 
 # --- all families, request-time features --------------------------------------------------------------
@@ -386,6 +399,7 @@ def compute_features(
     burst_minutes: int = 60,
     recent_days: int = 14,
     baseline_days: int = 56,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """All four families joined: one row per (customer_id, cutoff) in the order of the pairs.
 
@@ -394,17 +408,21 @@ def compute_features(
     customers, orders = tables["customers"], tables["orders"]
     events = tables.get("events")
     if events is None:
-        from rebuy.contract import empty
-
         events = empty("events")
     pairs = cutoffs if isinstance(cutoffs, pd.DataFrame) else customer_pairs(customers, list(cutoffs))
     pairs = pairs_frame(pairs)
-    out = order_history_features(orders, customers, pairs)
-    families = [
-        view_burst_features(events, orders, pairs, burst_minutes=burst_minutes),
-        lookup_features(events, pairs),
-        engagement_features(events, pairs, recent_days=recent_days, baseline_days=baseline_days),
-    ]
+    own = con is None
+    con = duckdb.connect(":memory:") if con is None else con
+    try:
+        out = order_history_features(orders, customers, pairs, con=con)
+        families = [
+            view_burst_features(events, orders, pairs, burst_minutes=burst_minutes, con=con),
+            lookup_features(events, pairs, con=con),
+            engagement_features(events, pairs, recent_days=recent_days, baseline_days=baseline_days, con=con),
+        ]
+    finally:
+        if own:
+            con.close()
     for fam in families:
         for col in fam.columns[2:]:
             out[col] = fam[col].to_numpy()

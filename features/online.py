@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.compute import REQUEST_TIME, request_time_features
-from features.online_store import connect, entity_key_prefix, entity_keys, layout, read_rows, table_name
+from features.online_store import connect, entity_key_prefix, entity_keys, layout, table_name
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
@@ -82,20 +82,24 @@ class OnlineFeatureReader:
         stored = np.full((n, len(self._stored_names)), np.nan)
         oldest = np.full(n, np.inf)
         found = np.zeros(n, dtype=bool)
+        row_of = {k: i for i, k in enumerate(keys)}
+        marks = ",".join("?" * n)
         with self._lock:
-            results = [(pos, dest, read_rows(self._conn, table, keys)) for table, pos, dest in self._views]
+            results = [
+                (pos, dest, self._conn.execute(
+                    f'SELECT entity_key, vals, event_ts FROM "{table}" WHERE entity_key IN ({marks})', keys
+                ).fetchall())
+                for table, pos, dest in self._views
+            ]
         for pos, dest, rows in results:
             if not rows:
                 continue
-            for i, key in enumerate(keys):
-                hit = rows.get(key)
-                if hit is None:
-                    continue
-                vec, ts = hit
-                stored[i, dest] = vec[pos]
-                found[i] = True
-                if ts is not None and ts < oldest[i]:
-                    oldest[i] = ts
+            idx = np.fromiter((row_of[r[0]] for r in rows), dtype=np.int64, count=len(rows))
+            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f8").reshape(len(rows), -1)
+            stored[np.ix_(idx, dest)] = mat[:, pos]
+            found[idx] = True
+            ts = np.array([np.inf if r[2] is None else r[2] for r in rows], dtype=np.float64)
+            np.minimum.at(oldest, idx, ts)
         out = np.full((n, len(self.feature_names)), np.nan)
         out[:, self._out_stored] = stored[:, self._src_stored]
         if self._out_request:

@@ -216,19 +216,21 @@ def entity_keys(customer_ids: Sequence[str], prefix: bytes) -> list[bytes]:
 
 
 def write_features(
-    store: FeatureStore, features: pd.DataFrame, *, chunk: int = 50_000, progress: object | None = None
+    store: FeatureStore, features: pd.DataFrame, *, chunk: int = 50_000, progress: object | None = None,
+    views: Sequence[FeatureView] | None = None,
 ) -> int:
     """Bulk upsert of computed features (customer_id, cutoff, feature columns) into the online tables.
 
     event_ts is each row's snapshot time (`cutoff`), the freshness the reader reports. One transaction
-    per view and chunk. `progress` may be a rich Progress; returns the customers written.
+    per view and chunk. `progress` may be a rich Progress; `views` saves a registry read when the caller
+    already holds them (the push path). Returns the customers written.
     """
     cfg = store.config
     ts_col = "cutoff" if "cutoff" in features else TIMESTAMP_FIELD
     stamps = (pd.DatetimeIndex(features[ts_col]).as_unit("ns").asi8 // 10**9).tolist()
     created = int(pd.Timestamp.now(tz="UTC").timestamp())
     keys = entity_keys(features[JOIN_KEY].tolist(), entity_key_prefix())
-    views = store.list_feature_views()
+    views = list(views) if views is not None else store.list_feature_views()
     n = len(features)
     task = progress.add_task("online store", total=n * len(views)) if progress is not None else None  # type: ignore[attr-defined]
     conn = connect(SqliteOnlineStore._get_db_path(cfg))

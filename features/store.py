@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -216,33 +218,63 @@ def merge_new_rows(history: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame
     return out
 
 
+class FeaturePusher:
+    """Pushes new orders/events to the online features of the affected customers, in micro-batches.
+
+    Holds the FeatureStore and its feature views, so a push costs the recomputation of the affected
+    customers (as of `now`, from their full history) and one packed upsert per view into the online
+    store Feast reads: the 1 h / 24 h bursts are fresh without waiting for the next batch. With
+    `via_feast=True` the rows go through Feast's push sources (`FeatureStore.push`), the same store
+    and semantics, slower (registry reads per call).
+    """
+
+    def __init__(self, cfg: Config, history: dict[str, pd.DataFrame] | None = None, *, via_feast: bool = False):
+        from rebuy.ingest import read_canonical
+
+        self.cfg = cfg
+        self.history = history if history is not None else read_canonical(cfg.paths.data_dir)
+        self.store = feature_store(cfg)
+        self.views = self.store.list_feature_views()
+        self.via_feast = via_feast
+        self._con = duckdb.connect(":memory:")  # reused: opening one costs ~0.1 s
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def push(self, new_tables: dict[str, pd.DataFrame], now: pd.Timestamp) -> int:
+        """Returns the number of customers pushed. `new_tables` may overlap the history (counted once)."""
+        from features.online_store import write_features
+
+        now = pd.Timestamp(now).tz_convert("UTC")
+        frames = [df["customer_id"] for df in new_tables.values() if df is not None and len(df)]
+        if not frames:
+            return 0
+        ids = pd.Index(pd.unique(pd.concat(frames)))
+        # only the affected customers' rows matter: the recomputation stays small whatever the shop's size
+        history = {k: v.loc[v["customer_id"].isin(ids)] if "customer_id" in v else v for k, v in self.history.items()}
+        tables = merge_new_rows(history, new_tables)
+        pairs = customer_pairs(tables["customers"], [now])
+        pairs = pairs.loc[pairs[JOIN_KEY].isin(ids)].reset_index(drop=True)
+        with self._lock:
+            feats = compute_features(tables, pairs, **_params(self.cfg), con=self._con)
+        if not self.via_feast:
+            return write_features(self.store, feats, views=self.views)
+        from feast.data_source import PushMode
+
+        feats = feats.rename(columns={"cutoff": TIMESTAMP_FIELD})
+        for family, columns in FAMILIES.items():
+            self.store.push(f"{family}_push", feats[[JOIN_KEY, TIMESTAMP_FIELD, *columns]], to=PushMode.ONLINE)
+        return len(feats)
+
+
 def push(
     cfg: Config, new_tables: dict[str, pd.DataFrame], now: pd.Timestamp,
-    history: dict[str, pd.DataFrame] | None = None,
+    history: dict[str, pd.DataFrame] | None = None, *, via_feast: bool = False,
 ) -> int:
-    """New orders/events -> the affected customers' features recomputed as of `now` and pushed online.
-
-    Goes through Feast's push sources (`FeatureStore.push`, online), so the 1 h / 24 h bursts are fresh
-    without waiting for the next batch. `history` defaults to the canonical tables of the data directory.
-    Returns the number of customers pushed.
-    """
-    from feast.data_source import PushMode
-
-    from rebuy.ingest import read_canonical
-
-    now = pd.Timestamp(now).tz_convert("UTC")
-    ids = pd.Index(pd.unique(pd.concat([df["customer_id"] for df in new_tables.values() if df is not None
-                                        and len(df)] or [pd.Series([], dtype=object)])))
-    if not len(ids):
-        return 0
-    history = history if history is not None else read_canonical(cfg.paths.data_dir)
-    # only the affected customers' rows matter: the recomputation stays small whatever the shop's size
-    history = {k: v.loc[v["customer_id"].isin(ids)] if "customer_id" in v else v for k, v in history.items()}
-    tables = merge_new_rows(history, new_tables)
-    pairs = customer_pairs(tables["customers"], [now])
-    pairs = pairs.loc[pairs[JOIN_KEY].isin(ids)].reset_index(drop=True)
-    feats = compute_features(tables, pairs, **_params(cfg)).rename(columns={"cutoff": TIMESTAMP_FIELD})
-    store = feature_store(cfg)
-    for family, columns in FAMILIES.items():
-        store.push(f"{family}_push", feats[[JOIN_KEY, TIMESTAMP_FIELD, *columns]], to=PushMode.ONLINE)
-    return len(feats)
+    """One push (see FeaturePusher); `history` defaults to the canonical tables of the data directory."""
+    pusher = FeaturePusher(cfg, history, via_feast=via_feast)
+    try:
+        return pusher.push(new_tables, now)
+    finally:
+        pusher.close()
