@@ -1,8 +1,8 @@
 """Fresh shop samples and the bars' shifts, applied to canonical tables.
 
-`shop_tables` prefers the project simulator (`rebuy.simulator`) and falls back to a small vectorised
-shop with the same shape (zero-inflated spend, right-skewed order values, engagement events) while the
-simulator is not installed. The shifts act on canonical tables, so they work on either.
+`shop_tables` runs the project simulator (`rebuy.simulator`); a small vectorised stand-in of the same
+shape (zero-inflated spend, right-skewed order values, engagement events) is used only where the
+simulator is not importable. The shifts act on canonical tables, so they work on either.
 """
 
 from __future__ import annotations
@@ -70,9 +70,22 @@ def _fallback_shop(n: int, seed: int, end: pd.Timestamp) -> dict[str, pd.DataFra
     return {"customers": customers, "orders": orders, "events": events}
 
 
-def shop_tables(n: int, seed: int, end: pd.Timestamp) -> dict[str, pd.DataFrame]:
-    """Canonical tables of a fresh shop whose data ends at `end`."""
-    return _fallback_shop(n, seed, end)
+def shop_tables(n: int, seed: int, end: pd.Timestamp, months: int = 12) -> dict[str, pd.DataFrame]:
+    """Canonical tables of a fresh simulated shop whose history ends at `end` (midnight UTC).
+
+    Twelve months keep the tests quick while every window feature (up to 365 days) is filled; two
+    shops with the same `end` and different seeds are "the unchanged simulator at the same season".
+    """
+    try:
+        from rebuy.simulator import ShopSimulator, SimConfig
+    except ImportError:  # the simulator is not installed: a stand-in of the same shape
+        return _fallback_shop(n, seed, end)
+    start = (end - pd.DateOffset(months=months)).strftime("%Y-%m-%d")
+    sim = ShopSimulator(SimConfig(customers=n, months=months, seed=seed, events=True, start=start))
+    tables = sim.run_history()
+    if sim.now != end:
+        raise ValueError(f"simulated history ends {sim.now}, expected {end}")
+    return tables
 
 
 # --- the bars' shifts ----------------------------------------------------------------------------------
