@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rebuy.contract import OFFERS
 
@@ -19,6 +19,7 @@ OfferName = Literal["none", "care_message", "coupon_10pct", "free_shipping", "po
 
 # Hard ceiling of the schema; the configured cfg.serving.max_batch (<= this) is enforced at request time.
 SCHEMA_MAX_BATCH = 10_000
+AS_OF_MIN, AS_OF_MAX = datetime(1970, 1, 2), datetime(2200, 1, 1)
 CustomerId = Annotated[str, Field(min_length=1, max_length=256, examples=["c000042"])]
 
 
@@ -47,6 +48,15 @@ class ScoreRequest(_Strict):
         description="What 'now' is (ISO 8601; naive means UTC); null means the server clock.",
         examples=["2025-06-30T12:00:00Z"],
     )
+
+
+    @field_validator("as_of")
+    @classmethod
+    def _in_timestamp_range(cls, v: datetime | None) -> datetime | None:
+        # pandas timestamps (the feature store's clock) cover 1677..2262; keep well inside and say so.
+        if v is not None and not (AS_OF_MIN <= v.replace(tzinfo=None) <= AS_OF_MAX):
+            raise ValueError(f"as_of must be between {AS_OF_MIN:%Y-%m-%d} and {AS_OF_MAX:%Y-%m-%d}")
+        return v
 
 
 class FeatureRow(_Strict):

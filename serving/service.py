@@ -73,7 +73,10 @@ def freeze_heap() -> None:
 
     Frozen objects are still freed by reference counting; only the cycle detector skips them, so
     gen-2 passes no longer walk BentoML's and LightGBM's long-lived heap on the request path.
+    REBUY_GC_FREEZE=0 turns this off (the serving benchmark uses it to show the stalls it removes).
     """
+    if os.environ.get("REBUY_GC_FREEZE", "1") == "0":
+        return
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)

@@ -186,3 +186,8 @@ def scorer_from_config(cfg: Config) -> Scorer:
     import os
 
     return synthetic_scorer(version=os.environ.get("REBUY_SYNTHETIC_VERSION", "1"))[0]
+
+
+def bench_scorer(cfg: Config) -> Scorer:
+    """REBUY_SCORER_FACTORY for benchmarks/serve.py: 20k customers, 100 trees per booster."""
+    return synthetic_scorer(n_customers=20_000, rounds=100)[0]

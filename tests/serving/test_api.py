@@ -71,6 +71,7 @@ def test_score_features(client: Any) -> None:
     ("/score", {"customer_ids": ["c1"], "surprise": 1}, ["surprise"]),
     ("/score", {"customer_ids": ["c1"], "offers": ["free_lunch"]}, ["offers", 0]),
     ("/score", {"customer_ids": ["c1"], "as_of": "yesterday"}, ["as_of"]),
+    ("/score", {"customer_ids": ["c1"], "as_of": "5925-01-05T01:05:01-23:47"}, ["as_of"]),  # found by schemathesis
     ("/score", [1, 2], []),
     ("/score_features", {"rows": [{"features": {"orders_90d": "many"}}]}, ["rows", 0, "features", "orders_90d"]),
     ("/score_features", {"rows": [{"features": {"orders_90d": 1}, "extra": 1}]}, ["rows", 0, "extra"]),
