@@ -296,8 +296,13 @@ def analyse(
     reference_name: str = "reference",
     current_name: str = "current",
     model_version: str | None = None,
+    labelled: pd.DataFrame | None = None,
 ) -> DriftResult:
-    """Season-match, sample, score every monitored column and decide the status. Pure."""
+    """Season-match, sample, score every monitored column and decide the status. Pure.
+
+    `labelled` are current-period rows old enough for their labels to have matured (with target and
+    prediction); without it, target and performance use the current rows whose labels matured.
+    """
     check_frames(reference, current, roles, reference_name=reference_name, current_name=current_name)
     notes: list[str] = []
     ref, note = seasonal_reference(reference, current, roles.timestamp, cfg.season_window_days, cfg.min_reference_rows)
@@ -314,15 +319,16 @@ def analyse(
     th = thresholds(cfg)
     table = column_table(ref_s, cur_s, cols, roles.categorical, th, role_of)
     target_level: Level = "ok"
-    if roles.target and roles.target in ref_s.columns and roles.target in cur_s.columns:
-        ref_t, cur_t = ref_s[roles.target].dropna(), cur_s[roles.target].dropna()
+    lab = mature_labels(labelled, roles, as_of) if labelled is not None else cur_s
+    if roles.target and roles.target in ref_s.columns and roles.target in lab.columns:
+        ref_t, cur_t = ref_s[roles.target].dropna(), lab[roles.target].dropna()
         if len(cur_t) >= cfg.min_labelled_rows:
             a = assess(ref_t, cur_t, roles.task == "binary", th, seed=th.seed)
             # a moved target alone is a warning: the base rate changed, the model may still rank well
             target_level = "warning" if a.level != "ok" else "ok"
             notes.append(f"target {roles.target}: effect {a.effect:.3f} on {len(cur_t)} matured rows "
                          f"(floor {a.floor:.3f})")
-    perf, perf_level, perf_note = performance(ref_s, cur_s, roles, cfg)
+    perf, perf_level, perf_note = performance(ref_s, lab, roles, cfg)
     if perf_note:
         notes.append(perf_note)
     status = model_status(
@@ -599,6 +605,8 @@ class ModelSource:
     version: str | None = None
     reference_name: str = "reference"
     current_name: str = "current"
+    labelled: pd.DataFrame | None = None
+    notes: tuple[str, ...] = ()
 
 
 SourceLoader = Callable[[Config, str, pd.Timestamp], ModelSource]
@@ -620,18 +628,23 @@ def run_drift(
     """
     from rich.progress import Progress
 
-    loader = load_source or load_model_source
+    if load_source is None:
+        from pipelines.drift_sources import load_model_source
+
+        load_source = load_model_source
     drift_dir = cfg.paths.reports_dir / "drift"
     rows = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("drift reports", total=len(models))
         for model in models:
             bar.update(task, description=f"drift: {model}")
-            src = loader(cfg, model, as_of)
+            src = load_source(cfg, model, as_of)
             result = analyse(
                 model, src.reference, src.current, src.roles, cfg.drift, as_of,
                 reference_name=src.reference_name, current_name=src.current_name, model_version=src.version,
+                labelled=src.labelled,
             )
+            result.notes[:0] = list(src.notes)
             snapshot = evidently_report(result, cfg.drift)
             out = write_report(result, snapshot, drift_dir)
             run_id = log_to_mlflow(cfg, result, out) if log_mlflow else None
@@ -642,64 +655,6 @@ def run_drift(
             bar.advance(task)
     write_index(drift_dir, as_of)
     return pd.DataFrame(rows)
-
-
-def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
-    """Default adapter: the champion's logged reference sample and the served rows of the last window."""
-    try:
-        from serving import prediction_log  # type: ignore[attr-defined]
-        from training import specs
-    except ImportError as exc:  # pragma: no cover - upstream stages not installed yet
-        raise RebuyError(
-            f"drift needs the training registry and the serving prediction log ({exc}); "
-            "what to do: train and serve a champion first"
-        ) from exc
-    spec = specs.get_spec(cfg, model)
-    reference, version = load_reference(cfg, spec.registered_name)
-    log = prediction_log.read(cfg)
-    window = pd.Timedelta(days=cfg.drift.current_window_days)
-    current = log[(log["model"] == model) & (log["scored_at"] > as_of - window) & (log["scored_at"] <= as_of)]
-    non_features = {"customer_id", "cutoff", "scored_at", "model", "version", "score", "prediction", spec.label}
-    features = tuple(c for c in reference.columns if c not in non_features and not c.startswith("label"))
-    reference = reference.rename(columns={"cutoff": "at"})
-    current = current.rename(columns={"scored_at": "at", "score": "prediction"})
-    roles = Roles(
-        features=features,
-        categorical=tuple(c for c in features if not pd.api.types.is_numeric_dtype(reference[c])),
-        prediction="prediction", target=spec.label if spec.label in current.columns else None, timestamp="at",
-        task="binary" if spec.is_binary else "regression", horizon_days=spec.horizon_days,
-    )
-    return ModelSource(
-        model=model, reference=reference, current=current, roles=roles, version=version,
-        reference_name=f"MLflow {spec.registered_name}@champion:{REFERENCE_ARTIFACT}",
-        current_name=f"prediction log ({cfg.paths.runtime_dir})",
-    )
-
-
-def load_reference(cfg: Config, registered_name: str) -> tuple[pd.DataFrame, str]:
-    """The champion version's logged training sample (MLflow artifact) and the version number."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=cfg.mlflow_uri)
-    try:
-        mv = client.get_model_version_by_alias(registered_name, "champion")
-    except MlflowException as exc:
-        raise RebuyError(
-            f"no champion for {registered_name} in {cfg.mlflow_uri}; what to do: `rebuy train` first"
-        ) from exc
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp, tracking_uri=cfg.mlflow_uri
-            )
-        except (MlflowException, OSError) as exc:
-            raise RebuyError(
-                f"{registered_name} v{mv.version}: run {mv.run_id} has no {REFERENCE_ARTIFACT}; "
-                "what to do: retrain with a pipeline that logs its reference sample"
-            ) from exc
-        return pd.read_parquet(path), str(mv.version)
 
 
 # --- retraining ------------------------------------------------------------------------------------
@@ -744,8 +699,9 @@ def run_retrain(
     """`rebuy retrain`: train (and gate) the drifted models; record the decision per model.
 
     `train(cfg, model, as_of)` returns what the training pipeline reports (e.g. promoted, metrics);
-    the default is `training.pipeline.train_model`. Decisions go to reports_dir/drift/retrain/<as-of>.json
-    and, when logged, to an MLflow run tagged with each model's decision.
+    the default is `pipelines.drift_sources.train_model` (training pipeline + champion gate).
+    Decisions go to reports_dir/drift/retrain/<as-of>.json and, when logged, to an MLflow run tagged
+    with each model's decision and the gate's outcome.
     """
     drift_dir = cfg.paths.reports_dir / "drift"
     decisions = retrain_decisions(read_summaries(drift_dir), models, if_drift=if_drift)
@@ -754,7 +710,10 @@ def run_retrain(
     for row in decisions.itertuples():
         outcome: Mapping[str, Any] = {}
         if row.retrain:
-            outcome = trainer(cfg, str(row.model), as_of)
+            try:
+                outcome = trainer(cfg, str(row.model), as_of)
+            except RebuyError as exc:  # recorded, and the other models still get their turn
+                outcome = {"trained": False, "error": str(exc)}
         outcomes.append(dict(outcome))
     decisions["outcome"] = outcomes
     record = {"as_of": as_of.isoformat(), "if_drift": if_drift, "decisions": decisions.to_dict(orient="records")}
@@ -770,20 +729,20 @@ def run_retrain(
         mlflow.set_tracking_uri(cfg.mlflow_uri)
         mlflow.set_experiment(DRIFT_EXPERIMENT)
         with mlflow.start_run(run_name=f"retrain-{stamp(as_of)}"):
-            mlflow.set_tags({f"rebuy.retrain.{r.model}": ("retrained" if r.retrain else "skipped")
-                             for r in decisions.itertuples()})
+            for r, outcome in zip(decisions.itertuples(), outcomes, strict=True):
+                verdict = "skipped" if not r.retrain else "failed" if "error" in outcome else "retrained"
+                mlflow.set_tag(f"rebuy.retrain.{r.model}", verdict)
+                if "promoted" in outcome:
+                    mlflow.set_tag(f"rebuy.retrain.{r.model}.promoted", str(outcome["promoted"]))
             mlflow.set_tag("rebuy.retrain.if_drift", str(if_drift))
             mlflow.log_artifact(str(out), artifact_path="retrain")
     return decisions
 
 
 def _default_trainer(cfg: Config, model: str, as_of: pd.Timestamp) -> Mapping[str, Any]:
-    try:
-        from training import pipeline  # type: ignore[attr-defined]
-    except ImportError as exc:  # pragma: no cover - upstream not installed yet
-        raise RebuyError(f"retraining needs training.pipeline ({exc})") from exc
-    result = pipeline.train_model(cfg, model, as_of=as_of)  # type: ignore[attr-defined]
-    return result if isinstance(result, Mapping) else {"result": str(result)}
+    from pipelines.drift_sources import train_model
+
+    return train_model(cfg, model, as_of)
 
 
 __all__ = [
@@ -792,8 +751,6 @@ __all__ = [
     "Roles",
     "analyse",
     "evidently_report",
-    "load_model_source",
-    "load_reference",
     "log_to_mlflow",
     "mature_labels",
     "performance",

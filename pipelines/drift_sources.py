@@ -1,0 +1,207 @@
+"""Where drift's reference and current rows come from, and how a drifted model is retrained (adapters).
+
+Reference: the champion's logged training sample (`reference/reference.parquet` of the run that
+registered the @champion version), scored by that same champion so prediction drift compares the
+model's own score distribution on its training rows with its scores now.
+
+Current, in order of preference:
+1. served rows from the serving prediction log (`serving.prediction_log.read(cfg)`), last
+   `drift.current_window_days`, when that module exists and has rows for the model;
+2. otherwise features recomputed from the canonical tables at the midnights of the window that fall
+   on the reference cutoffs' weekdays (so the weekday mix matches by construction), restricted to the
+   model's population and scored by the champion.
+Matured labels: rows at the latest such midnight at least one horizon before `--as-of` and after the
+reference's last cutoff (never rows the model was trained or tested on), with their labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.drift import REFERENCE_ARTIFACT, ModelSource, Roles
+from rebuy.config import Config
+from rebuy.errors import RebuyError
+
+MONITORED_MODELS: tuple[str, ...] = ("churn", "repurchase", "days_to_next", "value")
+
+
+def window_cutoffs(reference_cutoffs: pd.Series, as_of: pd.Timestamp, window_days: int) -> list[pd.Timestamp]:
+    """Midnights in (as_of − window, as_of] on the weekdays of the reference's cutoffs (the latest one if none)."""
+    end = as_of.floor("D")
+    days = [end - pd.Timedelta(days=i) for i in range(window_days)]
+    weekdays = set(reference_cutoffs.dt.dayofweek.unique()) if len(reference_cutoffs) else set()
+    picked = sorted(d for d in days if d.dayofweek in weekdays)
+    return picked or [end]
+
+
+def matured_cutoff(
+    reference_cutoffs: pd.Series, as_of: pd.Timestamp, horizon_days: int
+) -> pd.Timestamp | None:
+    """The latest reference-weekday midnight whose label window is over by as_of and that the model never saw."""
+    last_seen = reference_cutoffs.max() if len(reference_cutoffs) else None
+    day = (as_of - pd.Timedelta(days=horizon_days)).floor("D")
+    weekdays = set(reference_cutoffs.dt.dayofweek.unique()) or {day.dayofweek}
+    while day.dayofweek not in weekdays:
+        day -= pd.Timedelta(days=1)
+    if last_seen is not None and day <= last_seen:
+        return None
+    return day
+
+
+def _features_at(cfg: Config, tables: dict[str, pd.DataFrame], cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+    from features.compute import compute_features, epoch_seconds, request_time_features
+
+    f = cfg.features
+    feats = compute_features(
+        tables, cutoffs, burst_minutes=f.burst_window_minutes, recent_days=f.engagement_recent_days,
+        baseline_days=f.engagement_baseline_days,
+    )
+    for name, values in request_time_features(feats, epoch_seconds(feats["cutoff"])).items():
+        feats[name] = values
+    return feats
+
+
+def _in_population(frame: pd.DataFrame, population: str | None, orders: pd.DataFrame) -> pd.DataFrame:
+    if not population or frame.empty:
+        return frame
+    from training.run import with_rfm
+
+    return with_rfm(frame, orders).query(population).reset_index(drop=True)
+
+
+def _score(bundle: Any, frame: pd.DataFrame, where: str) -> np.ndarray:
+    missing = [c for c in bundle.feature_names if c not in frame.columns]
+    if missing:
+        raise RebuyError(
+            f"{where} lacks features of {bundle.name} v{bundle.version}: {missing[:5]}; what to do: "
+            "the feature definitions changed since training — retrain (`rebuy train`) before monitoring"
+        )
+    return np.asarray(bundle.predict(frame[bundle.feature_names].to_numpy(dtype=np.float64)), dtype=float)
+
+
+def _served_rows(cfg: Config, model: str, reg: str, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    try:
+        from serving import prediction_log  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    log = prediction_log.read(cfg)
+    if log is None or log.empty:
+        return None
+    window = pd.Timedelta(days=cfg.drift.current_window_days)
+    rows = log[log["model"].isin([model, reg]) & (log["scored_at"] > as_of - window) & (log["scored_at"] <= as_of)]
+    if rows.empty:
+        return None
+    return rows.rename(columns={"scored_at": "cutoff", "score": "prediction"}).reset_index(drop=True)
+
+
+def load_reference(cfg: Config, registered: str, version: str) -> pd.DataFrame:
+    """The logged training sample of one registered version (MLflow artifact of its run)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import client
+
+    mv = client(cfg).get_model_version(registered, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp, tracking_uri=cfg.mlflow_uri
+            )
+        except (MlflowException, OSError) as exc:
+            raise RebuyError(
+                f"{registered} v{version}: its run {mv.run_id} has no {REFERENCE_ARTIFACT}; what to do: retrain "
+                "with this version of rebuy, whose training logs the reference sample"
+            ) from exc
+        return pd.read_parquet(path)
+
+
+def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
+    """Reference, current and matured rows of one model from the registry, prediction log or canonical tables."""
+    from features.labels import compute_labels
+    from rebuy.ingest import read_canonical
+    from training.registry import load_champion, registered_name
+    from training.specs import get_spec
+
+    spec = get_spec(cfg, model)
+    reg = registered_name(model)
+    bundle = load_champion(cfg, model)
+    feats = list(bundle.feature_names)
+    reference = load_reference(cfg, reg, bundle.version)
+    reference["cutoff"] = pd.to_datetime(reference["cutoff"], utc=True)
+    reference["prediction"] = _score(bundle, reference, f"the reference of {reg} v{bundle.version}")
+    notes: list[str] = []
+
+    tables: dict[str, pd.DataFrame] | None = None
+    current = _served_rows(cfg, model, reg, as_of)
+    if current is not None:
+        where = f"prediction log ({cfg.paths.runtime_dir}), last {cfg.drift.current_window_days} days"
+    else:
+        tables = read_canonical(cfg.paths.data_dir)
+        cutoffs = window_cutoffs(reference["cutoff"], as_of, cfg.drift.current_window_days)
+        current = _in_population(_features_at(cfg, tables, cutoffs), spec.population, tables["orders"])
+        current["prediction"] = _score(bundle, current, "features recomputed from the canonical tables")
+        where = f"features at {', '.join(f'{c:%Y-%m-%d}' for c in cutoffs)} (no served rows in the window)"
+        notes.append(f"current = {where}, scored by the champion")
+
+    labelled = None
+    day = matured_cutoff(reference["cutoff"], as_of, spec.horizon_days)
+    if day is None:
+        notes.append("no out-of-time cutoff with matured labels yet: performance not measured")
+    else:
+        tables = tables if tables is not None else read_canonical(cfg.paths.data_dir)
+        rows = _in_population(_features_at(cfg, tables, [day]), spec.population, tables["orders"])
+        labels = compute_labels(tables["orders"], rows[["customer_id", "cutoff"]], cfg.horizons, as_of)
+        rows[spec.label] = labels[spec.label].to_numpy()
+        rows["prediction"] = _score(bundle, rows, f"matured rows at {day:%Y-%m-%d}")
+        labelled = rows
+        notes.append(f"matured labels: {len(rows)} rows at {day:%Y-%m-%d} (after the reference's last cutoff)")
+
+    roles = Roles(
+        features=tuple(feats), prediction="prediction", target=spec.label, timestamp="cutoff",
+        task="binary" if spec.is_binary else "regression", horizon_days=spec.horizon_days,
+    )
+    return ModelSource(
+        model=model, reference=reference, current=current, roles=roles, version=bundle.version,
+        reference_name=f"MLflow {reg} v{bundle.version} {REFERENCE_ARTIFACT}", current_name=where,
+        labelled=labelled, notes=tuple(notes),
+    )
+
+
+def train_model(cfg: Config, model: str, as_of: pd.Timestamp) -> Mapping[str, Any]:
+    """Retrain one model through the training pipeline and its champion gate; what the gate decided."""
+    from training.run import train_command
+    from training.specs import TRAIN_GROUPS
+
+    if model == "offer":
+        from training.offer import train_offer
+
+        return dict(train_offer(cfg, as_of))
+    group = next((g for g, names in TRAIN_GROUPS.items() if g != "all" and model in names), None)
+    if group is None:
+        raise RebuyError(f"no training group trains {model!r}; known: {sorted(TRAIN_GROUPS)}")
+    runs = train_command(cfg, group, as_of)
+    out = runs.get(model)
+    if out is None:
+        return {"trained": False, "reason": "the training pipeline returned no run for this model"}
+    o = out.outcome
+    return {
+        "trained": True, "version": o.version, "promoted": o.promoted, "gate_reason": o.reason,
+        "challenger_metric": o.challenger_metric, "champion_metric": o.champion_metric,
+        "champion_version": o.champion_version, "group": group,
+    }
+
+
+__all__ = [
+    "MONITORED_MODELS",
+    "load_model_source",
+    "load_reference",
+    "matured_cutoff",
+    "train_model",
+    "window_cutoffs",
+]
