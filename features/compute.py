@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from rebuy.contract import ENGAGEMENT_EVENTS, empty
+from rebuy.contract import ENGAGEMENT_EVENTS, REQUIRED, empty
 from rebuy.errors import DataError
 
 DAY_NS = 86_400 * 10**9
@@ -107,6 +107,16 @@ def pairs_frame(cutoffs: Cutoffs, customer_ids: Sequence[str] | pd.Series | None
     return grid[["customer_id", "cutoff"]].astype({"customer_id": object})
 
 
+def _require(df: pd.DataFrame, table: str, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"the {table} table lacks required columns {missing}",
+            file=table, column=missing[0], rows=df.head(5),
+            hint="pass canonical tables (rebuy.ingest.read_canonical); see rebuy.contract.REQUIRED",
+        )
+
+
 def _text(col: pd.Series) -> np.ndarray:
     """A text column as an object array; canonical ids are already str, so usually no copy per value."""
     return col.to_numpy(dtype=object) if col.dtype == object else col.astype(str).to_numpy(dtype=object)
@@ -121,6 +131,7 @@ def _pairs_sql(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _events_sql(events: pd.DataFrame) -> pd.DataFrame:
+    _require(events, "events", REQUIRED["events"])
     return pd.DataFrame({
         "customer_id": _text(events["customer_id"]),
         "t": _ns(events["occurred_at"]),
@@ -130,6 +141,7 @@ def _events_sql(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def _orders_sql(orders: pd.DataFrame) -> pd.DataFrame:
+    _require(orders, "orders", REQUIRED["orders"])
     n = len(orders)
     return pd.DataFrame({
         "customer_id": _text(orders["customer_id"]),
@@ -188,6 +200,7 @@ def order_history_features(
     `returned_amount` is deliberately not used: a return is recorded on the order row without the
     time it happened, so using it at a cutoff could leak a return that happened after the cutoff.
     """
+    _require(customers, "customers", REQUIRED["customers"])
     ids = customers["customer_id"] if len(customers) else orders["customer_id"]
     pairs = pairs_frame(cutoffs, ids)
     cust = pd.DataFrame({

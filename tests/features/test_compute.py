@@ -176,3 +176,16 @@ def test_request_time_features():
 def test_naive_cutoff_is_a_clear_error(tables):
     with pytest.raises(DataError, match="naive"):
         order_history_features(tables["orders"], tables["customers"], [pd.Timestamp("2025-03-01")])
+
+
+def test_missing_column_is_a_clear_error(tables, pairs):
+    with pytest.raises(DataError, match=r"orders table lacks required columns \['amount'\]") as err:
+        compute_features(dict(tables, orders=tables["orders"].drop(columns="amount")), pairs)
+    assert "read_canonical" in str(err.value)
+
+
+def test_naive_event_timestamps_are_a_clear_error(tables, pairs):
+    events = tables["events"].assign(occurred_at=tables["events"]["occurred_at"].dt.tz_localize(None))
+    with pytest.raises(DataError, match="timezone-aware UTC") as err:
+        engagement_features(events, pairs)
+    assert "occurred_at" in str(err.value)

@@ -75,21 +75,23 @@ def test_parity_online_offline_including_after_push(cfg, make_shop):
     assert bought.sum() >= 5
     np.testing.assert_allclose(x[:12, days][bought] - offline[bought, days], 0.25)
 
-    # a burst of views and an order arrive for two customers; pushed, they are fresh online at once
+    # a burst of views (three customers) and an order arrive; pushed, they are fresh online at once:
+    # two customers through rebuy's bulk path, the third through Feast's push source
     t2 = T + pd.Timedelta(hours=2)
-    who = known[:2]
+    who = known[:3]
     views = pd.DataFrame({"customer_id": np.repeat(who, 3), "occurred_at": t2 - pd.Timedelta(minutes=5),
                           "event_type": "view", "category": "tea"})
     views["occurred_at"] = views["occurred_at"].dt.as_unit("ns")
     order = tables["orders"].iloc[:1].assign(order_id="pushed-1", customer_id=who[0], ordered_at=t2, amount=42.0)
-    new = {"events": views, "orders": order}
     history = dict(tables)
     history["orders"] = tables["orders"][tables["orders"]["ordered_at"] <= T]
     history["events"] = tables["events"][tables["events"]["occurred_at"] <= T]
-    assert push(cfg, new, t2, history=history) == 2
+    direct = {"events": views[views["customer_id"].isin(who[:2])], "orders": order}
+    assert push(cfg, direct, t2, history=history) == 2
+    assert push(cfg, {"events": views[views["customer_id"] == who[2]]}, t2, history=history, via_feast=True) == 1
     after, found, age = reader.read(who, t2)
     v1h = feature_names(cfg, SERVICE).index("views_1h")
-    assert (after[:, v1h] >= 3).all() and (after[:, v1h] > x[:2, v1h]).all()
+    assert (after[:, v1h] >= 3).all() and (after[:, v1h] > x[:3, v1h]).all()
     np.testing.assert_allclose(age, 0.0)
     merged = {**history, "events": pd.concat([history["events"], views], ignore_index=True),
               "orders": pd.concat([history["orders"], order], ignore_index=True)}
