@@ -409,6 +409,54 @@ def evaluate_policy_cli(
                   + (" — promoted to @champion" if out["promoted"] else ""))
 
 
+# --- drift: rebuy drift / retrain (pipelines.drift) ----------------------------------------------------
+
+ModelsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--model", "-m", help="Model to monitor (repeatable); default churn, repurchase, days_to_next, value."),
+]
+
+
+@app.command("drift")
+def drift_cli(
+    models: ModelsOpt = None,
+    mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log each report to MLflow.")] = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Drift reports per model (Evidently HTML + JSON), a one-line status each, and the index page."""
+    from pipelines.drift import run_drift
+    from pipelines.drift_sources import MONITORED_MODELS
+
+    cfg = load(config, data_dir)
+    out = run_drift(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), log_mlflow=mlflow)
+    for line in out["line"]:
+        Console().print(line, markup=False)
+    console.print(f"index: {cfg.paths.reports_dir / 'drift' / 'index.html'}")
+
+
+@app.command("retrain")
+def retrain_cli(
+    if_drift: Annotated[bool, typer.Option("--if-drift/--always", help="Only models whose latest status is "
+                                           "drift (default), or every listed model.")] = True,
+    models: ModelsOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Retrain (through the champion gate) the models whose latest drift status is drift; record why."""
+    from pipelines.drift import run_retrain
+    from pipelines.drift_sources import MONITORED_MODELS
+
+    cfg = load(config, data_dir)
+    out = run_retrain(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), if_drift=if_drift)
+    for r in out.itertuples():
+        verdict = "retrain" if r.retrain else "keep"
+        Console().print(f"{r.model}: {verdict} ({r.status or 'no report'}) — {'; '.join(r.reasons[:2])}"
+                        + (f" → {r.outcome}" if r.outcome else ""), markup=False)
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
