@@ -26,3 +26,12 @@ def segment(churn: np.ndarray, value: np.ndarray, cut: float, cfg: SegmentsConfi
     out[(value >= cut) & (churn < cfg.potential_churn)] = "high_value"
     out[churn >= cfg.dormant_churn] = "dormant"
     return out
+
+
+def value_cut_from_meta(meta: dict, cfg: SegmentsConfig) -> float:
+    """The high-value cut from a value model's stored test-prediction quantiles (0, 0.05, …, 1).
+
+    Serving calls this once at model load with `bundle.meta`, then `segment` per request.
+    """
+    qs = np.asarray(meta["prediction_quantiles"], dtype=float)
+    return float(np.interp(cfg.high_value_quantile, np.linspace(0, 1, len(qs)), qs))

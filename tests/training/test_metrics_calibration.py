@@ -11,7 +11,7 @@ from sklearn.isotonic import IsotonicRegression
 from rebuy.config import SegmentsConfig
 from training.calibration import apply_calibrator, fit_calibrator
 from training.metrics import bootstrap_auc_diff, expected_calibration_error, lift_at, roc_auc
-from training.segments import segment, value_cut
+from training.segments import segment, value_cut, value_cut_from_meta
 
 
 def test_ece_by_hand():
@@ -72,3 +72,10 @@ def test_segments_by_hand():
     value = np.array([100.0, 5.0, 100.0, 100.0, 50.0])
     # high value & low churn; low value; high value but at risk; dormant regardless of value; 50 == cut
     assert segment(churn, value, 50.0, cfg).tolist() == ["high_value", "potential", "potential", "dormant", "high_value"]
+
+
+def test_value_cut_from_stored_quantiles_interpolates():
+    # quantiles 0, 0.05, …, 1 of predictions 0..100 -> q = 0.8 lies on the grid (80), 0.825 between 80 and 85
+    meta = {"prediction_quantiles": np.linspace(0, 100, 21).tolist()}
+    assert value_cut_from_meta(meta, SegmentsConfig(high_value_quantile=0.8)) == pytest.approx(80.0)
+    assert value_cut_from_meta(meta, SegmentsConfig(high_value_quantile=0.825)) == pytest.approx(82.5)

@@ -1,0 +1,132 @@
+"""Training benchmark: wall time of `rebuy train all` with the default budget, and a quality table per model.
+
+A shop is simulated (default 200,000 customers × 24 months), written as canonical tables, and trained
+exactly as `rebuy train all` does (features.training_set through Feast, Optuna, MLflow, the gate), with
+the simulator's truth API as the oracle on the same test rows. Then the same for orders-only data
+(events removed). Per model: the model, the recency baseline, BG/NBD and the oracle (AUC, ECE), and for
+the regressions MAE and Spearman against the realised label and of the truth API's expectation.
+
+Bars (issue 5): churn and repurchase AUC ≥ 0.97 × oracle and above BG/NBD; ECE ≤ 0.02.
+
+Run on demand: `.venv/bin/python benchmarks/train.py [--customers 200000] [--skip-orders-only]`.
+Writes benchmarks/results/train[-<customers>].json and .md. Machine: 2 cores shared with other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_one(customers: int, months: int, seed: int, events: bool, trials: int | None) -> dict[str, Any]:
+    from rebuy.config import load_config
+    from rebuy.contract import empty
+    from rebuy.ingest import write_canonical
+    from rebuy.simulator import ShopSimulator, SimConfig
+    from training.run import quality_rows, simulator_oracle, train_command
+
+    t0 = time.perf_counter()
+    sim = ShopSimulator(SimConfig(customers=customers, months=months, seed=seed, events=events))
+    tables = sim.run_history()
+    if not events:
+        tables["events"] = empty("events")
+    sim_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="rebuy-bench-train-") as tmp:
+        cfg = load_config(None, data_dir=Path(tmp))
+        if trials is not None:
+            opt = cfg.training.optuna.model_copy(update={"trials": trials})
+            cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
+        write_canonical(tables, cfg.paths.data_dir)
+        oracle_s = 0.0
+        truth = simulator_oracle(sim)
+
+        def timed_oracle(keys: pd.DataFrame, spec: Any) -> pd.DataFrame | None:
+            nonlocal oracle_s
+            t = time.perf_counter()
+            try:
+                return truth(keys, spec)
+            finally:
+                oracle_s += time.perf_counter() - t
+
+        t1 = time.perf_counter()
+        runs = train_command(cfg, "all", sim.now, oracle=timed_oracle, show_progress=True)
+        total = time.perf_counter() - t1
+    rows = quality_rows(runs)
+    extra = {name: {"version": r.outcome.version, "promoted": r.outcome.promoted,
+                    "auc_ratio_to_oracle": r.result.metrics.get("auc_ratio_to_oracle"),
+                    "split": r.result.split_info, "tuning": {k: r.result.tuning[k] for k in
+                                                             ("n_trials", "n_complete", "n_pruned", "best_value")}}
+             for name, r in runs.items()}
+    return {"customers": customers, "months": months, "seed": seed, "events": events,
+            "orders": len(tables["orders"]), "events_rows": len(tables["events"]), "simulate_s": round(sim_s, 1),
+            "train_all_s": round(total - oracle_s, 1), "oracle_s": round(oracle_s, 1),
+            "quality": rows, "models": extra, "bars": bars(rows)}
+
+
+def bars(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    by = {(r["model"], r["scorer"]): r for r in rows}
+    out: dict[str, bool] = {}
+    for m in ("churn", "repurchase"):
+        model, bg, orc = by.get((m, "model")), by.get((m, "bgnbd")), by.get((m, "oracle"))
+        if model and orc:
+            out[f"{m}: AUC >= 0.97 x oracle"] = model["roc_auc"] >= 0.97 * orc["roc_auc"]
+        if model and bg:
+            out[f"{m}: AUC > BG/NBD"] = model["roc_auc"] > bg["roc_auc"]
+        if model:
+            out[f"{m}: ECE <= 0.02"] = model["ece"] <= 0.02
+    return out
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["# Training benchmark", "",
+             f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), shared with other work; "
+             "LightGBM num_threads=1. Default Optuna budget unless stated.", ""]
+    for res in results:
+        kind = "with events" if res["events"] else "orders only"
+        lines += [f"## {res['customers']:,} customers × {res['months']} months, {kind}", "",
+                  f"`rebuy train all`: **{res['train_all_s']} s** (oracle replay {res['oracle_s']} s excluded; "
+                  f"simulation {res['simulate_s']} s; {res['orders']:,} orders, {res['events_rows']:,} events)", "",
+                  "| model | scorer | ROC AUC | ECE | PR AUC | MAE | Spearman |", "|---|---|---|---|---|---|---|"]
+        for r in res["quality"]:
+            cells = [r.get(k) for k in ("roc_auc", "ece", "pr_auc", "mae", "spearman")]
+            lines.append(f"| {r['model']} | {r['scorer']} | " + " | ".join("" if c is None else f"{c:.4f}" for c in cells) + " |")
+        lines += ["", "| bar | met |", "|---|---|"] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in res["bars"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    from rebuy.timeutil import telemetry_off
+
+    telemetry_off()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=200_000)
+    ap.add_argument("--months", type=int, default=24)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--trials", type=int, default=None, help="override the Optuna trial budget")
+    ap.add_argument("--skip-orders-only", action="store_true")
+    args = ap.parse_args()
+    results = [run_one(args.customers, args.months, args.seed, True, args.trials)]
+    if not args.skip_orders_only:
+        results.append(run_one(args.customers, args.months, args.seed, False, args.trials))
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "train" if args.customers == 200_000 else f"train-{args.customers}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    md = markdown(results)
+    (out / f"{stem}.md").write_text(md, encoding="utf-8")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
