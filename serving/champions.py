@@ -86,6 +86,20 @@ def load_readers(cfg: Config, services: set[str]) -> dict[str, Any]:
     return readers
 
 
+def champion_versions(cfg: Config) -> dict[str, str]:
+    """Where @champion points now (cheap: alias lookups only) — the service polls this to reload."""
+    from training.registry import alias_version
+
+    out = {name: alias_version(cfg, name, "champion") for name in SCORE_MODELS}
+    try:
+        from training.offer import REGISTERED_NAME
+
+        out[OFFER_MODEL] = alias_version(cfg, REGISTERED_NAME, "champion")
+    except ImportError:
+        pass
+    return {k: str(v) for k, v in out.items() if v is not None}
+
+
 def scorer_from_registry(cfg: Config) -> Scorer:
     """The default REBUY_SCORER_FACTORY: champions + their FeatureServices' online readers."""
     from training.segments import segment
@@ -108,4 +122,4 @@ def scorer_from_registry(cfg: Config) -> Scorer:
     )
 
 
-__all__ = ["OFFER_MODEL", "load_models", "load_offer_model", "load_readers", "scorer_from_registry"]
+__all__ = ["OFFER_MODEL", "champion_versions", "load_models", "load_offer_model", "load_readers", "scorer_from_registry"]

@@ -8,6 +8,10 @@ the class without arguments in each worker process:
 - REBUY_SCORER_FACTORY: "module:function" building the Scorer from a Config
   (default `serving.champions:scorer_from_registry`; tests use `serving.synthetic:scorer_from_config`).
 
+Reload: a watcher thread polls where @champion points (REBUY_RELOAD_POLL_SECONDS, default 30) and
+swaps in a new Scorer when it moves; POST /admin/reload does the same at once. Requests take one
+Scorer reference each, so none is dropped and each response names the versions that served it.
+
 Latency choices (see DESIGN.md, measured facts): endpoints are `async` and score inline (one row
 through four boosters is ~0.2 ms, less than a thread hop under load); responses are serialised
 with `json.dumps` from plain lists; and the cyclic GC is frozen after warm-up, because gen-2
@@ -20,6 +24,7 @@ import gc
 import hmac
 import importlib
 import json
+import logging
 import os
 import threading
 import time
@@ -42,6 +47,7 @@ from serving.schemas import (
 )
 from serving.scorer import RequestError, ScoreBatch, Scorer, ScorerFactory
 
+log = logging.getLogger(__name__)
 ENV_CONFIG = "REBUY_CONFIG"
 ENV_DATA_DIR = "REBUY_DATA_DIR"
 ENV_FACTORY = "REBUY_SCORER_FACTORY"
@@ -140,6 +146,7 @@ class RebuyService:
         # A missing registry or store raises here: the worker does not start (no server failing every call).
         self.scorer: Scorer = self.factory(self.cfg)
         self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
         self._requests = 0
         self._customers = 0
         self._cold = 0
@@ -156,6 +163,31 @@ class RebuyService:
     @bentoml.on_startup
     def _freeze(self) -> None:
         freeze_heap()
+        self._start_champion_watch()
+
+    def _start_champion_watch(self) -> None:
+        """Poll where @champion points (production factory only) and reload when it moves.
+
+        Every REBUY_RELOAD_POLL_SECONDS (default 30; 0 = off, then only /admin/reload reloads).
+        """
+        every = float(os.environ.get("REBUY_RELOAD_POLL_SECONDS", "30"))
+        if every <= 0 or (os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY) != DEFAULT_FACTORY:
+            return
+        from serving.champions import champion_versions
+
+        def watch() -> None:
+            while not self._stop.wait(every):
+                try:
+                    if champion_versions(self.cfg) != self.scorer.model_versions:
+                        self._reload()
+                except Exception:  # a flaky registry must not kill the watcher; the old models keep serving
+                    log.exception("champion watch: reload failed; still serving %s", self.scorer.model_versions)
+
+        threading.Thread(target=watch, name="rebuy-champion-watch", daemon=True).start()
+
+    @bentoml.on_shutdown
+    def _stop_watch(self) -> None:
+        self._stop.set()
 
     def _count(self, batch: ScoreBatch) -> None:
         self._requests += 1
