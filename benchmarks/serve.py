@@ -176,18 +176,43 @@ class Server:
         self.log.close()
 
 
+def gc_metrics(port: int) -> dict[str, float]:
+    """The service's own count and pause times of cyclic GC passes (serving.service.GcWatch)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("rebuy_gc_"):
+            key, value = line.rsplit(" ", 1)
+            out[key.replace('{generation="', "_gen").replace('"}', "")] = float(value)
+    return out
+
+
+def gc_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {
+        "gen2_passes": after.get("rebuy_gc_collections_total_gen2", 0) - before.get("rebuy_gc_collections_total_gen2", 0),
+        "gen2_pause_ms_total": round(1e3 * (after.get("rebuy_gc_pause_seconds_total_gen2", 0)
+                                            - before.get("rebuy_gc_pause_seconds_total_gen2", 0)), 2),
+        "gc_pause_ms_max_since_freeze": round(1e3 * max(
+            after.get(f"rebuy_gc_pause_seconds_max_gen{g}", 0) for g in range(3)), 2),
+        "frozen_objects": after.get("rebuy_gc_frozen_objects", 0),
+    }
+
+
 def bodies(ids: list[str], batch: int, n: int, seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
     return [json.dumps({"customer_ids": [ids[i] for i in rng.integers(0, len(ids), batch)]}).encode()
             for _ in range(n)]
 
 
-def run_sequential(port: int, payloads: list[bytes], seconds: float) -> tuple[list[float], int, float]:
+def run_sequential(port: int, payloads: list[bytes], seconds: float,
+                   max_requests: int | None = None) -> tuple[list[float], int, float]:
     """Concurrency 1 on one keep-alive connection -> (latencies ms, errors, elapsed s)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     lat, errors, i = [], 0, 0
     start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    while time.perf_counter() - start < seconds and (max_requests is None or i < max_requests):
         body = payloads[i % len(payloads)]
         i += 1
         t0 = time.perf_counter()
@@ -231,9 +256,10 @@ def serve_runs(data_dir: Path | None, ids: list[str], workers: int, seconds: flo
         srv = Server(data_dir, workers, freeze, tmp)
         try:
             srv.wait_ready()
-            run_sequential(srv.port, one, 3.0)  # warm-up (and past the service's re-freeze point)
+            run_sequential(srv.port, one[:300], 60.0, max_requests=300)  # warm-up, past the re-freeze point
+            before = gc_metrics(srv.port)
             lat, err, _ = run_sequential(srv.port, one, seconds)
-            out[f"single_c1_{label}"] = {**pct(lat), "errors": err}
+            out[f"single_c1_{label}"] = {**pct(lat), "errors": err, "gc": gc_delta(before, gc_metrics(srv.port))}
             console.print(f"  c=1 single: {out[f'single_c1_{label}']}")
             if freeze:
                 out["single_c8"] = run_concurrent(srv.port, one, seconds, 8)
@@ -266,6 +292,14 @@ def markdown(res: dict[str, Any]) -> str:
               f"{res.get('framework_ms_100', '')} |", "",
               "Batch scoring (`rebuy score` path):", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in res["batch"].items()]
+    lines += ["", "Cyclic GC inside the service during the c=1 run (GcWatch, /metrics):", "",
+              "| run | gen-2 passes | gen-2 pause total ms | longest GC pause (any gen) ms | frozen objects |",
+              "|---|---|---|---|---|"]
+    for key in ("single_c1_gc_default", "single_c1_gc_frozen"):
+        g = res["server"].get(key, {}).get("gc")
+        if g:
+            lines.append(f"| {key} | {g['gen2_passes']:.0f} | {g['gen2_pause_ms_total']} | "
+                         f"{g['gc_pause_ms_max_since_freeze']} | {g['frozen_objects']:.0f} |")
     lines += ["", f"Bars: c=1 p50 <= 3 ms (got {p50}), p99 <= 8 ms; c=8 >= 400 rps with 0 errors; "
               "model part >= 100k customers/s.", ""]
     if res.get("note"):
