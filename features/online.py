@@ -109,3 +109,29 @@ class OnlineFeatureReader:
                 out[:, j] = rt[name]
         age = np.where(found & np.isfinite(oldest), now_s - oldest, np.nan)
         return out, found, age
+
+
+def forget_customers(cfg: Config, customer_ids: Sequence[str]) -> int:
+    """Delete customers from the online store and the offline snapshots (a right-to-erasure request).
+
+    Returns the number of online rows removed. Feature snapshots are derived data: recomputing them
+    from the (already pseudonymised) canonical tables would not bring the customers back.
+    """
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    from features.store import feature_store, forget_offline
+
+    store = feature_store(cfg)
+    keys = entity_keys([str(c) for c in customer_ids], entity_key_prefix())
+    removed = 0
+    conn = connect(SqliteOnlineStore._get_db_path(store.config))
+    try:
+        with conn:
+            for view in store.list_feature_views():
+                marks = ",".join("?" * len(keys))
+                cur = conn.execute(f'DELETE FROM "{table_name(store.config, view)}" WHERE entity_key IN ({marks})', keys)
+                removed += cur.rowcount
+    finally:
+        conn.close()
+    forget_offline(cfg, customer_ids)
+    return removed

@@ -137,6 +137,16 @@ def write_offline(cfg: Config, features: pd.DataFrame) -> dict[str, int]:
     return written
 
 
+def forget_offline(cfg: Config, customer_ids: Iterable[str]) -> None:
+    """Drop the customers' rows from every offline snapshot file (rewritten atomically)."""
+    ids = set(map(str, customer_ids))
+    for family in FAMILIES:
+        path = offline_path(offline_dir(cfg), family)
+        if path.is_file():
+            df = pd.read_parquet(path)
+            _write_parquet(df.loc[~df[JOIN_KEY].isin(ids)].reset_index(drop=True), path)
+
+
 def build(cfg: Config, tables: dict[str, pd.DataFrame], snapshots: Iterable[pd.Timestamp]) -> pd.DataFrame:
     """Compute feature snapshots at the given times for every customer signed up by then; store offline."""
     feats = compute_features(tables, customer_pairs(tables["customers"], list(snapshots)), **_params(cfg))

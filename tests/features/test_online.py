@@ -151,3 +151,17 @@ def test_feast_write_path_reads_back(cfg):
     assert got["orders_total"][0] == 1.25 and got["orders_total"][1] is None and got["orders_total"][2] is None
     with sqlite3.connect(online_path(cfg)) as conn:  # one packed row per customer and view
         assert conn.execute('SELECT count(*) FROM "rebuy_order_history"').fetchone()[0] == 2
+
+
+def test_forget_customers_removes_online_and_offline_rows(cfg, make_shop):
+    from features.online import forget_customers
+    from features.store import offline_dir
+
+    tables = make_shop(10, n_customers=10)
+    materialize(cfg, T, tables)
+    ids = list(tables["customers"]["customer_id"])
+    assert forget_customers(cfg, ids[:2]) == 2 * 4  # one packed row per view
+    _, found, _ = OnlineFeatureReader(cfg, SERVICE).read(ids, T)
+    assert found.tolist() == [False, False] + [True] * 8
+    for path in offline_dir(cfg).glob("*.parquet"):
+        assert not pd.read_parquet(path)["customer_id"].isin(ids[:2]).any()
