@@ -17,6 +17,7 @@ from rebuy.simulator.dynamics import DayOut, State
 from rebuy.simulator.params import CATEGORIES, SIM_CHANNELS, TIMEZONES, Traits
 
 DAY_NS = 86_400 * 10**9
+WINDOW_SHOPPING = 0.015  # daily chance of a session that looks like purchase intent but is not
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 # local hour-of-day weights of shopping (evening peak)
 _HOURS = np.array([1, 0.6, 0.3, 0.2, 0.2, 0.3, 0.8, 1.5, 2.5, 3, 3.5, 3.8, 4, 3.8, 3.5, 3.5, 3.8, 4.2,
@@ -81,7 +82,9 @@ def emit_day(
     consents = {
         "cust": ci.astype(np.int64), "channel": ch.astype(np.int64),
         "t": day_ns + np.maximum(local_times(cu[0], cu[1], off[ci]), lb[ci]),
-        "consent": st.consent[ci, ch], "source": (cu[2] < 0.7).astype(np.int64),
+        "consent": st.consent[ci, ch],
+        # withdrawals mostly through a message's unsubscribe link, opt-ins through the preference centre
+        "source": (~st.consent[ci, ch] & (cu[2] < 0.7)).astype(np.int64),
     }
     events = _events(traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events, n) if (
         rng_events is not None) else {}
@@ -100,7 +103,7 @@ def _events(
             parts.append((cust, np.maximum(t, lb[cust]), np.broadcast_to(np.asarray(etype), (k,)).astype(np.int64),
                           np.broadcast_to(np.asarray(cat), (k,)).astype(np.int64)))
 
-    u = rng.random((12, n), dtype=np.float32)
+    u = rng.random((15, n), dtype=np.float32)
     # --- purchase intent: a session that ends in the order (or in nothing) ---
     ii = np.flatnonzero(out.in_intent | out.ordered)
     t_end = local_times(u[0, ii], u[1, ii], off[ii])
@@ -116,10 +119,10 @@ def _events(
     vcat = np.where(own, np.repeat(st.intent_cat[ii], nviews), rng.integers(0, len(CATEGORIES), len(vc)))
     add(vc, np.maximum(vt, 0), EV["view"], vcat)
     repeat_buyer = n_before[ii] > 0
-    lookup = ii[(u[2, ii] < np.where(repeat_buyer, 0.6, 0.05))]
+    lookup = ii[(u[2, ii] < np.where(repeat_buyer, 0.45, 0.05))]
     add(lookup, np.maximum(t_of_or(t_end, ii, lookup) - (u[3, lookup] * 30 * 60e9).astype(np.int64), 0),
         EV["order_history_view"], -1)
-    dcheck = ii[u[4, ii] < 0.5]
+    dcheck = ii[u[4, ii] < 0.4]
     add(dcheck, np.maximum(t_of_or(t_end, ii, dcheck) - (u[5, dcheck] * 20 * 60e9).astype(np.int64), 0),
         EV["delivery_check"], -1)
     cart = ii[u[6, ii] < np.where(out.ordered[ii], 0.8, 0.3)]
@@ -133,6 +136,22 @@ def _events(
     bc = np.repeat(bi, nb)
     bt = local_times(rng.random(len(bc)), rng.random(len(bc)) * 6, off[bc])
     add(bc, bt, EV["view"], rng.integers(0, len(CATEGORIES), len(bc)))
+    # window shopping: sessions that look like intent (a burst, a lookup, a delivery check) and lead nowhere
+    ws = np.flatnonzero(idle & (u[12] < np.where(st.alive, WINDOW_SHOPPING, WINDOW_SHOPPING / 3)))
+    t_ws = local_times(u[13, ws], u[14, ws], off[ws])
+    nw = rng.poisson(2.0, len(ws)) + 2
+    wc = np.repeat(ws, nw)
+    cum = np.cumsum(traits.cat_pref[ws], axis=1)
+    wcat = (u[14, ws][:, None] > cum[:, :-1]).sum(axis=1)
+    add(wc, np.maximum(np.repeat(t_ws, nw) - (rng.random(len(wc)) * 40 * 60e9).astype(np.int64), 0), EV["view"],
+        np.repeat(wcat, nw))
+    wl = rng.random((3, len(ws)))
+    sel = wl[0] < np.where(st.n_orders[ws] > 0, 0.6, 0.05)
+    add(ws[sel], t_ws[sel] - (wl[1, sel] * 20 * 60e9).astype(np.int64), EV["order_history_view"], -1)
+    sel = wl[1] < 0.55
+    add(ws[sel], t_ws[sel] - (wl[2, sel] * 15 * 60e9).astype(np.int64), EV["delivery_check"], -1)
+    sel = wl[2] < 0.15
+    add(ws[sel], t_ws[sel], EV["cart"], wcat[sel])
     tracking = np.flatnonzero(idle & (st.s <= 4) & (st.n_orders > 0) & (u[9] < 0.12))
     add(tracking, local_times(u[10, tracking], u[11, tracking], off[tracking]),
         np.where(u[9, tracking] < 0.08, EV["delivery_check"], EV["order_history_view"]), -1)

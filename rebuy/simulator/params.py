@@ -130,10 +130,10 @@ def draw_traits(cfg: SimConfig) -> Traits:
     signup_day = np.floor(days * rng.random(n) ** 0.9).astype(np.int32)
     first_at_signup = rng.random(n) < 0.85
     # purchase cycle: log-normal scale (heterogeneous rates), shape around 1 (some regular, some bursty)
-    scale = np.exp(rng.normal(np.log(22.0), 0.7, n))
+    scale = np.exp(rng.normal(np.log(18.0), 0.5, n))
     shape = np.exp(rng.normal(np.log(0.8), 0.3, n)).clip(0.4, 3.0)
-    p_drop = rng.beta(4.0, 2.0, n)
-    asleep = np.exp(rng.normal(np.log(0.035), 0.8, n)).clip(0.0, 0.5)
+    p_drop = rng.beta(5.0, 2.0, n)
+    asleep = np.exp(rng.normal(np.log(0.05), 0.8, n)).clip(0.0, 0.5)
     conv = rng.beta(5.0, 5.0, n)
     value = np.exp(rng.normal(np.log(42.0), 0.45, n))
     g = rng.gamma(0.5, 1.0, (n, len(CATEGORIES))) + 1e-9

@@ -13,7 +13,7 @@ import pandas as pd
 from rebuy.contract import TABLES, empty
 from rebuy.errors import DataError
 from rebuy.simulator import dynamics as dyn
-from rebuy.simulator import emit
+from rebuy.simulator import emit, exact
 from rebuy.simulator.params import (
     CATEGORIES,
     SIM_CHANNELS,
@@ -228,7 +228,10 @@ class ShopSimulator:
         action, capped at spend_days); expected_margin__<offer>: margin on the incremental order value
         within horizon_days against no action, net of the offer's cost (fixed cost when delivered,
         redemption share of the order value and free shipping within the attribution window).
-        Offers go on `channel`, or each offer's configured channel; undelivered (no consent) = no effect.
+        Offers go on `channel`, or else on the offer's configured channel when consented, else on the
+        first consented one (as `randomized_campaign` sends); without consent there is no message, no
+        effect and no cost. Probabilities and days come from the exact intent chain (no sampling
+        noise); order values from `paths` Monte Carlo paths per customer, common to all offers.
         """
         cids = list(customer_ids)
         idx = self._index(cids)
@@ -275,7 +278,11 @@ class ShopSimulator:
         acc: dict[str, list[np.ndarray]] = {}
         for c0 in range(0, len(idx), chunk):
             ci = idx[c0:c0 + chunk]
-            res = self._forward(st, ci, day, k, arms, codes, channel, t_none, t_offer, horizon, spend_days, attr)
+            res = {}
+            if spend_days or len(arms) > 1:  # order values need sampled paths
+                res = self._forward(st, ci, day, k, arms, codes, channel, t_none, t_offer, horizon, spend_days,
+                                    attr)
+            res.update(self._exact(st, ci, day, arms, codes, channel, horizon, spend_days))
             for key, v in res.items():
                 acc.setdefault(key, []).append(v)
         r = {key: np.concatenate(v) if v else np.zeros(0) for key, v in acc.items()}
@@ -300,6 +307,35 @@ class ShopSimulator:
         if "none" in offers:
             out["expected_margin__none"] = 0.0
         return out
+
+    def _exact(
+        self, st0: dyn.State, ci: np.ndarray, day: int, arms: list[str], codes: np.ndarray, channel: str | None,
+        horizon: int, spend_days: int | None,
+    ) -> dict[str, np.ndarray]:
+        """Order probabilities (and expected days to the next order) per arm from the exact intent chain."""
+        base = st0.take(ci)
+        ag = dyn.Agents.gather(self.traits, ci)
+        c = len(ci)
+        days = max(horizon, spend_days or 0)
+        self._ensure_calendar(day + days)
+        res: dict[str, np.ndarray] = {}
+        for a, code in zip(arms, codes, strict=True):
+            s = base.copy()
+            alive_prob = s.alive.astype(float)
+            if a != "none":
+                ch = dyn.channel_index(np.full(c, channel or self._offer_channel(a), dtype=object))
+                if channel is None:
+                    ch = dyn.choose_channel(s.consent, ch)
+                ok = dyn.apply_offers(self.config, s, ag, np.arange(c), np.full(c, code, np.int8), ch, day,
+                                      np.ones(c))  # u = 1: no sampled revival; its probability instead
+                res[f"delivered__{a}"] = ok
+                if a == "wake_up_gift":
+                    alive_prob = np.where(ok & ~base.alive, ag.revive, alive_prob)
+            surv = exact.survival(s, ag, day, days if a == "none" else horizon, self._season, self._doy, alive_prob)
+            res[f"p__{a}"] = 1.0 - surv[:, horizon]
+            if a == "none" and spend_days:
+                res["days_next"] = surv[:, :spend_days].sum(axis=1)
+        return res
 
     def _forward(
         self, st0: dyn.State, ci: np.ndarray, day: int, k: int, arms: list[str], codes: np.ndarray,

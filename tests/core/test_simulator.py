@@ -197,3 +197,69 @@ def test_config_validation() -> None:
         SimConfig(effects="random")  # type: ignore[arg-type]
     assert SimConfig(months=24, start="2024-01-01").days == 731
     assert isinstance(State, type)
+
+
+def _effects(kind: str) -> pd.DataFrame:
+    sim = ShopSimulator(SimConfig(customers=2500, months=12, seed=17, events=False, effects=kind))  # type: ignore[arg-type]
+    sim.run_history()
+    st = sim.state
+    ids = sim.ids[st.active & st.alive & st.consent[:, 0] & (st.n_orders > 0)]
+    tr = sim.truth(ids, sim.now, horizon_days=30, offers=SIM_OFFERS, spend_days=None, paths=8, channel="email")
+    return pd.DataFrame({o: tr[f"p_order__{o}"] - tr["p_order"] for o in SIM_OFFERS[1:]}).assign(
+        **{f"m_{o}": tr[f"expected_margin__{o}"] for o in SIM_OFFERS[1:]})
+
+
+def test_effect_scenarios_favour_personalising_one_arm_or_nothing() -> None:
+    het, uni, none = _effects("heterogeneous"), _effects("uniform"), _effects("none")
+    offers = list(SIM_OFFERS[1:])
+    # heterogeneous: every offer helps some and hurts others; no single offer is best for nearly everyone
+    assert all((het[o] > 0).any() and (het[o] < 0).any() for o in offers)
+    best = het[offers].idxmax(axis=1).value_counts(normalize=True)
+    assert best.iloc[0] < 0.7 and len(best) >= 3
+    # uniform: the coupon is the best offer for (almost) everyone and helps everyone
+    assert (uni[offers].idxmax(axis=1) == "coupon_10pct").mean() > 0.9
+    assert (uni["coupon_10pct"] > 0).all()
+    # none: no offer raises the average purchase probability, and every offer loses margin on average
+    assert all(none[o].mean() <= 0 for o in offers)
+    assert all(none[f"m_{o}"].mean() < 0 for o in offers)
+
+
+def test_exact_oracle_agrees_with_sampled_paths(small_shop) -> None:  # type: ignore[no-untyped-def]
+    """The exact intent chain and Monte Carlo through `step` are the same model (within sampling error)."""
+    from rebuy.simulator import dynamics as dyn
+
+    sim = small_shop.sim
+    day = sim.day - 120
+    st = sim.state_at(day)
+    ci = np.arange(sim.config.customers)
+    arms = ["none", "coupon_10pct", "wake_up_gift"]
+    codes = dyn.offer_index(np.array(arms, dtype=object))
+    ex = sim._exact(st, ci, day, arms, codes, None, 30, 90)
+    mc = sim._forward(st, ci, day, 48, arms, codes, None, 90, 30, 30, 90, 14)
+    for a in arms:
+        d = ex[f"p__{a}"] - mc[f"p__{a}"]
+        z = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+        print(f"{a}: exact {ex[f'p__{a}'].mean():.4f}, sampled {mc[f'p__{a}'].mean():.4f}, z {z:+.2f}")
+        assert abs(z) < 3.5, a
+    d = ex["days_next"] - mc["days_next"]
+    assert abs(d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))) < 3.5
+
+
+def test_cli_simulate_writes_tables_truth_and_campaign(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rebuy.cli import app
+
+    out = tmp_path / "shop"
+    res = CliRunner().invoke(app, ["simulate", "--out", str(out), "--customers", "300", "--months", "3",
+                                   "--seed", "2", "--campaign"])
+    assert res.exit_code == 0, res.output
+    for t in TABLES:
+        SCHEMAS[t].validate(pd.read_parquet(out / f"{t}.parquet"))
+    back = ShopSimulator.load(out / "truth")
+    assert back.config.customers == 300 and back.now == pd.Timestamp("2024-04-01", tz="UTC")
+    export = pd.read_parquet(out / "campaign" / "export.parquet")
+    assert {"arm", "propensity", "converted", "spend"} <= set(export.columns) and len(export) > 0
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "b"), "--customers", "300", "--months", "3",
+                                   "--seed", "2", "--no-events"])
+    assert res.exit_code == 0 and len(pd.read_parquet(tmp_path / "b" / "events.parquet")) == 0
