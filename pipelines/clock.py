@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 
 from rebuy.errors import DataError
@@ -21,15 +22,16 @@ def local_clock(as_of: pd.Timestamp, customers: pd.DataFrame) -> pd.DataFrame:
     """
     tz = customers.get("timezone", pd.Series(None, index=customers.index, dtype=object))
     tz = tz.where(tz.notna() & (tz.astype(str).str.len() > 0), "UTC").astype(str)
-    dates: dict[str, tuple[pd.Timestamp, int]] = {}
-    bad: list[str] = []
-    for name in tz.unique():
+    codes, names = pd.factorize(tz)
+    dates, hours, bad = [], [], []
+    for name in names:
         try:
             local = as_of.tz_convert(ZoneInfo(name))
         except (ZoneInfoNotFoundError, ValueError):
             bad.append(name)
-            continue
-        dates[name] = (pd.Timestamp(local.date()), local.hour)
+            local = as_of
+        dates.append(np.datetime64(local.date(), "ns"))
+        hours.append(local.hour)
     if bad:
         rows = customers.loc[tz.isin(bad), ["customer_id", "timezone"]].head(5)
         raise DataError(
@@ -39,8 +41,8 @@ def local_clock(as_of: pd.Timestamp, customers: pd.DataFrame) -> pd.DataFrame:
         )
     return pd.DataFrame({
         "customer_id": customers["customer_id"].to_numpy(),
-        "local_date": pd.to_datetime([dates[n][0] for n in tz]),
-        "local_hour": [dates[n][1] for n in tz],
+        "local_date": np.array(dates, dtype="datetime64[ns]")[codes] if len(codes) else np.array([], "datetime64[ns]"),
+        "local_hour": np.array(hours, dtype=int)[codes] if len(codes) else np.array([], int),
     }, index=customers.index)
 
 

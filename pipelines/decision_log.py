@@ -162,15 +162,18 @@ def log_decisions(conn: Connection, decisions: pd.DataFrame) -> int:
     rows = [r for r in rows if r["decision_id"] not in done]
     if not rows:
         return 0
+    naive = {t: _naive_utc(t) for t in {r["decided_at"] for r in rows}}
+    for r in rows:
+        r["decided_at_naive"] = naive[r["decided_at"]]
     conn.execute(sa.insert(DECISIONS), [
         {**{c: r[c] for c in ("decision_id", "customer_id", "trigger", "campaign", "episode", "offer", "channel",
                               "group", "segment", "note")},
-         "decided_at": _naive_utc(r["decided_at"]), "propensity": float(r["propensity"]),
+         "decided_at": r["decided_at_naive"], "propensity": float(r["propensity"]),
          **{c: json.dumps(r[c], sort_keys=True) for c in JSON_COLUMNS}, "pseudonymised": False}
         for r in rows
     ])
     msgs = [
-        {"decision_id": r["decision_id"], "created_at": _naive_utc(r["decided_at"]), "status": "pending",
+        {"decision_id": r["decision_id"], "created_at": r["decided_at_naive"], "status": "pending",
          "payload": json.dumps(message_payload(r), sort_keys=True), "sent_at": None, "attempts": 0}
         for r in rows if is_message(r)
     ]

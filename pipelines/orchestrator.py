@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pipelines import decision_log as dl
 from pipelines.policy_layer import apply_policy
 from pipelines.score_client import ScoreClient, score_frame
 from pipelines.sinks import JsonlSink, Sink, make_sink, sink_path
-from pipelines.triggers import audience_pool, decision_id, select_candidates
+from pipelines.triggers import all_rule_candidates, audience_pool, decision_id, select_candidates
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
@@ -71,7 +72,8 @@ class PassResult:
     skipped: pd.DataFrame
     queued: int = 0
     sent: int = 0
-    notes: list[str] = field(default_factory=list)
+    # wall seconds per step: scoring, candidates, policy, log, deliver
+    timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         d = self.decisions
@@ -84,6 +86,7 @@ class PassResult:
             if len(d) else {},
             "by_campaign": d["campaign"].value_counts().sort_index().to_dict() if len(d) else {},
             "skipped": self.skipped["reason"].value_counts().sort_index().to_dict() if len(self.skipped) else {},
+            "seconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -139,20 +142,28 @@ def run_pass(
     as_of = pd.Timestamp(as_of)
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     lock = nullcontext() if dry_run else pass_lock(cfg)
+    clock = time.perf_counter
+    timings: dict[str, float] = {}
     with lock, _progress(show_progress) as progress:
+        t0 = clock()
         history, forgotten = _read_state(cfg, dry_run)
         salt = cfg.policy.holdout_salt
         ids = tables["customers"]["customer_id"].astype(str)
         excluded = {c for c in ids if dl.forget_hash(c, salt) in forgotten} if forgotten else set()
 
-        rule = select_candidates(cfg, as_of, tables, None, exclude=excluded)
+        rules = all_rule_candidates(cfg, as_of, tables)
+        rule = select_candidates(cfg, as_of, tables, None, exclude=excluded, rules=rules)
         pool = sorted((set(rule["customer_id"]) | set(audience_pool(tables, as_of))) - excluded)
+        timings["read_state_and_rules"] = clock() - t0
         task = progress.add_task("scoring", total=len(pool)) if progress else None
+        t0 = clock()
         scores = score_frame(
             client, pool, as_of, batch_size=cfg.policy.score_batch_size,
             progress=(lambda n: progress.advance(task, n)) if progress else None,
         )
-        cands = select_candidates(cfg, as_of, tables, scores, exclude=excluded)
+        timings["scoring"] = clock() - t0
+        t0 = clock()
+        cands = select_candidates(cfg, as_of, tables, scores, exclude=excluded, rules=rules)
         n_cands = len(cands)
         if n_cands:
             dids = [decision_id(c, k, e) for c, k, e in zip(cands["customer_id"], cands["campaign"],
@@ -161,20 +172,28 @@ def run_pass(
             cands = cands.loc[[d not in done for d in dids]].reset_index(drop=True)
         else:
             done = set()
+        timings["candidates"] = clock() - t0
+        t0 = clock()
         outcome = apply_policy(cfg, as_of, cands, scores, tables, history)
+        timings["policy"] = clock() - t0
         checkpoint("decided")
         result = PassResult(as_of=as_of, dry_run=dry_run, scored=len(scores), candidates=n_cands,
-                            already_decided=len(done), decisions=outcome.decisions, skipped=outcome.skipped)
+                            already_decided=len(done), decisions=outcome.decisions, skipped=outcome.skipped,
+                            timings=timings)
         if dry_run:
             result.queued = int(sum(dl.is_message(r) for r in outcome.decisions.to_dict("records")))
             return result
         engine = dl.engine_for(cfg.decision_log_url)
         try:
+            t0 = clock()
             with engine.begin() as conn:
                 result.queued = dl.log_decisions(conn, outcome.decisions)
+            timings["log"] = clock() - t0
             checkpoint("logged")
+            t0 = clock()
             result.sent = deliver(engine, sink or make_sink(cfg), as_of, checkpoint=checkpoint,
                                   progress=progress)
+            timings["deliver"] = clock() - t0
         finally:
             engine.dispose()
     return result

@@ -99,11 +99,16 @@ def message_counts(history: pd.DataFrame, as_of: pd.Timestamp, caps: CapsConfig)
     return pd.DataFrame(cols).fillna(0).astype(int)
 
 
-def capped(customer_id: str, channel: str, counts: pd.DataFrame, caps: CapsConfig) -> str | None:
-    """Which cap one more message on `channel` would break, or None."""
-    if channel not in MESSAGE_CHANNELS or customer_id not in counts.index:
+def capped(
+    customer_id: str, channel: str, counts: pd.DataFrame | dict[str, dict[str, int]], caps: CapsConfig
+) -> str | None:
+    """Which cap one more message on `channel` would break, or None (`counts` from `message_counts`,
+    as a frame or as its `to_dict("index")`)."""
+    if isinstance(counts, pd.DataFrame):
+        counts = counts.to_dict("index")
+    row = counts.get(customer_id)
+    if channel not in MESSAGE_CHANNELS or row is None:
         return None
-    row = counts.loc[customer_id]
     if channel in caps.per_channel and row.get(channel, 0) + 1 > caps.per_channel[channel][0]:
         return f"cap:{channel}"
     if row.get("all", 0) + 1 > caps.all_channels[0]:
@@ -175,7 +180,7 @@ def apply_policy(
     best_margin = [max(est.values(), default=0.0) for est in s["offer_estimates"]]
     dids = cands["decision_id"].tolist()
     order = sorted(range(len(cands)), key=lambda i: (-best_margin[i], dids[i]))
-    counts = message_counts(history, as_of, cfg.policy.caps)
+    counts = message_counts(history, as_of, cfg.policy.caps).to_dict("index")
     used = offer_policy.BudgetUse()
     rows: list[dict[str, Any]] = [{}] * len(cands)
     crecs = cands.to_dict("records")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
 
 from pipelines.clock import local_clock
@@ -70,9 +71,11 @@ def _next_one(today: pd.Timestamp, month: int, day: int) -> pd.Timestamp:
 
 
 def _next_date(local_dates: pd.Series, month: int, day: int) -> pd.Series:
-    return pd.Series(
-        [_next_one(d, month, day) for d in local_dates], index=local_dates.index, dtype="datetime64[ns]"
-    )
+    """`_next_one` per row, computed once per distinct date (a pass sees only a few local dates)."""
+    codes, uniq = pd.factorize(local_dates)
+    nxt = np.array([np.datetime64(_next_one(pd.Timestamp(d), month, day), "ns") for d in uniq],
+                   dtype="datetime64[ns]")
+    return pd.Series(nxt[codes] if len(codes) else nxt[:0], index=local_dates.index)
 
 
 def _safe_date(year: int, month: int, day: int) -> pd.Timestamp:
@@ -155,21 +158,20 @@ def select_candidates(
     scores: pd.DataFrame | None,
     *,
     exclude: set[str] | frozenset[str] = frozenset(),
+    rules: list[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """One row per customer: the highest-priority trigger that fires for them at `as_of`.
 
     `scores` (from `score_frame`) feeds the audience triggers; None leaves them out. Customers in
-    `exclude` (the forget list) never appear.
+    `exclude` (the forget list) never appear. `rules` reuses `all_rule_candidates` already computed.
     """
     summary = order_summary(tables["orders"], as_of)
     known = set(tables["customers"]["customer_id"])
-    parts = []
-    for priority, trig in enumerate(cfg.policy.triggers):
-        if trig.kind in AUDIENCE_KINDS:
-            if scores is not None and len(scores):
+    parts = list(rules) if rules is not None else all_rule_candidates(cfg, as_of, tables, summary)
+    if scores is not None and len(scores):
+        for priority, trig in enumerate(cfg.policy.triggers):
+            if trig.kind in AUDIENCE_KINDS:
                 parts.append(audience_candidates(trig, priority, scores, summary))
-        else:
-            parts.append(rule_candidates(trig, priority, as_of, tables, summary))
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in CANDIDATE_COLUMNS})
@@ -178,6 +180,15 @@ def select_candidates(
     allc = allc.sort_values(["customer_id", "priority"], kind="stable").drop_duplicates("customer_id")
     allc["episode"] = allc["episode"].astype(str)
     return allc.reset_index(drop=True)[list(CANDIDATE_COLUMNS)]
+
+
+def all_rule_candidates(
+    cfg: Config, as_of: pd.Timestamp, tables: dict[str, pd.DataFrame], summary: pd.DataFrame | None = None
+) -> list[pd.DataFrame]:
+    """Candidates of every rule trigger (one frame each, priority = position in the config)."""
+    summary = order_summary(tables["orders"], as_of) if summary is None else summary
+    return [rule_candidates(trig, priority, as_of, tables, summary)
+            for priority, trig in enumerate(cfg.policy.triggers) if trig.kind not in AUDIENCE_KINDS]
 
 
 def audience_pool(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> list[str]:
