@@ -187,11 +187,11 @@ def render_html(report: CampaignReport) -> str:
         pol = pol.reset_index()
         parts += [
             f"<h2>Outcome: {html.escape(name)}</h2>",
-            f"<p>Costs subtracted: {html.escape(json.dumps(ev.costs))}. Learner kept: <b>{ev.selection.chosen}</b> "
-            "(better held-out Qini).</p>",
+            f"<p>Costs subtracted: {html.escape(json.dumps(ev.costs))}. Learner kept: "
+            f"<b>{ev.selection.chosen if ev.selection else '-'}</b> (better held-out Qini).</p>",
             "<h3>Effect of each arm against control</h3>", _table(ev.effects),
             f"<img src='data:image/png;base64,{imgs['effects']}'>",
-            "<h3>Uplift model</h3>", _table(ev.selection.scores), _table(ev.uplift_at_k),
+            "<h3>Uplift model</h3>", _table(ev.selection.scores) if ev.selection else "", _table(ev.uplift_at_k),
             f"<img src='data:image/png;base64,{imgs['qini']}'><img src='data:image/png;base64,{imgs['uplift']}'>",
             "<h3>Policy values (held-out, per customer)</h3>", _table(pol),
             f"<p>Personalised minus best constant (paired DR): {ev.advantage.value:.4g} "
