@@ -570,13 +570,19 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str,
     import tempfile
 
     import mlflow
+    from rich.progress import Progress
 
     from training.registry import CHALLENGER, client, record_alias_move
 
-    data = offer_data(cfg, as_of)
-    current, champ_version = _current_policy(cfg)
-    conv = learn_and_evaluate(data.train, data.test, NONE, CONVERSION, seed=seed)
-    marg = learn_and_evaluate(data.train, data.test, NONE, MARGIN, seed=seed, current=current)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("reading decisions, orders and offer_v1 features", total=3)
+        data = offer_data(cfg, as_of)
+        current, champ_version = _current_policy(cfg)
+        bar.update(task, advance=1, description="learning incremental conversion")
+        conv = learn_and_evaluate(data.train, data.test, NONE, CONVERSION, seed=seed)
+        bar.update(task, advance=1, description="learning incremental margin, valuing policies")
+        marg = learn_and_evaluate(data.train, data.test, NONE, MARGIN, seed=seed, current=current)
+        bar.update(task, advance=1)
     model = OfferModel(conv.selection.model, marg.selection.model, FEATURE_SERVICE,  # type: ignore[union-attr]
                        meta={"as_of": str(as_of), "decisions": data.n_decisions,
                              "learners": {CONVERSION: conv.selection.chosen,  # type: ignore[union-attr]
