@@ -1,0 +1,70 @@
+"""The default sources: cutoff choice by hand, and `rebuy drift` / `rebuy retrain` against a real champion."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipelines.drift_sources import matured_cutoff, window_cutoffs
+
+
+def _ts(*days: str) -> pd.Series:
+    return pd.Series(pd.to_datetime(list(days), utc=True))
+
+
+def test_window_cutoffs_follow_the_reference_weekdays() -> None:
+    ref = _ts("2025-01-06", "2025-01-20")  # Mondays
+    as_of = pd.Timestamp("2025-03-13 15:00", tz="UTC")  # a Thursday afternoon
+    # 14 days back from Mar 13: Mondays Mar 3 and Mar 10
+    assert window_cutoffs(ref, as_of, 14) == [pd.Timestamp("2025-03-03", tz="UTC"), pd.Timestamp("2025-03-10", tz="UTC")]
+    # a 3-day window holds no Monday: the latest midnight, and the weekday note comes from sampling
+    assert window_cutoffs(ref, as_of, 3) == [pd.Timestamp("2025-03-13", tz="UTC")]
+
+
+def test_matured_cutoff_is_out_of_time_and_past_its_horizon() -> None:
+    ref = _ts("2025-01-06", "2025-01-20")  # Mondays, last seen Jan 20
+    # Mar 31 (Monday) − 30 d = Mar 1 (Saturday) -> back to Monday Feb 24, after Jan 20
+    assert matured_cutoff(ref, pd.Timestamp("2025-03-31", tz="UTC"), 30) == pd.Timestamp("2025-02-24", tz="UTC")
+    # 60 days before Feb 10 is Dec 12: the model saw that period -> nothing out of time yet
+    assert matured_cutoff(ref, pd.Timestamp("2025-02-10", tz="UTC"), 60) is None
+
+
+@pytest.mark.slow
+def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> None:  # type: ignore[no-untyped-def]
+    """Train a churn champion on the small shop, then monitor it with the default sources and retrain."""
+    from features.training_set import build_training_set, cutoff_grid
+    from pipelines.drift import read_summaries, run_drift, run_retrain
+    from rebuy.config import load_config
+    from rebuy.ingest import write_canonical
+    from training.run import known_services, train_specs, with_rfm
+
+    cfg = load_config(None, data_dir=session_tmp / "drift_champion")
+    opt = cfg.training.optuna.model_copy(update={"trials": 2, "timeout_seconds": 60})
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
+    write_canonical(small_shop.tables, cfg.paths.data_dir)
+    now = small_shop.sim.now
+    sets = {"churn_v1": with_rfm(build_training_set(cfg, "churn_v1", cutoff_grid(cfg, now), small_shop.tables),
+                                 small_shop.tables["orders"])}
+    runs = train_specs(cfg, ["churn"], sets, known_services(), show_progress=False)
+    assert runs["churn"].outcome.promoted  # the first version becomes champion
+
+    out = run_drift(cfg, now, ["churn"], progress=False)
+    row = out.iloc[0]
+    assert row["status"] in ("ok", "warning", "drift") and row["line"].startswith("churn: ")
+    summary = read_summaries(cfg.paths.reports_dir / "drift")[-1]
+    cols = {c["column"]: c for c in summary["columns"]}
+    assert "prediction" in cols and cols["prediction"]["role"] == "prediction"
+    assert summary["model_version"] == runs["churn"].outcome.version
+    assert summary["reference_rows"] > 500 and summary["current_rows"] > 500
+    # the champion's cutoffs end a horizon before `now`, so no out-of-time labelled rows exist yet
+    assert any("performance not measured" in n or "matured labels" in n for n in summary["notes"])
+
+    calls: list[str] = []
+    decisions = run_retrain(cfg, now, ["churn"], if_drift=True,
+                            train=lambda c, m, a: calls.append(m) or {"promoted": False})
+    assert calls == (["churn"] if row["status"] == "drift" else [])
+    record = json.loads(next((cfg.paths.reports_dir / "drift" / "retrain").glob("*.json")).read_text())
+    assert record["decisions"][0]["model"] == "churn" and record["decisions"][0]["retrain"] == bool(
+        decisions.iloc[0]["retrain"])
