@@ -130,6 +130,9 @@ def test_health_readiness_metrics_and_docs(client: Any) -> None:
     assert m.status_code == 200
     assert 'rebuy_model_info{model="churn",version="1"} 1' in m.text
     assert "rebuy_customers_scored_total" in m.text
+    assert 'rebuy_gc_collections_total{generation="2"}' in m.text
+    frozen = next(line for line in m.text.splitlines() if line.startswith("rebuy_gc_frozen_objects "))
+    assert int(frozen.split()[1]) > 10_000  # the heap was frozen after warm-up
     spec = client.get("/docs.json").json()
     schemas = spec["components"]["schemas"]
     for name in ("ScoreRequestIODescriptor", "ScoreFeaturesRequestIODescriptor", "FeatureRow",
