@@ -91,9 +91,9 @@ def main() -> None:
     client, scorer_desc = client_for(args.scorer, args.url, args.customers)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(paths=PathsConfig(data_dir=Path(tmp)))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         first = run_pass(cfg, AS_OF, tables, client, show_progress=True)
-        first_s = time.perf_counter() - t0
+        first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
         rerun = run_pass(cfg, AS_OF, tables, client)
         rerun_s = time.perf_counter() - t0
@@ -104,7 +104,8 @@ def main() -> None:
         "scorer": scorer_desc,
         "customers": args.customers, "scored": s["scored"], "candidates": s["candidates"], "decided": s["decided"],
         "messages_sent": s["sent"], "skipped": s["skipped"],
-        "pass_seconds": round(first_s, 2), "bar_seconds": 60, "meets_bar": first_s <= 60,
+        "pass_seconds": round(first_s, 2), "pass_cpu_seconds": round(first_cpu, 2),
+        "load_average_after": round(os.getloadavg()[0], 1), "bar_seconds": 60, "meets_bar": first_s <= 60,
         "step_seconds": s["seconds"], "rerun_seconds": round(rerun_s, 2), "rerun_new_decisions": len(rerun.decisions),
         "shop_build_seconds": round(build_s, 2),
         "not_measured": ["closed-loop CI coverage of the true uplift over >= 20 seeds (bar >= 90%)",
@@ -120,7 +121,8 @@ def main() -> None:
         f"| customers / scored / candidates / decided | {args.customers:,} / {s['scored']:,} / {s['candidates']:,} "
         f"/ {s['decided']:,} |",
         f"| messages delivered (JSONL, fsync) | {s['sent']:,} |",
-        f"| **pass wall time** (bar ≤ 60 s) | **{first_s:.1f} s** |",
+        f"| **pass wall time** (bar ≤ 60 s) | **{first_s:.1f} s** (CPU {first_cpu:.1f} s of this process; "
+        f"load average {os.getloadavg()[0]:.1f} on 2 cores) |",
         *[f"| — {k} | {v:.2f} s |" for k, v in s["seconds"].items()],
         f"| rerun of the same pass (idempotent, 0 new) | {rerun_s:.1f} s, {len(rerun.decisions)} new |", "",
         "Not measured here: closed-loop uplift coverage (≥ 20 seeds) and with/without-rebuy ratios — they need "
