@@ -8,6 +8,7 @@ so a cutoff at midnight UTC splits the tables exactly where the oracle's state i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,6 @@ def emit_day(
 
     `n_before` is each customer's order count before the day (lookups of past orders need one).
     """
-    n = len(st.s)
     off = offsets[traits.tz]
     lb = np.where(traits.signup_day == day, signup_tod, 0)  # nothing before the signup moment
     # --- orders: time, items, returns (drawn whether or not events are written) ---
@@ -86,9 +86,26 @@ def emit_day(
         # withdrawals mostly through a message's unsubscribe link, opt-ins through the preference centre
         "source": (~st.consent[ci, ch] & (cu[2] < 0.7)).astype(np.int64),
     }
-    events = _events(traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events, n) if (
+    events = _active_events(traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events) if (
         rng_events is not None) else {}
     return DayRows(orders=orders, events=events, consents=consents)
+
+
+def _active_events(
+    traits: Traits, st: State, out: DayOut, n_before: np.ndarray, day: int, day_ns: int, off: np.ndarray,
+    lb: np.ndarray, oi: np.ndarray, t_order: np.ndarray, rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Events of signed-up customers only: the arrays are compressed to them first (cost ~ active base)."""
+    a = np.flatnonzero(st.active)
+    sub_tr = SimpleNamespace(browse=traits.browse[a], engage=traits.engage[a], app=traits.app[a],
+                             cat_pref=traits.cat_pref[a])
+    sub_st = SimpleNamespace(alive=st.alive[a], active=np.ones(len(a), bool), intent_cat=st.intent_cat[a],
+                             s=st.s[a], n_orders=st.n_orders[a], dead_since=st.dead_since[a], consent=st.consent[a])
+    sub_out = SimpleNamespace(in_intent=out.in_intent[a], ordered=out.ordered[a], intent_first=out.intent_first[a])
+    ev = _events(sub_tr, sub_st, sub_out, n_before[a], day, day_ns, off[a], lb[a], np.searchsorted(a, oi),  # type: ignore[arg-type]
+                 t_order, rng, len(a))
+    ev["cust"] = a[ev["cust"]]
+    return ev
 
 
 def _events(
@@ -195,8 +212,9 @@ def _cat_names(codes: np.ndarray) -> np.ndarray:
     return names[np.where(codes < 0, len(CATEGORIES), codes)]
 
 
-def _utc(ns: np.ndarray) -> pd.Series:
-    return pd.Series(pd.to_datetime(ns.astype(np.int64), unit="ns", utc=True))
+def _utc(ns: np.ndarray) -> pd.DatetimeIndex:
+    # an index, not a Series: a Series would be aligned on its index when the frame is built (slow)
+    return pd.DatetimeIndex(ns.astype(np.int64).view("datetime64[ns]")).tz_localize("UTC")
 
 
 def customers_table(traits: Traits, ids: np.ndarray, start_ns: int, upto_day: int, signup_tod: np.ndarray) -> pd.DataFrame:
