@@ -17,6 +17,7 @@ from features.online_store import entity_key_prefix, entity_keys
 from features.store import apply, build, feature_store, materialize, online_path, push
 from features.training_set import feature_names
 from rebuy.contract import empty
+from rebuy.errors import DataError
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 
@@ -119,6 +120,8 @@ def test_incremental_materialization_rewrites_only_changed_customers(cfg, make_s
     fresh = {i for i, a in zip(ids, age, strict=True) if a == 0}
     assert fresh == changed  # the others keep their earlier snapshot (age 3 days)
     assert {a for a in age if a != 0} == {3 * 86400.0}
+    with pytest.raises(DataError, match="before the last one"):
+        materialize(cfg, T, early, incremental=True)
 
 
 def test_orders_only_shop_online(cfg, make_shop):

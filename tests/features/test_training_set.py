@@ -127,3 +127,19 @@ def test_no_leakage_pure_features(make_shop, seed):
     a = compute_features(tables, pairs)
     b = compute_features(_mutate_after(tables, cut, seed), pairs)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_offline_snapshots_replace_same_time_and_keep_others(cfg, tables):
+    from features.store import write_offline
+
+    t1, t2 = CUTOFFS[0], CUTOFFS[1]
+    write_offline(cfg, compute_features(tables, [t1, t2]))
+    first = pd.read_parquet(offline_dir(cfg) / "order_history.parquet")
+    changed = dict(tables, orders=tables["orders"].assign(amount=1.0))
+    write_offline(cfg, compute_features(changed, [t2]))
+    after = pd.read_parquet(offline_dir(cfg) / "order_history.parquet")
+    assert len(after) == len(first)  # t2 replaced, not appended
+    at = after.set_index(["event_timestamp", "customer_id"])["spend_total"]
+    before = first.set_index(["event_timestamp", "customer_id"])["spend_total"]
+    assert at.loc[t1].equals(before.loc[t1])  # t1 kept as it was
+    assert at.loc[(t2, "a")] == 4.0  # a's four orders up to Apr 12, now 1.0 each
