@@ -126,6 +126,7 @@ class ScoreBatch:
     model_versions: dict[str, str]
     feature_age: np.ndarray  # NaN = unknown
     cold_start: np.ndarray
+    matrices: Mapping[str, np.ndarray] = field(default_factory=dict)  # per service, as scored (prediction log)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -224,6 +225,10 @@ class Scorer:
             take[name] = None if np.array_equal(idx, np.arange(len(pos))) else idx
         object.__setattr__(self, "_columns", {s: {n: i for i, n in enumerate(c)} for s, c in order.items()})
         object.__setattr__(self, "_take", take)
+
+    def model_matrix(self, name: str, mats: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The columns model `name` was trained on, in its order, from the per-service matrices."""
+        return self._X(name, self._all_models()[name], mats)
 
     def _X(self, name: str, model: Any, mats: Mapping[str, np.ndarray]) -> np.ndarray:
         X = mats[model.feature_service]
@@ -355,4 +360,5 @@ class Scorer:
             model_versions=self.model_versions,
             feature_age=np.asarray(age, dtype=np.float64),
             cold_start=np.asarray(cold, dtype=bool),
+            matrices=mats,
         )

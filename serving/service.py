@@ -187,6 +187,10 @@ class RebuyService:
         self.scorer: Scorer = self.factory(self.cfg)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
+        from serving.prediction_log import PredictionLog, folder
+
+        self.pred_log = PredictionLog(folder(self.cfg), self.cfg.serving.prediction_log_sample,
+                                      self.cfg.serving.prediction_log_max_rows)
         self.gc_watch = GcWatch()
         gc.callbacks.append(self.gc_watch)
         self._requests = 0
@@ -206,6 +210,7 @@ class RebuyService:
     def _freeze(self) -> None:
         freeze_heap()
         self.gc_watch.reset()
+        self.pred_log.start()
         self._start_champion_watch()
 
     def _start_champion_watch(self) -> None:
@@ -231,10 +236,12 @@ class RebuyService:
     @bentoml.on_shutdown
     def _stop_watch(self) -> None:
         self._stop.set()
+        self.pred_log.stop()
         if self.gc_watch in gc.callbacks:
             gc.callbacks.remove(self.gc_watch)
 
-    def _count(self, batch: ScoreBatch) -> None:
+    def _count(self, scorer: Scorer, batch: ScoreBatch, scored_at: pd.Timestamp) -> None:
+        self.pred_log.add(scorer, batch, dict(batch.matrices), scored_at)
         self._requests += 1
         self._customers += len(batch)
         self._cold += int(batch.cold_start.sum())
@@ -253,11 +260,12 @@ class RebuyService:
         """Scores, offer estimates and reasons for customers by id (features from the online store)."""
         self._check_batch("customer_ids", len(customer_ids))
         scorer = self.scorer  # one snapshot per request: a concurrent reload cannot mix versions
+        now = _utc(as_of)
         try:
-            batch = scorer.score_ids(customer_ids, _utc(as_of), offers)
+            batch = scorer.score_ids(customer_ids, now, offers)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from exc
-        self._count(batch)
+        self._count(scorer, batch, now)
         return json_response(batch)
 
     @bentoml.api(route="/score_features", input_spec=ScoreFeaturesRequest, output_spec=ScoreResponse)
@@ -269,7 +277,7 @@ class RebuyService:
             batch = scorer.score_rows([r.features for r in rows], [r.customer_id for r in rows], offers)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from exc
-        self._count(batch)
+        self._count(scorer, batch, pd.Timestamp.now(tz="UTC"))
         return json_response(batch)
 
     @bentoml.api(route="/admin/reload")
