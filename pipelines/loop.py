@@ -1,0 +1,215 @@
+"""The closed loop: rebuy decides, the simulated shop reacts, and the measured uplift meets the truth.
+
+Each simulated day: one orchestration pass at the day's run hour (scoring over HTTP like a real
+deployment), the simulator steps one day with the messages that were sent, the new orders and events
+reach the online store through the push path, and models retrain on a schedule (the service reloads
+its champions). At the end the uplift measured from the decision log (treatment vs randomized
+control) is set beside the truth: the simulator's expected effect of the actions taken, on the same
+customers, computed at decision time from its hidden state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rebuy.config import Config
+from rebuy.errors import RebuyError
+
+RUN_HOUR = 10  # UTC hour of the daily pass: outside quiet hours for most of the simulated timezones
+
+
+@dataclass
+class LoopResult:
+    days: int
+    start: pd.Timestamp
+    end: pd.Timestamp
+    passes: list[dict[str, Any]]
+    truth: pd.DataFrame  # one row per decision: decision_id, group, offer, p_offer, p_none
+    retrains: list[dict[str, Any]] = field(default_factory=list)
+    comparison: dict[str, Any] = field(default_factory=dict)
+
+
+def messages_for_sim(decisions: pd.DataFrame) -> pd.DataFrame:
+    """The decisions the shop's customers actually receive: treated ones with an offer other than none."""
+    sent = decisions.loc[(decisions["group"] == "treatment") & (decisions["offer"] != "none")]
+    return sent[["customer_id", "decided_at", "offer", "channel"]].reset_index(drop=True)
+
+
+def decision_truth(sim: Any, decisions: pd.DataFrame, at: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
+    """The simulator's P(order within the attribution window) under the action taken and under none.
+
+    Taken before the shop reacts, from the state at decision time, on each decision's own channel.
+    """
+    if not len(decisions):
+        return pd.DataFrame(columns=["decision_id", "group", "offer", "p_offer", "p_none"])
+    parts = []
+    for channel, rows in decisions.groupby("channel", dropna=False):
+        offers = sorted(set(rows["offer"]) | {"none"})
+        ch = None if channel in ("none", None) or (isinstance(channel, float) and math.isnan(channel)) else str(channel)
+        t = sim.truth(rows["customer_id"].tolist(), at, horizon_days=horizon_days, offers=offers,
+                      spend_days=None, channel=ch)
+        p = np.array([t[f"p_order__{o}"].iloc[i] for i, o in enumerate(rows["offer"])])
+        parts.append(pd.DataFrame({
+            "decision_id": rows["decision_id"].to_numpy(), "group": rows["group"].to_numpy(),
+            "offer": rows["offer"].to_numpy(), "p_offer": p, "p_none": t["p_order__none"].to_numpy(),
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def compare_with_truth(cfg: Config, decisions: pd.DataFrame, orders: pd.DataFrame, truth: pd.DataFrame,
+                       as_of: pd.Timestamp) -> dict[str, Any]:
+    """Measured (treatment − randomized control, matured decisions) against the true effect on the same rows.
+
+    The true uplift is the mean over treated decisions of P(order | action taken) − P(order | none):
+    the effect of the policy on the population it was randomized over.
+    """
+    from pipelines.uplift_report import attribute, compare
+
+    if not len(decisions):
+        return {"note": "no decisions"}
+    rows = attribute(decisions.assign(segment=decisions.get("segment", "all")), orders,
+                     cfg.offers.attribution_days, as_of)
+    rows = rows.loc[rows["matured"]].merge(truth[["decision_id", "p_offer", "p_none"]], on="decision_id",
+                                           how="left")
+    treat = rows.loc[rows["group"] == "treatment"]
+    ctrl = rows.loc[rows["group"].isin(["control", "holdout"])]
+    measured = compare(treat, ctrl, cfg.offers.margin, 0.0)
+    true_uplift = float((treat["p_offer"] - treat["p_none"]).mean()) if len(treat) else float("nan")
+    ci = measured.get("conversion_ci", [float("nan"), float("nan")])
+    return {
+        "matured_decisions": len(rows),
+        "treated": len(treat), "control": len(ctrl),
+        "measured_uplift": measured.get("conversion_diff"), "measured_ci": ci,
+        "true_uplift": true_uplift,
+        "covered": bool(ci[0] <= true_uplift <= ci[1]) if len(treat) and len(ctrl) else None,
+        "true_conversion_control": float(ctrl["p_none"].mean()) if len(ctrl) else None,
+        "measured_conversion_control": measured.get("conversion_control"),
+        "measured_conversion_treatment": measured.get("conversion_treatment"),
+        "true_conversion_treatment": float(treat["p_offer"].mean()) if len(treat) else None,
+    }
+
+
+def closed_loop(
+    cfg: Config,
+    sim: Any,
+    tables: dict[str, pd.DataFrame],
+    client: Any,
+    days: int,
+    *,
+    retrain_every_days: int | None = None,
+    retrain: Callable[[pd.Timestamp, dict[str, pd.DataFrame]], dict[str, Any]] | None = None,
+    on_day: Callable[[int, dict[str, Any]], None] | None = None,
+) -> tuple[LoopResult, dict[str, pd.DataFrame]]:
+    """Run `days` simulated days; returns the result and the grown canonical tables."""
+    from features.store import merge_new_rows, push
+    from pipelines.decision_log import engine_for, read_decisions
+    from pipelines.orchestrator import run_pass
+
+    start = sim.now
+    passes: list[dict[str, Any]] = []
+    truths: list[pd.DataFrame] = []
+    retrains: list[dict[str, Any]] = []
+    for d in range(days):
+        day_start = sim.now
+        as_of = day_start + pd.Timedelta(hours=RUN_HOUR)
+        res = run_pass(cfg, as_of, tables, client)
+        decisions = res.decisions
+        truths.append(decision_truth(sim, decisions, day_start, cfg.offers.attribution_days))
+        new = sim.step(1, messages_for_sim(decisions) if len(decisions) else None)
+        push(cfg, new, sim.now, history=tables)
+        tables = merge_new_rows(tables, new)
+        summary = {"day": d + 1, **res.summary(), "new_orders": len(new["orders"])}
+        passes.append(summary)
+        if retrain is not None and retrain_every_days and (d + 1) % retrain_every_days == 0 and d + 1 < days:
+            retrains.append({"day": d + 1, **retrain(sim.now, tables)})
+        if on_day is not None:
+            on_day(d, summary)
+    engine = engine_for(cfg.decision_log_url)
+    try:
+        with engine.connect() as conn:
+            logged = read_decisions(conn)
+    finally:
+        engine.dispose()
+    truth = pd.concat(truths, ignore_index=True) if truths else pd.DataFrame()
+    result = LoopResult(days=days, start=start, end=sim.now, passes=passes, truth=truth, retrains=retrains)
+    if len(logged):
+        logged = logged.loc[logged["decision_id"].isin(truth["decision_id"])] if len(truth) else logged.iloc[:0]
+        result.comparison = compare_with_truth(cfg, logged, tables["orders"], truth, sim.now)
+    return result, tables
+
+
+# --- a real service for the loop and the demo -----------------------------------------------------------
+
+
+def service_ready(url: str, timeout: float = 1.0) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def running_service(cfg: Config, config_path: Path | None, *, startup_timeout: float = 180.0,
+                    log_path: Path | None = None) -> Iterator[str]:
+    """`rebuy serve` in a child process on 127.0.0.1 for the duration of the block; yields its URL.
+
+    An already-running service at the configured URL is used as it is (and left running).
+    """
+    url = cfg.serving_url
+    if service_ready(url):
+        yield url
+        return
+    cmd = [sys.executable, "-m", "rebuy", "serve", "--data-dir", str(cfg.paths.data_dir)]
+    if config_path is not None:
+        cmd += ["--config", str(config_path)]
+    log_path = log_path or cfg.paths.runtime_dir / "service.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not service_ready(url):
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RebuyError(f"the prediction service exited during start-up (code {proc.returncode}); "
+                                 f"log {log_path}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise RebuyError(f"the prediction service was not ready within {startup_timeout:.0f} s; see {log_path}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            import signal
+
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def reload_service(cfg: Config, url: str) -> dict[str, Any]:
+    """Ask the service to pick up new champions (admin token from config)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {cfg.serving.admin_token}"} if cfg.serving.admin_token else {}
+    r = httpx.post(f"{url}/admin/reload", headers=headers, json={}, timeout=120)
+    if r.status_code != 200:
+        raise RebuyError(f"service reload failed: HTTP {r.status_code}: {r.text[:300]}")
+    return dict(r.json())
