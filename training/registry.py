@@ -85,8 +85,13 @@ def load_version(cfg: Config, name: str, version: str) -> ModelBundle:
     dest = cfg.paths.mlflow_dir / "bundles" / reg / str(version)
     if not (dest / "model.lgb").is_file():
         dest.mkdir(parents=True, exist_ok=True)
-        mv = client(cfg).get_model_version(reg, str(version))
-        mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest),
+        c = client(cfg)
+        source = c.get_model_version(reg, str(version)).source
+        if source.startswith("models:/m-"):
+            # resolve the logged model through *this* store: a bare models:/ URI would be looked up in
+            # MLflow's global default store (./mlflow.db of whatever directory the process runs in)
+            source = c.get_logged_model(source.removeprefix("models:/")).artifact_location
+        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dest),
                                             tracking_uri=cfg.mlflow_uri)
         found = list(dest.rglob("model.lgb"))
         if not found:
