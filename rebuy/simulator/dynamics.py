@@ -138,6 +138,7 @@ def step(st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u
     st.s[new] = 0
     st.hcum[new] = 0.0
     on = st.eff_until > day
+    offers_on = bool(on.any())
     tau = np.where(on, st.eff_tau, np.float32(0.0))
     # -- purchase intent starts (renewal hazard; dormant customers keep a small residual rate) --
     # the cumulative hazard runs on through intent episodes, so a failed episode brings no catch-up
@@ -149,7 +150,9 @@ def step(st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u
     st.hcum[run] = h_next
     b = ag.bday_doy[act]
     near = (b >= 0) & (np.abs(((b - doy + 182) % 365) - 182) <= 3)
-    mult = season * np.where(near, 1.4, 1.0) * np.exp(tau[act]) * np.where(st.alive[act], 1.0, ag.asleep[act])
+    mult = season * np.where(near, 1.4, 1.0) * np.where(st.alive[act], 1.0, ag.asleep[act])
+    if offers_on:
+        mult = mult * np.exp(tau[act])
     start = np.zeros(len(st.s), bool)
     start[act] = u[0, act] < -np.expm1(-dh * mult)
     first = new & ag.first_at_signup
@@ -161,8 +164,12 @@ def step(st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u
     st.intent_cat[si] = cat
     in_intent = st.active & (st.intent_left > 0)
     # -- orders: intent days convert; most customers' first order is their signup --
-    p = ag.conv * np.where(st.intent_age == 0, FIRST_INTENT_DAY_CONV, 1.0) * np.exp(0.5 * tau)
-    ordered = (in_intent & (u[3] < np.minimum(p, 0.97))) | first
+    ii = np.flatnonzero(in_intent)
+    p = ag.conv[ii] * np.where(st.intent_age[ii] == 0, FIRST_INTENT_DAY_CONV, 1.0)
+    if offers_on:
+        p = p * np.exp(0.5 * tau[ii])
+    ordered = first.copy()
+    ordered[ii] |= u[3, ii] < np.minimum(p, 0.97)
     oi = np.flatnonzero(ordered)
     order_cat = st.intent_cat.copy()
     # -- values: the customer's own level, right-skewed noise; offer and sale discounts --
@@ -194,7 +201,7 @@ def step(st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u
     st.alive &= ~daily
     died = was_alive & ~st.alive
     st.dead_since[died] = day
-    st.dead_since[st.alive] = -1
+    st.dead_since[oi[st.alive[oi]]] = -1
     st.intent_left[died] = 0
     # -- messages fade; consents change, more often for customers annoyed by recent messages --
     toggle = np.zeros((len(st.s), 3), bool)

@@ -18,7 +18,7 @@ from rebuy.simulator.dynamics import DayOut, State
 from rebuy.simulator.params import CATEGORIES, SIM_CHANNELS, TIMEZONES, Traits
 
 DAY_NS = 86_400 * 10**9
-WINDOW_SHOPPING = 0.015  # daily chance of a session that looks like purchase intent but is not
+WINDOW_SHOPPING = 0.03  # daily chance of a session that looks like purchase intent but is not
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 # local hour-of-day weights of shopping (evening peak)
 _HOURS = np.array([1, 0.6, 0.3, 0.2, 0.2, 0.3, 0.8, 1.5, 2.5, 3, 3.5, 3.8, 4, 3.8, 3.5, 3.5, 3.8, 4.2,

@@ -62,7 +62,7 @@ class SimConfig:
     effects: Literal["heterogeneous", "uniform", "none"] = "heterogeneous"
     effect_scale: float = 1.0
     effect_days: int = 14
-    truth_paths: int = 128
+    truth_paths: int = 32
     offers: OffersConfig = field(default_factory=OffersConfig)
 
     def __post_init__(self) -> None:
