@@ -213,3 +213,39 @@ def reload_service(cfg: Config, url: str) -> dict[str, Any]:
     if r.status_code != 200:
         raise RebuyError(f"service reload failed: HTTP {r.status_code}: {r.text[:300]}")
     return dict(r.json())
+
+
+def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None, *, days: int,
+                     retrain_every_days: int | None) -> dict[str, Any]:
+    """`rebuy loop`: continue the saved simulator from where it stopped, against a running service
+    (started here when none answers), and save the simulator and the grown tables afterwards."""
+    from pipelines.score_client import HttpScoreClient
+    from rebuy.ingest import read_canonical, write_canonical
+    from rebuy.simulator import ShopSimulator
+    from training.run import train_command
+
+    sim_dir = sim_dir or cfg.paths.data_dir / "raw" / "truth"
+    if not sim_dir.is_dir():
+        raise RebuyError(f"no saved simulator at {sim_dir}; run `rebuy simulate --out <dir>` and pass --sim <dir>/truth")
+    sim = ShopSimulator.load(sim_dir)
+    tables = read_canonical(cfg.paths.data_dir)
+    with running_service(cfg, config_path) as url:
+
+        def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
+            from features.jobs import build_job
+
+            write_canonical(grown, cfg.paths.data_dir)
+            build_job(cfg, now)
+            trained = train_command(cfg, "all", now, show_progress=False)
+            return {"trained": sorted(trained), "reload": reload_service(cfg, url)}
+
+        client = HttpScoreClient(url)
+        try:
+            result, tables = closed_loop(cfg, sim, tables, client, days, retrain_every_days=retrain_every_days,
+                                         retrain=retrain if cfg.serving.admin_token else None)
+        finally:
+            client.close()
+    write_canonical(tables, cfg.paths.data_dir)
+    sim.save(sim_dir)
+    return {"days": days, "start": result.start.isoformat(), "end": result.end.isoformat(),
+            "retrains": len(result.retrains), **result.comparison}

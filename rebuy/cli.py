@@ -457,6 +457,38 @@ def retrain_cli(
                         + (f" → {r.outcome}" if r.outcome else ""), markup=False)
 
 
+@app.command("loop")
+def loop_cli(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    weeks: Annotated[int, typer.Option(help="Simulated weeks to run.")] = 2,
+    sim_dir: Annotated[Path | None, typer.Option("--sim", help="Saved simulator (default: <data_dir>/raw/truth).")] = None,
+    retrain_every_days: Annotated[int | None, typer.Option(help="Retrain all models every N days.")] = 7,
+) -> None:
+    """The closed loop with the simulator: rebuy decides each day, the shop reacts, uplift meets the truth."""
+    from pipelines.loop import run_loop_command
+
+    cfg = load(config, data_dir)
+    out = run_loop_command(cfg, config, sim_dir, days=7 * weeks, retrain_every_days=retrain_every_days)
+    for key, value in out.items():
+        typer.echo(f"{key}: {value}")
+
+
+@app.command("demo")
+def demo_cli(
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="The demo's own folder (cleared on each run).")] = Path("demo"),
+    customers: Annotated[int, typer.Option(help="Simulated customers.")] = 8_000,
+    days: Annotated[int, typer.Option(help="Simulated days of closed loop.")] = 21,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
+) -> None:
+    """The whole loop on a simulated shop: simulate, import, features, train, serve, decide, report."""
+    from pipelines.demo import DemoOptions, render_summary, run_demo
+
+    telemetry_off()
+    res = run_demo(DemoOptions(data_dir=data_dir, customers=customers, days=days, seed=seed), console)
+    render_summary(res, Console())
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
