@@ -20,6 +20,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from rebuy.errors import RebuyError
+
 METADATA = sa.MetaData()
 
 DECISIONS = sa.Table(
@@ -67,7 +69,12 @@ def engine_for(url: str, *, create: bool = True) -> Engine:
     `create=False` touches nothing, for dry runs and reports."""
     if create and url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise RebuyError(
+            f"stores.decision_log_url {url!r} is not a usable SQLAlchemy URL: {exc}",
+        ) from exc
     if create:
         METADATA.create_all(engine)
     return engine

@@ -13,6 +13,8 @@ Order matters for measuring uplift honestly:
    decision log) and the offer budget restrict the allowed offers; a capped customer stays in the
    treatment group with only `none` allowed (intent to treat: caps depend on past messages, which
    differ between groups, so excluding capped customers would bias treatment against control).
+   Treated candidates are processed in order of their best estimated margin (ties by decision id),
+   so a scarce budget goes where it is expected to earn most, and the order is reproducible.
    Then the policy function turns the estimates into a distribution over the allowed offers and
    draws with a generator seeded by the decision id; the decision records the chosen offer's
    propensity and the whole distribution.
