@@ -522,7 +522,10 @@ def render_index(summaries: Sequence[Mapping[str, Any]], generated_at: pd.Timest
             f"</header><p class=meta>as of {esc(s['as_of'])} · reference {s['reference_rows']:,} rows · current "
             f"{s['current_rows']:,} rows · performance: {esc(perf)}</p><ul class=reasons>{reasons}</ul>"
             f"<table><thead><tr><th>column</th><th>role</th><th>effect</th><th></th><th>level</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table><p class=history>history {dots}</p>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            f"<details><summary>how it was compared</summary><ul class=reasons>"
+            f"{''.join(f'<li>{esc(n)}</li>' for n in s.get('notes', []))}</ul></details>"
+            f"<p class=history>history {dots}</p>"
             f"<p class=links><a href='{esc(s['_dir'])}/report.html'>Evidently report</a> · "
             f"<a href='{esc(s['_dir'])}/summary.json'>summary.json</a> · "
             f"<a href='{esc(s['_dir'])}/evidently.json'>evidently.json</a></p></section>"
@@ -545,6 +548,7 @@ th{{color:#57606a;font-weight:600;border-bottom:1px solid #d0d7de}} .num{{text-a
 .pill.big{{font-size:14px;padding:3px 12px}} .ok{{background:#1a7f37}} .warning{{background:#b7791f}}
 .drift{{background:#c62828}} .dot{{display:inline-block;width:11px;height:11px;border-radius:50%;margin-right:3px}}
 .history,.links{{font-size:13px;color:#57606a}} a{{color:#0969da}}
+details{{font-size:13px;color:#57606a;margin-top:8px}} summary{{cursor:pointer}}
 </style></head><body><main><h1>rebuy — drift</h1>
 <p class=sub>Latest report per model, generated {esc(generated_at.isoformat())}. {tally}<br>
 Effect = distribution shift in units of the reference's spread (hurdle Wasserstein, Cohen's w); a column is

@@ -166,3 +166,15 @@ def test_run_retrain_trains_only_drifted_models_and_records_why(drift_run: tuple
         filter_string="attributes.run_name = 'retrain-20250612T000000Z'",
     )
     assert runs[0].data.tags["rebuy.retrain.churn"] == "skipped"
+
+
+def test_index_escapes_names_and_reasons() -> None:
+    from pipelines.drift import render_index
+
+    s = {"model": "churn", "as_of": "2025-06-02T00:00:00+00:00", "status": "warning", "_dir": "churn/x",
+         "reasons": ["[warning] feature <script>alert(1)</script>: effect 0.12"], "notes": ["a & b"],
+         "reference_rows": 10, "current_rows": 10, "performance": {}, "model_version": None,
+         "columns": [{"column": "<b>x</b>", "role": "feature", "effect": 0.12, "level": "warning"}]}
+    page = render_index([s], AS_OF)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "a &amp; b" in page and "labels not matured yet" in page
