@@ -1,4 +1,9 @@
-"""The BentoML service over the synthetic scorer, in process (Starlette TestClient over its ASGI app)."""
+"""The BentoML service over the synthetic scorer, in process (Starlette TestClient over its ASGI app).
+
+One app per test session: BentoML registers its Prometheus metrics in the process-global registry when
+an app is built, so a second app in the same process fails. Tests that need another scorer start a
+real server (subprocess) instead.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ def write_config(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     mp = pytest.MonkeyPatch()
     folder = tmp_path_factory.mktemp("serve")

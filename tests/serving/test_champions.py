@@ -6,15 +6,21 @@ features at the same instant through `features.training_set`, then the bundles) 
 from __future__ import annotations
 
 import json
-import warnings
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 MODELS = ("churn", "repurchase", "days_to_next", "value")
 COLUMNS = {"churn": "churn_probability", "repurchase": "repurchase_probability",
@@ -41,8 +47,54 @@ def trained(session_tmp: Path, small_shop: Any) -> tuple[Any, pd.Timestamp]:
     return cfg, as_of
 
 
+def serve_and_score(data_dir: Path, ids: list[str], as_of: pd.Timestamp, tmp: Path) -> list[dict[str, Any]]:
+    """`rebuy serve` (default factory: registry + online store) in a subprocess; /score in batches of 50."""
+    port = free_port()
+    cfg_file = tmp / "rebuy.toml"
+    cfg_file.write_text(f"[serving]\nport = {port}\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REBUY_", "PROMETHEUS_"))}
+    env["BENTOML_HOME"] = str(tmp / "bentoml")
+    log = (tmp / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config",
+                             str(cfg_file), "--data-dir", str(data_dir)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError((tmp / "server.log").read_text(errors="replace")[-3000:])
+        served: list[dict[str, Any]] = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            for start in range(0, len(ids), 50):
+                r = c.post("/score", json={"customer_ids": ids[start:start + 50], "as_of": as_of.isoformat()})
+                assert r.status_code == 200, r.text
+                served += r.json()["results"]
+        return served
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_served_equals_batch_equals_offline_pipeline(trained: tuple[Any, pd.Timestamp], small_shop: Any,
-                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                     tmp_path: Path) -> None:
     from features.training_set import build_training_set
     from serving.batch import score_to_parquet
     from serving.champions import scorer_from_registry
@@ -55,24 +107,7 @@ def test_served_equals_batch_equals_offline_pipeline(trained: tuple[Any, pd.Time
     batch = pd.read_parquet(res.path).set_index("customer_id")
     assert res.cold_start >= 1 and bool(batch.loc["nobody-at-all", "cold_start"])
 
-    prom = tmp_path / "prom"
-    prom.mkdir()
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom))
-    monkeypatch.setenv("REBUY_DATA_DIR", str(cfg.paths.data_dir))
-    monkeypatch.delenv("REBUY_SCORER_FACTORY", raising=False)
-    monkeypatch.delenv("REBUY_CONFIG", raising=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from starlette.testclient import TestClient
-    from serving.service import RebuyService
-
-    # the in-process service builds its own scorer from the registry and store (the default factory)
-    served: list[dict[str, Any]] = []
-    with TestClient(RebuyService.to_asgi()) as client:
-        for start in range(0, len(ids), 50):
-            r = client.post("/score", json={"customer_ids": ids[start:start + 50], "as_of": as_of.isoformat()})
-            assert r.status_code == 200, r.text
-            served += r.json()["results"]
+    served = serve_and_score(cfg.paths.data_dir, ids, as_of, tmp_path)
     assert [s["customer_id"] for s in served] == ids
     assert served[0]["model_versions"] == scorer.model_versions
 
