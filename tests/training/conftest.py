@@ -1,7 +1,8 @@
-"""Trained models, built once per test run, for training tests and for other stages' tests to reuse.
+"""Trained models on the small simulated shop, built once per test run, for training tests and for other
+stages' tests to reuse (`trained_models`: cfg + {spec name: ModelRun}, registered in MLflow).
 
-Until the shop simulator and the Feast training sets are wired in here, the shop is the small
-buy-till-you-die shop of `synth.py` (hidden state known, so the oracle is exact).
+`synth_shop` is a tiny buy-till-you-die shop (synth.py) for the fast tests that need a training set but
+not Feast: errors, the gate, resuming.
 """
 
 from __future__ import annotations
@@ -13,15 +14,28 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synth import FEATURES, make_shop
+from synth import make_shop
 
 from rebuy.config import Config, load_config
+
+MODELS = ("churn", "repurchase", "days_to_next", "value")
+SERVICES = ("churn_v1", "repurchase_v1", "value_v1")
 
 
 def small_cfg(data_dir: Path, trials: int = 6) -> Config:
     cfg = load_config(None, data_dir=data_dir)
-    opt = cfg.training.optuna.model_copy(update={"trials": trials, "timeout_seconds": 60})
+    opt = cfg.training.optuna.model_copy(update={"trials": trials, "timeout_seconds": 90})
     return cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
+
+
+def shop_training_sets(cfg: Config, shop, services=SERVICES):  # type: ignore[no-untyped-def]
+    """Point-in-time training sets of the shop through Feast (features.training_set), plus rfm_* columns."""
+    from features.training_set import build_training_set, cutoff_grid
+    from training.run import with_rfm
+
+    cutoffs = cutoff_grid(cfg, shop.sim.now)
+    return {svc: with_rfm(build_training_set(cfg, svc, cutoffs, shop.tables), shop.tables["orders"])
+            for svc in services}
 
 
 @pytest.fixture(scope="session")
@@ -31,15 +45,12 @@ def synth_shop():
 
 
 @pytest.fixture(scope="session")
-def trained_models(session_tmp, synth_shop):
-    """cfg + {spec name: ModelRun} for churn, repurchase, days_to_next and value, registered in MLflow."""
-    from training.run import train_specs
+def trained_models(session_tmp, small_shop):
+    """cfg + {spec name: ModelRun} for churn, repurchase, days_to_next and value on `small_shop`."""
+    from training.run import known_services, simulator_oracle, train_specs
 
-    df, oracles, _orders = synth_shop
     cfg = small_cfg(session_tmp / "trained")
-    services = {"churn_v1": FEATURES, "repurchase_v1": FEATURES, "value_v1": FEATURES}
-    sets = dict.fromkeys(services, df)
-
-    runs = train_specs(cfg, ["churn", "repurchase", "days_to_next", "value"], sets, services,
-                       oracle=lambda _keys, spec: oracles.get(spec.name), show_progress=False)
+    sets = shop_training_sets(cfg, small_shop)
+    runs = train_specs(cfg, list(MODELS), sets, known_services(), oracle=simulator_oracle(small_shop.sim),
+                       show_progress=False)
     return cfg, runs

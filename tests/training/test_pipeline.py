@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import small_cfg
 
 from rebuy.errors import DataError
 from training.pipeline import train
@@ -15,6 +16,16 @@ from training.registry import list_models, load_champion
 from training.specs import get_spec
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".pt", ".sav")
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "open: on the 3,000-customer shop the model reaches ~0.90-0.91 of the oracle's AUC (e.g. churn 0.810 vs "
+    "0.889), well above recency and BG/NBD; the oracle sees hidden alive/intent state the features do not"))
+@pytest.mark.parametrize("name", ["churn", "repurchase"])
+def test_model_auc_reaches_95_percent_of_the_oracle(trained_models, name):
+    _cfg, runs = trained_models
+    q = runs[name].result.quality
+    assert q["model"]["roc_auc"] >= 0.95 * q["oracle"]["roc_auc"], (q["model"]["roc_auc"], q["oracle"]["roc_auc"])
 
 
 @pytest.mark.parametrize("name", ["churn", "repurchase"])
@@ -115,14 +126,24 @@ def test_no_artifact_is_a_pickle(trained_models):
         assert flavor["data"] == "model.lgb" and flavor["model_class"] == "lightgbm.basic.Booster"
 
 
-def test_orders_only_features_train_and_report(trained_models):
-    # the synthetic shop has no events: every feature comes from orders, and the full table is reported
-    _cfg, runs = trained_models
-    assert runs["churn"].result.quality["model"]["roc_auc"] > 0.7
+def test_orders_only_data_trains_and_reports_the_same_table(tmp_path, small_shop):
+    from conftest import shop_training_sets
+
+    from rebuy.contract import empty
+    from training.run import known_services, quality_rows, simulator_oracle, train_specs
+
+    cfg = small_cfg(tmp_path, trials=3)
+    shop = type(small_shop)(small_shop.sim, {**small_shop.tables, "events": empty("events")})
+    sets = shop_training_sets(cfg, shop, services=("churn_v1",))
+    runs = train_specs(cfg, ["churn"], sets, known_services(), oracle=simulator_oracle(shop.sim),
+                       show_progress=False, register=False)
+    scorers = {r["scorer"] for r in quality_rows(runs)}
+    assert scorers == {"model", "recency", "bgnbd", "oracle"}
+    res = runs["churn"]
+    assert res.metrics["roc_auc"] > res.quality["recency"]["roc_auc"]
 
 
 def test_bad_training_sets_are_refused_with_a_clear_error(synth_shop, tmp_path):
-    from conftest import small_cfg
     from synth import FEATURES
 
     df, _o, _ = synth_shop
