@@ -61,6 +61,8 @@ FORGOTTEN = sa.Table(
     sa.Column("forgotten_at", sa.DateTime(), nullable=False),
 )
 JSON_COLUMNS = ("distribution", "model_versions", "scores", "reasons")
+# one encoder for every row: json.dumps(sort_keys=True) would build a new one per call
+_JSON = json.JSONEncoder(sort_keys=True)
 HISTORY_COLUMNS = ["decision_id", "customer_id", "decided_at", "campaign", "offer", "channel", "group"]
 
 
@@ -176,12 +178,12 @@ def log_decisions(conn: Connection, decisions: pd.DataFrame) -> int:
         {**{c: r[c] for c in ("decision_id", "customer_id", "trigger", "campaign", "episode", "offer", "channel",
                               "group", "segment", "note")},
          "decided_at": r["decided_at_naive"], "propensity": float(r["propensity"]),
-         **{c: json.dumps(r[c], sort_keys=True) for c in JSON_COLUMNS}, "pseudonymised": False}
+         **{c: _JSON.encode(r[c]) for c in JSON_COLUMNS}, "pseudonymised": False}
         for r in rows
     ])
     msgs = [
         {"decision_id": r["decision_id"], "created_at": r["decided_at_naive"], "status": "pending",
-         "payload": json.dumps(message_payload(r), sort_keys=True), "sent_at": None, "attempts": 0}
+         "payload": _JSON.encode(message_payload(r)), "sent_at": None, "attempts": 0}
         for r in rows if is_message(r)
     ]
     if msgs:
