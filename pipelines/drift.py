@@ -106,6 +106,8 @@ class DriftResult:
     performance: dict[str, float] = field(default_factory=dict)
     performance_level: Level = "ok"
     model_version: str | None = None
+    # the rows with matured labels that `performance` was measured on (target + prediction)
+    labelled: pd.DataFrame | None = None
 
     def summary(self) -> dict[str, Any]:
         table = self.table.replace({np.nan: None})
@@ -343,6 +345,7 @@ def analyse(
     return DriftResult(
         model=model, as_of=as_of, status=status, table=table, reference=ref_s, current=cur_s, roles=roles,
         notes=notes, performance=perf, performance_level=perf_level, model_version=model_version,
+        labelled=lab if perf else None,
     )
 
 
@@ -427,6 +430,34 @@ def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
     )
 
 
+def evidently_performance_report(result: DriftResult) -> Snapshot | None:
+    """Quality on matured labels, reference vs current (AUC and log loss, or MAE); None until measurable."""
+    roles = result.roles
+    if not result.performance or result.labelled is None or not roles.target or not roles.prediction:
+        return None
+    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently.metrics import MAE, LogLoss, RocAuc
+
+    t, p = roles.target, roles.prediction
+    ref = result.reference[[t, p]].dropna()
+    cur = result.labelled[[t, p]].dropna()
+    if roles.task == "binary":
+        ref, cur = ref.astype({t: int}), cur.astype({t: int})
+        definition = DataDefinition(
+            classification=[BinaryClassification(target=t, prediction_probas=p)],
+            numerical_columns=[p], categorical_columns=[t],
+        )
+        metrics: list[Any] = [RocAuc(), LogLoss()]
+    else:
+        definition = DataDefinition(regression=[Regression(target=t, prediction=p)], numerical_columns=[t, p])
+        metrics = [MAE()]
+    return Report(metrics, metadata={"model": result.model}).run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+        name=f"{result.model} performance on matured labels as of {result.as_of.isoformat()}",
+    )
+
+
 # --- files, index, MLflow (adapters) -------------------------------------------------------------
 
 
@@ -434,8 +465,10 @@ def stamp(as_of: pd.Timestamp) -> str:
     return as_of.tz_convert("UTC").strftime("%Y%m%dT%H%M%SZ")
 
 
-def write_report(result: DriftResult, snapshot: Snapshot | None, drift_dir: Path) -> Path:
-    """Write report.html, evidently.json and summary.json into drift_dir/<model>/<as-of>/ all at once.
+def write_report(
+    result: DriftResult, snapshot: Snapshot | None, drift_dir: Path, performance: Snapshot | None = None
+) -> Path:
+    """Write report.html, evidently.json, summary.json (and performance.*) into drift_dir/<model>/<as-of>/.
 
     Files are written to a temporary sibling directory and swapped in, so a crash never leaves a
     half-written report that the index would link.
@@ -447,6 +480,9 @@ def write_report(result: DriftResult, snapshot: Snapshot | None, drift_dir: Path
         if snapshot is not None:
             snapshot.save_html(str(tmp / "report.html"))
             (tmp / "evidently.json").write_text(snapshot.json(), encoding="utf-8")
+        if performance is not None:
+            performance.save_html(str(tmp / "performance.html"))
+            (tmp / "performance.json").write_text(performance.json(), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
         if final.exists():
             old = final.with_name(final.name + ".old")
@@ -528,7 +564,9 @@ def render_index(summaries: Sequence[Mapping[str, Any]], generated_at: pd.Timest
             f"<p class=history>history {dots}</p>"
             f"<p class=links><a href='{esc(s['_dir'])}/report.html'>Evidently report</a> · "
             f"<a href='{esc(s['_dir'])}/summary.json'>summary.json</a> · "
-            f"<a href='{esc(s['_dir'])}/evidently.json'>evidently.json</a></p></section>"
+            f"<a href='{esc(s['_dir'])}/evidently.json'>evidently.json</a>"
+            + (f" · <a href='{esc(s['_dir'])}/performance.html'>performance</a>" if s.get("performance") else "")
+            + "</p></section>"
         )
     tally = " · ".join(f"<span class='pill {lv}'>{n} {lv}</span>" for lv, n in counts.items())
     body = "".join(cards) or "<p>No drift reports yet: run <code>rebuy drift</code>.</p>"
@@ -653,7 +691,7 @@ def run_drift(
             )
             result.notes[:0] = list(src.notes)
             snapshot = evidently_report(result, cfg.drift)
-            out = write_report(result, snapshot, drift_dir)
+            out = write_report(result, snapshot, drift_dir, evidently_performance_report(result))
             run_id = log_to_mlflow(cfg, result, out) if log_mlflow else None
             rows.append(
                 {"model": model, "status": result.status.level, "line": result.status.line(model),
@@ -757,6 +795,7 @@ __all__ = [
     "ModelSource",
     "Roles",
     "analyse",
+    "evidently_performance_report",
     "evidently_report",
     "log_to_mlflow",
     "mature_labels",

@@ -178,3 +178,28 @@ def test_index_escapes_names_and_reasons() -> None:
     page = render_index([s], AS_OF)
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;x&lt;/b&gt;" in page
     assert "a &amp; b" in page and "labels not matured yet" in page
+
+
+def test_matured_labels_give_a_performance_report(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    rng = np.random.default_rng(3)
+    ref, cur = _frames(7, 0.0)
+    # reference: the label follows the score; matured current rows: it no longer does (AUC ~0.5)
+    ref["y"] = (rng.random(len(ref)) < ref["prediction"]).astype(float)
+    labelled = cur.assign(y=(rng.random(len(cur)) < 0.3).astype(float))
+    roles = Roles(features=ROLES.features, categorical=ROLES.categorical, prediction="prediction", target="y",
+                  timestamp="at", task="binary", horizon_days=7)
+
+    def load(c: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
+        return ModelSource(model=model, reference=ref, current=cur, roles=roles, labelled=labelled)
+
+    out = run_drift(cfg, AS_OF, ["repurchase"], load_source=load, log_mlflow=False, progress=False)
+    assert out.loc[0, "status"] == "drift"
+    folder = cfg.paths.reports_dir / "drift" / "repurchase" / "20250602T000000Z"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["performance"]["reference_auc"] > 0.6 > summary["performance"]["current_auc"]
+    assert summary["performance_level"] == "drift" and any("performance" in r for r in summary["reasons"])
+    ev = json.loads((folder / "performance.json").read_text())
+    auc = next(m["value"] for m in ev["metrics"] if m["config"]["type"].endswith("RocAuc"))
+    assert auc == pytest.approx(summary["performance"]["current_auc"], abs=1e-9)
+    assert "performance.html" in (cfg.paths.reports_dir / "drift" / "index.html").read_text()
