@@ -24,6 +24,13 @@ Usage::
     sim.save(dir); ShopSimulator.load(dir)    # JSON + npz, no pickle
     write_tables(tables, out_dir)             # <out_dir>/<table>.parquet
 
+The oracle's probabilities and expected days come from the exact intent chain of the step function
+(no sampling noise, tiny probabilities included); order values (expected_spend, the margins) from
+`paths` (default `SimConfig.truth_paths`) Monte Carlo paths per customer through the same step
+function, common to all offers. `truth_at` with offers=("none",) and spend_days=None needs no
+sampling and is fast (tens of thousands of pairs in seconds). Also: `sim.state_at(day)` (replayed
+hidden state), `sim.day_of(ts)`, `sim.customer_truth()` (hidden traits, for analysis only).
+
 Table conventions: customers' consent_* are the consents at signup, `consent_updates` the later
 changes (the current consent is the latest update, else the signup value). Orders' `amount` is the
 order value before discounts; `discount` is the money value of the discounts (coupon, sale, free

@@ -93,7 +93,7 @@ class ShopSimulator:
             if sel.any():
                 u = day_rng(self.config.seed, STREAM_DECISIONS, day).random(n)
                 dyn.apply_offers(self.config, st, self._all_agents, cust[sel], offer[sel], ch[sel], day, u[cust[sel]])
-        n_before = st.n_orders.copy() if emit_rows else None
+        n_before = st.n_orders.copy()
         u = dyn.draws(day_rng(self.config.seed, STREAM_DYNAMICS, day), n)
         out = dyn.step(st, self._all_agents, day, float(self._season[day]), bool(self._sale[day]),
                        int(self._doy[day]), u)
@@ -166,7 +166,7 @@ class ShopSimulator:
                             hint="pass customer_id, decided_at, offer, channel")
         cust = self._index(decisions["customer_id"])
         decided = pd.to_datetime(decisions["decided_at"], utc=True)
-        days = np.floor((decided - self.start) / pd.Timedelta(days=1)).to_numpy().astype(np.int64)
+        days = np.floor(np.asarray((decided - self.start) / pd.Timedelta(days=1), dtype=float)).astype(np.int64)
         late = days >= end_day
         if late.any():
             raise DataError(
@@ -358,7 +358,7 @@ class ShopSimulator:
                 if channel is None:
                     ch = dyn.choose_channel(s.consent, ch)
                 ok = dyn.apply_offers(cfg, s, ag, np.arange(m), np.full(m, code, np.int8), ch, day, u_dec)
-                delivered[a] = ok.reshape(c, k).any(axis=1)
+                delivered[a] = np.asarray(ok.reshape(c, k).any(axis=1))
             states[a] = s
         first = {a: np.full(m, -1, np.int32) for a in arms}
         spend_h = {a: np.zeros(m) for a in arms}
@@ -458,7 +458,7 @@ class ShopSimulator:
             spend += out.amount
             n_orders += out.ordered
             visited |= out.in_intent | out.ordered | (u[6] < self.traits.browse[eligible] * branch.alive)
-        decided_at = self.start + pd.Timedelta(days=day, hours=9)
+        decided_at = self.start + pd.Timedelta(days=day)  # the oracle's day resolution: sent at its start
         ids = self.ids[eligible]
         dist = {a: float(q) for a, q in zip(arms, p, strict=True)}
         decisions = pd.DataFrame({
@@ -558,7 +558,7 @@ class ShopSimulator:
             sim.state = dyn.State(**{k: z[f"state__{k}"] for k in names})
             sim._snapshots = {int(day): dyn.State(**{k: z[f"snap{day}__{k}"] for k in names})
                               for day in meta["snapshots"]}
-            sim._decisions = [tuple(z[f"dec{i}__{k}"] for k in ("day", "cust", "offer", "ch"))  # type: ignore[misc]
+            sim._decisions = [(z[f"dec{i}__day"], z[f"dec{i}__cust"], z[f"dec{i}__offer"], z[f"dec{i}__ch"])
                               for i in range(meta["n_decision_batches"])]
         sim.day = int(meta["day"])
         sim._order_seq = int(meta["order_seq"])
