@@ -39,11 +39,12 @@ def scenario(request, tmp_path_factory):
     report = learn_campaign(data, None, primary="margin", use_costs=False, seed=0)
     sample = export.sample(3000, random_state=0)
     truth = campaign_truth(sim, sample, OFFERS, cfg.offers.attribution_days, paths=32)
-    return effects, report, truth
+    X = data.frame.set_index("customer_id").loc[sample["customer_id"], ATTRS].reset_index(drop=True)
+    return effects, report, truth, X
 
 
 def test_arm_effects_cover_the_truth(scenario) -> None:
-    _, report, truth = scenario
+    _, report, truth, _ = scenario
     eff = report.outcomes["converted"].effects.set_index("arm")
     for arm in OFFERS[1:]:
         true_ate = float((truth[f"p_order__{arm}"] - truth["p_order"]).mean())
@@ -54,7 +55,7 @@ def test_arm_effects_cover_the_truth(scenario) -> None:
 
 
 def test_recommendation_matches_what_the_truth_favours(scenario) -> None:
-    effects, report, truth = scenario
+    effects, report, truth, _ = scenario
     margins = truth[[f"expected_margin__{o}" for o in OFFERS]].to_numpy()
     const = margins.mean(axis=0)
     oracle = margins.max(axis=1).mean()
@@ -69,3 +70,18 @@ def test_recommendation_matches_what_the_truth_favours(scenario) -> None:
     else:
         assert const[1:].max() < 0  # every arm loses money on average
         assert rec["action"] == "nothing", rec
+
+
+def test_model_average_effects_cover_the_truth(scenario) -> None:
+    """The uplift model's mean predicted effect per offer (on the sampled customers) lies within the
+    simultaneous 95% interval of the campaign's effect estimate around the truth."""
+    _, report, truth, X = scenario
+    ev = report.outcomes["converted"]
+    model = ev.selection.model
+    est = model.effects_frame(model.encoder.transform(X), "converted")
+    se = ev.effects.set_index("arm")["se"]
+    z = norm.ppf(1 - 0.05 / (2 * (len(OFFERS) - 1)))
+    for arm in OFFERS[1:]:
+        diff = truth[f"p_order__{arm}"] - truth["p_order"]
+        slack = z * float(diff.std()) / np.sqrt(len(diff))  # the truth sample's own error
+        assert abs(est[arm].mean() - diff.mean()) <= z * se[arm] + slack, (arm, est[arm].mean(), diff.mean())
