@@ -110,6 +110,15 @@ def batch_rate(scorer: Any, ids: list[str], n: int) -> dict[str, float]:
     t0 = time.perf_counter()
     scorer.score_matrices(many, mats, cold, age, offers, reasons=False)
     t_models = time.perf_counter() - t0
+    from concurrent.futures import ThreadPoolExecutor
+
+    half = n // 2
+    parts = [(many[:half], {k: v[:half] for k, v in mats.items()}, cold[:half], age[:half]),
+             (many[half:], {k: v[half:] for k, v in mats.items()}, cold[half:], age[half:])]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda p: scorer.score_matrices(p[0], p[1], p[2], p[3], offers, reasons=False), parts))
+    t_models2 = time.perf_counter() - t0
     sub = many[: min(n, 50_000)]
     m2, c2, a2 = scorer.read(sub, NOW)
     t0 = time.perf_counter()
@@ -121,7 +130,8 @@ def batch_rate(scorer: Any, ids: list[str], n: int) -> dict[str, float]:
     t_e2e = time.perf_counter() - t0
     return {
         "model_part_customers": n,
-        "model_part_customers_per_s": round(n / t_models),
+        "model_part_customers_per_s_1_thread": round(n / t_models),
+        "model_part_customers_per_s_2_threads": round(n / t_models2),
         "with_reasons_customers_per_s": round(len(sub) / t_reasons),
         "end_to_end_customers": len(frame),
         "end_to_end_customers_per_s": round(len(frame) / t_e2e),
