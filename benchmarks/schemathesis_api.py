@@ -57,10 +57,11 @@ def send_case(client: Any, path: str, model: Any, mode: str, stats: Counter[str]
 
 
 def hypothesis_run(strategy: Any, send: Any, cases: int) -> None:
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, Phase, given, settings
 
+    # generation only: no shrinking (a failure is recorded with its request, not minimised) keeps it bounded
     @settings(max_examples=cases, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(strategy)
     def run(case: Any) -> None:
         send(case)
@@ -70,7 +71,8 @@ def hypothesis_run(strategy: Any, send: Any, cases: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=1000, help="cases per endpoint and generation mode")
+    ap.add_argument("--cases", type=int, default=500,
+                    help="cases per endpoint and generation mode (positive + negative: 2x per endpoint)")
     ap.add_argument("--max-seconds", type=float, default=900.0)
     ap.add_argument("--name", default="schemathesis_api")
     args = ap.parse_args()
@@ -115,7 +117,7 @@ def main() -> None:
     report["failures"] = failures[:50]
     report["n_failures"] = len(failures)
     report["ok"] = not failures and all(
-        v.get("cases", 0) >= 2 * args.cases * 0.9 for v in report["endpoints"].values())
+        v.get("cases", 0) >= 2 * args.cases for v in report["endpoints"].values())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     lines = ["# schemathesis API run", "", f"Machine: {report['machine']}. In-process ASGI app, synthetic scorer; "
