@@ -194,6 +194,33 @@ def _events(
     return {"cust": cust.astype(np.int64), "t": day_ns + np.clip(t, 0, DAY_NS - 1), "type": etype, "cat": cat}
 
 
+def message_events(
+    events: dict[str, np.ndarray], st: State, cust: np.ndarray, channel: np.ndarray, day_ns: int,
+    offsets: np.ndarray, rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Opens and clicks of the messages delivered today (sms leaves no trace); dormant customers rarely open."""
+    u = rng.random((4, len(cust)))
+    rate = np.where(st.alive[cust], 1.0, 0.3)
+    t = local_times(u[0], u[1], offsets[cust])
+    email_open = (channel == 0) & (u[2] < 0.35 * rate)
+    click = email_open & (u[3] < 0.3)
+    push_open = (channel == 2) & (u[2] < 0.15 * rate)
+    parts = [
+        (cust[email_open], t[email_open], EV["email_open"]),
+        (cust[click], t[click] + 60 * 10**9, EV["email_click"]),
+        (cust[push_open], t[push_open], EV["push_open"]),
+    ]
+    new = {
+        "cust": np.concatenate([c for c, _, _ in parts]).astype(np.int64),
+        "t": day_ns + np.clip(np.concatenate([x for _, x, _ in parts]), 0, DAY_NS - 1),
+        "type": np.concatenate([np.full(len(c), e, np.int64) for c, _, e in parts]),
+        "cat": np.full(sum(len(c) for c, _, _ in parts), -1, np.int64),
+    }
+    if not events:
+        return new
+    return {k: np.concatenate([events[k], new[k]]) for k in new}
+
+
 def t_of_or(t_end: np.ndarray, ii: np.ndarray, who: np.ndarray) -> np.ndarray:
     """The session end of customers `who` (a subset of `ii`, both sorted)."""
     return t_end[np.searchsorted(ii, who)]

@@ -88,22 +88,31 @@ class ShopSimulator:
         """One day of the full shop: logged decisions of the day, then the dynamics, then (maybe) rows."""
         self._ensure_calendar(day)
         n = self.config.customers
+        sent: list[tuple[np.ndarray, np.ndarray]] = []  # delivered messages (customer, channel) of the day
         for dday, cust, offer, ch in self._decisions:
             sel = dday == day
             if sel.any():
                 u = day_rng(self.config.seed, STREAM_DECISIONS, day).random(n)
-                dyn.apply_offers(self.config, st, self._all_agents, cust[sel], offer[sel], ch[sel], day, u[cust[sel]])
+                ok = dyn.apply_offers(self.config, st, self._all_agents, cust[sel], offer[sel], ch[sel], day,
+                                      u[cust[sel]])
+                sent.append((cust[sel][ok], ch[sel][ok]))
         n_before = st.n_orders.copy()
         u = dyn.draws(day_rng(self.config.seed, STREAM_DYNAMICS, day), n)
         out = dyn.step(st, self._all_agents, day, float(self._season[day]), bool(self._sale[day]),
                        int(self._doy[day]), u)
         if not emit_rows:
             return None
-        return emit.emit_day(
+        rows = emit.emit_day(
             self.traits, st, out, n_before, day, self._start_ns + day * emit.DAY_NS, self._offsets[:, day],
             day_rng(self.config.seed, STREAM_ORDERS, day),
             day_rng(self.config.seed, STREAM_EVENTS, day) if self.config.events else None, self._signup_tod,
         )
+        if sent and self.config.events:
+            rows.events = emit.message_events(
+                rows.events, st, np.concatenate([c for c, _ in sent]), np.concatenate([h for _, h in sent]),
+                self._start_ns + day * emit.DAY_NS, self._offsets[self.traits.tz, day],
+                day_rng(self.config.seed, STREAM_EVENTS, day, 1))
+        return rows
 
     def run_history(self, progress: Progress | None = None) -> dict[str, pd.DataFrame]:
         """Simulate the whole history from day 0 and return the four canonical tables."""

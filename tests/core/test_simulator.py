@@ -134,6 +134,12 @@ def test_step_delivers_coupons_and_is_reproducible() -> None:
     ratio = coupon["discount"] / coupon["amount"]
     assert ((ratio - 0.10).abs() < 0.011).mean() > 0.9
     assert (sim.state.fatigue[sim.state.eff_offer > 0, 0] > 0).all()
+    # delivered emails are opened on the day they arrive (a third of the active, fewer dormant; 3-4% on a usual day)
+    ev = new["events"]
+    first_day = ev[(ev["occurred_at"] < sim.start + pd.Timedelta(days=sim.config.days + 1))
+                   & (ev["event_type"] == "email_open")]
+    n_sent = int((sim.state.eff_offer > 0).sum())
+    assert first_day["customer_id"].nunique() > 0.12 * n_sent
 
 
 def test_step_rejects_bad_decisions() -> None:
