@@ -19,12 +19,13 @@ Conventions, shared by every family:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from rebuy.contract import ENGAGEMENT_EVENTS, REQUIRED, empty
+from rebuy.contract import ENGAGEMENT_EVENTS, EVENT_TYPES, REQUIRED, empty
 from rebuy.errors import DataError
 
 DAY_NS = 86_400 * 10**9
@@ -64,6 +65,8 @@ REQUEST_TIME: dict[str, tuple[str, str | None]] = {
 }
 
 Cutoffs = pd.DataFrame | Sequence[pd.Timestamp]
+INTENT_HOURS = 24  # the seeds' "short window" for burst + lookup + delivery check
+BURST_VIEWS = 2  # views of one category inside it that count as a burst
 
 
 # --- inputs -----------------------------------------------------------------------------------------
@@ -117,40 +120,83 @@ def _require(df: pd.DataFrame, table: str, columns: Sequence[str]) -> None:
         )
 
 
-def _text(col: pd.Series) -> np.ndarray:
-    """A text column as an object array; canonical ids are already str, so usually no copy per value."""
-    return col.to_numpy(dtype=object) if col.dtype == object else col.astype(str).to_numpy(dtype=object)
+ET: dict[str, int] = {name: i for i, name in enumerate(EVENT_TYPES)}  # event types as small ints in SQL
 
 
-def _pairs_sql(pairs: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "pid": np.arange(len(pairs), dtype=np.int64),
-        "customer_id": _text(pairs["customer_id"]),
-        "c": _ns(pairs["cutoff"]),
-    })
+@dataclass(frozen=True)
+class _Inputs:
+    """The pairs and tables as all-numeric frames for DuckDB, encoded once per computation.
+
+    Customer ids become positions in the pairs' id index (rows of other customers are dropped),
+    event types become ET codes and categories 64-bit hashes (NULL stays NULL): DuckDB then joins
+    and filters integers instead of scanning millions of Python strings for every family.
+    """
+
+    pairs: pd.DataFrame
+    frames: dict[str, pd.DataFrame]
+    has_events: bool  # False for an orders-only shop: event features are missing, not zero
+
+    @classmethod
+    def build(cls, pairs: pd.DataFrame, **tables: pd.DataFrame | None) -> _Inputs:
+        ids = pd.Index(pd.unique(pairs["customer_id"].to_numpy(dtype=object)))
+        frames = {"pairs": pd.DataFrame({
+            "pid": np.arange(len(pairs), dtype=np.int64),
+            "customer_id": ids.get_indexer(pairs["customer_id"].to_numpy(dtype=object)).astype(np.int64),
+            "c": _ns(pairs["cutoff"]),
+        })}
+        builders = {"orders": _orders_sql, "events": _events_sql, "customers": _customers_sql}
+        for name, df in tables.items():
+            if df is not None:
+                frames[name] = builders[name](df, ids)
+        events = tables.get("events")
+        return cls(pairs, frames, events is not None and len(events) > 0)
 
 
-def _events_sql(events: pd.DataFrame) -> pd.DataFrame:
+def _codes(col: pd.Series, ids: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    codes = ids.get_indexer(col.to_numpy(dtype=object)).astype(np.int64)
+    return codes, codes >= 0
+
+
+def _category(col: pd.Series | None, keep: np.ndarray) -> pd.Series:
+    if col is None:
+        return pd.Series(pd.array([pd.NA] * int(keep.sum()), dtype="Int64"))
+    values = col.to_numpy(dtype=object)[keep]
+    missing = pd.isna(values)
+    hashed = pd.util.hash_array(np.where(missing, "", values).astype(object)).view(np.int64)
+    return pd.Series(pd.arrays.IntegerArray(hashed, missing))
+
+
+def _events_sql(events: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
     _require(events, "events", REQUIRED["events"])
+    codes, keep = _codes(events["customer_id"], ids)
+    kinds = pd.Categorical(events["event_type"].to_numpy(dtype=object)[keep], categories=EVENT_TYPES).codes
     return pd.DataFrame({
-        "customer_id": _text(events["customer_id"]),
-        "t": _ns(events["occurred_at"]),
-        "event_type": _text(events["event_type"]),
-        "category": events["category"].to_numpy(dtype=object) if "category" in events else None,
+        "customer_id": codes[keep],
+        "t": _ns(events["occurred_at"])[keep],
+        "event_type": kinds.astype(np.int16),
+        "category": _category(events.get("category", None), keep).array,
     })
 
 
-def _orders_sql(orders: pd.DataFrame) -> pd.DataFrame:
+def _orders_sql(orders: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
     _require(orders, "orders", REQUIRED["orders"])
-    n = len(orders)
+    codes, keep = _codes(orders["customer_id"], ids)
+    n = int(keep.sum())
     return pd.DataFrame({
-        "customer_id": _text(orders["customer_id"]),
-        "t": _ns(orders["ordered_at"]),
-        "amount": orders["amount"].to_numpy(dtype=np.float64),
-        "category": orders["category"].to_numpy(dtype=object) if "category" in orders else np.full(n, None),
-        "discount": (orders["discount"].to_numpy(dtype=np.float64) if "discount" in orders else np.zeros(n)),
-        "order_id": _text(orders["order_id"]) if "order_id" in orders else np.arange(n).astype(str).astype(object),
+        "customer_id": codes[keep],
+        "t": _ns(orders["ordered_at"])[keep],
+        "amount": orders["amount"].to_numpy(dtype=np.float64)[keep],
+        "category": _category(orders.get("category", None), keep).array,
+        "discount": orders["discount"].to_numpy(dtype=np.float64)[keep] if "discount" in orders else np.zeros(n),
+        # ties of simultaneous orders are broken by position (gaps of 0 either way)
+        "seq": np.arange(len(orders), dtype=np.int64)[keep],
     })
+
+
+def _customers_sql(customers: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
+    _require(customers, "customers", REQUIRED["customers"])
+    codes, keep = _codes(customers["customer_id"], ids)
+    return pd.DataFrame({"customer_id": codes[keep], "signup": _ns(customers["signup_at"])[keep]})
 
 
 def _query(sql: str, frames: dict[str, pd.DataFrame], con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
@@ -203,14 +249,14 @@ def order_history_features(
     _require(customers, "customers", REQUIRED["customers"])
     ids = customers["customer_id"] if len(customers) else orders["customer_id"]
     pairs = pairs_frame(cutoffs, ids)
-    cust = pd.DataFrame({
-        "customer_id": _text(customers["customer_id"]),
-        "signup": _ns(customers["signup_at"]) if len(customers) else np.array([], dtype=np.int64),
-    })
+    return _order_history(_Inputs.build(pairs, orders=orders, customers=customers), con)
+
+
+def _order_history(inp: _Inputs, con: duckdb.DuckDBPyConnection | None) -> pd.DataFrame:
     sql = f"""
     WITH o AS (
         SELECT customer_id, t, amount, category, discount,
-               t - lag(t) OVER (PARTITION BY customer_id ORDER BY t, order_id) AS gap
+               t - lag(t) OVER (PARTITION BY customer_id ORDER BY t, seq) AS gap
         FROM orders
     ), agg AS (
         SELECT p.pid, p.c,
@@ -234,10 +280,9 @@ def order_history_features(
     SELECT agg.*,
         (agg.c - cust.signup)::DOUBLE / {DAY_NS} AS tenure_days,
         CASE WHEN agg.orders_total = 1 THEN 1.0 ELSE 0.0 END AS is_single_buyer
-    FROM agg JOIN pairs p USING (pid) LEFT JOIN cust ON cust.customer_id = p.customer_id
+    FROM agg JOIN pairs p USING (pid) LEFT JOIN customers cust ON cust.customer_id = p.customer_id
     """
-    values = _query(sql, {"pairs": _pairs_sql(pairs), "orders": _orders_sql(orders), "cust": cust}, con)
-    return _assemble(pairs, values, ORDER_HISTORY)
+    return _assemble(inp.pairs, _query(sql, inp.frames, con), ORDER_HISTORY)
 
 
 def view_burst_features(
@@ -247,15 +292,19 @@ def view_burst_features(
     """Browsing intensity right before the cutoff: the seeds' purchase intent shows up as view bursts."""
     ids = pd.concat([events["customer_id"], orders["customer_id"]]) if len(events) else orders["customer_id"]
     pairs = pairs_frame(cutoffs, ids)
-    if len(events) == 0:
-        return _all_missing(pairs, VIEW_BURSTS)
+    return _view_bursts(_Inputs.build(pairs, events=events, orders=orders), con, burst_minutes)
+
+
+def _view_bursts(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, burst_minutes: int) -> pd.DataFrame:
+    if not inp.has_events:
+        return _all_missing(inp.pairs, VIEW_BURSTS)
     burst_ns = int(burst_minutes) * 60 * 10**9
     sql = f"""
     WITH v AS (
         SELECT customer_id, t, category,
                count(*) OVER (PARTITION BY customer_id ORDER BY t
                               RANGE BETWEEN {burst_ns} PRECEDING AND CURRENT ROW) AS in_burst
-        FROM events WHERE event_type = 'view'
+        FROM events WHERE event_type = {ET['view']}
     ), bought AS (
         SELECT customer_id, category, min(t) AS first_t FROM orders
         WHERE category IS NOT NULL GROUP BY customer_id, category
@@ -283,7 +332,7 @@ def view_burst_features(
         SELECT p.pid,
             count(*) FILTER (WHERE e.t > p.c - {DAY_NS}) AS carts_24h,
             count(*) AS carts_7d
-        FROM pairs p JOIN events e ON e.customer_id = p.customer_id AND e.event_type = 'cart'
+        FROM pairs p JOIN events e ON e.customer_id = p.customer_id AND e.event_type = {ET['cart']}
             AND e.t <= p.c AND e.t > p.c - 7 * {DAY_NS}
         GROUP BY p.pid
     )
@@ -294,12 +343,11 @@ def view_burst_features(
         coalesce(carts.carts_7d, 0) AS carts_7d
     FROM base LEFT JOIN cat USING (pid) LEFT JOIN seen USING (pid) LEFT JOIN carts USING (pid)
     """
-    frames = {"pairs": _pairs_sql(pairs), "events": _events_sql(events), "orders": _orders_sql(orders)}
-    return _assemble(pairs, _query(sql, frames, con), VIEW_BURSTS)
+    return _assemble(inp.pairs, _query(sql, inp.frames, con), VIEW_BURSTS)
 
 
 def lookup_features(
-    events: pd.DataFrame, cutoffs: Cutoffs, *, intent_hours: int = 24, burst_views: int = 2,
+    events: pd.DataFrame, cutoffs: Cutoffs, *, intent_hours: int = INTENT_HOURS, burst_views: int = BURST_VIEWS,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Looking up one's own orders and delivery options: with a view burst, the strongest repurchase signal.
@@ -309,32 +357,36 @@ def lookup_features(
     `intent_signal_24h` is 1 when all three did.
     """
     pairs = pairs_frame(cutoffs, events["customer_id"])
-    if len(events) == 0:
-        return _all_missing(pairs, LOOKUPS)
+    return _lookups(_Inputs.build(pairs, events=events), con, intent_hours, burst_views)
+
+
+def _lookups(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, intent_hours: int, burst_views: int) -> pd.DataFrame:
+    if not inp.has_events:
+        return _all_missing(inp.pairs, LOOKUPS)
     win = int(intent_hours) * HOUR_NS
     sql = f"""
     WITH e AS (
-        SELECT * FROM events WHERE event_type IN ('order_history_view', 'delivery_check', 'view')
+        SELECT * FROM events WHERE event_type IN ({ET['order_history_view']}, {ET['delivery_check']}, {ET['view']})
     ), base AS (
         SELECT p.pid,
-            count(*) FILTER (WHERE e.event_type = 'order_history_view' AND e.t > p.c - 7 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET['order_history_view']} AND e.t > p.c - 7 * {DAY_NS})
                 AS order_history_views_7d,
-            count(*) FILTER (WHERE e.event_type = 'order_history_view' AND e.t > p.c - 30 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET['order_history_view']} AND e.t > p.c - 30 * {DAY_NS})
                 AS order_history_views_30d,
-            count(*) FILTER (WHERE e.event_type = 'delivery_check' AND e.t > p.c - 7 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET['delivery_check']} AND e.t > p.c - 7 * {DAY_NS})
                 AS delivery_checks_7d,
-            count(*) FILTER (WHERE e.event_type = 'delivery_check' AND e.t > p.c - 30 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET['delivery_check']} AND e.t > p.c - 30 * {DAY_NS})
                 AS delivery_checks_30d,
-            max(e.t) FILTER (WHERE e.event_type = 'order_history_view') / 1e9 AS last_order_history_view_at,
-            max(e.t) FILTER (WHERE e.event_type = 'delivery_check') / 1e9 AS last_delivery_check_at,
-            count(*) FILTER (WHERE e.event_type = 'order_history_view' AND e.t > p.c - {win}) > 0 AS has_ohv,
-            count(*) FILTER (WHERE e.event_type = 'delivery_check' AND e.t > p.c - {win}) > 0 AS has_dc
+            max(e.t) FILTER (WHERE e.event_type = {ET['order_history_view']}) / 1e9 AS last_order_history_view_at,
+            max(e.t) FILTER (WHERE e.event_type = {ET['delivery_check']}) / 1e9 AS last_delivery_check_at,
+            count(*) FILTER (WHERE e.event_type = {ET['order_history_view']} AND e.t > p.c - {win}) > 0 AS has_ohv,
+            count(*) FILTER (WHERE e.event_type = {ET['delivery_check']} AND e.t > p.c - {win}) > 0 AS has_dc
         FROM pairs p LEFT JOIN e ON e.customer_id = p.customer_id AND e.t <= p.c
         GROUP BY p.pid
     ), burst AS (
         SELECT pid, max(n) >= {int(burst_views)} AS has_burst FROM (
             SELECT p.pid, v.category, count(*) AS n
-            FROM pairs p JOIN e v ON v.customer_id = p.customer_id AND v.event_type = 'view'
+            FROM pairs p JOIN e v ON v.customer_id = p.customer_id AND v.event_type = {ET['view']}
                 AND v.t <= p.c AND v.t > p.c - {win}
             WHERE v.category IS NOT NULL GROUP BY p.pid, v.category
         ) GROUP BY pid
@@ -345,7 +397,7 @@ def lookup_features(
             AS intent_signal_24h
     FROM base LEFT JOIN burst USING (pid)
     """
-    return _assemble(pairs, _query(sql, {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}, con), LOOKUPS)
+    return _assemble(inp.pairs, _query(sql, inp.frames, con), LOOKUPS)
 
 
 def engagement_features(
@@ -359,10 +411,14 @@ def engagement_features(
     compare with), `engagement_drop` = baseline rate - recent rate is always defined.
     """
     pairs = pairs_frame(cutoffs, events["customer_id"])
-    if len(events) == 0:
-        return _all_missing(pairs, ENGAGEMENT)
+    return _engagement(_Inputs.build(pairs, events=events), con, recent_days, baseline_days)
+
+
+def _engagement(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, recent_days: int, baseline_days: int) -> pd.DataFrame:
+    if not inp.has_events:
+        return _all_missing(inp.pairs, ENGAGEMENT)
     r, b = int(recent_days), int(baseline_days)
-    kinds = ", ".join(f"'{k}'" for k in ENGAGEMENT_EVENTS)
+    kinds = ", ".join(str(ET[k]) for k in ENGAGEMENT_EVENTS)
     recent = f"e.t > p.c - {r} * {DAY_NS}"
     sql = f"""
     WITH e AS (SELECT * FROM events WHERE event_type IN ({kinds})),
@@ -370,10 +426,10 @@ def engagement_features(
         SELECT p.pid,
             count(*) FILTER (WHERE {recent}) / {r}::DOUBLE AS engagement_rate_recent,
             count(*) FILTER (WHERE NOT ({recent})) / {b}::DOUBLE AS engagement_rate_baseline,
-            count(*) FILTER (WHERE {recent} AND e.event_type = 'email_open') / {r}::DOUBLE AS open_r,
-            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = 'email_open') / {b}::DOUBLE AS open_b,
-            count(*) FILTER (WHERE {recent} AND e.event_type = 'email_click') / {r}::DOUBLE AS click_r,
-            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = 'email_click') / {b}::DOUBLE AS click_b
+            count(*) FILTER (WHERE {recent} AND e.event_type = {ET['email_open']}) / {r}::DOUBLE AS open_r,
+            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = {ET['email_open']}) / {b}::DOUBLE AS open_b,
+            count(*) FILTER (WHERE {recent} AND e.event_type = {ET['email_click']}) / {r}::DOUBLE AS click_r,
+            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = {ET['email_click']}) / {b}::DOUBLE AS click_b
         FROM pairs p LEFT JOIN e ON e.customer_id = p.customer_id AND e.t <= p.c
             AND e.t > p.c - {r + b} * {DAY_NS}
         GROUP BY p.pid
@@ -390,8 +446,7 @@ def engagement_features(
         click_r - click_b AS click_rate_trend
     FROM agg LEFT JOIN last USING (pid)
     """
-    frames = {"pairs": _pairs_sql(pairs), "events": _events_sql(events)}
-    return _assemble(pairs, _query(sql, frames, con), ENGAGEMENT)
+    return _assemble(inp.pairs, _query(sql, inp.frames, con), ENGAGEMENT)
 
 
 # --- all families, request-time features --------------------------------------------------------------
@@ -426,12 +481,14 @@ def compute_features(
     pairs = pairs_frame(pairs)
     own = con is None
     con = duckdb.connect(":memory:") if con is None else con
+    _require(customers, "customers", REQUIRED["customers"])
+    inp = _Inputs.build(pairs, orders=orders, customers=customers, events=events)  # encoded once for all
     try:
-        out = order_history_features(orders, customers, pairs, con=con)
+        out = _order_history(inp, con)
         families = [
-            view_burst_features(events, orders, pairs, burst_minutes=burst_minutes, con=con),
-            lookup_features(events, pairs, con=con),
-            engagement_features(events, pairs, recent_days=recent_days, baseline_days=baseline_days, con=con),
+            _view_bursts(inp, con, burst_minutes),
+            _lookups(inp, con, INTENT_HOURS, BURST_VIEWS),
+            _engagement(inp, con, recent_days, baseline_days),
         ]
     finally:
         if own:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.compute import DAY_NS, Cutoffs, _ns, _orders_sql, _pairs_sql, _query, _utc, pairs_frame
+from features.compute import DAY_NS, Cutoffs, _Inputs, _ns, _query, _utc, pairs_frame
 from rebuy.config import HorizonsConfig
 
 LABELS: tuple[str, ...] = ("churn", "repurchase", "days_to_next_order", "next_order_observed", "spend_next")
@@ -42,7 +42,7 @@ def compute_labels(
     FROM pairs p LEFT JOIN orders o ON o.customer_id = p.customer_id AND o.t <= {as_of_ns}
     GROUP BY p.pid
     """
-    v = _query(sql, {"pairs": _pairs_sql(pairs), "orders": _orders_sql(orders)}).set_index("pid")
+    v = _query(sql, _Inputs.build(pairs, orders=orders).frames).set_index("pid")
     v = v.reindex(np.arange(len(pairs)))
     c = _ns(pairs["cutoff"])
     matured = {h: c + h <= as_of_ns for h in (h_churn, h_rep, h_val)}

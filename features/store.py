@@ -198,8 +198,13 @@ def materialize(
             raise DataError(f"incremental materialization at {as_of} is before the last one ({last_ts})",
                             hint="materialize forward in time, or run a full materialization")
         pairs = pairs.loc[pairs[JOIN_KEY].isin(changed_customers(tables, last_ts, as_of))]
+    step = progress.add_task(f"features of {len(pairs):,} customers", total=2) if progress else None  # type: ignore[attr-defined]
     feats = compute_features(tables, pairs.reset_index(drop=True), **_params(cfg))
+    if step is not None:
+        progress.advance(step)  # type: ignore[attr-defined]
     write_offline(cfg, feats)
+    if step is not None:
+        progress.advance(step)  # type: ignore[attr-defined]
     n = write_features(store, feats, progress=progress)
     state = {"as_of": as_of.isoformat(), "customers": int(n), "incremental": bool(incremental and last)}
     _atomic_write_text(cfg.paths.feast_dir / STATE_FILE, json.dumps(state))
