@@ -16,7 +16,7 @@ from rich.text import Text
 
 from rebuy.config import Config, ConfigError, load_config
 from rebuy.errors import RebuyError
-from rebuy.timeutil import parse_as_of, telemetry_off
+from rebuy.timeutil import parse_as_of, quiet_libraries, telemetry_off
 
 app = typer.Typer(
     name="rebuy",
@@ -45,6 +45,7 @@ AsOfOpt = Annotated[
 
 def load(config: Path | None, data_dir: Path | None) -> Config:
     telemetry_off()
+    quiet_libraries()
     return load_config(config, data_dir=data_dir)
 
 
@@ -271,7 +272,7 @@ def serve_cli(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """The prediction service on 127.0.0.1 (serving.host/port): /score, /score_features, /docs."""
+    """The prediction service on 127.0.0.1 (serving.host/port): /score, /score_features; OpenAPI at /docs.json."""
     from serving.server import serve
 
     serve(load(config, data_dir), config, workers=workers)
@@ -485,6 +486,7 @@ def demo_cli(
     from pipelines.demo import DemoOptions, render_summary, run_demo
 
     telemetry_off()
+    quiet_libraries()
     res = run_demo(DemoOptions(data_dir=data_dir, customers=customers, days=days, seed=seed), console)
     render_summary(res, Console())
 
