@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -304,9 +304,10 @@ def model_status(
             what = f"{r.role} {r.column}"
             if r.missing_jump:
                 reasons.append(("warning", f"{what}: missing share {r.ref_missing:.0%} → {r.cur_missing:.0%}"))
-            if r.effect_level != "ok":
-                reasons.append((r.effect_level, f"{what}: effect {r.effect:.3f} on {r.component} ({r.method}, "
-                                                f"noise floor {r.noise_floor:.3f})"))
+            effect_level = cast(Level, r.effect_level)
+            if effect_level != "ok":
+                reasons.append((effect_level, f"{what}: effect {r.effect:.3f} on {r.component} ({r.method}, "
+                                              f"noise floor {r.noise_floor:.3f})"))
     features = table[table["role"] == "feature"] if not table.empty else table
     if len(features):
         flagged = float((features["level"] != "ok").mean())
