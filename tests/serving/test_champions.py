@@ -59,7 +59,7 @@ def serve_and_score(data_dir: Path, ids: list[str], as_of: pd.Timestamp, tmp: Pa
                              str(cfg_file), "--data-dir", str(data_dir)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 480  # two scorer loads (preflight + worker) on a loaded machine
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
