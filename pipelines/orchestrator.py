@@ -247,16 +247,17 @@ def forget(cfg: Config, customer_id: str, as_of: pd.Timestamp) -> dict[str, Any]
 
 
 def _forget_online(cfg: Config, customer_id: str) -> str:
-    """Ask the features stage to delete the customer's online rows, if it has such a function."""
-    try:
-        from features import online  # type: ignore[attr-defined]
-    except ImportError:
-        return "not removed: the features stage has no online-store module yet"
-    fn = getattr(online, "forget_customers", None)
-    if fn is None:
-        return "not removed: features.online has no forget_customers function yet"
-    fn(cfg, [customer_id])
-    return "removed"
+    """Delete the customer's online features and offline snapshots through the features stage.
+
+    Every step of `forget` is idempotent, so if this one fails the command can simply be rerun.
+    """
+    from features.online import forget_customers
+    from features.store import forget_offline, online_path
+
+    if not online_path(cfg).exists():
+        forget_offline(cfg, [customer_id])
+        return f"no online store at {online_path(cfg)}; offline snapshots cleaned"
+    return f"removed {forget_customers(cfg, [customer_id])} online rows and the offline snapshots"
 
 
 def run(cfg: Config, as_of: pd.Timestamp, dry_run: bool = False) -> PassResult:

@@ -83,6 +83,7 @@ def test_forget_pseudonymises_and_the_customer_is_never_scored_or_messaged_again
     victim = d.loc[(d["group"] == "treatment") & (d["offer"] != "none"), "customer_id"].iloc[0]
     out = forget(cfg, victim, AS_OF)
     assert out["decisions_pseudonymised"] >= 1 and out["sink_messages_pseudonymised"] >= 1
+    assert out["online_store"].startswith("no online store")  # no Feast store in this test
     d2, o2, sink = _state(cfg)
     assert victim not in set(d2["customer_id"]) and victim.encode() not in sink
     assert victim not in "".join(o2["payload"])
@@ -178,3 +179,16 @@ def test_pass_with_servings_own_scorer_in_process(tmp_path: Path) -> None:
     assert len(d) > 10
     assert set(d.loc[d["group"] == "treatment", "offer"]) <= {"none", "care_message", "coupon_10pct", "free_shipping"}
     assert all(v for v in d["model_versions"])
+
+
+def test_forget_asks_the_features_stage_to_delete_online_rows(tmp_path: Path, monkeypatch) -> None:
+    import features.online
+    from features.store import online_path
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(features.online, "forget_customers", lambda cfg, ids: calls.append(list(ids)) or 7)
+    cfg = config_for(tmp_path)
+    online_path(cfg).parent.mkdir(parents=True)
+    online_path(cfg).touch()
+    out = forget(cfg, "c-42", AS_OF)
+    assert calls == [["c-42"]] and out["online_store"].startswith("removed 7 online rows")
