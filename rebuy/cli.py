@@ -165,11 +165,9 @@ def train_cli(
     """Train, track and gate models (repurchase also trains days-to-next-order)."""
     cfg = load(config, data_dir)
     if which == "offer":
-        import training.offer as offer_stage
+        from training.offer import train_offer
 
-        if not hasattr(offer_stage, "train_offer"):
-            raise RebuyError("offer training is not wired yet: training.offer.train_offer(cfg, as_of) is missing")
-        offer_stage.train_offer(cfg, parse_as_of(as_of))
+        console.print(train_offer(cfg, parse_as_of(as_of)))
         return
     from training.run import render, train_command
 
