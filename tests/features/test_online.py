@@ -168,3 +168,26 @@ def test_forget_customers_removes_online_and_offline_rows(cfg, make_shop):
     assert found.tolist() == [False, False] + [True] * 8
     for path in offline_dir(cfg).glob("*.parquet"):
         assert not pd.read_parquet(path)["customer_id"].isin(ids[:2]).any()
+
+
+def test_pusher_accumulates_successive_pushes(cfg, tables):
+    from features.store import FeaturePusher
+
+    apply(cfg)
+    now = pd.Timestamp("2025-03-01", tz="UTC")
+    pusher = FeaturePusher(cfg, history=tables)
+    reader = OnlineFeatureReader(cfg, "repurchase_v1")
+    v1h, carts = reader.feature_names.index("views_1h"), reader.feature_names.index("carts_24h")
+
+    def views(n: int, at: pd.Timestamp, kind: str = "view") -> dict:
+        df = pd.DataFrame({"customer_id": ["b"] * n, "occurred_at": [at] * n, "event_type": kind, "category": "X"})
+        df["occurred_at"] = df["occurred_at"].dt.as_unit("ns")
+        return {"events": df}
+
+    assert pusher.push(views(2, now - pd.Timedelta(minutes=20)), now) == 1
+    assert reader.read(["b"], now)[0][0, v1h] == 2  # b had no views in the history
+    pusher.push(views(1, now + pd.Timedelta(minutes=5), "cart"), now + pd.Timedelta(minutes=10))
+    x = reader.read(["b"], now)[0][0]
+    assert x[v1h] == 2 and x[carts] == 1  # the earlier push is still counted
+    pusher.close()
+    reader.close()
