@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--historical-rows", type=int, default=1_000_000)
     parser.add_argument("--stores", default="duckdb,file")
     parser.add_argument("--name", default="features")
+    parser.add_argument("--parts", default="compute,materialize,read,push,historical",
+                        help="'historical' can be left out (the slowest part); the others build on each other")
     args = parser.parse_args()
     # this file is named features.py: drop its own folder from the path so `features` is the package
     here = Path(__file__).resolve().parent
@@ -118,6 +120,7 @@ def main() -> None:
     res["peak_rss_gib_after_compute"] = round(peak_rss_gib(), 2)
     console.print(f"compute: {res['compute_seconds']} s ({res['compute_cpu_seconds']} CPU s), peak RSS {res['peak_rss_gib_after_compute']} GiB")
 
+    parts = set(args.parts.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="rebuy-bench-"))
     try:
         cfg = Config(paths=PathsConfig(data_dir=tmp / "data"))
@@ -192,37 +195,38 @@ def main() -> None:
         gc.collect()
 
         # 5. historical retrieval of a training set per offline store
-        n_cut = 4
-        n_cust = max(1, args.historical_rows // n_cut)
-        cuts = [as_of - pd.Timedelta(days=30 * k) for k in range(n_cut)]
-        sub = {k: v for k, v in tables.items()}
-        keep = set(tables["customers"]["customer_id"].iloc[:n_cust])
-        for k in ("customers", "orders", "events"):
-            sub[k] = tables[k].loc[tables[k]["customer_id"].isin(keep)]
-        pairs = customer_pairs(sub["customers"], cuts)
-        snap = compute_features(sub, pairs)
-        for kind in args.stores.split(","):
-            cfg_k = Config(paths=PathsConfig(data_dir=tmp / f"hist-{kind}"),
-                           features=FeaturesConfig(offline_store=kind))  # type: ignore[arg-type]
-            store_k = apply(cfg_k)
-            write_offline(cfg_k, snap)
-            ent = pd.DataFrame({"customer_id": pairs["customer_id"], "event_timestamp": pairs["cutoff"],
-                                "request_ts": epoch_seconds(pairs["cutoff"])})
-            # warm-up on 10 rows: first-use imports (ibis, dask) are not retrieval time; errors show below
-            with contextlib.suppress(Exception):
-                store_k.get_historical_features(entity_df=ent.head(10),
-                                                features=store_k.get_feature_service("offer_v1")).to_df()
-            t0, c0 = time.perf_counter(), time.process_time()
-            try:
-                out = store_k.get_historical_features(
-                    entity_df=ent, features=store_k.get_feature_service("offer_v1")).to_df()
-                res[f"historical_{kind}_seconds"] = round(time.perf_counter() - t0, 2)
-                res[f"historical_{kind}_cpu_seconds"] = round(time.process_time() - c0, 2)
-                res[f"historical_{kind}_rows"] = len(out)
-            except Exception as exc:  # a store that cannot do it is a result too
-                res[f"historical_{kind}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-            console.print(f"historical {kind}: {res.get(f'historical_{kind}_seconds')} s for {len(ent):,} rows")
-            gc.collect()
+        if "historical" in parts:
+            n_cut = 4
+            n_cust = max(1, args.historical_rows // n_cut)
+            cuts = [as_of - pd.Timedelta(days=30 * k) for k in range(n_cut)]
+            sub = {k: v for k, v in tables.items()}
+            keep = set(tables["customers"]["customer_id"].iloc[:n_cust])
+            for k in ("customers", "orders", "events"):
+                sub[k] = tables[k].loc[tables[k]["customer_id"].isin(keep)]
+            pairs = customer_pairs(sub["customers"], cuts)
+            snap = compute_features(sub, pairs)
+            for kind in args.stores.split(","):
+                cfg_k = Config(paths=PathsConfig(data_dir=tmp / f"hist-{kind}"),
+                               features=FeaturesConfig(offline_store=kind))  # type: ignore[arg-type]
+                store_k = apply(cfg_k)
+                write_offline(cfg_k, snap)
+                ent = pd.DataFrame({"customer_id": pairs["customer_id"], "event_timestamp": pairs["cutoff"],
+                                    "request_ts": epoch_seconds(pairs["cutoff"])})
+                # warm-up on 10 rows: first-use imports (ibis, dask) are not retrieval time; errors show below
+                with contextlib.suppress(Exception):
+                    store_k.get_historical_features(entity_df=ent.head(10),
+                                                    features=store_k.get_feature_service("offer_v1")).to_df()
+                t0, c0 = time.perf_counter(), time.process_time()
+                try:
+                    out = store_k.get_historical_features(
+                        entity_df=ent, features=store_k.get_feature_service("offer_v1")).to_df()
+                    res[f"historical_{kind}_seconds"] = round(time.perf_counter() - t0, 2)
+                    res[f"historical_{kind}_cpu_seconds"] = round(time.process_time() - c0, 2)
+                    res[f"historical_{kind}_rows"] = len(out)
+                except Exception as exc:  # a store that cannot do it is a result too
+                    res[f"historical_{kind}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                console.print(f"historical {kind}: {res.get(f'historical_{kind}_seconds')} s for {len(ent):,} rows")
+                gc.collect()
         res["peak_rss_gib_total"] = round(peak_rss_gib(), 2)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
