@@ -94,3 +94,13 @@ def test_bad_inputs_are_refused(data) -> None:
     bad.iloc[3, 0] = np.nan
     with pytest.raises(DataError, match="non-finite"):
         fit_uplift(X, arm, bad, "none")
+
+
+def test_x_learner_reusing_t_stage_one_is_identical(data) -> None:
+    y = data["outcomes"][["conversion"]]
+    t = fit_uplift(data["X"], data["arm"], y, "none", learner="t")
+    fresh = fit_uplift(data["X"], data["arm"], y, "none", learner="x", encoder=t.encoder)
+    reused = fit_uplift(data["X"], data["arm"], y, "none", learner="x", encoder=t.encoder, reuse=t)
+    assert all(reused.boosters[k] is t.boosters[k] for k in t.boosters)
+    M = t.encoder.transform(data["X"].head(100))
+    np.testing.assert_allclose(fresh.predict(M)["A"][0], reused.predict(M)["A"][0])
