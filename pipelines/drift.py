@@ -668,6 +668,9 @@ def run_drift(
 ) -> pd.DataFrame:
     """`rebuy drift`: analyse, report, log and index every model; one row per model with its status line.
 
+    A model whose sources cannot be loaded (no champion yet, no reference logged) gets status "error"
+    and its reason; the others are still analysed. Bad data in a source raises (DataError).
+
     `load_source` is the adapter that finds a model's reference and current rows (default: the MLflow
     champion's logged reference and the serving prediction log); tests pass their own.
     """
@@ -683,7 +686,13 @@ def run_drift(
         task = bar.add_task("drift reports", total=len(models))
         for model in models:
             bar.update(task, description=f"drift: {model}")
-            src = load_source(cfg, model, as_of)
+            try:
+                src = load_source(cfg, model, as_of)
+            except RebuyError as exc:  # e.g. no champion yet: say so and monitor the others
+                rows.append({"model": model, "status": "error", "line": f"{model}: not monitored — {exc}",
+                             "report": None, "mlflow_run": None})
+                bar.advance(task)
+                continue
             result = analyse(
                 model, src.reference, src.current, src.roles, cfg.drift, as_of,
                 reference_name=src.reference_name, current_name=src.current_name, model_version=src.version,

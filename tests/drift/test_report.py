@@ -203,3 +203,20 @@ def test_matured_labels_give_a_performance_report(tmp_path: Path) -> None:
     auc = next(m["value"] for m in ev["metrics"] if m["config"]["type"].endswith("RocAuc"))
     assert auc == pytest.approx(summary["performance"]["current_auc"], abs=1e-9)
     assert "performance.html" in (cfg.paths.reports_dir / "drift" / "index.html").read_text()
+
+
+def test_a_model_without_sources_is_reported_and_the_others_still_run(tmp_path: Path) -> None:
+    from rebuy.errors import RebuyError
+
+    cfg = _cfg(tmp_path)
+    ok_loader = _loader({"churn": 0.0})
+
+    def load(c: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
+        if model == "value":
+            raise RebuyError("no @champion for rebuy-value")
+        return ok_loader(c, model, as_of)
+
+    out = run_drift(cfg, AS_OF, ["value", "churn"], load_source=load, log_mlflow=False, progress=False)
+    assert out["status"].tolist() == ["error", "ok"]
+    assert "no @champion for rebuy-value" in out.loc[0, "line"]
+    assert [s["model"] for s in read_summaries(cfg.paths.reports_dir / "drift")] == ["churn"]
