@@ -6,7 +6,7 @@ model's own score distribution on its training rows with its scores now.
 
 Current, in order of preference:
 1. served rows from the serving prediction log (`serving.prediction_log.read(cfg)`), last
-   `drift.current_window_days`, when that module exists and has rows for the model;
+   `drift.current_window_days`, latest row per customer, when it has rows for the model;
 2. otherwise features recomputed from the canonical tables at the midnights of the window that fall
    on the reference cutoffs' weekdays (so the weekday mix matches by construction), restricted to the
    model's population and scored by the champion.
@@ -95,6 +95,9 @@ def _served_rows(cfg: Config, model: str, reg: str, as_of: pd.Timestamp) -> pd.D
     rows = log[log["model"].isin([model, reg]) & (log["scored_at"] > as_of - window) & (log["scored_at"] <= as_of)]
     if rows.empty:
         return None
+    # one row per customer (the latest score): the reference has one row per customer and cutoff, and a
+    # customer scored twenty times a day must not outweigh one scored once
+    rows = rows.sort_values("scored_at").drop_duplicates("customer_id", keep="last")
     return rows.rename(columns={"scored_at": "cutoff", "score": "prediction"}).reset_index(drop=True)
 
 
