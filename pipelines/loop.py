@@ -163,7 +163,7 @@ def service_ready(url: str, timeout: float = 1.0) -> bool:
 
 
 @contextmanager
-def running_service(cfg: Config, config_path: Path | None, *, startup_timeout: float = 180.0,
+def running_service(cfg: Config, config_path: Path | None, *, startup_timeout: float = 600.0,
                     log_path: Path | None = None) -> Iterator[str]:
     """`rebuy serve` in a child process on 127.0.0.1 for the duration of the block; yields its URL.
 
@@ -239,10 +239,20 @@ def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None
             trained = train_command(cfg, "all", now, show_progress=False)
             return {"trained": sorted(trained), "reload": reload_service(cfg, url)}
 
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         client = HttpScoreClient(url)
         try:
-            result, tables = closed_loop(cfg, sim, tables, client, days, retrain_every_days=retrain_every_days,
-                                         retrain=retrain if cfg.serving.admin_token else None)
+            with Progress(TextColumn("simulated days"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("{task.fields[last]}"), console=Console(stderr=True)) as bar:
+                task = bar.add_task("days", total=days, last="")
+                result, tables = closed_loop(
+                    cfg, sim, tables, client, days, retrain_every_days=retrain_every_days,
+                    retrain=retrain if cfg.serving.admin_token else None,
+                    on_day=lambda d, s: bar.update(task, completed=d + 1,
+                                                   last=f"decided {s['decided']}, sent {s['sent']}"),
+                )
         finally:
             client.close()
     write_canonical(tables, cfg.paths.data_dir)
