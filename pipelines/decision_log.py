@@ -159,12 +159,18 @@ def message_payload(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """`df.to_dict("records")` without pandas' per-value boxing (several times faster on 100k rows)."""
+    cols = list(df.columns)
+    return [dict(zip(cols, row, strict=True)) for row in zip(*(df[c].tolist() for c in cols), strict=True)]
+
+
 def log_decisions(conn: Connection, decisions: pd.DataFrame) -> int:
     """Insert decisions and their outbox rows in the caller's transaction; returns messages queued.
 
     Ids already present are skipped, so calling this twice with the same frame changes nothing.
     """
-    rows = decisions.to_dict("records")
+    rows = records(decisions)
     if not rows:
         return 0
     done = existing_ids(conn, [r["decision_id"] for r in rows])

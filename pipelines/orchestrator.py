@@ -181,7 +181,7 @@ def run_pass(
                             already_decided=len(done), decisions=outcome.decisions, skipped=outcome.skipped,
                             timings=timings)
         if dry_run:
-            result.queued = int(sum(dl.is_message(r) for r in outcome.decisions.to_dict("records")))
+            result.queued = int(sum(dl.is_message(r) for r in dl.records(outcome.decisions)))
             return result
         engine = dl.engine_for(cfg.decision_log_url)
         try:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.clock import in_quiet_hours, local_clock
+from pipelines.decision_log import records
 from pipelines.triggers import decision_id
 from rebuy.config import CapsConfig, Config
 from rebuy.errors import RebuyError
@@ -185,8 +186,8 @@ def apply_policy(
     counts = message_counts(history, as_of, cfg.policy.caps).to_dict("index")
     used = offer_policy.BudgetUse()
     rows: list[dict[str, Any]] = [{}] * len(cands)
-    crecs = cands.to_dict("records")
-    srecs = s.reset_index().to_dict("records")
+    crecs = records(cands)
+    srecs = records(s.reset_index())
     for i in order:
         c = crecs[i]
         sr = srecs[i]
