@@ -127,10 +127,13 @@ class DayOut:
     consent_change: np.ndarray  # (m, 3) toggled today
 
 
-def step(st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u: np.ndarray) -> DayOut:
+def step(
+    st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u: np.ndarray, shipping: float = 4.9,
+) -> DayOut:
     """Advance `st` in place by one day, using the uniforms `u` (N_DRAWS, m) of `draws`.
 
     Taking the draws as an argument lets the oracle run every offer arm on the same random numbers.
+    `shipping` is what free shipping is worth to the customer (the discount it books).
     """
     new = ~st.active & (ag.signup_day == day)
     st.active |= new
@@ -182,7 +185,7 @@ def step(st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u
     promo = sale & (u[4, oi] < 0.5) & ~coupon
     rate = np.where(coupon, 0.10, 0.0) + np.where(promo, 0.15, 0.0)
     amount[oi] = gross
-    discount[oi] = (np.round(gross * rate, 2) + np.where(offer == OFFER_CODE["free_shipping"], 4.9, 0.0)
+    discount[oi] = (np.round(gross * rate, 2) + np.where(offer == OFFER_CODE["free_shipping"], shipping, 0.0)
                     + np.where(offer == OFFER_CODE["points_x2"], np.round(0.01 * gross, 2), 0.0))
     # -- bookkeeping; dropout after orders (and a little every day); an order wakes a dormant customer --
     st.n_orders[oi] += 1

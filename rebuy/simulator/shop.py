@@ -99,7 +99,8 @@ class ShopSimulator:
         n_before = st.n_orders.copy()
         u = dyn.draws(day_rng(self.config.seed, STREAM_DYNAMICS, day), n)
         out = dyn.step(st, self._all_agents, day, float(self._season[day]), bool(self._sale[day]),
-                       int(self._doy[day]), u)
+                       int(self._doy[day]), u,
+                       self.config.offers.shipping_cost)
         if not emit_rows:
             return None
         rows = emit.emit_day(
@@ -382,7 +383,7 @@ class ShopSimulator:
                 if t >= (t_none if a == "none" else t_offer):
                     continue
                 out = dyn.step(states[a], ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]),
-                               u)
+                               u, cfg.offers.shipping_cost)
                 o = out.ordered
                 first[a] = np.where(o & (first[a] < 0), t, first[a])
                 if t < horizon:
@@ -462,7 +463,8 @@ class ShopSimulator:
             d = day + t
             self._ensure_calendar(d)
             u = dyn.draws(day_rng(cfg.seed, STREAM_CAMPAIGN, d, 1000 + seed), m)
-            out = dyn.step(branch, ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]), u)
+            out = dyn.step(branch, ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]), u,
+                           cfg.offers.shipping_cost)
             converted |= out.ordered
             spend += out.amount
             n_orders += out.ordered
