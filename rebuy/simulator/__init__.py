@@ -36,6 +36,12 @@ changes (the current consent is the latest update, else the signup value). Order
 order value before discounts; `discount` is the money value of the discounts (coupon, sale, free
 shipping, points). Customers do not sign up after the history ends (the live shop has a fixed base).
 
+Decisions from `randomized_campaign` carry `distribution`, `model_versions`, `scores` (dicts) and
+`reasons` (list) as Python objects, as `pipelines.decision_log` stores them (`rebuy simulate
+--campaign` writes them as JSON strings). Delivered messages (consented channel only) leave
+email opens/clicks and push opens in the events, add per-channel fatigue and can cost consents.
+The model itself is described in `rebuy.simulator.dynamics`.
+
 `SimConfig.effects` ("heterogeneous" | "uniform" | "none") and `effect_scale` shape the true offer
 effects, for campaigns whose truth favours personalising, one arm for everyone, or sending nothing.
 Randomness comes from generators seeded by (seed, stream, day), so any past state can be replayed.
