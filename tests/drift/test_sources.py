@@ -68,3 +68,22 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     record = json.loads(next((cfg.paths.reports_dir / "drift" / "retrain").glob("*.json")).read_text())
     assert record["decisions"][0]["model"] == "churn" and record["decisions"][0]["retrain"] == bool(
         decisions.iloc[0]["retrain"])
+
+
+def test_served_rows_window_model_and_latest_per_customer(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipelines import drift_sources
+    from rebuy.config import load_config
+    from serving import prediction_log
+
+    at = pd.to_datetime(["2025-03-01 10:00", "2025-03-05 09:00", "2025-03-05 12:00", "2025-02-01 00:00",
+                         "2025-03-04 00:00"],
+                        utc=True)
+    log = pd.DataFrame({"customer_id": ["a", "a", "b", "c", "d"], "model": ["churn"] * 4 + ["value"],
+                        "version": "1", "scored_at": at, "score": [0.1, 0.2, 0.3, 0.4, 0.5], "x": 1.0})
+    monkeypatch.setattr(prediction_log, "read", lambda cfg: log)
+    cfg = load_config(None, data_dir=tmp_path)
+    rows = drift_sources._served_rows(cfg, "churn", "rebuy-churn", pd.Timestamp("2025-03-06", tz="UTC"))
+    # 14-day window from Mar 6: c (Feb 1) is too old, d is another model; a keeps its later score
+    assert rows is not None
+    assert dict(zip(rows["customer_id"], rows["prediction"], strict=True)) == {"a": 0.2, "b": 0.3}
+    assert "cutoff" in rows.columns
