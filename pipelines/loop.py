@@ -59,7 +59,7 @@ def decision_truth(sim: Any, decisions: pd.DataFrame, at: pd.Timestamp, horizon_
         offers = sorted(set(rows["offer"]) | {"none"})
         ch = None if channel in ("none", None) or (isinstance(channel, float) and math.isnan(channel)) else str(channel)
         t = sim.truth(rows["customer_id"].tolist(), at, horizon_days=horizon_days, offers=offers,
-                      spend_days=None, channel=ch)
+                      spend_days=None, channel=ch, paths=1)  # probabilities are exact; skip MC margins
         p = np.array([t[f"p_order__{o}"].iloc[i] for i, o in enumerate(rows["offer"])])
         parts.append(pd.DataFrame({
             "decision_id": rows["decision_id"].to_numpy(), "group": rows["group"].to_numpy(),
