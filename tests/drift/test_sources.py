@@ -87,3 +87,15 @@ def test_served_rows_window_model_and_latest_per_customer(monkeypatch: pytest.Mo
     assert rows is not None
     assert dict(zip(rows["customer_id"], rows["prediction"], strict=True)) == {"a": 0.2, "b": 0.3}
     assert "cutoff" in rows.columns
+
+
+def test_cli_drift_without_champions_says_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from rebuy.cli import app
+
+    res = CliRunner().invoke(app, ["drift", "--data-dir", str(tmp_path), "--as-of", "2025-06-02", "-m", "churn",
+                                   "--no-mlflow"])
+    assert res.exit_code == 0, res.output
+    assert "churn: not monitored" in res.output and "rebuy train churn" in res.output
+    assert (tmp_path / "reports" / "drift" / "index.html").is_file()
