@@ -633,7 +633,27 @@ def log_to_mlflow(cfg: Config, result: DriftResult, report_dir: Path) -> str:
         metrics.update({f"performance.{k}": v for k, v in result.performance.items()})
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(report_dir), artifact_path="drift")
+        _tag_model_version(cfg, result, str(run.info.run_id))
         return str(run.info.run_id)
+
+
+def _tag_model_version(cfg: Config, result: DriftResult, run_id: str) -> None:
+    """Put the latest drift status on the registered version too, where the registry UI shows it."""
+    if not result.model_version:
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from training.registry import registered_name
+
+    client = MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
+    name = registered_name(result.model)
+    try:
+        for key, value in {"rebuy.drift_status": result.status.level, "rebuy.drift_as_of": result.as_of.isoformat(),
+                           "rebuy.drift_run": run_id}.items():
+            client.set_model_version_tag(name, result.model_version, key, value)
+    except MlflowException:  # a version that is not in this registry (e.g. monitored from files): run tags suffice
+        return
 
 
 # --- stage: where reference and current come from ---------------------------------------------------

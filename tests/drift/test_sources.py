@@ -58,6 +58,10 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     assert "prediction" in cols and cols["prediction"]["role"] == "prediction"
     assert summary["model_version"] == runs["churn"].outcome.version
     assert summary["reference_rows"] > 500 and summary["current_rows"] > 500
+    from training.registry import client
+
+    mv = client(cfg).get_model_version("rebuy-churn", runs["churn"].outcome.version)
+    assert mv.tags["rebuy.drift_status"] == row["status"]
     # the champion's cutoffs end a horizon before `now`, so no out-of-time labelled rows exist yet
     assert any("performance not measured" in n or "matured labels" in n for n in summary["notes"])
 
