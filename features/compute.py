@@ -141,7 +141,7 @@ class _Inputs:
         ids = pd.Index(pd.unique(pairs["customer_id"].to_numpy(dtype=object)))
         frames = {"pairs": pd.DataFrame({
             "pid": np.arange(len(pairs), dtype=np.int64),
-            "customer_id": ids.get_indexer(pairs["customer_id"].to_numpy(dtype=object)).astype(np.int64),
+            "customer_id": ids.get_indexer(pd.Index(pairs["customer_id"].to_numpy(dtype=object))).astype(np.int64),
             "c": _ns(pairs["cutoff"]),
         })}
         builders = {"orders": _orders_sql, "events": _events_sql, "customers": _customers_sql}
@@ -153,7 +153,7 @@ class _Inputs:
 
 
 def _codes(col: pd.Series, ids: pd.Index) -> tuple[np.ndarray, np.ndarray]:
-    codes = ids.get_indexer(col.to_numpy(dtype=object)).astype(np.int64)
+    codes = ids.get_indexer(pd.Index(col.to_numpy(dtype=object))).astype(np.int64)
     return codes, codes >= 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from rebuy.config import Config
 from rebuy.errors import DataError
@@ -24,7 +24,7 @@ def _progress() -> Iterator[Progress]:
         yield progress
 
 
-def _step(progress: Progress, text: str) -> int:
+def _step(progress: Progress, text: str) -> TaskID:
     return progress.add_task(text, total=1)
 
 

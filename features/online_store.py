@@ -38,14 +38,15 @@ if TYPE_CHECKING:
     from feast.infra.infra_object import InfraObject
     from feast.protos.feast.core.Registry_pb2 import Registry as RegistryProto
     from feast.repo_config import RepoConfig
+    from rich.progress import Progress
 
 LAYOUT_TABLE = "rebuy_layout"
 _UPSERT = 'INSERT OR REPLACE INTO "{table}" (entity_key, vals, event_ts, created_ts) VALUES (?, ?, ?, ?)'
 
 
 class RebuySqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
-    type: Literal["features.online_store.RebuySqliteOnlineStore"] = (  # type: ignore[assignment]
-        "features.online_store.RebuySqliteOnlineStore"
+    type: Literal["features.online_store.RebuySqliteOnlineStore"] = (
+        "features.online_store.RebuySqliteOnlineStore"  # type: ignore[assignment]
     )
 
 
@@ -104,12 +105,12 @@ def value_to_float(val: ValueProto) -> float:
 class RebuySqliteOnlineStore(SqliteOnlineStore):
     """The OnlineStore interface over packed rows (see the module docstring)."""
 
+    _rebuy_conn: sqlite3.Connection | None = None
+
     def _plain_conn(self, config: RepoConfig) -> sqlite3.Connection:
-        conn = getattr(self, "_rebuy_conn", None)
-        if conn is None:
-            conn = connect(self._get_db_path(config))
-            self._rebuy_conn = conn
-        return conn
+        if self._rebuy_conn is None:
+            self._rebuy_conn = connect(self._get_db_path(config))
+        return self._rebuy_conn
 
     def update(
         self,
@@ -133,9 +134,8 @@ class RebuySqliteOnlineStore(SqliteOnlineStore):
         return []
 
     def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
-        conn = getattr(self, "_rebuy_conn", None)
-        if conn is not None:
-            conn.close()
+        if self._rebuy_conn is not None:
+            self._rebuy_conn.close()
             self._rebuy_conn = None
         super().teardown(config, tables, entities)
 
@@ -216,7 +216,7 @@ def entity_keys(customer_ids: Sequence[str], prefix: bytes) -> list[bytes]:
 
 
 def write_features(
-    store: FeatureStore, features: pd.DataFrame, *, chunk: int = 50_000, progress: object | None = None,
+    store: FeatureStore, features: pd.DataFrame, *, chunk: int = 50_000, progress: Progress | None = None,
     views: Sequence[FeatureView] | None = None,
 ) -> int:
     """Bulk upsert of computed features (customer_id, cutoff, feature columns) into the online tables.
@@ -232,7 +232,7 @@ def write_features(
     keys = entity_keys(features[JOIN_KEY].tolist(), entity_key_prefix())
     views = list(views) if views is not None else store.list_feature_views()
     n = len(features)
-    task = progress.add_task("online store", total=n * len(views)) if progress is not None else None  # type: ignore[attr-defined]
+    task = progress.add_task("online store", total=n * len(views)) if progress is not None else None
     conn = connect(SqliteOnlineStore._get_db_path(cfg))
     try:
         for view in views:
@@ -248,8 +248,8 @@ def write_features(
                            stamps[start:stop], [created] * (stop - start), strict=True)
                 with conn:
                     conn.executemany(_UPSERT.format(table=table), rows)
-                if task is not None:
-                    progress.advance(task, stop - start)  # type: ignore[attr-defined]
+                if progress is not None and task is not None:
+                    progress.advance(task, stop - start)
     finally:
         conn.close()
     return n

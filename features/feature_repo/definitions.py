@@ -107,7 +107,7 @@ def definitions(offline_dir: Path) -> dict[str, Any]:
         sources=[*inputs, request],
         schema=[Field(name=n, dtype=Float64) for n in REQUEST_TIME],
         mode="python",
-        udf=request_time_udf,
+        udf=request_time_udf,  # type: ignore[arg-type]  # a plain module-level function
         udf_string=inspect.getsource(request_time_udf),
         description="Recency computed at request time from stored instants (never a day stale online).",
     )
