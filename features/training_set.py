@@ -57,12 +57,14 @@ def build_training_set(
     tables: dict[str, pd.DataFrame],
     *,
     as_of: pd.Timestamp | None = None,
+    build: bool = True,
 ) -> pd.DataFrame:
     """One row per (customer_id, cutoff) with the service's features and the label columns.
 
     Rows: every customer signed up by each cutoff. `as_of` is the end of the observed data (default:
     the latest order/event); label windows not over by then are NaN. Side effect: the feature
     snapshots at the cutoffs are stored as the offline source (features.store.write_offline).
+    `build=False` skips that when the caller has just built them (several services, one set of cutoffs).
     """
     from features import store as feast_io
 
@@ -74,7 +76,8 @@ def build_training_set(
     if not len(pairs):
         raise DataError("no customer had signed up by any cutoff", hint="check the cutoffs against the data")
     fs = feast_io.apply(cfg)
-    feast_io.build(cfg, tables, cutoffs)
+    if build:
+        feast_io.build(cfg, tables, cutoffs)
     entity_df = pd.DataFrame({
         JOIN_KEY: pairs[JOIN_KEY].to_numpy(),
         TIMESTAMP_FIELD: pairs["cutoff"].to_numpy(),

@@ -96,7 +96,7 @@ def _timed(timings: dict[str, float], name: str, console: Console) -> Iterator[N
 
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
-    from features.jobs import apply_job, build_job, materialize_job
+    from features.jobs import apply_job, materialize_job
     from pipelines.loop import closed_loop, reload_service, running_service
     from pipelines.score_client import HttpScoreClient
     from rebuy.ingest import Sources, import_inputs, validate_inputs, write_canonical
@@ -125,8 +125,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         imported = import_inputs(cfg, sources, as_of, progress=True)
         tables = imported.tables
     with _timed(t, "features", console):
-        apply_job(cfg)
-        build_job(cfg, as_of)
+        apply_job(cfg)  # training builds the offline snapshots at its cutoffs itself
         materialize_job(cfg, as_of, incremental=False)
     oracle = simulator_oracle(sim)
     with _timed(t, "train", console):
@@ -135,7 +134,6 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
 
     def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
         write_canonical(grown, cfg.paths.data_dir)
-        build_job(cfg, now)
         out = train_command(cfg, "all", now, oracle=None, show_progress=False)
         return {"trained": sorted(out), "reload": reload_service(cfg, url)}
 

@@ -232,10 +232,7 @@ def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None
     with running_service(cfg, config_path) as url:
 
         def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
-            from features.jobs import build_job
-
             write_canonical(grown, cfg.paths.data_dir)
-            build_job(cfg, now)
             trained = train_command(cfg, "all", now, show_progress=False)
             return {"trained": sorted(trained), "reload": reload_service(cfg, url)}
 
