@@ -31,3 +31,14 @@ def telemetry_off() -> None:
         "HF_HUB_OFFLINE": "1",
     }.items():
         os.environ.setdefault(key, value)
+
+
+def quiet_libraries() -> None:
+    """Keep the CLI's output to rebuy's own progress: no artifact download bars, no known-harmless warnings."""
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*model_fields.*")
