@@ -610,8 +610,10 @@ def log_to_mlflow(cfg: Config, result: DriftResult, report_dir: Path) -> str:
     """One MLflow run per model report (experiment `rebuy-drift`); returns the run id."""
     import mlflow
 
+    from training.registry import experiment_id
+
     mlflow.set_tracking_uri(cfg.mlflow_uri)
-    mlflow.set_experiment(DRIFT_EXPERIMENT)
+    mlflow.set_experiment(experiment_id=experiment_id(cfg, DRIFT_EXPERIMENT))
     with mlflow.start_run(run_name=f"drift-{result.model}-{stamp(result.as_of)}") as run:
         mlflow.set_tags(
             {
@@ -800,8 +802,10 @@ def run_retrain(
     if log_mlflow:
         import mlflow
 
+        from training.registry import experiment_id
+
         mlflow.set_tracking_uri(cfg.mlflow_uri)
-        mlflow.set_experiment(DRIFT_EXPERIMENT)
+        mlflow.set_experiment(experiment_id=experiment_id(cfg, DRIFT_EXPERIMENT))
         with mlflow.start_run(run_name=f"retrain-{stamp(as_of)}"):
             for r, outcome in zip(decisions.itertuples(), outcomes, strict=True):
                 verdict = "skipped" if not r.retrain else "failed" if "error" in outcome else "retrained"

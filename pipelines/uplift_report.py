@@ -241,17 +241,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
 def log_report(cfg: Config, report: dict[str, Any], paths: dict[str, Path]) -> str:
     """One MLflow run in experiment `rebuy-uplift`: headline metrics + the HTML and JSON."""
     import mlflow
-    from mlflow.tracking import MlflowClient
+
+    from training.registry import experiment_id
 
     mlflow.set_tracking_uri(cfg.mlflow_uri)
-    client = MlflowClient(cfg.mlflow_uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is None:
-        art = (cfg.paths.mlflow_dir / "artifacts").resolve()
-        art.mkdir(parents=True, exist_ok=True)
-        exp_id = client.create_experiment(EXPERIMENT, artifact_location=art.as_uri())
-    else:
-        exp_id = exp.experiment_id
+    exp_id = experiment_id(cfg, EXPERIMENT)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"uplift-{report['as_of'][:10]}") as run:
         h = report["holdout"]
         metrics = {"matured_decisions": report["matured"]}

@@ -227,7 +227,9 @@ def log_report(cfg: Config, report: CampaignReport, files: Mapping[str, Path]) -
 
     cfg.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
-    mlflow.set_experiment("rebuy-campaigns")
+    from training.registry import experiment_id
+
+    mlflow.set_experiment(experiment_id=experiment_id(cfg, "rebuy-campaigns"))
     with mlflow.start_run(run_name=f"campaign-{report.name}") as run:
         mlflow.log_params({"campaign": report.name, "control": report.control, "arms": ",".join(report.arms),
                            "primary_outcome": report.primary, "rows": report.n_rows,

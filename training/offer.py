@@ -32,6 +32,7 @@ from training.ope import (
 )
 from training.ope import qini as qini_auc_of
 from training.policy import NONE, greedy_batch
+from training.registry import experiment_id
 from training.uplift import LEARNERS, Selection, UpliftModel, select_learner
 
 KS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
@@ -591,7 +592,7 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str,
     cfg.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
     mlflow.set_registry_uri(cfg.mlflow_uri)
-    mlflow.set_experiment("rebuy-offer")
+    mlflow.set_experiment(experiment_id=experiment_id(cfg, "rebuy-offer"))
     c = client(cfg)
     with tempfile.TemporaryDirectory() as tmp_s, mlflow.start_run(run_name="offer") as run:
         tmp = Path(tmp_s)
@@ -638,7 +639,7 @@ def evaluate_policy(cfg: Config, as_of: pd.Timestamp, version: str | None = None
     marg = evaluate_uplift(cand.margin, data.test, NONE, MARGIN, current=current)
     ok, reason = promotion_decision(marg)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
-    mlflow.set_experiment("rebuy-offer")
+    mlflow.set_experiment(experiment_id=experiment_id(cfg, "rebuy-offer"))
     with tempfile.TemporaryDirectory() as tmp_s, mlflow.start_run(run_name=f"evaluate-policy v{version}") as run:
         mlflow.log_params({"candidate_version": version, "current": champ_version or "logging policy",
                            "as_of": str(as_of), "promote": ok})

@@ -34,6 +34,21 @@ def client(cfg: Config) -> Any:
     return MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
 
 
+def experiment_id(cfg: Config, name: str) -> str:
+    """The experiment `name` in the configured store, created with its artifacts under the data directory.
+
+    MLflow would otherwise put a new experiment's artifacts in ./mlruns of whatever directory the
+    process happens to run in.
+    """
+    c = client(cfg)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    art = (cfg.paths.mlflow_dir / "artifacts").resolve()
+    art.mkdir(parents=True, exist_ok=True)
+    return str(c.create_experiment(name, artifact_location=art.as_uri()))
+
+
 @dataclass
 class ModelBundle:
     """What serving needs to score one model: booster, calibrator and the feature order it expects."""

@@ -45,13 +45,9 @@ class RunOutcome:
 
 
 def _experiment_id(cfg: Config) -> str:
-    c = client(cfg)
-    exp = c.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return exp.experiment_id
-    art = (cfg.paths.mlflow_dir / "artifacts").resolve()
-    art.mkdir(parents=True, exist_ok=True)
-    return c.create_experiment(EXPERIMENT, artifact_location=art.as_uri())
+    from training.registry import experiment_id
+
+    return experiment_id(cfg, EXPERIMENT)
 
 
 def _metric(result_spec_metric: str, binary: bool, y: np.ndarray, pred: np.ndarray) -> float:
