@@ -101,8 +101,11 @@ def train_command(cfg: Config, which: str, as_of: pd.Timestamp, *, oracle: Oracl
         resolve_features(specs[n], services)  # fail before any expensive work
     cutoffs = cutoff_grid(cfg, as_of)
     sets: dict[str, pd.DataFrame] = {}
+    from features.store import build as build_snapshots
+
+    build_snapshots(cfg, tables, cutoffs)  # every service reads the same snapshots: compute them once
     for svc in dict.fromkeys(specs[n].feature_service for n in names):
-        sets[svc] = with_rfm(build_training_set(cfg, svc, cutoffs, tables), tables["orders"])
+        sets[svc] = with_rfm(build_training_set(cfg, svc, cutoffs, tables, build=False), tables["orders"])
     runs = train_specs(cfg, names, sets, services, oracle=oracle, show_progress=show_progress)
     return {k: v for k, v in runs.items() if isinstance(v, ModelRun)}
 
