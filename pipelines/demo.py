@@ -97,7 +97,7 @@ def _timed(timings: dict[str, float], name: str, console: Console) -> Iterator[N
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     from features.jobs import apply_job, materialize_job
-    from pipelines.loop import closed_loop, reload_service, running_service
+    from pipelines.loop import closed_loop, retrain_and_reload, running_service
     from pipelines.score_client import HttpScoreClient
     from rebuy.ingest import Sources, import_inputs, validate_inputs, write_canonical
     from rebuy.simulator import ShopSimulator, SimConfig, write_tables
@@ -133,9 +133,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         res.quality = quality_rows(runs)
 
     def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
-        write_canonical(grown, cfg.paths.data_dir)
-        out = train_command(cfg, "all", now, oracle=None, show_progress=False)
-        return {"trained": sorted(out), "reload": reload_service(cfg, url)}
+        return retrain_and_reload(cfg, now, grown, url)
 
     with _timed(t, "serve + closed loop", console), running_service(cfg, config_path) as url:
         client = HttpScoreClient(url)
@@ -149,6 +147,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         finally:
             client.close()
         res.loop = {**loop.comparison, "days": loop.days, "retrains": len(loop.retrains),
+                    "offer_model": [r.get("offer") for r in loop.retrains],
                     "decisions": int(sum(p["decided"] for p in loop.passes)),
                     "messages": int(sum(p["sent"] for p in loop.passes))}
     write_canonical(tables, cfg.paths.data_dir)
@@ -206,6 +205,8 @@ def render_summary(res: DemoResult, console: Console) -> None:
         u.add_row("matured decisions (treated / control)", f"{lp['treated']} / {lp['control']}")
     else:
         u.add_row("no matured decisions yet", lp.get("note", ""))
+    for i, offer in enumerate(lp.get("offer_model") or [], 1):
+        u.add_row(f"offer model at retrain {i}", str(offer)[:120])
     console.print(u)
     if res.kpis:
         k = Table(title="KPIs (the seeds')")

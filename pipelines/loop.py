@@ -215,6 +215,25 @@ def reload_service(cfg: Config, url: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+def retrain_and_reload(cfg: Config, now: pd.Timestamp, grown: dict[str, pd.DataFrame], url: str) -> dict[str, Any]:
+    """The loop's scheduled retraining: the grown tables become canonical, every model retrains through its
+    champion gate, the offer model learns from the randomized decisions logged so far (when there are
+    enough), and the service reloads whatever became champion."""
+    from rebuy.ingest import write_canonical
+    from training.offer import train_offer
+    from training.run import train_command
+
+    write_canonical(grown, cfg.paths.data_dir)
+    out: dict[str, Any] = {"trained": sorted(train_command(cfg, "all", now, show_progress=False))}
+    try:
+        offer = train_offer(cfg, now)
+        out["offer"] = {k: offer[k] for k in ("version", "promoted", "reason") if k in offer}
+    except RebuyError as exc:  # too few matured, randomized decisions yet: the loop goes on without it
+        out["offer"] = f"not trained: {str(exc).splitlines()[0]}"
+    out["reload"] = reload_service(cfg, url)
+    return out
+
+
 def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None, *, days: int,
                      retrain_every_days: int | None) -> dict[str, Any]:
     """`rebuy loop`: continue the saved simulator from where it stopped, against a running service
@@ -222,7 +241,6 @@ def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None
     from pipelines.score_client import HttpScoreClient
     from rebuy.ingest import read_canonical, write_canonical
     from rebuy.simulator import ShopSimulator
-    from training.run import train_command
 
     sim_dir = sim_dir or cfg.paths.data_dir / "raw" / "truth"
     if not sim_dir.is_dir():
@@ -232,9 +250,7 @@ def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None
     with running_service(cfg, config_path) as url:
 
         def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
-            write_canonical(grown, cfg.paths.data_dir)
-            trained = train_command(cfg, "all", now, show_progress=False)
-            return {"trained": sorted(trained), "reload": reload_service(cfg, url)}
+            return retrain_and_reload(cfg, now, grown, url)
 
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
