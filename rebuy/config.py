@@ -389,4 +389,8 @@ def load_config(path: Path | None = None, *, data_dir: Path | None = None) -> Co
         where = path if path is not None else "the embedded defaults"
         raise ConfigError(f"{where}: {exc}") from exc
     paths = PathsConfig(data_dir=data_dir) if data_dir is not None else cfg.paths
-    return cfg.model_copy(update={"paths": paths.resolve(base)})
+    imp = cfg.import_
+    tables = {t: getattr(imp, t) for t in ("customers", "orders", "events", "consent_updates")}
+    resolved = {t: src.model_copy(update={"path": base / src.path})
+                for t, src in tables.items() if src.path is not None and not src.path.is_absolute()}
+    return cfg.model_copy(update={"paths": paths.resolve(base), "import_": imp.model_copy(update=resolved)})

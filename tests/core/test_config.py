@@ -37,3 +37,14 @@ def test_bad_config_names_the_problem(tmp_path: Path, text: str, needle: str) ->
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_import_paths_resolve_against_the_config_file_not_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "rebuy.toml").write_text(
+        '[import.orders]\npath = "exports/orders.csv"\n[import.events]\npath = "/abs/events.csv"\n'
+    )
+    cfg = load_config(tmp_path / "cfg" / "rebuy.toml")
+    assert cfg.import_.orders.path == tmp_path / "cfg" / "exports" / "orders.csv"
+    assert cfg.import_.events.path == Path("/abs/events.csv")
+    assert cfg.import_.customers.path is None
