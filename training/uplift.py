@@ -131,7 +131,7 @@ class UpliftModel:
         return X
 
     def _p(self, key: str, X: np.ndarray) -> np.ndarray:
-        return self.boosters[key].predict(X, num_threads=1)
+        return np.asarray(self.boosters[key].predict(X, num_threads=1), dtype=np.float64)
 
     def predict(self, X: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
         """arm → one array of estimated effects vs control per target, in `targets` order."""
@@ -216,7 +216,7 @@ def _fit_one(X: np.ndarray, y: np.ndarray, binary: bool, cat_idx: list[int], see
     valid = rng.random(len(y)) < 0.2
     if valid.sum() < 20 or (~valid).sum() < 20:
         valid = np.zeros(len(y), dtype=bool)
-    kw = {"categorical_feature": cat_idx, "free_raw_data": False}
+    kw: dict[str, Any] = {"categorical_feature": cat_idx, "free_raw_data": False}
     dtrain = lgb.Dataset(X[~valid], y[~valid], params={"verbose": -1}, **kw)
     if valid.any():
         dvalid = lgb.Dataset(X[valid], y[valid], reference=dtrain, **kw)
@@ -333,7 +333,8 @@ def select_learner(
     Xtr, atr, ytr = train
     Xte, ate, yte = test
     enc = Encoder.fit(Xtr, categorical)
-    rows, models = [], {}
+    rows: list[dict[str, Any]] = []
+    models: dict[str, UpliftModel] = {}
     for name in learners:
         mdl = fit_uplift(Xtr, atr, ytr, control, learner=name, encoder=enc, seed=seed, params=params,
                          min_rows=min_rows, reuse=next(iter(models.values()), None))
