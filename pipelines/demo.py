@@ -33,14 +33,14 @@ MARKER = ".rebuy-demo"
 @dataclass
 class DemoOptions:
     data_dir: Path = Path("demo")
-    customers: int = 8_000
+    customers: int = 5_000
     months: int = 24
     seed: int = 7
-    days: int = 21
+    days: int = 14
     attribution_days: int = 7
     retrain_every_days: int | None = 7
-    trials: int = 6
-    trial_timeout_seconds: int = 30
+    trials: int = 4
+    trial_timeout_seconds: int = 20
     cutoff_step_days: int = 28
 
 

@@ -476,8 +476,8 @@ def loop_cli(
 @app.command("demo")
 def demo_cli(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="The demo's own folder (cleared on each run).")] = Path("demo"),
-    customers: Annotated[int, typer.Option(help="Simulated customers.")] = 8_000,
-    days: Annotated[int, typer.Option(help="Simulated days of closed loop.")] = 21,
+    customers: Annotated[int, typer.Option(help="Simulated customers.")] = 5_000,
+    days: Annotated[int, typer.Option(help="Simulated days of closed loop.")] = 14,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,
 ) -> None:
     """The whole loop on a simulated shop: simulate, import, features, train, serve, decide, report."""
