@@ -406,6 +406,14 @@ def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
     cols = list(result.table["column"]) if not result.table.empty else []
     extra = [roles.target] if roles.target and roles.target in result.current.columns else []
     keep = [c for c in cols + extra if c in result.reference.columns]
+    # Evidently refuses a column that is empty on either side (e.g. an event feature no served customer
+    # had); rebuy's own analysis above already judged it, so it is only left out of Evidently's view
+    empty = {c for c in keep if result.current[c].isna().all() or result.reference[c].isna().all()}
+    if empty:
+        result.notes.append(f"left out of the Evidently report (empty on one side): {sorted(empty)}")
+    keep = [c for c in keep if c not in empty]
+    cols = [c for c in cols if c not in empty]
+    extra = [c for c in extra if c not in empty]
     cats = [c for c in keep if c in roles.categorical or (c == roles.target and roles.task == "binary")]
     nums = [c for c in keep if c not in cats]
     definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
@@ -416,7 +424,7 @@ def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
         # data quality: dataset-level counts for all columns; full value statistics only for the columns
         # that moved (and the prediction) — per-column plots for 40+ columns would dominate the run time
         DatasetStats(),
-        *[ValueStats(column=c) for c in _detail_columns(result, cfg.detail_columns)],
+        *[ValueStats(column=c) for c in _detail_columns(result, cfg.detail_columns) if c not in empty],
     ]
     if extra and result.current[roles.target].notna().sum() >= cfg.min_labelled_rows:  # type: ignore[index]
         metrics.append(ValueDrift(column=roles.target, method=STAT_TEST_NAME, threshold=th.warning_effect))

@@ -220,3 +220,20 @@ def test_a_model_without_sources_is_reported_and_the_others_still_run(tmp_path: 
     assert out["status"].tolist() == ["error", "ok"]
     assert "no @champion for rebuy-value" in out.loc[0, "line"]
     assert [s["model"] for s in read_summaries(cfg.paths.reports_dir / "drift")] == ["churn"]
+
+
+def test_a_feature_empty_in_the_served_rows_still_gives_a_report(tmp_path: Path) -> None:
+    # e.g. an event feature no served customer had: Evidently refuses such a column, rebuy reports anyway
+    cfg = _cfg(tmp_path)
+    ref, cur = _frames(7, 0.0)
+    cur["visits"] = np.nan
+
+    def load(c: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
+        return ModelSource(model=model, reference=ref, current=cur, roles=ROLES)
+
+    out = run_drift(cfg, AS_OF, ["churn"], load_source=load, log_mlflow=False, progress=False)
+    folder = cfg.paths.reports_dir / "drift" / "churn" / "20250602T000000Z"
+    assert (folder / "report.html").is_file() and (folder / "evidently.json").is_file()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert any("visits" in n for n in summary["notes"])
+    assert out.loc[0, "status"] in {"ok", "warning", "drift"}
