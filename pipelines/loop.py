@@ -193,15 +193,9 @@ def running_service(cfg: Config, config_path: Path | None, *, startup_timeout: f
             time.sleep(0.5)
         yield url
     finally:
-        if proc.poll() is None:
-            import signal
+        from serving.server import stop_process_group
 
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc)
 
 
 def reload_service(cfg: Config, url: str) -> dict[str, Any]:

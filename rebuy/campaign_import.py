@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from rich.text import Text
 
 from rebuy.config import CampaignImportConfig, Config, DialectConfig
 from rebuy.errors import DataError, combine
-from rebuy.ingest import parse_numbers, read_raw
+from rebuy.ingest import parse_numbers, read_raw, swap_in_dir
 
 ARM = "arm"
 PROPENSITY = "propensity"
@@ -102,23 +100,12 @@ def import_campaign(cfg: Config, path: Path, name: str, roles: CampaignImportCon
 
 def write_campaign(data: CampaignData, target: Path) -> Path:
     """Write to a temp folder beside `target`, then swap it in: never half a campaign on disk."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+
+    def write(tmp: Path) -> None:
         data.frame.to_parquet(tmp / FRAME_FILE, index=False)
         (tmp / ROLES_FILE).write_text(json.dumps(data.roles(), indent=2), encoding="utf-8")
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():
-            old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+
+    return swap_in_dir(target, write)
 
 
 def read_campaign(path_or_name: Path | str, cfg: Config) -> CampaignData:

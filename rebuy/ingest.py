@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -99,13 +100,23 @@ def write_canonical(tables: dict[str, pd.DataFrame], data_dir: Path, *, validate
     ready = {t: conform(t, full.get(t, empty(t))) for t in TABLES}
     if validate:
         ready = {t: _validated(t, df) for t, df in ready.items()}
-    target = data_dir / CANONICAL
-    tmp = data_dir / f".{CANONICAL}.tmp-{uuid.uuid4().hex[:8]}"
-    old = data_dir / f".{CANONICAL}.old-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+
+    def write(tmp: Path) -> None:
         for name, df in ready.items():
             df.to_parquet(tmp / f"{name}.parquet", index=False)
+
+    return swap_in_dir(data_dir / CANONICAL, write)
+
+
+def swap_in_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """Fill a fresh folder beside `target`, then swap it in by renames: readers see the old contents or
+    the new, never half of either; on any failure the old folder is back and the temp one gone."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write(tmp)
         if target.exists():
             target.rename(old)
         tmp.rename(target)

@@ -8,12 +8,27 @@ that answers every call with a 5xx.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
 MAX_WORKERS = 2  # a 2-core machine: more workers only fight over the cores
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Stop a server started with `start_new_session=True`: SIGTERM to its whole group, SIGKILL if it lingers
+    (BentoML runs workers as children, so killing only the parent would leave them serving)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 def serve_env(config_path: Path | None, data_dir: Path, factory: str | None = None) -> dict[str, str]:

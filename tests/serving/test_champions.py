@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+
+from serving.server import stop_process_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -77,13 +78,7 @@ def serve_and_score(data_dir: Path, ids: list[str], as_of: pd.Timestamp, tmp: Pa
                 served += r.json()["results"]
         return served
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc)
         log.close()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from serving.server import stop_process_group
 
 pytestmark = pytest.mark.server
 
@@ -59,13 +60,7 @@ def test_rebuy_serve_answers_on_localhost(tmp_path: Path) -> None:
             assert c.post("/admin/reload", json={}, headers={"x-admin-token": "t0k"}).status_code == 200
             assert "rebuy_model_info" in c.get("/metrics").text
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc)
         log.close()
 
 
