@@ -108,15 +108,23 @@ def main() -> None:
         "seeds": n,
         "customers_per_shop": args.customers,
         "features": len(roles.features),
-        "thresholds": {"warning_effect": cfg.warning_effect, "drift_effect": cfg.drift_effect,
-                       "noise_z": cfg.noise_z, "sample": cfg.current_sample},
+        "thresholds": {
+            "warning_effect": cfg.warning_effect,
+            "drift_effect": cfg.drift_effect,
+            "noise_z": cfg.noise_z,
+            "sample": cfg.current_sample,
+        },
         "false_alarm_rate_not_ok": sum(s != "ok" for s in outcomes["none"]) / n,
         "false_drift_rate": sum(s == "drift" for s in outcomes["none"]) / n,
         "detection_rate": {s: sum(x == "drift" for x in outcomes[s]) / n for s in SHIFTS},
         "top_column": {s: pd.Series(top[s]).value_counts().to_dict() for s in SHIFTS},
         "analyse_seconds_median": float(np.median(analyse_s)),
-        "report_100k": {"current_rows": len(big), "analyse_s": t_analyse, "evidently_s": t_evidently,
-                        "total_with_files_s": t_total},
+        "report_100k": {
+            "current_rows": len(big),
+            "analyse_s": t_analyse,
+            "evidently_s": t_evidently,
+            "total_with_files_s": t_total,
+        },
         "outcomes": outcomes,
     }
     out = ROOT / "benchmarks" / "results"

@@ -45,23 +45,51 @@ def synthetic_shop(n_customers: int, n_events: int, n_orders: int, days: int, se
         return pd.DatetimeIndex(START + pd.to_timedelta(offset.astype(np.int64), unit="s")).as_unit("ns")
 
     cats = np.array(["shoes", "bags", "tea", "toys", "books", "garden"], dtype=object)
-    customers = pd.DataFrame({"customer_id": ids,
-                              "signup_at": START + pd.to_timedelta(signup_s.astype(np.int64), unit="s")})
+    customers = pd.DataFrame(
+        {"customer_id": ids, "signup_at": START + pd.to_timedelta(signup_s.astype(np.int64), unit="s")}
+    )
     customers["signup_at"] = customers["signup_at"].dt.as_unit("ns")
     who = rng.choice(n_customers, n_orders, p=weights)
-    orders = pd.DataFrame({
-        "order_id": np.char.add("o", np.arange(n_orders).astype(str)).astype(object), "customer_id": ids[who],
-        "ordered_at": stamps(who), "amount": rng.lognormal(3.5, 0.8, n_orders),
-        "category": cats[rng.integers(0, len(cats), n_orders)],
-        "discount": np.where(rng.random(n_orders) < 0.3, 5.0, 0.0), "items": 1, "returned_amount": 0.0,
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": np.char.add("o", np.arange(n_orders).astype(str)).astype(object),
+            "customer_id": ids[who],
+            "ordered_at": stamps(who),
+            "amount": rng.lognormal(3.5, 0.8, n_orders),
+            "category": cats[rng.integers(0, len(cats), n_orders)],
+            "discount": np.where(rng.random(n_orders) < 0.3, 5.0, 0.0),
+            "items": 1,
+            "returned_amount": 0.0,
+        }
+    )
     who = rng.choice(n_customers, n_events, p=weights)
-    kinds = np.array(["view"] * 5 + ["cart", "order_history_view", "delivery_check", "email_open",
-                                     "email_click", "push_open", "app_open"], dtype=object)
-    events = pd.DataFrame({"customer_id": ids[who], "occurred_at": stamps(who),
-                           "event_type": kinds[rng.integers(0, len(kinds), n_events)],
-                           "category": cats[rng.integers(0, len(cats), n_events)]})
-    return {"customers": customers, "orders": orders, "events": events, "consent_updates": empty("consent_updates")}
+    kinds = np.array(
+        ["view"] * 5
+        + [
+            "cart",
+            "order_history_view",
+            "delivery_check",
+            "email_open",
+            "email_click",
+            "push_open",
+            "app_open",
+        ],
+        dtype=object,
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ids[who],
+            "occurred_at": stamps(who),
+            "event_type": kinds[rng.integers(0, len(kinds), n_events)],
+            "category": cats[rng.integers(0, len(cats), n_events)],
+        }
+    )
+    return {
+        "customers": customers,
+        "orders": orders,
+        "events": events,
+        "consent_updates": empty("consent_updates"),
+    }
 
 
 def peak_rss_gib() -> float:
@@ -77,12 +105,17 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=20_000_000)
     parser.add_argument("--orders", type=int, default=3_000_000)
-    parser.add_argument("--materialize", type=int, default=200_000, help="customers written to the online store")
+    parser.add_argument(
+        "--materialize", type=int, default=200_000, help="customers written to the online store"
+    )
     parser.add_argument("--historical-rows", type=int, default=1_000_000)
     parser.add_argument("--stores", default="duckdb,file")
     parser.add_argument("--name", default="features")
-    parser.add_argument("--parts", default="compute,materialize,read,push,historical",
-                        help="'historical' can be left out (the slowest part); the others build on each other")
+    parser.add_argument(
+        "--parts",
+        default="compute,materialize,read,push,historical",
+        help="'historical' can be left out (the slowest part); the others build on each other",
+    )
     args = parser.parse_args()
     # this file is named features.py: drop its own folder from the path so `features` is the package
     here = Path(__file__).resolve().parent
@@ -101,9 +134,15 @@ def main() -> None:
 
     days = 730
     as_of = START + pd.Timedelta(days=days)
-    res: dict[str, object] = {"machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
-                              "customers": args.customers, "events": args.events, "orders": args.orders}
-    console.print(f"generating {args.customers:,} customers / {args.events:,} events / {args.orders:,} orders")
+    res: dict[str, object] = {
+        "machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
+        "customers": args.customers,
+        "events": args.events,
+        "orders": args.orders,
+    }
+    console.print(
+        f"generating {args.customers:,} customers / {args.events:,} events / {args.orders:,} orders"
+    )
     tables = synthetic_shop(args.customers, args.events, args.orders, days)
     rss_data = peak_rss_gib()
     gc.collect()
@@ -118,7 +157,9 @@ def main() -> None:
     res["compute_rows"] = len(feats)
     res["peak_rss_gib_after_data"] = round(rss_data, 2)
     res["peak_rss_gib_after_compute"] = round(peak_rss_gib(), 2)
-    console.print(f"compute: {res['compute_seconds']} s ({res['compute_cpu_seconds']} CPU s), peak RSS {res['peak_rss_gib_after_compute']} GiB")
+    console.print(
+        f"compute: {res['compute_seconds']} s ({res['compute_cpu_seconds']} CPU s), peak RSS {res['peak_rss_gib_after_compute']} GiB"
+    )
 
     parts = set(args.parts.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="rebuy-bench-"))
@@ -140,8 +181,10 @@ def main() -> None:
             cols = ["customer_id", "event_timestamp", *[f.name for f in view.features]]
             store.write_to_online_store(view.name, small[cols])
         res["feast_write_to_online_store_customers_per_s"] = round(len(small) / (time.perf_counter() - t0))
-        console.print(f"materialize: {res['materialize_customers_per_s']:,} customers/s (bulk), "
-                      f"{res['feast_write_to_online_store_customers_per_s']:,}/s via write_to_online_store")
+        console.print(
+            f"materialize: {res['materialize_customers_per_s']:,} customers/s (bulk), "
+            f"{res['feast_write_to_online_store_customers_per_s']:,}/s via write_to_online_store"
+        )
 
         # 3. online read of one customer's FeatureService
         reader = OnlineFeatureReader(cfg, "offer_v1")
@@ -152,8 +195,10 @@ def main() -> None:
             t0 = time.perf_counter()
             reader.read([cid], as_of)
             lat.append(time.perf_counter() - t0)
-        res["online_read_1_p50_ms"], res["online_read_1_p99_ms"] = round(pct(lat[500:], 50), 3), round(
-            pct(lat[500:], 99), 3)
+        res["online_read_1_p50_ms"], res["online_read_1_p99_ms"] = (
+            round(pct(lat[500:], 50), 3),
+            round(pct(lat[500:], 99), 3),
+        )
         lat = []
         for _ in range(200):
             batch = list(rng.choice(ids, 100))
@@ -170,8 +215,10 @@ def main() -> None:
             lat.append(time.perf_counter() - t0)
         res["feast_get_online_features_1_p50_ms"] = round(pct(lat[50:], 50), 3)
         res["feast_get_online_features_1_p99_ms"] = round(pct(lat[50:], 99), 3)
-        console.print(f"online read: p50 {res['online_read_1_p50_ms']} ms, p99 {res['online_read_1_p99_ms']} ms "
-                      f"(Feast get_online_features p50 {res['feast_get_online_features_1_p50_ms']} ms)")
+        console.print(
+            f"online read: p50 {res['online_read_1_p50_ms']} ms, p99 {res['online_read_1_p99_ms']} ms "
+            f"(Feast get_online_features p50 {res['feast_get_online_features_1_p50_ms']} ms)"
+        )
 
         # 4. push latency: a new view -> visible in the reader (history = the whole synthetic shop),
         # through a long-lived FeaturePusher as serving/the orchestrator would hold one
@@ -179,8 +226,9 @@ def main() -> None:
         lat_push = []
         for i, cid in enumerate(rng.choice(ids, 20)):
             now = as_of + pd.Timedelta(minutes=i + 1)
-            ev = pd.DataFrame({"customer_id": [cid], "occurred_at": [now], "event_type": ["view"],
-                               "category": ["tea"]})
+            ev = pd.DataFrame(
+                {"customer_id": [cid], "occurred_at": [now], "event_type": ["view"], "category": ["tea"]}
+            )
             ev["occurred_at"] = ev["occurred_at"].dt.as_unit("ns")
             t0 = time.perf_counter()
             pusher.push({"events": ev}, now)
@@ -206,26 +254,37 @@ def main() -> None:
             pairs = customer_pairs(sub["customers"], cuts)
             snap = compute_features(sub, pairs)
             for kind in args.stores.split(","):
-                cfg_k = Config(paths=PathsConfig(data_dir=tmp / f"hist-{kind}"),
-                               features=FeaturesConfig(offline_store=kind))  # type: ignore[arg-type]
+                cfg_k = Config(
+                    paths=PathsConfig(data_dir=tmp / f"hist-{kind}"),
+                    features=FeaturesConfig(offline_store=kind),
+                )  # type: ignore[arg-type]
                 store_k = apply(cfg_k)
                 write_offline(cfg_k, snap)
-                ent = pd.DataFrame({"customer_id": pairs["customer_id"], "event_timestamp": pairs["cutoff"],
-                                    "request_ts": epoch_seconds(pairs["cutoff"])})
+                ent = pd.DataFrame(
+                    {
+                        "customer_id": pairs["customer_id"],
+                        "event_timestamp": pairs["cutoff"],
+                        "request_ts": epoch_seconds(pairs["cutoff"]),
+                    }
+                )
                 # warm-up on 10 rows: first-use imports (ibis, dask) are not retrieval time; errors show below
                 with contextlib.suppress(Exception):
-                    store_k.get_historical_features(entity_df=ent.head(10),
-                                                    features=store_k.get_feature_service("offer_v1")).to_df()
+                    store_k.get_historical_features(
+                        entity_df=ent.head(10), features=store_k.get_feature_service("offer_v1")
+                    ).to_df()
                 t0, c0 = time.perf_counter(), time.process_time()
                 try:
                     out = store_k.get_historical_features(
-                        entity_df=ent, features=store_k.get_feature_service("offer_v1")).to_df()
+                        entity_df=ent, features=store_k.get_feature_service("offer_v1")
+                    ).to_df()
                     res[f"historical_{kind}_seconds"] = round(time.perf_counter() - t0, 2)
                     res[f"historical_{kind}_cpu_seconds"] = round(time.process_time() - c0, 2)
                     res[f"historical_{kind}_rows"] = len(out)
                 except Exception as exc:  # a store that cannot do it is a result too
                     res[f"historical_{kind}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-                console.print(f"historical {kind}: {res.get(f'historical_{kind}_seconds')} s for {len(ent):,} rows")
+                console.print(
+                    f"historical {kind}: {res.get(f'historical_{kind}_seconds')} s for {len(ent):,} rows"
+                )
                 gc.collect()
         res["peak_rss_gib_total"] = round(peak_rss_gib(), 2)
     finally:
@@ -237,7 +296,8 @@ def main() -> None:
     (RESULTS / f"{args.name}.md").write_text(
         f"# features benchmark\n\nMachine: {res['machine']}. Bars: compute 1M customers / 20M events <= 60 s and "
         "<= 8 GiB; materialization >= 5k customers/s; online read p50 ~1 ms.\n\n" + "\n".join(lines) + "\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     print("\n".join(lines))
 
 

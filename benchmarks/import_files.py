@@ -36,16 +36,22 @@ def write_export(folder: Path, n_orders: int, n_events: int, customers: int, see
     ids = np.char.zfill(rng.integers(0, customers, n_orders).astype(str), 7)
     when = start + pd.to_timedelta(rng.integers(0, 700 * 86400, n_orders), unit="s")
     amount = rng.gamma(2.0, 25.0, n_orders).round(2)
-    pd.DataFrame({
-        "Kunde": ids, "Zeitpunkt": when.strftime("%d.%m.%Y %H:%M"),
-        "Betrag": [f"{a:.2f}".replace(".", ",") for a in amount],
-    }).to_csv(folder / "orders.csv", sep=";", index=False)
+    pd.DataFrame(
+        {
+            "Kunde": ids,
+            "Zeitpunkt": when.strftime("%d.%m.%Y %H:%M"),
+            "Betrag": [f"{a:.2f}".replace(".", ",") for a in amount],
+        }
+    ).to_csv(folder / "orders.csv", sep=";", index=False)
     eids = np.char.zfill(rng.integers(0, customers, n_events).astype(str), 7)
     ewhen = start + pd.to_timedelta(rng.integers(0, 700 * 86400, n_events), unit="s")
-    pd.DataFrame({
-        "Kunde": eids, "Zeitpunkt": ewhen.strftime("%d.%m.%Y %H:%M"),
-        "Ereignis": rng.choice(["seite", "warenkorb", "bestellungen", "lieferung"], n_events),
-    }).to_csv(folder / "events.csv", sep=";", index=False)
+    pd.DataFrame(
+        {
+            "Kunde": eids,
+            "Zeitpunkt": ewhen.strftime("%d.%m.%Y %H:%M"),
+            "Ereignis": rng.choice(["seite", "warenkorb", "bestellungen", "lieferung"], n_events),
+        }
+    ).to_csv(folder / "events.csv", sep=";", index=False)
     return Sources(orders=folder / "orders.csv", events=folder / "events.csv")
 
 
@@ -54,11 +60,17 @@ def config(data_dir: Path) -> Config:
     return Config(
         paths={"data_dir": data_dir},  # type: ignore[arg-type]
         import_=ImportConfig(
-            dialect=DialectConfig(delimiter=";", decimal=",", date_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin"),
+            dialect=DialectConfig(
+                delimiter=";", decimal=",", date_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin"
+            ),
             orders=TableSource(columns={**cols, "ordered_at": "Zeitpunkt", "amount": "Betrag"}),
             events=TableSource(columns={**cols, "occurred_at": "Zeitpunkt", "event_type": "Ereignis"}),
-            event_type_map={"seite": "view", "warenkorb": "cart", "bestellungen": "order_history_view",
-                            "lieferung": "delivery_check"},
+            event_type_map={
+                "seite": "view",
+                "warenkorb": "cart",
+                "bestellungen": "order_history_view",
+                "lieferung": "delivery_check",
+            },
         ),
     )
 
@@ -81,21 +93,29 @@ def main() -> None:
         wall = time.perf_counter() - t0
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
     out = {
-        "orders": args.orders, "events": args.events, "customers": len(result.tables["customers"]),
-        "csv_mib": round(mb, 1), "wall_s": round(wall, 1), "rows_per_s": int((args.orders + args.events) / wall),
-        "peak_rss_gib": round(peak_gib, 2), "machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
+        "orders": args.orders,
+        "events": args.events,
+        "customers": len(result.tables["customers"]),
+        "csv_mib": round(mb, 1),
+        "wall_s": round(wall, 1),
+        "rows_per_s": int((args.orders + args.events) / wall),
+        "peak_rss_gib": round(peak_gib, 2),
+        "machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
         "load_avg_1m": round(os.getloadavg()[0], 1),
     }
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "import_files.json").write_text(json.dumps(out, indent=2) + "\n")
     md = [
-        "# rebuy import benchmark", "",
-        f"Machine: {out['machine']}; 1-minute load average at the end: {out['load_avg_1m']}.", "",
+        "# rebuy import benchmark",
+        "",
+        f"Machine: {out['machine']}; 1-minute load average at the end: {out['load_avg_1m']}.",
+        "",
         "| orders | events | CSV MiB | wall s | rows/s | peak RSS GiB |",
         "|---:|---:|---:|---:|---:|---:|",
         f"| {args.orders:,} | {args.events:,} | {out['csv_mib']} | {out['wall_s']} | {out['rows_per_s']:,} "
-        f"| {out['peak_rss_gib']} |", "",
+        f"| {out['peak_rss_gib']} |",
+        "",
     ]
     (results / "import_files.md").write_text("\n".join(md))
     print(json.dumps(out, indent=2))

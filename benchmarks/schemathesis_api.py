@@ -26,8 +26,16 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
-def send_case(client: Any, path: str, model: Any, mode: str, stats: Counter[str], failures: list[dict[str, Any]],
-              deadline: float, case: Any) -> None:
+def send_case(
+    client: Any,
+    path: str,
+    model: Any,
+    mode: str,
+    stats: Counter[str],
+    failures: list[dict[str, Any]],
+    deadline: float,
+    case: Any,
+) -> None:
     """One generated case through the app; any 5xx, contract-breaking 2xx or non-JSON 4xx is a failure."""
     if time.monotonic() > deadline:
         stats["skipped_time_budget"] += 1
@@ -52,16 +60,30 @@ def send_case(client: Any, path: str, model: Any, mode: str, stats: Counter[str]
     elif not resp.headers.get("content-type", "").startswith("application/json"):
         problem = "4xx without a JSON error"
     if problem:
-        failures.append({"path": path, "mode": mode, "status": resp.status_code, "problem": problem,
-                         "request": repr(kw)[:500], "response": resp.text[:300]})
+        failures.append(
+            {
+                "path": path,
+                "mode": mode,
+                "status": resp.status_code,
+                "problem": problem,
+                "request": repr(kw)[:500],
+                "response": resp.text[:300],
+            }
+        )
 
 
 def hypothesis_run(strategy: Any, send: Any, cases: int) -> None:
     from hypothesis import HealthCheck, Phase, given, settings
 
     # generation only: no shrinking (a failure is recorded with its request, not minimised) keeps it bounded
-    @settings(max_examples=cases, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=cases,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def run(case: Any) -> None:
         send(case)
@@ -71,8 +93,12 @@ def hypothesis_run(strategy: Any, send: Any, cases: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", type=int, default=500,
-                    help="cases per endpoint and generation mode (positive + negative: 2x per endpoint)")
+    ap.add_argument(
+        "--cases",
+        type=int,
+        default=500,
+        help="cases per endpoint and generation mode (positive + negative: 2x per endpoint)",
+    )
     ap.add_argument("--max-seconds", type=float, default=900.0)
     ap.add_argument("--name", default="schemathesis_api")
     args = ap.parse_args()
@@ -82,10 +108,17 @@ def main() -> None:
     telemetry_off()
     tmp = Path(tempfile.mkdtemp(prefix="rebuy-st-"))
     (tmp / "prom").mkdir()
-    (tmp / "rebuy.toml").write_text('[serving]\nadmin_token = "st-token"\nmax_batch = 200\n', encoding="utf-8")
-    os.environ.update({"PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom"), "REBUY_CONFIG": str(tmp / "rebuy.toml"),
-                       "REBUY_DATA_DIR": str(tmp / "data"),
-                       "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config"})
+    (tmp / "rebuy.toml").write_text(
+        '[serving]\nadmin_token = "st-token"\nmax_batch = 200\n', encoding="utf-8"
+    )
+    os.environ.update(
+        {
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom"),
+            "REBUY_CONFIG": str(tmp / "rebuy.toml"),
+            "REBUY_DATA_DIR": str(tmp / "data"),
+            "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
+        }
+    )
     import logging
 
     import schemathesis
@@ -101,12 +134,18 @@ def main() -> None:
 
     schema = schemathesis.openapi.from_dict(RebuyService.openapi_spec.asdict())
     deadline = time.monotonic() + args.max_seconds
-    report: dict[str, Any] = {"machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
-                              "cases_per_mode": args.cases, "endpoints": {}}
+    report: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
+        "cases_per_mode": args.cases,
+        "endpoints": {},
+    }
     failures: list[dict[str, Any]] = []
     with TestClient(RebuyService.to_asgi(), raise_server_exceptions=False) as client:
-        for path, model in (("/score", ScoreResponse), ("/score_features", ScoreResponse),
-                            ("/admin/reload", ReloadResponse)):
+        for path, model in (
+            ("/score", ScoreResponse),
+            ("/score_features", ScoreResponse),
+            ("/admin/reload", ReloadResponse),
+        ):
             op = schema[path]["POST"]
             stats: Counter[str] = Counter()
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -117,13 +156,20 @@ def main() -> None:
     report["failures"] = failures[:50]
     report["n_failures"] = len(failures)
     report["ok"] = not failures and all(
-        v.get("cases", 0) >= 2 * args.cases for v in report["endpoints"].values())
+        v.get("cases", 0) >= 2 * args.cases for v in report["endpoints"].values()
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    lines = ["# schemathesis API run", "", f"Machine: {report['machine']}. In-process ASGI app, synthetic scorer; "
-             f"{args.cases} positive + {args.cases} negative cases requested per endpoint (hypothesis may stop "
-             "early when an endpoint's input space is exhausted).", "",
-             "| endpoint | cases | status counts |", "|---|---|---|"]
+    lines = [
+        "# schemathesis API run",
+        "",
+        f"Machine: {report['machine']}. In-process ASGI app, synthetic scorer; "
+        f"{args.cases} positive + {args.cases} negative cases requested per endpoint (hypothesis may stop "
+        "early when an endpoint's input space is exhausted).",
+        "",
+        "| endpoint | cases | status counts |",
+        "|---|---|---|",
+    ]
     for path, st in report["endpoints"].items():
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(st.items()) if k != "cases")
         lines.append(f"| {path} | {st.get('cases', 0)} | {counts} |")

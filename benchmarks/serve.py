@@ -41,9 +41,15 @@ NOW = pd.Timestamp("2025-06-30T12:00:00Z")
 
 def pct(ms: list[float] | np.ndarray) -> dict[str, float]:
     a = np.asarray(ms, dtype=float)
-    return {"n": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 3),
-            "p99_ms": round(float(np.percentile(a, 99)), 3), "p99_9_ms": round(float(np.percentile(a, 99.9)), 3),
-            "max_ms": round(float(a.max()), 3), "over_20ms": int((a > 20).sum()), "over_50ms": int((a > 50).sum())}
+    return {
+        "n": int(a.size),
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "p99_9_ms": round(float(np.percentile(a, 99.9)), 3),
+        "max_ms": round(float(a.max()), 3),
+        "over_20ms": int((a > 20).sum()),
+        "over_50ms": int((a > 50).sum()),
+    }
 
 
 def free_port() -> int:
@@ -94,9 +100,11 @@ def breakdown(scorer: Any, ids: list[str], batch: int, reps: int) -> dict[str, f
         read.append(t1 - t0)
         model.append(t2 - t1)
         ser.append(t3 - t2)
-    return {"feature_read_ms": round(1e3 * float(np.median(read)), 3),
-            "models_and_reasons_ms": round(1e3 * float(np.median(model)), 3),
-            "serialization_ms": round(1e3 * float(np.median(ser)), 3)}
+    return {
+        "feature_read_ms": round(1e3 * float(np.median(read)), 3),
+        "models_and_reasons_ms": round(1e3 * float(np.median(model)), 3),
+        "serialization_ms": round(1e3 * float(np.median(ser)), 3),
+    }
 
 
 def batch_rate(scorer: Any, ids: list[str], n: int) -> dict[str, float]:
@@ -113,8 +121,10 @@ def batch_rate(scorer: Any, ids: list[str], n: int) -> dict[str, float]:
     from concurrent.futures import ThreadPoolExecutor
 
     half = n // 2
-    parts = [(many[:half], {k: v[:half] for k, v in mats.items()}, cold[:half], age[:half]),
-             (many[half:], {k: v[half:] for k, v in mats.items()}, cold[half:], age[half:])]
+    parts = [
+        (many[:half], {k: v[:half] for k, v in mats.items()}, cold[:half], age[:half]),
+        (many[half:], {k: v[half:] for k, v in mats.items()}, cold[half:], age[half:]),
+    ]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda p: scorer.score_matrices(p[0], p[1], p[2], p[3], offers, reasons=False), parts))
@@ -148,17 +158,24 @@ class Server:
     def __init__(self, data_dir: Path | None, workers: int, freeze: bool, tmp: Path) -> None:
         self.port = free_port()
         cfg = tmp / f"rebuy-{self.port}.toml"
-        cfg.write_text(f"[serving]\nport = {self.port}\nworkers = {workers}\nmax_batch = 1000\n", encoding="utf-8")
-        env = {**os.environ, "REBUY_GC_FREEZE": "1" if freeze else "0", "BENTOML_DO_NOT_TRACK": "True",
-               "BENTOML_HOME": str(tmp / "bentoml")}
+        cfg.write_text(
+            f"[serving]\nport = {self.port}\nworkers = {workers}\nmax_batch = 1000\n", encoding="utf-8"
+        )
+        env = {
+            **os.environ,
+            "REBUY_GC_FREEZE": "1" if freeze else "0",
+            "BENTOML_DO_NOT_TRACK": "True",
+            "BENTOML_HOME": str(tmp / "bentoml"),
+        }
         if data_dir is None:
             env["REBUY_SCORER_FACTORY"] = "serving.synthetic:bench_scorer"
         self.log = (tmp / f"server-{self.port}.log").open("wb")
         args = [sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg)]
         if data_dir is not None:
             args += ["--data-dir", str(data_dir)]
-        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
@@ -201,23 +218,34 @@ def gc_metrics(port: int) -> dict[str, float]:
 
 def gc_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {
-        "gen2_passes": after.get("rebuy_gc_collections_total_gen2", 0) - before.get("rebuy_gc_collections_total_gen2", 0),
-        "gen2_pause_ms_total": round(1e3 * (after.get("rebuy_gc_pause_seconds_total_gen2", 0)
-                                            - before.get("rebuy_gc_pause_seconds_total_gen2", 0)), 2),
-        "gc_pause_ms_max_since_freeze": round(1e3 * max(
-            after.get(f"rebuy_gc_pause_seconds_max_gen{g}", 0) for g in range(3)), 2),
+        "gen2_passes": after.get("rebuy_gc_collections_total_gen2", 0)
+        - before.get("rebuy_gc_collections_total_gen2", 0),
+        "gen2_pause_ms_total": round(
+            1e3
+            * (
+                after.get("rebuy_gc_pause_seconds_total_gen2", 0)
+                - before.get("rebuy_gc_pause_seconds_total_gen2", 0)
+            ),
+            2,
+        ),
+        "gc_pause_ms_max_since_freeze": round(
+            1e3 * max(after.get(f"rebuy_gc_pause_seconds_max_gen{g}", 0) for g in range(3)), 2
+        ),
         "frozen_objects": after.get("rebuy_gc_frozen_objects", 0),
     }
 
 
 def bodies(ids: list[str], batch: int, n: int, seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
-    return [json.dumps({"customer_ids": [ids[i] for i in rng.integers(0, len(ids), batch)]}).encode()
-            for _ in range(n)]
+    return [
+        json.dumps({"customer_ids": [ids[i] for i in rng.integers(0, len(ids), batch)]}).encode()
+        for _ in range(n)
+    ]
 
 
-def run_sequential(port: int, payloads: list[bytes], seconds: float,
-                   max_requests: int | None = None) -> tuple[list[float], int, float]:
+def run_sequential(
+    port: int, payloads: list[bytes], seconds: float, max_requests: int | None = None
+) -> tuple[list[float], int, float]:
     """Concurrency 1 on one keep-alive connection -> (latencies ms, errors, elapsed s)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     lat, errors, i = [], 0, 0
@@ -253,10 +281,17 @@ def run_concurrent(port: int, payloads: list[bytes], seconds: float, concurrency
         t.join()
     elapsed = time.perf_counter() - t0
     every = [x for lat in lats for x in lat]
-    return {"concurrency": concurrency, "rps": round(len(every) / elapsed, 1), "errors": sum(errs), **pct(every)}
+    return {
+        "concurrency": concurrency,
+        "rps": round(len(every) / elapsed, 1),
+        "errors": sum(errs),
+        **pct(every),
+    }
 
 
-def serve_runs(data_dir: Path | None, ids: list[str], workers: int, seconds: float, tmp: Path) -> dict[str, Any]:
+def serve_runs(
+    data_dir: Path | None, ids: list[str], workers: int, seconds: float, tmp: Path
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     one = bodies(ids, 1, 5000, 1)
     hundred = bodies(ids, 100, 300, 2)
@@ -269,7 +304,11 @@ def serve_runs(data_dir: Path | None, ids: list[str], workers: int, seconds: flo
             run_sequential(srv.port, one[:300], 60.0, max_requests=300)  # warm-up, past the re-freeze point
             before = gc_metrics(srv.port)
             lat, err, _ = run_sequential(srv.port, one, seconds)
-            out[f"single_c1_{label}"] = {**pct(lat), "errors": err, "gc": gc_delta(before, gc_metrics(srv.port))}
+            out[f"single_c1_{label}"] = {
+                **pct(lat),
+                "errors": err,
+                "gc": gc_delta(before, gc_metrics(srv.port)),
+            }
             console.print(f"  c=1 single: {out[f'single_c1_{label}']}")
             if freeze:
                 out["single_c8"] = run_concurrent(srv.port, one, seconds, 8)
@@ -284,34 +323,61 @@ def serve_runs(data_dir: Path | None, ids: list[str], workers: int, seconds: flo
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = ["# serving benchmark", "", f"Machine: {res['machine']}. Service workers: {res['workers']} "
-             f"(load client on the same machine). Models: {res['models']}. Load average at start: {res['load']}.",
-             "", "| run | p50 ms | p99 ms | p99.9 ms | max ms | >50 ms | rps | errors |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# serving benchmark",
+        "",
+        f"Machine: {res['machine']}. Service workers: {res['workers']} "
+        f"(load client on the same machine). Models: {res['models']}. Load average at start: {res['load']}.",
+        "",
+        "| run | p50 ms | p99 ms | p99.9 ms | max ms | >50 ms | rps | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key in ("single_c1_gc_default", "single_c1_gc_frozen", "single_c8", "batch100_c1"):
         r = res["server"].get(key)
         if r:
-            lines.append(f"| {key} | {r['p50_ms']} | {r['p99_ms']} | {r['p99_9_ms']} | {r['max_ms']} | "
-                         f"{r['over_50ms']} | {r.get('rps', '')} | {r['errors']} |")
+            lines.append(
+                f"| {key} | {r['p50_ms']} | {r['p99_ms']} | {r['p99_9_ms']} | {r['max_ms']} | "
+                f"{r['over_50ms']} | {r.get('rps', '')} | {r['errors']} |"
+            )
     b1, b100 = res["breakdown_1"], res["breakdown_100"]
     p50 = res["server"].get("single_c1_gc_frozen", {}).get("p50_ms")
-    lines += ["", "Where the time goes (median ms, in process; framework = served p50 - the rest):", "",
-              "| batch | feature read | models + reasons | serialization | framework + client |", "|---|---|---|---|---|",
-              f"| 1 | {b1['feature_read_ms']} | {b1['models_and_reasons_ms']} | {b1['serialization_ms']} | "
-              f"{res.get('framework_ms_1', '')} |",
-              f"| 100 | {b100['feature_read_ms']} | {b100['models_and_reasons_ms']} | {b100['serialization_ms']} | "
-              f"{res.get('framework_ms_100', '')} |", "",
-              "Batch scoring (`rebuy score` path):", "", "| metric | value |", "|---|---|"]
+    lines += [
+        "",
+        "Where the time goes (median ms, in process; framework = served p50 - the rest):",
+        "",
+        "| batch | feature read | models + reasons | serialization | framework + client |",
+        "|---|---|---|---|---|",
+        f"| 1 | {b1['feature_read_ms']} | {b1['models_and_reasons_ms']} | {b1['serialization_ms']} | "
+        f"{res.get('framework_ms_1', '')} |",
+        f"| 100 | {b100['feature_read_ms']} | {b100['models_and_reasons_ms']} | {b100['serialization_ms']} | "
+        f"{res.get('framework_ms_100', '')} |",
+        "",
+        "Batch scoring (`rebuy score` path):",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in res["batch"].items()]
-    lines += ["", "Cyclic GC inside the service during the c=1 run (GcWatch, /metrics):", "",
-              "| run | gen-2 passes | gen-2 pause total ms | longest GC pause (any gen) ms | frozen objects |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Cyclic GC inside the service during the c=1 run (GcWatch, /metrics):",
+        "",
+        "| run | gen-2 passes | gen-2 pause total ms | longest GC pause (any gen) ms | frozen objects |",
+        "|---|---|---|---|---|",
+    ]
     for key in ("single_c1_gc_default", "single_c1_gc_frozen"):
         g = res["server"].get(key, {}).get("gc")
         if g:
-            lines.append(f"| {key} | {g['gen2_passes']:.0f} | {g['gen2_pause_ms_total']} | "
-                         f"{g['gc_pause_ms_max_since_freeze']} | {g['frozen_objects']:.0f} |")
-    lines += ["", f"Bars: c=1 p50 <= 3 ms (got {p50}), p99 <= 8 ms; c=8 >= 400 rps with 0 errors; "
-              "model part >= 100k customers/s.", ""]
+            lines.append(
+                f"| {key} | {g['gen2_passes']:.0f} | {g['gen2_pause_ms_total']} | "
+                f"{g['gc_pause_ms_max_since_freeze']} | {g['frozen_objects']:.0f} |"
+            )
+    lines += [
+        "",
+        f"Bars: c=1 p50 <= 3 ms (got {p50}), p99 <= 8 ms; c=8 >= 400 rps with 0 errors; "
+        "model part >= 100k customers/s.",
+        "",
+    ]
     if res.get("note"):
         lines += [res["note"], ""]
     return "\n".join(lines)
@@ -332,9 +398,11 @@ def main() -> None:
     if args.quick:
         args.seconds, args.batch_customers = 3.0, 20_000
     res: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} cores (shared), {platform.platform()}", "workers": args.workers,
-        "models": "real @champions + Feast online store" if args.data_dir else
-                  "synthetic (serving.synthetic: 4 boosters x 100 trees + 3 offer boosters, in-memory features)",
+        "machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
+        "workers": args.workers,
+        "models": "real @champions + Feast online store"
+        if args.data_dir
+        else "synthetic (serving.synthetic: 4 boosters x 100 trees + 3 offer boosters, in-memory features)",
         "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
     console.print("[bold]in-process breakdown and batch rate[/]")
@@ -352,8 +420,10 @@ def main() -> None:
         if key in res["server"]:
             res[f"framework_ms_{b}"] = round(res["server"][key]["p50_ms"] - inner, 3)
     if args.data_dir is None:
-        res["note"] = ("Synthetic features are read from memory; the Feast SQLite online read adds about "
-                       "0.24 ms p50 per FeatureService for one customer (benchmarks/results/features-quick.md).")
+        res["note"] = (
+            "Synthetic features are read from memory; the Feast SQLite online read adds about "
+            "0.24 ms p50 per FeatureService for one customer (benchmarks/results/features-quick.md)."
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
     md = markdown(res)

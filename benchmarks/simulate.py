@@ -37,8 +37,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     console = Console(stderr=True)
     t0, c0 = time.perf_counter(), time.process_time()
     sim = ShopSimulator(SimConfig(customers=args.customers, months=args.months, seed=args.seed, events=True))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
-                  TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} days"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(f"simulating {args.customers:,} customers", total=sim.config.days)
         tables = sim.run_history(progress=lambda done, total: bar.update(task, completed=done))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

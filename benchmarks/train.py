@@ -66,15 +66,30 @@ def run_one(customers: int, months: int, seed: int, events: bool, trials: int | 
         runs = train_command(cfg, "all", sim.now, oracle=timed_oracle, show_progress=True)
         total = time.perf_counter() - t1
     rows = quality_rows(runs)
-    extra = {name: {"version": r.outcome.version, "promoted": r.outcome.promoted,
-                    "auc_ratio_to_oracle": r.result.metrics.get("auc_ratio_to_oracle"),
-                    "split": r.result.split_info, "tuning": {k: r.result.tuning[k] for k in
-                                                             ("n_trials", "n_complete", "n_pruned", "best_value")}}
-             for name, r in runs.items()}
-    return {"customers": customers, "months": months, "seed": seed, "events": events,
-            "orders": len(tables["orders"]), "events_rows": len(tables["events"]), "simulate_s": round(sim_s, 1),
-            "train_all_s": round(total - oracle_s, 1), "oracle_s": round(oracle_s, 1),
-            "quality": rows, "models": extra, "bars": bars(rows)}
+    extra = {
+        name: {
+            "version": r.outcome.version,
+            "promoted": r.outcome.promoted,
+            "auc_ratio_to_oracle": r.result.metrics.get("auc_ratio_to_oracle"),
+            "split": r.result.split_info,
+            "tuning": {k: r.result.tuning[k] for k in ("n_trials", "n_complete", "n_pruned", "best_value")},
+        }
+        for name, r in runs.items()
+    }
+    return {
+        "customers": customers,
+        "months": months,
+        "seed": seed,
+        "events": events,
+        "orders": len(tables["orders"]),
+        "events_rows": len(tables["events"]),
+        "simulate_s": round(sim_s, 1),
+        "train_all_s": round(total - oracle_s, 1),
+        "oracle_s": round(oracle_s, 1),
+        "quality": rows,
+        "models": extra,
+        "bars": bars(rows),
+    }
 
 
 def bars(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -92,19 +107,34 @@ def bars(rows: list[dict[str, Any]]) -> dict[str, bool]:
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["# Training benchmark", "",
-             f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), shared with other work; "
-             "LightGBM num_threads=1. Default Optuna budget unless stated.", ""]
+    lines = [
+        "# Training benchmark",
+        "",
+        f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), shared with other work; "
+        "LightGBM num_threads=1. Default Optuna budget unless stated.",
+        "",
+    ]
     for res in results:
         kind = "with events" if res["events"] else "orders only"
-        lines += [f"## {res['customers']:,} customers × {res['months']} months, {kind}", "",
-                  f"`rebuy train all`: **{res['train_all_s']} s** (oracle replay {res['oracle_s']} s excluded; "
-                  f"simulation {res['simulate_s']} s; {res['orders']:,} orders, {res['events_rows']:,} events)", "",
-                  "| model | scorer | ROC AUC | ECE | PR AUC | MAE | Spearman |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {res['customers']:,} customers × {res['months']} months, {kind}",
+            "",
+            f"`rebuy train all`: **{res['train_all_s']} s** (oracle replay {res['oracle_s']} s excluded; "
+            f"simulation {res['simulate_s']} s; {res['orders']:,} orders, {res['events_rows']:,} events)",
+            "",
+            "| model | scorer | ROC AUC | ECE | PR AUC | MAE | Spearman |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in res["quality"]:
             cells = [r.get(k) for k in ("roc_auc", "ece", "pr_auc", "mae", "spearman")]
-            lines.append(f"| {r['model']} | {r['scorer']} | " + " | ".join("" if c is None else f"{c:.4f}" for c in cells) + " |")
-        lines += ["", "| bar | met |", "|---|---|"] + [f"| {k} | {'yes' if v else '**no**'} |" for k, v in res["bars"].items()]
+            lines.append(
+                f"| {r['model']} | {r['scorer']} | "
+                + " | ".join("" if c is None else f"{c:.4f}" for c in cells)
+                + " |"
+            )
+        lines += ["", "| bar | met |", "|---|---|"] + [
+            f"| {k} | {'yes' if v else '**no**'} |" for k, v in res["bars"].items()
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -125,7 +155,7 @@ def main() -> None:
     stem = "train" if args.customers == 200_000 else f"train-{args.customers}"
     results: list[dict[str, Any]] = []
     md = ""
-    for events in ([True] if args.skip_orders_only else [True, False]):
+    for events in [True] if args.skip_orders_only else [True, False]:
         results.append(run_one(args.customers, args.months, args.seed, events, args.trials))
         # written after each run, so a long orders-only run never loses the first table
         (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")

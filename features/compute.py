@@ -32,22 +32,51 @@ DAY_NS = 86_400 * 10**9
 HOUR_NS = 3_600 * 10**9
 
 ORDER_HISTORY: tuple[str, ...] = (
-    "orders_total", "orders_30d", "orders_90d", "orders_365d",
-    "spend_total", "spend_30d", "spend_90d", "spend_365d", "avg_order_value",
-    "gap_mean_days", "gap_std_days", "last_order_at", "category_breadth", "discount_share",
-    "tenure_days", "is_single_buyer",
+    "orders_total",
+    "orders_30d",
+    "orders_90d",
+    "orders_365d",
+    "spend_total",
+    "spend_30d",
+    "spend_90d",
+    "spend_365d",
+    "avg_order_value",
+    "gap_mean_days",
+    "gap_std_days",
+    "last_order_at",
+    "category_breadth",
+    "discount_share",
+    "tenure_days",
+    "is_single_buyer",
 )
 VIEW_BURSTS: tuple[str, ...] = (
-    "views_1h", "views_24h", "views_7d", "max_views_in_burst", "max_category_views_7d",
-    "bought_category_views_7d", "carts_24h", "carts_7d",
+    "views_1h",
+    "views_24h",
+    "views_7d",
+    "max_views_in_burst",
+    "max_category_views_7d",
+    "bought_category_views_7d",
+    "carts_24h",
+    "carts_7d",
 )
 LOOKUPS: tuple[str, ...] = (
-    "order_history_views_7d", "order_history_views_30d", "delivery_checks_7d", "delivery_checks_30d",
-    "last_order_history_view_at", "last_delivery_check_at", "intent_components_24h", "intent_signal_24h",
+    "order_history_views_7d",
+    "order_history_views_30d",
+    "delivery_checks_7d",
+    "delivery_checks_30d",
+    "last_order_history_view_at",
+    "last_delivery_check_at",
+    "intent_components_24h",
+    "intent_signal_24h",
 )
 ENGAGEMENT: tuple[str, ...] = (
-    "engagement_rate_recent", "engagement_rate_baseline", "engagement_drop", "engagement_ratio",
-    "last_engagement_at", "open_rate_trend", "click_rate_trend",
+    "engagement_rate_recent",
+    "engagement_rate_baseline",
+    "engagement_drop",
+    "engagement_ratio",
+    "last_engagement_at",
+    "open_rate_trend",
+    "click_rate_trend",
 )
 FAMILIES: dict[str, tuple[str, ...]] = {
     "order_history": ORDER_HISTORY,
@@ -87,7 +116,9 @@ def _ns(ts: pd.Series) -> np.ndarray:
 def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
     t = pd.Timestamp(ts)
     if t.tzinfo is None:
-        raise DataError(f"cutoff {t} is naive", hint="pass timezone-aware UTC cutoffs, e.g. pd.Timestamp(..., tz='UTC')")
+        raise DataError(
+            f"cutoff {t} is naive", hint="pass timezone-aware UTC cutoffs, e.g. pd.Timestamp(..., tz='UTC')"
+        )
     return t.tz_convert("UTC")
 
 
@@ -96,7 +127,9 @@ def pairs_frame(cutoffs: Cutoffs, customer_ids: Sequence[str] | pd.Series | None
     if isinstance(cutoffs, pd.DataFrame):
         missing = {"customer_id", "cutoff"} - set(cutoffs.columns)
         if missing:
-            raise DataError(f"the pairs frame lacks columns {sorted(missing)}", hint="pass customer_id and cutoff")
+            raise DataError(
+                f"the pairs frame lacks columns {sorted(missing)}", hint="pass customer_id and cutoff"
+            )
         out = cutoffs[["customer_id", "cutoff"]].copy()
         if not isinstance(out["cutoff"].dtype, pd.DatetimeTZDtype):
             raise DataError("cutoff must be timezone-aware UTC", column="cutoff", rows=out.head(5))
@@ -115,7 +148,9 @@ def _require(df: pd.DataFrame, table: str, columns: Sequence[str]) -> None:
     if missing:
         raise DataError(
             f"the {table} table lacks required columns {missing}",
-            file=table, column=missing[0], rows=df.head(5),
+            file=table,
+            column=missing[0],
+            rows=df.head(5),
             hint="pass canonical tables (rebuy.ingest.read_canonical); see rebuy.contract.REQUIRED",
         )
 
@@ -139,11 +174,17 @@ class _Inputs:
     @classmethod
     def build(cls, pairs: pd.DataFrame, **tables: pd.DataFrame | None) -> _Inputs:
         ids = pd.Index(pd.unique(pairs["customer_id"].to_numpy(dtype=object)))
-        frames = {"pairs": pd.DataFrame({
-            "pid": np.arange(len(pairs), dtype=np.int64),
-            "customer_id": ids.get_indexer(pd.Index(pairs["customer_id"].to_numpy(dtype=object))).astype(np.int64),
-            "c": _ns(pairs["cutoff"]),
-        })}
+        frames = {
+            "pairs": pd.DataFrame(
+                {
+                    "pid": np.arange(len(pairs), dtype=np.int64),
+                    "customer_id": ids.get_indexer(
+                        pd.Index(pairs["customer_id"].to_numpy(dtype=object))
+                    ).astype(np.int64),
+                    "c": _ns(pairs["cutoff"]),
+                }
+            )
+        }
         builders = {"orders": _orders_sql, "events": _events_sql, "customers": _customers_sql}
         for name, df in tables.items():
             if df is not None:
@@ -170,27 +211,33 @@ def _events_sql(events: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
     _require(events, "events", REQUIRED["events"])
     codes, keep = _codes(events["customer_id"], ids)
     kinds = pd.Categorical(events["event_type"].to_numpy(dtype=object)[keep], categories=EVENT_TYPES).codes
-    return pd.DataFrame({
-        "customer_id": codes[keep],
-        "t": _ns(events["occurred_at"])[keep],
-        "event_type": kinds.astype(np.int16),
-        "category": _category(events.get("category", None), keep).array,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": codes[keep],
+            "t": _ns(events["occurred_at"])[keep],
+            "event_type": kinds.astype(np.int16),
+            "category": _category(events.get("category", None), keep).array,
+        }
+    )
 
 
 def _orders_sql(orders: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
     _require(orders, "orders", REQUIRED["orders"])
     codes, keep = _codes(orders["customer_id"], ids)
     n = int(keep.sum())
-    return pd.DataFrame({
-        "customer_id": codes[keep],
-        "t": _ns(orders["ordered_at"])[keep],
-        "amount": orders["amount"].to_numpy(dtype=np.float64)[keep],
-        "category": _category(orders.get("category", None), keep).array,
-        "discount": orders["discount"].to_numpy(dtype=np.float64)[keep] if "discount" in orders else np.zeros(n),
-        # ties of simultaneous orders are broken by position (gaps of 0 either way)
-        "seq": np.arange(len(orders), dtype=np.int64)[keep],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": codes[keep],
+            "t": _ns(orders["ordered_at"])[keep],
+            "amount": orders["amount"].to_numpy(dtype=np.float64)[keep],
+            "category": _category(orders.get("category", None), keep).array,
+            "discount": orders["discount"].to_numpy(dtype=np.float64)[keep]
+            if "discount" in orders
+            else np.zeros(n),
+            # ties of simultaneous orders are broken by position (gaps of 0 either way)
+            "seq": np.arange(len(orders), dtype=np.int64)[keep],
+        }
+    )
 
 
 def _customers_sql(customers: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
@@ -199,7 +246,9 @@ def _customers_sql(customers: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
     return pd.DataFrame({"customer_id": codes[keep], "signup": _ns(customers["signup_at"])[keep]})
 
 
-def _query(sql: str, frames: dict[str, pd.DataFrame], con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+def _query(
+    sql: str, frames: dict[str, pd.DataFrame], con: duckdb.DuckDBPyConnection | None = None
+) -> pd.DataFrame:
     """Run `sql` over the given frames in DuckDB: the caller's connection, or a private in-memory one.
 
     Opening a connection costs ~0.1 s, so callers computing several families (or pushing often) pass
@@ -239,7 +288,11 @@ def _all_missing(pairs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def order_history_features(
-    orders: pd.DataFrame, customers: pd.DataFrame, cutoffs: Cutoffs, *, con: duckdb.DuckDBPyConnection | None = None
+    orders: pd.DataFrame,
+    customers: pd.DataFrame,
+    cutoffs: Cutoffs,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Recency / frequency / monetary history and the customer's own purchase cycle.
 
@@ -286,7 +339,11 @@ def _order_history(inp: _Inputs, con: duckdb.DuckDBPyConnection | None) -> pd.Da
 
 
 def view_burst_features(
-    events: pd.DataFrame, orders: pd.DataFrame, cutoffs: Cutoffs, *, burst_minutes: int = 60,
+    events: pd.DataFrame,
+    orders: pd.DataFrame,
+    cutoffs: Cutoffs,
+    *,
+    burst_minutes: int = 60,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Browsing intensity right before the cutoff: the seeds' purchase intent shows up as view bursts."""
@@ -304,7 +361,7 @@ def _view_bursts(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, burst_minu
         SELECT customer_id, t, category,
                count(*) OVER (PARTITION BY customer_id ORDER BY t
                               RANGE BETWEEN {burst_ns} PRECEDING AND CURRENT ROW) AS in_burst
-        FROM events WHERE event_type = {ET['view']}
+        FROM events WHERE event_type = {ET["view"]}
     ), bought AS (
         SELECT customer_id, category, min(t) AS first_t FROM orders
         WHERE category IS NOT NULL GROUP BY customer_id, category
@@ -332,7 +389,7 @@ def _view_bursts(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, burst_minu
         SELECT p.pid,
             count(*) FILTER (WHERE e.t > p.c - {DAY_NS}) AS carts_24h,
             count(*) AS carts_7d
-        FROM pairs p JOIN events e ON e.customer_id = p.customer_id AND e.event_type = {ET['cart']}
+        FROM pairs p JOIN events e ON e.customer_id = p.customer_id AND e.event_type = {ET["cart"]}
             AND e.t <= p.c AND e.t > p.c - 7 * {DAY_NS}
         GROUP BY p.pid
     )
@@ -347,7 +404,11 @@ def _view_bursts(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, burst_minu
 
 
 def lookup_features(
-    events: pd.DataFrame, cutoffs: Cutoffs, *, intent_hours: int = INTENT_HOURS, burst_views: int = BURST_VIEWS,
+    events: pd.DataFrame,
+    cutoffs: Cutoffs,
+    *,
+    intent_hours: int = INTENT_HOURS,
+    burst_views: int = BURST_VIEWS,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Looking up one's own orders and delivery options: with a view burst, the strongest repurchase signal.
@@ -360,33 +421,35 @@ def lookup_features(
     return _lookups(_Inputs.build(pairs, events=events), con, intent_hours, burst_views)
 
 
-def _lookups(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, intent_hours: int, burst_views: int) -> pd.DataFrame:
+def _lookups(
+    inp: _Inputs, con: duckdb.DuckDBPyConnection | None, intent_hours: int, burst_views: int
+) -> pd.DataFrame:
     if not inp.has_events:
         return _all_missing(inp.pairs, LOOKUPS)
     win = int(intent_hours) * HOUR_NS
     sql = f"""
     WITH e AS (
-        SELECT * FROM events WHERE event_type IN ({ET['order_history_view']}, {ET['delivery_check']}, {ET['view']})
+        SELECT * FROM events WHERE event_type IN ({ET["order_history_view"]}, {ET["delivery_check"]}, {ET["view"]})
     ), base AS (
         SELECT p.pid,
-            count(*) FILTER (WHERE e.event_type = {ET['order_history_view']} AND e.t > p.c - 7 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET["order_history_view"]} AND e.t > p.c - 7 * {DAY_NS})
                 AS order_history_views_7d,
-            count(*) FILTER (WHERE e.event_type = {ET['order_history_view']} AND e.t > p.c - 30 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET["order_history_view"]} AND e.t > p.c - 30 * {DAY_NS})
                 AS order_history_views_30d,
-            count(*) FILTER (WHERE e.event_type = {ET['delivery_check']} AND e.t > p.c - 7 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET["delivery_check"]} AND e.t > p.c - 7 * {DAY_NS})
                 AS delivery_checks_7d,
-            count(*) FILTER (WHERE e.event_type = {ET['delivery_check']} AND e.t > p.c - 30 * {DAY_NS})
+            count(*) FILTER (WHERE e.event_type = {ET["delivery_check"]} AND e.t > p.c - 30 * {DAY_NS})
                 AS delivery_checks_30d,
-            max(e.t) FILTER (WHERE e.event_type = {ET['order_history_view']}) / 1e9 AS last_order_history_view_at,
-            max(e.t) FILTER (WHERE e.event_type = {ET['delivery_check']}) / 1e9 AS last_delivery_check_at,
-            count(*) FILTER (WHERE e.event_type = {ET['order_history_view']} AND e.t > p.c - {win}) > 0 AS has_ohv,
-            count(*) FILTER (WHERE e.event_type = {ET['delivery_check']} AND e.t > p.c - {win}) > 0 AS has_dc
+            max(e.t) FILTER (WHERE e.event_type = {ET["order_history_view"]}) / 1e9 AS last_order_history_view_at,
+            max(e.t) FILTER (WHERE e.event_type = {ET["delivery_check"]}) / 1e9 AS last_delivery_check_at,
+            count(*) FILTER (WHERE e.event_type = {ET["order_history_view"]} AND e.t > p.c - {win}) > 0 AS has_ohv,
+            count(*) FILTER (WHERE e.event_type = {ET["delivery_check"]} AND e.t > p.c - {win}) > 0 AS has_dc
         FROM pairs p LEFT JOIN e ON e.customer_id = p.customer_id AND e.t <= p.c
         GROUP BY p.pid
     ), burst AS (
         SELECT pid, max(n) >= {int(burst_views)} AS has_burst FROM (
             SELECT p.pid, v.category, count(*) AS n
-            FROM pairs p JOIN e v ON v.customer_id = p.customer_id AND v.event_type = {ET['view']}
+            FROM pairs p JOIN e v ON v.customer_id = p.customer_id AND v.event_type = {ET["view"]}
                 AND v.t <= p.c AND v.t > p.c - {win}
             WHERE v.category IS NOT NULL GROUP BY p.pid, v.category
         ) GROUP BY pid
@@ -401,7 +464,11 @@ def _lookups(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, intent_hours: 
 
 
 def engagement_features(
-    events: pd.DataFrame, cutoffs: Cutoffs, *, recent_days: int = 14, baseline_days: int = 56,
+    events: pd.DataFrame,
+    cutoffs: Cutoffs,
+    *,
+    recent_days: int = 14,
+    baseline_days: int = 56,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """Engagement fading against the customer's own baseline: it fades before a customer churns.
@@ -414,7 +481,9 @@ def engagement_features(
     return _engagement(_Inputs.build(pairs, events=events), con, recent_days, baseline_days)
 
 
-def _engagement(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, recent_days: int, baseline_days: int) -> pd.DataFrame:
+def _engagement(
+    inp: _Inputs, con: duckdb.DuckDBPyConnection | None, recent_days: int, baseline_days: int
+) -> pd.DataFrame:
     if not inp.has_events:
         return _all_missing(inp.pairs, ENGAGEMENT)
     r, b = int(recent_days), int(baseline_days)
@@ -426,10 +495,10 @@ def _engagement(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, recent_days
         SELECT p.pid,
             count(*) FILTER (WHERE {recent}) / {r}::DOUBLE AS engagement_rate_recent,
             count(*) FILTER (WHERE NOT ({recent})) / {b}::DOUBLE AS engagement_rate_baseline,
-            count(*) FILTER (WHERE {recent} AND e.event_type = {ET['email_open']}) / {r}::DOUBLE AS open_r,
-            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = {ET['email_open']}) / {b}::DOUBLE AS open_b,
-            count(*) FILTER (WHERE {recent} AND e.event_type = {ET['email_click']}) / {r}::DOUBLE AS click_r,
-            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = {ET['email_click']}) / {b}::DOUBLE AS click_b
+            count(*) FILTER (WHERE {recent} AND e.event_type = {ET["email_open"]}) / {r}::DOUBLE AS open_r,
+            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = {ET["email_open"]}) / {b}::DOUBLE AS open_b,
+            count(*) FILTER (WHERE {recent} AND e.event_type = {ET["email_click"]}) / {r}::DOUBLE AS click_r,
+            count(*) FILTER (WHERE NOT ({recent}) AND e.event_type = {ET["email_click"]}) / {b}::DOUBLE AS click_b
         FROM pairs p LEFT JOIN e ON e.customer_id = p.customer_id AND e.t <= p.c
             AND e.t > p.c - {r + b} * {DAY_NS}
         GROUP BY p.pid
@@ -499,7 +568,9 @@ def compute_features(
     return out
 
 
-def request_time_features(stored: pd.DataFrame | dict, now: pd.Series | np.ndarray | float) -> dict[str, np.ndarray]:
+def request_time_features(
+    stored: pd.DataFrame | dict, now: pd.Series | np.ndarray | float
+) -> dict[str, np.ndarray]:
     """Days since each stored instant at request time `now` (epoch seconds), and how overdue the customer is.
 
     One function for the on-demand feature view, the fast online reader and tests, so training and

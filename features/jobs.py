@@ -19,8 +19,15 @@ from rebuy.errors import DataError
 
 @contextmanager
 def _progress() -> Iterator[Progress]:
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=False) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as progress:
         yield progress
 
 
@@ -45,7 +52,10 @@ def apply_job(cfg: Config) -> dict[str, object]:
         task = _step(progress, "feast apply")
         store = apply(cfg)
         progress.update(task, completed=1)
-    return {"repo": str(cfg.paths.feast_dir), "feature_services": sorted(s.name for s in store.list_feature_services())}
+    return {
+        "repo": str(cfg.paths.feast_dir),
+        "feature_services": sorted(s.name for s in store.list_feature_services()),
+    }
 
 
 def build_job(cfg: Config, as_of: pd.Timestamp) -> dict[str, object]:

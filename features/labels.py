@@ -30,8 +30,9 @@ def compute_labels(
     """One row per (customer_id, cutoff) in the order of the pairs, with the label columns."""
     as_of_ns = _utc(as_of).value
     pairs = pairs_frame(cutoffs, orders["customer_id"])
-    h_churn, h_rep, h_val = (int(d) * DAY_NS for d in (horizons.churn_days, horizons.repurchase_days,
-                                                       horizons.value_days))
+    h_churn, h_rep, h_val = (
+        int(d) * DAY_NS for d in (horizons.churn_days, horizons.repurchase_days, horizons.value_days)
+    )
     sql = f"""
     SELECT p.pid,
         count(o.t) FILTER (WHERE o.t <= p.c) AS n_before,

@@ -38,7 +38,9 @@ class OnlineFeatureReader:
         try:
             fs = store.get_feature_service(service)
         except Exception as exc:  # Feast raises its own not-found errors
-            raise RebuyError(f"FeatureService {service!r} is not registered: run `rebuy features apply`") from exc
+            raise RebuyError(
+                f"FeatureService {service!r} is not registered: run `rebuy features apply`"
+            ) from exc
         self.service = service
         projections = {p.name: [f.name for f in p.features] for p in fs.feature_view_projections}
         self.feature_names: list[str] = [n for names in projections.values() for n in names]
@@ -49,15 +51,20 @@ class OnlineFeatureReader:
         self._views: list[tuple[str, np.ndarray, np.ndarray]] = []
         for view in store.list_feature_views():
             names = layout(view)
-            want = [i for i, n in enumerate(names) if n in projections.get(view.name, ())
-                    or (request_time and n in _INSTANTS)]
+            want = [
+                i
+                for i, n in enumerate(names)
+                if n in projections.get(view.name, ()) or (request_time and n in _INSTANTS)
+            ]
             if not want:
                 continue
             dest = np.arange(len(self._stored_names), len(self._stored_names) + len(want))
             self._stored_names.extend(names[i] for i in want)
             self._views.append((table_name(store.config, view), np.array(want), dest))
         col = {n: i for i, n in enumerate(self._stored_names)}
-        self._out_stored = np.array([j for j, n in enumerate(self.feature_names) if n not in request_time], dtype=int)
+        self._out_stored = np.array(
+            [j for j, n in enumerate(self.feature_names) if n not in request_time], dtype=int
+        )
         self._src_stored = np.array([col[n] for n in self.feature_names if n not in request_time], dtype=int)
         self._out_request = [(j, n) for j, n in enumerate(self.feature_names) if n in request_time]
         self._instant_cols = {n: col.get(n) for n in _INSTANTS}
@@ -86,9 +93,14 @@ class OnlineFeatureReader:
         marks = ",".join("?" * n)
         with self._lock:
             results = [
-                (pos, dest, self._conn.execute(
-                    f'SELECT entity_key, vals, event_ts FROM "{table}" WHERE entity_key IN ({marks})', keys
-                ).fetchall())
+                (
+                    pos,
+                    dest,
+                    self._conn.execute(
+                        f'SELECT entity_key, vals, event_ts FROM "{table}" WHERE entity_key IN ({marks})',
+                        keys,
+                    ).fetchall(),
+                )
                 for table, pos, dest in self._views
             ]
         for pos, dest, rows in results:
@@ -103,7 +115,10 @@ class OnlineFeatureReader:
         out = np.full((n, len(self.feature_names)), np.nan)
         out[:, self._out_stored] = stored[:, self._src_stored]
         if self._out_request:
-            inst = {name: stored[:, c] if c is not None else np.full(n, np.nan) for name, c in self._instant_cols.items()}
+            inst = {
+                name: stored[:, c] if c is not None else np.full(n, np.nan)
+                for name, c in self._instant_cols.items()
+            }
             rt = request_time_features(inst, np.full(n, now_s))
             for j, name in self._out_request:
                 out[:, j] = rt[name]
@@ -129,7 +144,9 @@ def forget_customers(cfg: Config, customer_ids: Sequence[str]) -> int:
         with conn:
             for view in store.list_feature_views():
                 marks = ",".join("?" * len(keys))
-                cur = conn.execute(f'DELETE FROM "{table_name(store.config, view)}" WHERE entity_key IN ({marks})', keys)
+                cur = conn.execute(
+                    f'DELETE FROM "{table_name(store.config, view)}" WHERE entity_key IN ({marks})', keys
+                )
                 removed += cur.rowcount
     finally:
         conn.close()

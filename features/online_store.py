@@ -127,7 +127,9 @@ class RebuySqliteOnlineStore(SqliteOnlineStore):
                 ensure_table(conn, table_name(config, view), layout(view))
             for view in tables_to_delete:
                 conn.execute(f'DROP TABLE IF EXISTS "{table_name(config, view)}"')
-                conn.execute(f'DELETE FROM "{LAYOUT_TABLE}" WHERE table_name = ?', (table_name(config, view),))
+                conn.execute(
+                    f'DELETE FROM "{LAYOUT_TABLE}" WHERE table_name = ?', (table_name(config, view),)
+                )
 
     def plan(self, config: RepoConfig, desired_registry_proto: RegistryProto) -> list[InfraObject]:
         # tables are created by `update` in the packed layout, not by Feast's stock SqliteTable objects
@@ -152,8 +154,14 @@ class RebuySqliteOnlineStore(SqliteOnlineStore):
         rows = []
         for key, values, ts, created in data:
             vec = np.array([value_to_float(values[n]) if n in values else np.nan for n in names], dtype="<f8")
-            rows.append((serialize_entity_key(key, entity_key_serialization_version=version), vec.tobytes(),
-                         _epoch_s(ts), _epoch_s(created)))
+            rows.append(
+                (
+                    serialize_entity_key(key, entity_key_serialization_version=version),
+                    vec.tobytes(),
+                    _epoch_s(ts),
+                    _epoch_s(created),
+                )
+            )
         conn = self._plain_conn(config)
         with conn:
             conn.executemany(_UPSERT.format(table=table_name(config, table)), rows)
@@ -168,7 +176,9 @@ class RebuySqliteOnlineStore(SqliteOnlineStore):
         requested_features: list[str] | None = None,
     ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
         names = layout(table)
-        wanted = [(i, n) for i, n in enumerate(names) if requested_features is None or n in requested_features]
+        wanted = [
+            (i, n) for i, n in enumerate(names) if requested_features is None or n in requested_features
+        ]
         version = config.entity_key_serialization_version
         keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
         found = read_rows(self._plain_conn(config), table_name(config, table), keys)
@@ -179,13 +189,17 @@ class RebuySqliteOnlineStore(SqliteOnlineStore):
                 out.append((None, None))
                 continue
             vec, ts = hit
-            values = {n: ValueProto() if np.isnan(vec[i]) else ValueProto(double_val=float(vec[i]))
-                      for i, n in wanted}
+            values = {
+                n: ValueProto() if np.isnan(vec[i]) else ValueProto(double_val=float(vec[i]))
+                for i, n in wanted
+            }
             out.append((datetime.fromtimestamp(ts, tz=UTC) if ts is not None else None, values))
         return out
 
 
-def read_rows(conn: sqlite3.Connection, table: str, keys: Sequence[bytes]) -> dict[bytes, tuple[np.ndarray, int]]:
+def read_rows(
+    conn: sqlite3.Connection, table: str, keys: Sequence[bytes]
+) -> dict[bytes, tuple[np.ndarray, int]]:
     """entity key -> (float64 vector in layout order, event_ts seconds) for the keys present."""
     if not keys:
         return {}
@@ -216,7 +230,11 @@ def entity_keys(customer_ids: Sequence[str], prefix: bytes) -> list[bytes]:
 
 
 def write_features(
-    store: FeatureStore, features: pd.DataFrame, *, chunk: int = 50_000, progress: Progress | None = None,
+    store: FeatureStore,
+    features: pd.DataFrame,
+    *,
+    chunk: int = 50_000,
+    progress: Progress | None = None,
     views: Sequence[FeatureView] | None = None,
 ) -> int:
     """Bulk upsert of computed features (customer_id, cutoff, feature columns) into the online tables.
@@ -244,8 +262,13 @@ def write_features(
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
                 raw = np.ascontiguousarray(features[names].iloc[start:stop].to_numpy(dtype="<f8")).tobytes()
-                rows = zip(keys[start:stop], (raw[i : i + width] for i in range(0, len(raw), width)),
-                           stamps[start:stop], [created] * (stop - start), strict=True)
+                rows = zip(
+                    keys[start:stop],
+                    (raw[i : i + width] for i in range(0, len(raw), width)),
+                    stamps[start:stop],
+                    [created] * (stop - start),
+                    strict=True,
+                )
                 with conn:
                     conn.executemany(_UPSERT.format(table=table), rows)
                 if progress is not None and task is not None:

@@ -47,21 +47,23 @@ def feature_store_yaml(cfg: Config) -> str:
     Moving to Spark/Ray + Redis means editing this file only (and deleting the GENERATED line).
     """
     feast_dir = cfg.paths.feast_dir
-    return "\n".join([
-        GENERATED,
-        f"project: {PROJECT}",
-        "provider: local",
-        "registry:",
-        f"  path: {feast_dir / 'registry.db'}",
-        "  cache_ttl_seconds: 60",
-        "online_store:",
-        f"  type: {ONLINE_STORE_TYPE}",
-        f"  path: {online_path(cfg)}",
-        "offline_store:",
-        f"  type: {cfg.features.offline_store}",
-        "entity_key_serialization_version: 3",
-        "",
-    ])
+    return "\n".join(
+        [
+            GENERATED,
+            f"project: {PROJECT}",
+            "provider: local",
+            "registry:",
+            f"  path: {feast_dir / 'registry.db'}",
+            "  cache_ttl_seconds: 60",
+            "online_store:",
+            f"  type: {ONLINE_STORE_TYPE}",
+            f"  path: {online_path(cfg)}",
+            "offline_store:",
+            f"  type: {cfg.features.offline_store}",
+            "entity_key_serialization_version: 3",
+            "",
+        ]
+    )
 
 
 def _write_yaml(cfg: Config) -> Path:
@@ -163,8 +165,11 @@ class _Params(TypedDict):
 
 def _params(cfg: Config) -> _Params:
     f = cfg.features
-    return {"burst_minutes": f.burst_window_minutes, "recent_days": f.engagement_recent_days,
-            "baseline_days": f.engagement_baseline_days}
+    return {
+        "burst_minutes": f.burst_window_minutes,
+        "recent_days": f.engagement_recent_days,
+        "baseline_days": f.engagement_baseline_days,
+    }
 
 
 def _state(cfg: Config) -> dict:
@@ -184,7 +189,11 @@ def changed_customers(tables: dict[str, pd.DataFrame], since: pd.Timestamp, unti
 
 
 def materialize(
-    cfg: Config, as_of: pd.Timestamp, tables: dict[str, pd.DataFrame], *, incremental: bool = False,
+    cfg: Config,
+    as_of: pd.Timestamp,
+    tables: dict[str, pd.DataFrame],
+    *,
+    incremental: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """Features as of `as_of` into the offline snapshots and the online store.
@@ -202,8 +211,10 @@ def materialize(
     if incremental and last is not None:
         last_ts = pd.Timestamp(last)
         if as_of < last_ts:
-            raise DataError(f"incremental materialization at {as_of} is before the last one ({last_ts})",
-                            hint="materialize forward in time, or run a full materialization")
+            raise DataError(
+                f"incremental materialization at {as_of} is before the last one ({last_ts})",
+                hint="materialize forward in time, or run a full materialization",
+            )
         pairs = pairs.loc[pairs[JOIN_KEY].isin(changed_customers(tables, last_ts, as_of))]
     step = progress.add_task(f"features of {len(pairs):,} customers", total=2) if progress else None
     feats = compute_features(tables, pairs.reset_index(drop=True), **_params(cfg))
@@ -271,7 +282,9 @@ class FeaturePusher:
     Feast's push sources (`FeatureStore.push`): same store and semantics, slower (registry reads).
     """
 
-    def __init__(self, cfg: Config, history: dict[str, pd.DataFrame] | None = None, *, via_feast: bool = False):
+    def __init__(
+        self, cfg: Config, history: dict[str, pd.DataFrame] | None = None, *, via_feast: bool = False
+    ):
         from rebuy.ingest import read_canonical
 
         self.cfg = cfg
@@ -313,13 +326,19 @@ class FeaturePusher:
 
         feats = feats.rename(columns={"cutoff": TIMESTAMP_FIELD})
         for family, columns in FAMILIES.items():
-            self.store.push(f"{family}_push", feats[[JOIN_KEY, TIMESTAMP_FIELD, *columns]], to=PushMode.ONLINE)
+            self.store.push(
+                f"{family}_push", feats[[JOIN_KEY, TIMESTAMP_FIELD, *columns]], to=PushMode.ONLINE
+            )
         return len(feats)
 
 
 def push(
-    cfg: Config, new_tables: dict[str, pd.DataFrame], now: pd.Timestamp,
-    history: dict[str, pd.DataFrame] | None = None, *, via_feast: bool = False,
+    cfg: Config,
+    new_tables: dict[str, pd.DataFrame],
+    now: pd.Timestamp,
+    history: dict[str, pd.DataFrame] | None = None,
+    *,
+    via_feast: bool = False,
 ) -> int:
     """One push (see FeaturePusher); `history` defaults to the canonical tables of the data directory."""
     pusher = FeaturePusher(cfg, history, via_feast=via_feast)

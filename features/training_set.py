@@ -32,8 +32,11 @@ def cutoff_grid(cfg: Config, as_of: pd.Timestamp, horizon_days: int | None = Non
     `horizon_days` (default: the longest of cfg.horizons) before `as_of`.
     """
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
-    h = horizon_days if horizon_days is not None else max(
-        cfg.horizons.churn_days, cfg.horizons.repurchase_days, cfg.horizons.value_days)
+    h = (
+        horizon_days
+        if horizon_days is not None
+        else max(cfg.horizons.churn_days, cfg.horizons.repurchase_days, cfg.horizons.value_days)
+    )
     last = (as_of - pd.Timedelta(days=h)).floor("D")
     if last + pd.Timedelta(days=h) > as_of:
         last -= pd.Timedelta(days=1)
@@ -69,8 +72,10 @@ def build_training_set(
     from features import store as feast_io
 
     if not len(cutoffs):
-        raise DataError("no cutoffs to build a training set at",
-                        hint="the data may be shorter than the label horizon; see features.training_set.cutoff_grid")
+        raise DataError(
+            "no cutoffs to build a training set at",
+            hint="the data may be shorter than the label horizon; see features.training_set.cutoff_grid",
+        )
     names = feature_names(cfg, service)
     pairs = customer_pairs(tables["customers"], list(cutoffs))
     if not len(pairs):
@@ -78,16 +83,22 @@ def build_training_set(
     fs = feast_io.apply(cfg)
     if build:
         feast_io.build(cfg, tables, cutoffs)
-    entity_df = pd.DataFrame({
-        JOIN_KEY: pairs[JOIN_KEY].to_numpy(),
-        TIMESTAMP_FIELD: pairs["cutoff"].to_numpy(),
-        REQUEST_TS: epoch_seconds(pairs["cutoff"]),
-    })
+    entity_df = pd.DataFrame(
+        {
+            JOIN_KEY: pairs[JOIN_KEY].to_numpy(),
+            TIMESTAMP_FIELD: pairs["cutoff"].to_numpy(),
+            REQUEST_TS: epoch_seconds(pairs["cutoff"]),
+        }
+    )
     hist = fs.get_historical_features(entity_df=entity_df, features=fs.get_feature_service(service)).to_df()
     hist[TIMESTAMP_FIELD] = pd.to_datetime(hist[TIMESTAMP_FIELD], utc=True).dt.as_unit("ns")
     hist = hist.rename(columns={TIMESTAMP_FIELD: "cutoff"})
-    labels = compute_labels(tables["orders"], pairs, cfg.horizons, as_of if as_of is not None else _data_end(tables))
-    out = labels.merge(hist[[JOIN_KEY, "cutoff", *names]], on=[JOIN_KEY, "cutoff"], how="left", validate="1:1")
+    labels = compute_labels(
+        tables["orders"], pairs, cfg.horizons, as_of if as_of is not None else _data_end(tables)
+    )
+    out = labels.merge(
+        hist[[JOIN_KEY, "cutoff", *names]], on=[JOIN_KEY, "cutoff"], how="left", validate="1:1"
+    )
     out = out[[JOIN_KEY, "cutoff", *names, *LABELS]]
     out[names] = out[names].astype(np.float64)
     return out.sort_values(["cutoff", JOIN_KEY], kind="stable").reset_index(drop=True)

@@ -36,14 +36,21 @@ def local_clock(as_of: pd.Timestamp, customers: pd.DataFrame) -> pd.DataFrame:
         rows = customers.loc[tz.isin(bad), ["customer_id", "timezone"]].head(5)
         raise DataError(
             f"unknown IANA timezone names {sorted(bad)[:5]}",
-            file="customers", column="timezone", rows=rows,
+            file="customers",
+            column="timezone",
+            rows=rows,
             hint="use IANA names such as Europe/Berlin or Asia/Shanghai, or leave the value empty for UTC",
         )
-    return pd.DataFrame({
-        "customer_id": customers["customer_id"].to_numpy(),
-        "local_date": np.array(dates, dtype="datetime64[ns]")[codes] if len(codes) else np.array([], "datetime64[ns]"),
-        "local_hour": np.array(hours, dtype=int)[codes] if len(codes) else np.array([], int),
-    }, index=customers.index)
+    return pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].to_numpy(),
+            "local_date": np.array(dates, dtype="datetime64[ns]")[codes]
+            if len(codes)
+            else np.array([], "datetime64[ns]"),
+            "local_hour": np.array(hours, dtype=int)[codes] if len(codes) else np.array([], int),
+        },
+        index=customers.index,
+    )
 
 
 def in_quiet_hours(hours: pd.Series, quiet: tuple[int, int]) -> pd.Series:

@@ -25,7 +25,8 @@ from rebuy.errors import RebuyError
 METADATA = sa.MetaData()
 
 DECISIONS = sa.Table(
-    "decisions", METADATA,
+    "decisions",
+    METADATA,
     sa.Column("decision_id", sa.String(64), primary_key=True),
     sa.Column("customer_id", sa.String(256), nullable=False, index=True),
     sa.Column("decided_at", sa.DateTime(), nullable=False, index=True),
@@ -45,7 +46,8 @@ DECISIONS = sa.Table(
     sa.Column("pseudonymised", sa.Boolean(), nullable=False, default=False),
 )
 OUTBOX = sa.Table(
-    "outbox", METADATA,
+    "outbox",
+    METADATA,
     sa.Column("decision_id", sa.String(64), sa.ForeignKey("decisions.decision_id"), primary_key=True),
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Column("payload", sa.Text(), nullable=False),
@@ -55,7 +57,8 @@ OUTBOX = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False, default=0),
 )
 FORGOTTEN = sa.Table(
-    "forgotten", METADATA,
+    "forgotten",
+    METADATA,
     # a salted hash, never the id itself: the list must not re-identify whom it protects
     sa.Column("customer_hash", sa.String(64), primary_key=True),
     sa.Column("forgotten_at", sa.DateTime(), nullable=False),
@@ -113,7 +116,7 @@ def existing_ids(conn: Connection, ids: Sequence[str], chunk: int = 900) -> set[
     found: set[str] = set()
     ids = list(ids)
     for i in range(0, len(ids), chunk):
-        q = sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id.in_(ids[i:i + chunk]))
+        q = sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id.in_(ids[i : i + chunk]))
         found.update(conn.execute(q).scalars())
     return found
 
@@ -153,8 +156,12 @@ def is_message(row: dict[str, Any]) -> bool:
 def message_payload(row: dict[str, Any]) -> dict[str, Any]:
     """What the channel sink receives: enough to send, nothing the channel does not need."""
     return {
-        "decision_id": row["decision_id"], "customer_id": row["customer_id"], "channel": row["channel"],
-        "campaign": row["campaign"], "trigger": row["trigger"], "offer": row["offer"],
+        "decision_id": row["decision_id"],
+        "customer_id": row["customer_id"],
+        "channel": row["channel"],
+        "campaign": row["campaign"],
+        "trigger": row["trigger"],
+        "offer": row["offer"],
         "decided_at": pd.Timestamp(row["decided_at"]).isoformat(),
     }
 
@@ -180,17 +187,44 @@ def log_decisions(conn: Connection, decisions: pd.DataFrame) -> int:
     naive = {t: _naive_utc(t) for t in {r["decided_at"] for r in rows}}
     for r in rows:
         r["decided_at_naive"] = naive[r["decided_at"]]
-    conn.execute(sa.insert(DECISIONS), [
-        {**{c: r[c] for c in ("decision_id", "customer_id", "trigger", "campaign", "episode", "offer", "channel",
-                              "group", "segment", "note")},
-         "decided_at": r["decided_at_naive"], "propensity": float(r["propensity"]),
-         **{c: _JSON.encode(r[c]) for c in JSON_COLUMNS}, "pseudonymised": False}
-        for r in rows
-    ])
+    conn.execute(
+        sa.insert(DECISIONS),
+        [
+            {
+                **{
+                    c: r[c]
+                    for c in (
+                        "decision_id",
+                        "customer_id",
+                        "trigger",
+                        "campaign",
+                        "episode",
+                        "offer",
+                        "channel",
+                        "group",
+                        "segment",
+                        "note",
+                    )
+                },
+                "decided_at": r["decided_at_naive"],
+                "propensity": float(r["propensity"]),
+                **{c: _JSON.encode(r[c]) for c in JSON_COLUMNS},
+                "pseudonymised": False,
+            }
+            for r in rows
+        ],
+    )
     msgs = [
-        {"decision_id": r["decision_id"], "created_at": r["decided_at_naive"], "status": "pending",
-         "payload": _JSON.encode(message_payload(r)), "sent_at": None, "attempts": 0}
-        for r in rows if is_message(r)
+        {
+            "decision_id": r["decision_id"],
+            "created_at": r["decided_at_naive"],
+            "status": "pending",
+            "payload": _JSON.encode(message_payload(r)),
+            "sent_at": None,
+            "attempts": 0,
+        }
+        for r in rows
+        if is_message(r)
     ]
     if msgs:
         conn.execute(sa.insert(OUTBOX), msgs)
@@ -210,7 +244,8 @@ def mark_sent(conn: Connection, ids: Iterable[str], at: pd.Timestamp, chunk: int
     ids = list(ids)
     for i in range(0, len(ids), chunk):
         conn.execute(
-            sa.update(OUTBOX).where(OUTBOX.c.decision_id.in_(ids[i:i + chunk]), OUTBOX.c.status == "pending")
+            sa.update(OUTBOX)
+            .where(OUTBOX.c.decision_id.in_(ids[i : i + chunk]), OUTBOX.c.status == "pending")
             .values(status="sent", sent_at=_naive_utc(at), attempts=OUTBOX.c.attempts + 1)
         )
 
@@ -219,24 +254,37 @@ def forget_customer(conn: Connection, customer_id: str, salt: str, at: pd.Timest
     """Pseudonymise the customer's decisions and payloads, cancel undelivered messages, and add the
     salted hash to the forget list that every pass checks. Idempotent."""
     alias = pseudonym(customer_id, salt)
-    ids = list(conn.execute(
-        sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.customer_id == customer_id)).scalars())
+    ids = list(
+        conn.execute(
+            sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.customer_id == customer_id)
+        ).scalars()
+    )
     cancelled = 0
     for i in range(0, len(ids), 900):
-        part = ids[i:i + 900]
-        conn.execute(sa.update(DECISIONS).where(DECISIONS.c.decision_id.in_(part)).values(
-            customer_id=alias, reasons="[]", pseudonymised=True))
+        part = ids[i : i + 900]
+        conn.execute(
+            sa.update(DECISIONS)
+            .where(DECISIONS.c.decision_id.in_(part))
+            .values(customer_id=alias, reasons="[]", pseudonymised=True)
+        )
         for did, payload in conn.execute(
             sa.select(OUTBOX.c.decision_id, OUTBOX.c.payload).where(OUTBOX.c.decision_id.in_(part))
         ).all():
             body = json.loads(payload)
             body["customer_id"] = alias
-            conn.execute(sa.update(OUTBOX).where(OUTBOX.c.decision_id == did).values(
-                payload=json.dumps(body, sort_keys=True)))
-        cancelled += conn.execute(
-            sa.update(OUTBOX).where(OUTBOX.c.decision_id.in_(part), OUTBOX.c.status == "pending")
-            .values(status="cancelled")
-        ).rowcount or 0
+            conn.execute(
+                sa.update(OUTBOX)
+                .where(OUTBOX.c.decision_id == did)
+                .values(payload=json.dumps(body, sort_keys=True))
+            )
+        cancelled += (
+            conn.execute(
+                sa.update(OUTBOX)
+                .where(OUTBOX.c.decision_id.in_(part), OUTBOX.c.status == "pending")
+                .values(status="cancelled")
+            ).rowcount
+            or 0
+        )
     h = forget_hash(customer_id, salt)
     if not conn.execute(sa.select(FORGOTTEN.c.customer_hash).where(FORGOTTEN.c.customer_hash == h)).first():
         conn.execute(sa.insert(FORGOTTEN).values(customer_hash=h, forgotten_at=_naive_utc(at)))

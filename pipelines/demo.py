@@ -75,15 +75,33 @@ def prepare_dir(data_dir: Path, console: Console) -> None:
 
 def demo_config_text(opts: DemoOptions, port: int, token: str) -> str:
     """The demo's rebuy.toml: the embedded defaults plus a free port, an admin token and a small budget."""
-    return "\n".join([
-        "# written by `rebuy demo`: the embedded defaults, plus what a demo on one laptop needs",
-        "[paths]", 'data_dir = "."', "",
-        "[serving]", f"port = {port}", f'admin_token = "{token}"', "",
-        "[features]", f"cutoff_step_days = {opts.cutoff_step_days}", "",
-        "[offers]", f"attribution_days = {opts.attribution_days}", "",
-        "[training.optuna]", f"trials = {opts.trials}", f"timeout_seconds = {opts.trial_timeout_seconds}", "",
-        "[simulator]", f"customers = {opts.customers}", f"months = {opts.months}", f"seed = {opts.seed}", "",
-    ])
+    return "\n".join(
+        [
+            "# written by `rebuy demo`: the embedded defaults, plus what a demo on one laptop needs",
+            "[paths]",
+            'data_dir = "."',
+            "",
+            "[serving]",
+            f"port = {port}",
+            f'admin_token = "{token}"',
+            "",
+            "[features]",
+            f"cutoff_step_days = {opts.cutoff_step_days}",
+            "",
+            "[offers]",
+            f"attribution_days = {opts.attribution_days}",
+            "",
+            "[training.optuna]",
+            f"trials = {opts.trials}",
+            f"timeout_seconds = {opts.trial_timeout_seconds}",
+            "",
+            "[simulator]",
+            f"customers = {opts.customers}",
+            f"months = {opts.months}",
+            f"seed = {opts.seed}",
+            "",
+        ]
+    )
 
 
 @contextmanager
@@ -118,8 +136,12 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         raw = write_tables(tables, data_dir / "raw")
         sim.save(data_dir / "raw" / "truth")
     as_of = sim.now
-    sources = Sources(customers=raw / "customers.parquet", orders=raw / "orders.parquet",
-                      events=raw / "events.parquet", consent_updates=raw / "consent_updates.parquet")
+    sources = Sources(
+        customers=raw / "customers.parquet",
+        orders=raw / "orders.parquet",
+        events=raw / "events.parquet",
+        consent_updates=raw / "consent_updates.parquet",
+    )
     with _timed(t, "validate + import", console):
         validate_inputs(cfg, sources, as_of)
         imported = import_inputs(cfg, sources, as_of, progress=True)
@@ -139,17 +161,29 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         client = HttpScoreClient(url)
         try:
             loop, tables = _with_progress(
-                console, "simulated days",
-                lambda cb: closed_loop(cfg, sim, tables, client, opts.days,
-                                       retrain_every_days=opts.retrain_every_days, retrain=retrain,
-                                       on_day=lambda d, s: cb(d + 1, opts.days)),
+                console,
+                "simulated days",
+                lambda cb: closed_loop(
+                    cfg,
+                    sim,
+                    tables,
+                    client,
+                    opts.days,
+                    retrain_every_days=opts.retrain_every_days,
+                    retrain=retrain,
+                    on_day=lambda d, s: cb(d + 1, opts.days),
+                ),
             )
         finally:
             client.close()
-        res.loop = {**loop.comparison, "days": loop.days, "retrains": len(loop.retrains),
-                    "offer_model": [r.get("offer") for r in loop.retrains],
-                    "decisions": int(sum(p["decided"] for p in loop.passes)),
-                    "messages": int(sum(p["sent"] for p in loop.passes))}
+        res.loop = {
+            **loop.comparison,
+            "days": loop.days,
+            "retrains": len(loop.retrains),
+            "offer_model": [r.get("offer") for r in loop.retrains],
+            "decisions": int(sum(p["decided"] for p in loop.passes)),
+            "messages": int(sum(p["sent"] for p in loop.passes)),
+        }
     write_canonical(tables, cfg.paths.data_dir)
     sim.save(data_dir / "raw" / "truth")
     with _timed(t, "reports", console):
@@ -178,7 +212,9 @@ def _reports(cfg: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], list[dic
 def _with_progress(console: Console, text: str, work: Callable[[Callable[[int, int], None]], Any]) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn(text), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as p:
+    with Progress(
+        TextColumn(text), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as p:
         task = p.add_task(text, total=None)
         return work(lambda done, total: p.update(task, completed=done, total=total))
 
@@ -189,17 +225,28 @@ def render_summary(res: DemoResult, console: Console) -> None:
     for col in ("model", "scorer", "roc_auc", "ece", "mae", "spearman"):
         q.add_column(col, justify="right" if col not in ("model", "scorer") else "left")
     for row in res.quality:
-        q.add_row(str(row["model"]), str(row["scorer"]),
-                  *(f"{row[c]:.3f}" if isinstance(row.get(c), float) else "" for c in ("roc_auc", "ece", "mae", "spearman")))
+        q.add_row(
+            str(row["model"]),
+            str(row["scorer"]),
+            *(
+                f"{row[c]:.3f}" if isinstance(row.get(c), float) else ""
+                for c in ("roc_auc", "ece", "mae", "spearman")
+            ),
+        )
     console.print(q)
     lp = res.loop
-    u = Table(title=f"closed loop: {lp.get('days')} simulated days, {lp.get('decisions')} decisions, "
-                    f"{lp.get('messages')} messages, {lp.get('retrains')} retrains")
+    u = Table(
+        title=f"closed loop: {lp.get('days')} simulated days, {lp.get('decisions')} decisions, "
+        f"{lp.get('messages')} messages, {lp.get('retrains')} retrains"
+    )
     u.add_column("uplift in conversion (attribution window)")
     u.add_column("value", justify="right")
     if lp.get("measured_uplift") is not None:
         lo, hi = lp["measured_ci"]
-        u.add_row("measured: treatment − randomized control", f"{lp['measured_uplift']:+.4f}  [{lo:+.4f}, {hi:+.4f}]")
+        u.add_row(
+            "measured: treatment − randomized control",
+            f"{lp['measured_uplift']:+.4f}  [{lo:+.4f}, {hi:+.4f}]",
+        )
         u.add_row("true (simulator, same customers)", f"{lp['true_uplift']:+.4f}")
         u.add_row("truth inside the 95% CI", "yes" if lp.get("covered") else "no")
         u.add_row("matured decisions (treated / control)", f"{lp['treated']} / {lp['control']}")

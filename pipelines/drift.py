@@ -147,19 +147,25 @@ def check_frames(
     """Refuse frames the analysis cannot use, naming the source, the column and what to do."""
     for frame, name in ((reference, reference_name), (current, current_name)):
         if frame.empty:
-            raise DataError("no rows to compare", file=name, hint="check the time window and that the source is written")
+            raise DataError(
+                "no rows to compare", file=name, hint="check the time window and that the source is written"
+            )
         missing = [c for c in roles.features if c not in frame.columns]
         if missing:
             raise DataError(
-                f"feature columns missing: {missing}", file=name, column=missing[0],
+                f"feature columns missing: {missing}",
+                file=name,
+                column=missing[0],
                 hint="the reference and the current rows must carry the model's features under the same names",
             )
         if roles.timestamp and roles.timestamp in frame.columns:
             ts = frame[roles.timestamp]
             if not isinstance(ts.dtype, pd.DatetimeTZDtype):
                 raise DataError(
-                    f"timestamp column is {ts.dtype}, not a timezone-aware datetime", file=name,
-                    column=roles.timestamp, rows=frame[[roles.timestamp]].head(5),
+                    f"timestamp column is {ts.dtype}, not a timezone-aware datetime",
+                    file=name,
+                    column=roles.timestamp,
+                    rows=frame[[roles.timestamp]].head(5),
                     hint="write timestamps as UTC-aware datetimes",
                 )
     numeric = [c for c in roles.monitored if c not in roles.categorical]
@@ -170,8 +176,11 @@ def check_frames(
             ):
                 bad = frame[pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna()]
                 raise DataError(
-                    f"numerical column holds non-numbers ({frame[col].dtype})", file=name, column=col,
-                    rows=bad[[col]].head(5), row_numbers=[int(i) + 1 for i in bad.index[:5]],
+                    f"numerical column holds non-numbers ({frame[col].dtype})",
+                    file=name,
+                    column=col,
+                    rows=bad[[col]].head(5),
+                    row_numbers=[int(i) + 1 for i in bad.index[:5]],
                     hint="declare the column categorical in the roles, or fix its values",
                 )
 
@@ -195,7 +204,10 @@ def seasonal_reference(
             f"only {len(same)} reference rows within ±{window_days} days of the current season "
             f"(< {min_rows}): the whole reference is used, seasonal effects may show as drift"
         )
-    return same, f"{len(same)} of {len(reference)} reference rows within ±{window_days} days of the current season"
+    return (
+        same,
+        f"{len(same)} of {len(reference)} reference rows within ±{window_days} days of the current season",
+    )
 
 
 def sample_matched(
@@ -215,8 +227,12 @@ def sample_matched(
     wd_cur = current[timestamp].dt.dayofweek
     shared = sorted(set(wd_ref.unique()) & set(wd_cur.unique()))
     if not shared:
-        return plain(reference, n_ref), plain(current, n_cur), (
-            "reference and current share no weekday: weekday mix not matched, short-window features may differ"
+        return (
+            plain(reference, n_ref),
+            plain(current, n_cur),
+            (
+                "reference and current share no weekday: weekday mix not matched, short-window features may differ"
+            ),
         )
     mix = wd_ref[wd_ref.isin(shared)].value_counts(normalize=True)
     counts_ref = wd_ref.value_counts()
@@ -274,7 +290,11 @@ def performance(
     ref = reference[[t, p]].dropna()
     cur = current[[t, p]].dropna()
     if len(cur) < cfg.min_labelled_rows or len(ref) < cfg.min_labelled_rows:
-        return {}, "ok", f"{len(cur)} current rows with matured labels (< {cfg.min_labelled_rows}): performance not yet measurable"
+        return (
+            {},
+            "ok",
+            f"{len(cur)} current rows with matured labels (< {cfg.min_labelled_rows}): performance not yet measurable",
+        )
     if roles.task == "binary":
         if ref[t].nunique() < 2 or cur[t].nunique() < 2:
             return {}, "ok", "matured labels have one class only: AUC not measurable"
@@ -310,14 +330,20 @@ def analyse(
     """
     check_frames(reference, current, roles, reference_name=reference_name, current_name=current_name)
     notes: list[str] = []
-    ref, note = seasonal_reference(reference, current, roles.timestamp, cfg.season_window_days, cfg.min_reference_rows)
+    ref, note = seasonal_reference(
+        reference, current, roles.timestamp, cfg.season_window_days, cfg.min_reference_rows
+    )
     notes.append(note)
-    ref_s, cur_s, note = sample_matched(ref, current, roles.timestamp, cfg.reference_sample, cfg.current_sample, cfg.seed)
+    ref_s, cur_s, note = sample_matched(
+        ref, current, roles.timestamp, cfg.reference_sample, cfg.current_sample, cfg.seed
+    )
     notes.append(note)
     cur_s = mature_labels(cur_s, roles, as_of)
     cols = [c for c in roles.monitored if c in ref_s.columns and c in cur_s.columns]
     if roles.prediction and roles.prediction not in cols:
-        notes.append(f"prediction column {roles.prediction!r} not on both sides: prediction drift not measured")
+        notes.append(
+            f"prediction column {roles.prediction!r} not on both sides: prediction drift not measured"
+        )
     role_of = {c: "feature" for c in roles.features}
     if roles.prediction:
         role_of[roles.prediction] = "prediction"
@@ -331,20 +357,36 @@ def analyse(
             a = assess(ref_t, cur_t, roles.task == "binary", th, seed=th.seed)
             # a moved target alone is a warning: the base rate changed, the model may still rank well
             target_level = "warning" if a.level != "ok" else "ok"
-            notes.append(f"target {roles.target}: effect {a.effect:.3f} on {len(cur_t)} matured rows "
-                         f"(floor {a.floor:.3f})")
+            notes.append(
+                f"target {roles.target}: effect {a.effect:.3f} on {len(cur_t)} matured rows "
+                f"(floor {a.floor:.3f})"
+            )
     perf, perf_level, perf_note = performance(ref_s, lab, roles, cfg)
     if perf_note:
         notes.append(perf_note)
     status = model_status(
-        table, warning_share=cfg.warning_share, drift_share=cfg.drift_share,
-        performance=perf, performance_level=perf_level,
+        table,
+        warning_share=cfg.warning_share,
+        drift_share=cfg.drift_share,
+        performance=perf,
+        performance_level=perf_level,
     )
     if target_level != "ok":
-        status = Status(worst([status.level, target_level]), [*status.reasons, f"[{target_level}] target drift"])
+        status = Status(
+            worst([status.level, target_level]), [*status.reasons, f"[{target_level}] target drift"]
+        )
     return DriftResult(
-        model=model, as_of=as_of, status=status, table=table, reference=ref_s, current=cur_s, roles=roles,
-        notes=notes, performance=perf, performance_level=perf_level, model_version=model_version,
+        model=model,
+        as_of=as_of,
+        status=status,
+        table=table,
+        reference=ref_s,
+        current=cur_s,
+        roles=roles,
+        notes=notes,
+        performance=perf,
+        performance_level=perf_level,
+        model_version=model_version,
         labelled=lab if perf else None,
     )
 
@@ -419,7 +461,10 @@ def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
     definition = DataDefinition(numerical_columns=nums, categorical_columns=cats)
     metrics: list[Any] = [
         DataDriftPreset(
-            columns=cols, method=STAT_TEST_NAME, threshold=th.warning_effect, drift_share=cfg.drift_share,
+            columns=cols,
+            method=STAT_TEST_NAME,
+            threshold=th.warning_effect,
+            drift_share=cfg.drift_share,
         ),
         # data quality: dataset-level counts for all columns; full value statistics only for the columns
         # that moved (and the prediction) — per-column plots for 40+ columns would dominate the run time
@@ -453,7 +498,8 @@ def evidently_performance_report(result: DriftResult) -> Snapshot | None:
         ref, cur = ref.astype({t: int}), cur.astype({t: int})
         definition = DataDefinition(
             classification=[BinaryClassification(target=t, prediction_probas=p)],
-            numerical_columns=[p], categorical_columns=[t],
+            numerical_columns=[p],
+            categorical_columns=[t],
         )
         metrics: list[Any] = [RocAuc(), LogLoss()]
     else:
@@ -491,7 +537,9 @@ def write_report(
         if performance is not None:
             performance.save_html(str(tmp / "performance.html"))
             (tmp / "performance.json").write_text(performance.json(), encoding="utf-8")
-        (tmp / "summary.json").write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
+        (tmp / "summary.json").write_text(
+            json.dumps(result.summary(), indent=2, default=str), encoding="utf-8"
+        )
         if final.exists():
             old = final.with_name(final.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
@@ -557,8 +605,14 @@ def render_index(summaries: Sequence[Mapping[str, Any]], generated_at: pd.Timest
             f"class='dot {esc(h['status'])}'></a>"
             for h in history[model][-20:]
         )
-        reasons = "".join(f"<li>{esc(r)}</li>" for r in s["reasons"][:4]) or "<li>nothing moved beyond thresholds</li>"
-        perf = ", ".join(f"{k} {v:.3f}" for k, v in (s.get("performance") or {}).items()) or "labels not matured yet"
+        reasons = (
+            "".join(f"<li>{esc(r)}</li>" for r in s["reasons"][:4])
+            or "<li>nothing moved beyond thresholds</li>"
+        )
+        perf = (
+            ", ".join(f"{k} {v:.3f}" for k, v in (s.get("performance") or {}).items())
+            or "labels not matured yet"
+        )
         version = f" v{esc(str(s['model_version']))}" if s.get("model_version") else ""
         cards.append(
             f"<section class=card style='border-top:6px solid {colour}'>"
@@ -573,7 +627,11 @@ def render_index(summaries: Sequence[Mapping[str, Any]], generated_at: pd.Timest
             f"<p class=links><a href='{esc(s['_dir'])}/report.html'>Evidently report</a> · "
             f"<a href='{esc(s['_dir'])}/summary.json'>summary.json</a> · "
             f"<a href='{esc(s['_dir'])}/evidently.json'>evidently.json</a>"
-            + (f" · <a href='{esc(s['_dir'])}/performance.html'>performance</a>" if s.get("performance") else "")
+            + (
+                f" · <a href='{esc(s['_dir'])}/performance.html'>performance</a>"
+                if s.get("performance")
+                else ""
+            )
             + "</p></section>"
         )
     tally = " · ".join(f"<span class='pill {lv}'>{n} {lv}</span>" for lv, n in counts.items())
@@ -659,10 +717,15 @@ def _tag_model_version(cfg: Config, result: DriftResult, run_id: str) -> None:
     client = MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
     name = registered_name(result.model)
     try:
-        for key, value in {"rebuy.drift_status": result.status.level, "rebuy.drift_as_of": result.as_of.isoformat(),
-                           "rebuy.drift_run": run_id}.items():
+        for key, value in {
+            "rebuy.drift_status": result.status.level,
+            "rebuy.drift_as_of": result.as_of.isoformat(),
+            "rebuy.drift_run": run_id,
+        }.items():
             client.set_model_version_tag(name, result.model_version, key, value)
-    except MlflowException:  # a version that is not in this registry (e.g. monitored from files): run tags suffice
+    except (
+        MlflowException
+    ):  # a version that is not in this registry (e.g. monitored from files): run tags suffice
         return
 
 
@@ -719,13 +782,27 @@ def run_drift(
             try:
                 src = load_source(cfg, model, as_of)
             except RebuyError as exc:  # e.g. no champion yet: say so and monitor the others
-                rows.append({"model": model, "status": "error", "line": f"{model}: not monitored — {exc}",
-                             "report": None, "mlflow_run": None})
+                rows.append(
+                    {
+                        "model": model,
+                        "status": "error",
+                        "line": f"{model}: not monitored — {exc}",
+                        "report": None,
+                        "mlflow_run": None,
+                    }
+                )
                 bar.advance(task)
                 continue
             result = analyse(
-                model, src.reference, src.current, src.roles, cfg.drift, as_of,
-                reference_name=src.reference_name, current_name=src.current_name, model_version=src.version,
+                model,
+                src.reference,
+                src.current,
+                src.roles,
+                cfg.drift,
+                as_of,
+                reference_name=src.reference_name,
+                current_name=src.current_name,
+                model_version=src.version,
                 labelled=src.labelled,
             )
             result.notes[:0] = list(src.notes)
@@ -733,8 +810,13 @@ def run_drift(
             out = write_report(result, snapshot, drift_dir, evidently_performance_report(result))
             run_id = log_to_mlflow(cfg, result, out) if log_mlflow else None
             rows.append(
-                {"model": model, "status": result.status.level, "line": result.status.line(model),
-                 "report": str(out / "report.html"), "mlflow_run": run_id}
+                {
+                    "model": model,
+                    "status": result.status.level,
+                    "line": result.status.line(model),
+                    "report": str(out / "report.html"),
+                    "mlflow_run": run_id,
+                }
             )
             bar.advance(task)
     write_index(drift_dir, as_of)
@@ -757,14 +839,26 @@ def retrain_decisions(
     for model in models:
         s = latest.get(model)
         if s is None:
-            rows.append({"model": model, "status": None, "retrain": not if_drift,
-                         "reasons": ["no drift report yet" + ("" if if_drift else "; retrain forced")]})
+            rows.append(
+                {
+                    "model": model,
+                    "status": None,
+                    "retrain": not if_drift,
+                    "reasons": ["no drift report yet" + ("" if if_drift else "; retrain forced")],
+                }
+            )
             continue
         retrain = (s["status"] == "drift") or not if_drift
-        why = list(s["reasons"][:5]) if s["status"] == "drift" else [f"latest status {s['status']} (as of {s['as_of']})"]
+        why = (
+            list(s["reasons"][:5])
+            if s["status"] == "drift"
+            else [f"latest status {s['status']} (as of {s['as_of']})"]
+        )
         if retrain and s["status"] != "drift":
             why.append("retrain forced (no --if-drift)")
-        rows.append({"model": model, "status": s["status"], "as_of": s["as_of"], "retrain": retrain, "reasons": why})
+        rows.append(
+            {"model": model, "status": s["status"], "as_of": s["as_of"], "retrain": retrain, "reasons": why}
+        )
     return pd.DataFrame(rows)
 
 
@@ -800,7 +894,11 @@ def run_retrain(
                 outcome = {"trained": False, "error": str(exc)}
         outcomes.append(dict(outcome))
     decisions["outcome"] = outcomes
-    record = {"as_of": as_of.isoformat(), "if_drift": if_drift, "decisions": decisions.to_dict(orient="records")}
+    record = {
+        "as_of": as_of.isoformat(),
+        "if_drift": if_drift,
+        "decisions": decisions.to_dict(orient="records"),
+    }
     out = drift_dir / "retrain" / f"{stamp(as_of)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".retrain.", dir=out.parent)

@@ -57,7 +57,10 @@ def _features_at(cfg: Config, tables: dict[str, pd.DataFrame], cutoffs: list[pd.
 
     f = cfg.features
     feats = compute_features(
-        tables, cutoffs, burst_minutes=f.burst_window_minutes, recent_days=f.engagement_recent_days,
+        tables,
+        cutoffs,
+        burst_minutes=f.burst_window_minutes,
+        recent_days=f.engagement_recent_days,
         baseline_days=f.engagement_baseline_days,
     )
     for name, values in request_time_features(feats, epoch_seconds(feats["cutoff"])).items():
@@ -92,7 +95,9 @@ def _served_rows(cfg: Config, model: str, reg: str, as_of: pd.Timestamp) -> pd.D
     if log is None or log.empty:
         return None
     window = pd.Timedelta(days=cfg.drift.current_window_days)
-    rows = log[log["model"].isin([model, reg]) & (log["scored_at"] > as_of - window) & (log["scored_at"] <= as_of)]
+    rows = log[
+        log["model"].isin([model, reg]) & (log["scored_at"] > as_of - window) & (log["scored_at"] <= as_of)
+    ]
     if rows.empty:
         return None
     # one row per customer (the latest score): the reference has one row per customer and cutoff, and a
@@ -163,16 +168,28 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
         rows[spec.label] = labels[spec.label].to_numpy()
         rows["prediction"] = _score(bundle, rows, f"matured rows at {day:%Y-%m-%d}")
         labelled = rows
-        notes.append(f"matured labels: {len(rows)} rows at {day:%Y-%m-%d} (after the reference's last cutoff)")
+        notes.append(
+            f"matured labels: {len(rows)} rows at {day:%Y-%m-%d} (after the reference's last cutoff)"
+        )
 
     roles = Roles(
-        features=tuple(feats), prediction="prediction", target=spec.label, timestamp="cutoff",
-        task="binary" if spec.is_binary else "regression", horizon_days=spec.horizon_days,
+        features=tuple(feats),
+        prediction="prediction",
+        target=spec.label,
+        timestamp="cutoff",
+        task="binary" if spec.is_binary else "regression",
+        horizon_days=spec.horizon_days,
     )
     return ModelSource(
-        model=model, reference=reference, current=current, roles=roles, version=bundle.version,
-        reference_name=f"MLflow {reg} v{bundle.version} {REFERENCE_ARTIFACT}", current_name=where,
-        labelled=labelled, notes=tuple(notes),
+        model=model,
+        reference=reference,
+        current=current,
+        roles=roles,
+        version=bundle.version,
+        reference_name=f"MLflow {reg} v{bundle.version} {REFERENCE_ARTIFACT}",
+        current_name=where,
+        labelled=labelled,
+        notes=tuple(notes),
     )
 
 
@@ -194,9 +211,14 @@ def train_model(cfg: Config, model: str, as_of: pd.Timestamp) -> Mapping[str, An
         return {"trained": False, "reason": "the training pipeline returned no run for this model"}
     o = out.outcome
     return {
-        "trained": True, "version": o.version, "promoted": o.promoted, "gate_reason": o.reason,
-        "challenger_metric": o.challenger_metric, "champion_metric": o.champion_metric,
-        "champion_version": o.champion_version, "group": group,
+        "trained": True,
+        "version": o.version,
+        "promoted": o.promoted,
+        "gate_reason": o.reason,
+        "challenger_metric": o.challenger_metric,
+        "champion_metric": o.champion_metric,
+        "champion_version": o.champion_version,
+        "group": group,
     }
 
 

@@ -93,7 +93,9 @@ def use_log_scale(reference: np.ndarray) -> bool:
     return len(nonzero) >= MIN_PART_ROWS and abs(_skewness(nonzero)) > 1.0
 
 
-def _parts(ref: np.ndarray, cur: np.ndarray, log_scale: bool | None) -> tuple[float | None, np.ndarray, np.ndarray]:
+def _parts(
+    ref: np.ndarray, cur: np.ndarray, log_scale: bool | None
+) -> tuple[float | None, np.ndarray, np.ndarray]:
     """(Cohen's h of the zero shares or None when there is no point mass, reference part, current part)."""
     ref = ref[np.isfinite(ref)]
     cur = cur[np.isfinite(cur)]
@@ -188,11 +190,13 @@ def _w_floor(ref: np.ndarray, cur: np.ndarray, th: Thresholds, seed: int) -> flo
     scores = np.empty(th.permutations)
     for i in range(th.permutations):
         idx = rng.permutation(len(pooled))
-        scores[i] = _normed_w(pooled[idx[: len(ref)]], pooled[idx[len(ref):]])
+        scores[i] = _normed_w(pooled[idx[: len(ref)]], pooled[idx[len(ref) :]])
     return float(scores.mean() + th.noise_z * scores.std(ddof=1))
 
 
-def assess(reference: pd.Series, current: pd.Series, categorical: bool, th: Thresholds, *, seed: int = 0) -> Assessment:
+def assess(
+    reference: pd.Series, current: pd.Series, categorical: bool, th: Thresholds, *, seed: int = 0
+) -> Assessment:
     """Effect size and level of one column; each component is judged against its own noise floor.
 
     Zero share (Cohen's h) and categories (Cohen's w) have analytic nulls: h ~ N(0, 1/n_r + 1/n_c)
@@ -247,8 +251,13 @@ def column_table(
                 "column": col,
                 "role": roles.get(col, "feature"),
                 "kind": "categorical" if is_cat else "numerical",
-                "method": "cohen_w" if is_cat else ("hurdle_wasserstein_log" if use_log_scale(
-                    ref.dropna().to_numpy(dtype=float)) else "hurdle_wasserstein"),
+                "method": "cohen_w"
+                if is_cat
+                else (
+                    "hurdle_wasserstein_log"
+                    if use_log_scale(ref.dropna().to_numpy(dtype=float))
+                    else "hurdle_wasserstein"
+                ),
                 "component": a.component,
                 "effect": effect,
                 "noise_floor": floor,
@@ -303,23 +312,34 @@ def model_status(
         if r.level != "ok":
             what = f"{r.role} {r.column}"
             if r.missing_jump:
-                reasons.append(("warning", f"{what}: missing share {r.ref_missing:.0%} → {r.cur_missing:.0%}"))
+                reasons.append(
+                    ("warning", f"{what}: missing share {r.ref_missing:.0%} → {r.cur_missing:.0%}")
+                )
             effect_level = cast(Level, r.effect_level)
             if effect_level != "ok":
-                reasons.append((effect_level, f"{what}: effect {r.effect:.3f} on {r.component} ({r.method}, "
-                                              f"noise floor {r.noise_floor:.3f})"))
+                reasons.append(
+                    (
+                        effect_level,
+                        f"{what}: effect {r.effect:.3f} on {r.component} ({r.method}, "
+                        f"noise floor {r.noise_floor:.3f})",
+                    )
+                )
     features = table[table["role"] == "feature"] if not table.empty else table
     if len(features):
         flagged = float((features["level"] != "ok").mean())
         if flagged >= drift_share:
             reasons.append(("drift", f"{flagged:.0%} of features flagged (drift share {drift_share:.0%})"))
         elif flagged >= warning_share:
-            reasons.append(("warning", f"{flagged:.0%} of features flagged (warning share {warning_share:.0%})"))
+            reasons.append(
+                ("warning", f"{flagged:.0%} of features flagged (warning share {warning_share:.0%})")
+            )
     if performance_level != "ok" and performance:
         detail = ", ".join(f"{k} {v:.3f}" for k, v in performance.items())
         reasons.append((performance_level, f"performance on matured labels: {detail}"))
     reasons.sort(key=lambda lr: -_LEVEL_RANK[lr[0]])
-    return Status(level=worst(level for level, _ in reasons), reasons=[f"[{lv}] {text}" for lv, text in reasons])
+    return Status(
+        level=worst(level for level, _ in reasons), reasons=[f"[{lv}] {text}" for lv, text in reasons]
+    )
 
 
 __all__ = [

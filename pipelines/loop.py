@@ -57,19 +57,38 @@ def decision_truth(sim: Any, decisions: pd.DataFrame, at: pd.Timestamp, horizon_
     parts = []
     for channel, rows in decisions.groupby("channel", dropna=False):
         offers = sorted(set(rows["offer"]) | {"none"})
-        ch = None if channel in ("none", None) or (isinstance(channel, float) and math.isnan(channel)) else str(channel)
-        t = sim.truth(rows["customer_id"].tolist(), at, horizon_days=horizon_days, offers=offers,
-                      spend_days=None, channel=ch, paths=1)  # probabilities are exact; skip MC margins
+        ch = (
+            None
+            if channel in ("none", None) or (isinstance(channel, float) and math.isnan(channel))
+            else str(channel)
+        )
+        t = sim.truth(
+            rows["customer_id"].tolist(),
+            at,
+            horizon_days=horizon_days,
+            offers=offers,
+            spend_days=None,
+            channel=ch,
+            paths=1,
+        )  # probabilities are exact; skip MC margins
         p = np.array([t[f"p_order__{o}"].iloc[i] for i, o in enumerate(rows["offer"])])
-        parts.append(pd.DataFrame({
-            "decision_id": rows["decision_id"].to_numpy(), "group": rows["group"].to_numpy(),
-            "offer": rows["offer"].to_numpy(), "p_offer": p, "p_none": t["p_order__none"].to_numpy(),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "decision_id": rows["decision_id"].to_numpy(),
+                    "group": rows["group"].to_numpy(),
+                    "offer": rows["offer"].to_numpy(),
+                    "p_offer": p,
+                    "p_none": t["p_order__none"].to_numpy(),
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
-def compare_with_truth(cfg: Config, decisions: pd.DataFrame, orders: pd.DataFrame, truth: pd.DataFrame,
-                       as_of: pd.Timestamp) -> dict[str, Any]:
+def compare_with_truth(
+    cfg: Config, decisions: pd.DataFrame, orders: pd.DataFrame, truth: pd.DataFrame, as_of: pd.Timestamp
+) -> dict[str, Any]:
     """Measured (treatment − randomized control, matured decisions) against the true effect on the same rows.
 
     The true uplift is the mean over treated decisions of P(order | action taken) − P(order | none):
@@ -79,10 +98,12 @@ def compare_with_truth(cfg: Config, decisions: pd.DataFrame, orders: pd.DataFram
 
     if not len(decisions):
         return {"note": "no decisions"}
-    rows = attribute(decisions.assign(segment=decisions.get("segment", "all")), orders,
-                     cfg.offers.attribution_days, as_of)
-    rows = rows.loc[rows["matured"]].merge(truth[["decision_id", "p_offer", "p_none"]], on="decision_id",
-                                           how="left")
+    rows = attribute(
+        decisions.assign(segment=decisions.get("segment", "all")), orders, cfg.offers.attribution_days, as_of
+    )
+    rows = rows.loc[rows["matured"]].merge(
+        truth[["decision_id", "p_offer", "p_none"]], on="decision_id", how="left"
+    )
     treat = rows.loc[rows["group"] == "treatment"]
     ctrl = rows.loc[rows["group"].isin(["control", "holdout"])]
     measured = compare(treat, ctrl, cfg.offers.margin, 0.0)
@@ -90,8 +111,10 @@ def compare_with_truth(cfg: Config, decisions: pd.DataFrame, orders: pd.DataFram
     ci = measured.get("conversion_ci", [float("nan"), float("nan")])
     return {
         "matured_decisions": len(rows),
-        "treated": len(treat), "control": len(ctrl),
-        "measured_uplift": measured.get("conversion_diff"), "measured_ci": ci,
+        "treated": len(treat),
+        "control": len(ctrl),
+        "measured_uplift": measured.get("conversion_diff"),
+        "measured_ci": ci,
         "true_uplift": true_uplift,
         "covered": bool(ci[0] <= true_uplift <= ci[1]) if len(treat) and len(ctrl) else None,
         "true_conversion_control": float(ctrl["p_none"].mean()) if len(ctrl) else None,
@@ -145,7 +168,9 @@ def closed_loop(
     truth = pd.concat(truths, ignore_index=True) if truths else pd.DataFrame()
     result = LoopResult(days=days, start=start, end=sim.now, passes=passes, truth=truth, retrains=retrains)
     if len(logged):
-        logged = logged.loc[logged["decision_id"].isin(truth["decision_id"])] if len(truth) else logged.iloc[:0]
+        logged = (
+            logged.loc[logged["decision_id"].isin(truth["decision_id"])] if len(truth) else logged.iloc[:0]
+        )
         result.comparison = compare_with_truth(cfg, logged, tables["orders"], truth, sim.now)
     return result, tables
 
@@ -163,8 +188,9 @@ def service_ready(url: str, timeout: float = 1.0) -> bool:
 
 
 @contextmanager
-def running_service(cfg: Config, config_path: Path | None, *, startup_timeout: float = 600.0,
-                    log_path: Path | None = None) -> Iterator[str]:
+def running_service(
+    cfg: Config, config_path: Path | None, *, startup_timeout: float = 600.0, log_path: Path | None = None
+) -> Iterator[str]:
     """`rebuy serve` in a child process on 127.0.0.1 for the duration of the block; yields its URL.
 
     An already-running service at the configured URL is used as it is (and left running).
@@ -179,17 +205,22 @@ def running_service(cfg: Config, config_path: Path | None, *, startup_timeout: f
     log_path = log_path or cfg.paths.runtime_dir / "service.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ}, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + startup_timeout
         while not service_ready(url):
             if proc.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-2000:]
-                raise RebuyError(f"the prediction service exited during start-up (code {proc.returncode}); "
-                                 f"log {log_path}:\n{tail}")
+                raise RebuyError(
+                    f"the prediction service exited during start-up (code {proc.returncode}); "
+                    f"log {log_path}:\n{tail}"
+                )
             if time.monotonic() > deadline:
-                raise RebuyError(f"the prediction service was not ready within {startup_timeout:.0f} s; see {log_path}")
+                raise RebuyError(
+                    f"the prediction service was not ready within {startup_timeout:.0f} s; see {log_path}"
+                )
             time.sleep(0.5)
         yield url
     finally:
@@ -209,7 +240,9 @@ def reload_service(cfg: Config, url: str) -> dict[str, Any]:
     return dict(r.json())
 
 
-def retrain_and_reload(cfg: Config, now: pd.Timestamp, grown: dict[str, pd.DataFrame], url: str) -> dict[str, Any]:
+def retrain_and_reload(
+    cfg: Config, now: pd.Timestamp, grown: dict[str, pd.DataFrame], url: str
+) -> dict[str, Any]:
     """The loop's scheduled retraining: the grown tables become canonical, every model retrains through its
     champion gate, the offer model learns from the randomized decisions logged so far (when there are
     enough), and the service reloads whatever became champion."""
@@ -228,8 +261,9 @@ def retrain_and_reload(cfg: Config, now: pd.Timestamp, grown: dict[str, pd.DataF
     return out
 
 
-def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None, *, days: int,
-                     retrain_every_days: int | None) -> dict[str, Any]:
+def run_loop_command(
+    cfg: Config, config_path: Path | None, sim_dir: Path | None, *, days: int, retrain_every_days: int | None
+) -> dict[str, Any]:
     """`rebuy loop`: continue the saved simulator from where it stopped, against a running service
     (started here when none answers), and save the simulator and the grown tables afterwards."""
     from pipelines.score_client import HttpScoreClient
@@ -238,7 +272,9 @@ def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None
 
     sim_dir = sim_dir or cfg.paths.data_dir / "raw" / "truth"
     if not sim_dir.is_dir():
-        raise RebuyError(f"no saved simulator at {sim_dir}; run `rebuy simulate --out <dir>` and pass --sim <dir>/truth")
+        raise RebuyError(
+            f"no saved simulator at {sim_dir}; run `rebuy simulate --out <dir>` and pass --sim <dir>/truth"
+        )
     sim = ShopSimulator.load(sim_dir)
     tables = read_canonical(cfg.paths.data_dir)
     with running_service(cfg, config_path) as url:
@@ -251,18 +287,35 @@ def run_loop_command(cfg: Config, config_path: Path | None, sim_dir: Path | None
 
         client = HttpScoreClient(url)
         try:
-            with Progress(TextColumn("simulated days"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TextColumn("{task.fields[last]}"), console=Console(stderr=True)) as bar:
+            with Progress(
+                TextColumn("simulated days"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[last]}"),
+                console=Console(stderr=True),
+            ) as bar:
                 task = bar.add_task("days", total=days, last="")
                 result, tables = closed_loop(
-                    cfg, sim, tables, client, days, retrain_every_days=retrain_every_days,
+                    cfg,
+                    sim,
+                    tables,
+                    client,
+                    days,
+                    retrain_every_days=retrain_every_days,
                     retrain=retrain if cfg.serving.admin_token else None,
-                    on_day=lambda d, s: bar.update(task, completed=d + 1,
-                                                   last=f"decided {s['decided']}, sent {s['sent']}"),
+                    on_day=lambda d, s: bar.update(
+                        task, completed=d + 1, last=f"decided {s['decided']}, sent {s['sent']}"
+                    ),
                 )
         finally:
             client.close()
     write_canonical(tables, cfg.paths.data_dir)
     sim.save(sim_dir)
-    return {"days": days, "start": result.start.isoformat(), "end": result.end.isoformat(),
-            "retrains": len(result.retrains), **result.comparison}
+    return {
+        "days": days,
+        "start": result.start.isoformat(),
+        "end": result.end.isoformat(),
+        "retrains": len(result.retrains),
+        **result.comparison,
+    }

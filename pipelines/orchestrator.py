@@ -78,14 +78,22 @@ class PassResult:
     def summary(self) -> dict[str, Any]:
         d = self.decisions
         return {
-            "as_of": self.as_of.isoformat(), "dry_run": self.dry_run, "scored": self.scored,
-            "candidates": self.candidates, "already_decided": self.already_decided,
-            "decided": len(d), "queued": self.queued, "sent": self.sent,
+            "as_of": self.as_of.isoformat(),
+            "dry_run": self.dry_run,
+            "scored": self.scored,
+            "candidates": self.candidates,
+            "already_decided": self.already_decided,
+            "decided": len(d),
+            "queued": self.queued,
+            "sent": self.sent,
             "by_group": d["group"].value_counts().sort_index().to_dict() if len(d) else {},
             "by_offer": d.loc[d["group"] == "treatment", "offer"].value_counts().sort_index().to_dict()
-            if len(d) else {},
+            if len(d)
+            else {},
             "by_campaign": d["campaign"].value_counts().sort_index().to_dict() if len(d) else {},
-            "skipped": self.skipped["reason"].value_counts().sort_index().to_dict() if len(self.skipped) else {},
+            "skipped": self.skipped["reason"].value_counts().sort_index().to_dict()
+            if len(self.skipped)
+            else {},
             "seconds": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
@@ -107,7 +115,9 @@ def _read_state(cfg: Config, dry_run: bool) -> tuple[pd.DataFrame, set[str]]:
     try:
         with engine.connect() as conn:
             if dry_run and not sa.inspect(conn).has_table("decisions"):
-                return pd.DataFrame(columns=dl.HISTORY_COLUMNS).astype({"decided_at": "datetime64[ns, UTC]"}), set()
+                return pd.DataFrame(columns=dl.HISTORY_COLUMNS).astype(
+                    {"decided_at": "datetime64[ns, UTC]"}
+                ), set()
             return dl.history(conn), dl.forgotten_hashes(conn)
     finally:
         engine.dispose()
@@ -119,8 +129,14 @@ def _progress(show: bool) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
 
 
 def run_pass(
@@ -158,7 +174,10 @@ def run_pass(
         task = progress.add_task("scoring", total=len(pool)) if progress else None
         t0 = clock()
         scores = score_frame(
-            client, pool, as_of, batch_size=cfg.policy.score_batch_size,
+            client,
+            pool,
+            as_of,
+            batch_size=cfg.policy.score_batch_size,
             progress=(lambda n: progress.advance(task, n)) if progress else None,
         )
         timings["scoring"] = clock() - t0
@@ -166,8 +185,10 @@ def run_pass(
         cands = select_candidates(cfg, as_of, tables, scores, exclude=excluded, rules=rules)
         n_cands = len(cands)
         if n_cands:
-            dids = [decision_id(c, k, e) for c, k, e in zip(cands["customer_id"], cands["campaign"],
-                                                            cands["episode"], strict=True)]
+            dids = [
+                decision_id(c, k, e)
+                for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
+            ]
             done = set(history["decision_id"]) & set(dids)
             cands = cands.loc[[d not in done for d in dids]].reset_index(drop=True)
         else:
@@ -177,9 +198,16 @@ def run_pass(
         outcome = apply_policy(cfg, as_of, cands, scores, tables, history)
         timings["policy"] = clock() - t0
         checkpoint("decided")
-        result = PassResult(as_of=as_of, dry_run=dry_run, scored=len(scores), candidates=n_cands,
-                            already_decided=len(done), decisions=outcome.decisions, skipped=outcome.skipped,
-                            timings=timings)
+        result = PassResult(
+            as_of=as_of,
+            dry_run=dry_run,
+            scored=len(scores),
+            candidates=n_cands,
+            already_decided=len(done),
+            decisions=outcome.decisions,
+            skipped=outcome.skipped,
+            timings=timings,
+        )
         if dry_run:
             result.queued = int(sum(dl.is_message(r) for r in dl.records(outcome.decisions)))
             return result
@@ -191,8 +219,9 @@ def run_pass(
             timings["log"] = clock() - t0
             checkpoint("logged")
             t0 = clock()
-            result.sent = deliver(engine, sink or make_sink(cfg), as_of, checkpoint=checkpoint,
-                                  progress=progress)
+            result.sent = deliver(
+                engine, sink or make_sink(cfg), as_of, checkpoint=checkpoint, progress=progress
+            )
             timings["deliver"] = clock() - t0
         finally:
             engine.dispose()
@@ -205,8 +234,9 @@ def deliver(
     """Move every pending outbox message to the sink, batch by batch; returns how many were marked sent."""
     sent = 0
     with engine.connect() as conn:
-        total = conn.execute(sa.select(sa.func.count()).select_from(dl.OUTBOX)
-                             .where(dl.OUTBOX.c.status == "pending")).scalar_one()
+        total = conn.execute(
+            sa.select(sa.func.count()).select_from(dl.OUTBOX).where(dl.OUTBOX.c.status == "pending")
+        ).scalar_one()
     task = progress.add_task("delivering", total=total) if progress is not None and total else None
     while True:
         with engine.connect() as conn:

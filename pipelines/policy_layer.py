@@ -39,8 +39,22 @@ from rebuy.errors import RebuyError
 from training import policy as offer_policy
 
 DECISION_COLUMNS: tuple[str, ...] = (
-    "decision_id", "customer_id", "decided_at", "trigger", "campaign", "episode", "offer", "channel",
-    "group", "propensity", "distribution", "model_versions", "scores", "reasons", "segment", "note",
+    "decision_id",
+    "customer_id",
+    "decided_at",
+    "trigger",
+    "campaign",
+    "episode",
+    "offer",
+    "channel",
+    "group",
+    "propensity",
+    "distribution",
+    "model_versions",
+    "scores",
+    "reasons",
+    "segment",
+    "note",
 )
 MESSAGE_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
 
@@ -56,10 +70,15 @@ def in_holdout(customer_ids: Iterable[str], share: float, salt: str) -> np.ndarr
     return np.array([unit_hash(salt, "holdout", str(c)) < share for c in customer_ids], dtype=bool)
 
 
-def in_control(customer_ids: Iterable[str], campaigns: Iterable[str], shares: Iterable[float], salt: str) -> np.ndarray:
+def in_control(
+    customer_ids: Iterable[str], campaigns: Iterable[str], shares: Iterable[float], salt: str
+) -> np.ndarray:
     """Per-campaign control membership, independent of the holdout hash (different key)."""
     return np.array(
-        [unit_hash(salt, "control", str(k), str(c)) < s for c, k, s in zip(customer_ids, campaigns, shares, strict=True)],
+        [
+            unit_hash(salt, "control", str(k), str(c)) < s
+            for c, k, s in zip(customer_ids, campaigns, shares, strict=True)
+        ],
         dtype=bool,
     )
 
@@ -89,8 +108,11 @@ def message_counts(history: pd.DataFrame, as_of: pd.Timestamp, caps: CapsConfig)
     a cap holds in every rolling window even when passes run out of time order (a rerun of an earlier
     day); in normal forward operation no later messages exist and this is the trailing window.
     """
-    sent = history.loc[(history["group"] == "treatment") & (history["offer"] != "none")
-                       & history["channel"].isin(MESSAGE_CHANNELS)]
+    sent = history.loc[
+        (history["group"] == "treatment")
+        & (history["offer"] != "none")
+        & history["channel"].isin(MESSAGE_CHANNELS)
+    ]
     sent = sent.assign(decided_at=pd.to_datetime(sent["decided_at"], utc=True))
     cols: dict[str, pd.Series] = {}
     for ch, (_, days) in caps.per_channel.items():
@@ -162,7 +184,8 @@ def apply_policy(
     """
     cands = candidates.copy()
     cands["decision_id"] = [
-        decision_id(c, k, e) for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
+        decision_id(c, k, e)
+        for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
     ]
     reason = eligibility(cfg, as_of, cands, tables) if len(cands) else pd.Series(dtype=object)
     skipped = cands.loc[reason != "", ["customer_id", "trigger", "campaign", "decision_id"]].assign(
@@ -175,8 +198,15 @@ def apply_policy(
         raise RebuyError(f"{len(missing)} candidates have no scores (e.g. {missing[:5]}); score them first")
     shares = {t.campaign: t.control_share for t in cfg.policy.triggers}
     holdout = in_holdout(cands["customer_id"], cfg.policy.holdout_share, cfg.policy.holdout_salt)
-    control = in_control(cands["customer_id"], cands["campaign"], [shares.get(k, 0.0) for k in cands["campaign"]],
-                         cfg.policy.holdout_salt) & ~holdout
+    control = (
+        in_control(
+            cands["customer_id"],
+            cands["campaign"],
+            [shares.get(k, 0.0) for k in cands["campaign"]],
+            cfg.policy.holdout_salt,
+        )
+        & ~holdout
+    )
     cands["group"] = np.where(holdout, "holdout", np.where(control, "control", "treatment"))
 
     s = sc.reindex(cands["customer_id"])
@@ -236,8 +266,10 @@ def apply_policy(
     decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
     if len(decisions):
         decisions["decided_at"] = pd.to_datetime(decisions["decided_at"], utc=True)
-    return PolicyOutcome(decisions=decisions.sort_values("decision_id").reset_index(drop=True),
-                         skipped=skipped.reset_index(drop=True))
+    return PolicyOutcome(
+        decisions=decisions.sort_values("decision_id").reset_index(drop=True),
+        skipped=skipped.reset_index(drop=True),
+    )
 
 
 def _num(x: Any) -> float | None:
@@ -252,7 +284,9 @@ def choose(
     before anything is logged."""
     if allowed == ["none"]:
         return "none", {"none": 1.0}
-    dist = {str(k): float(v) for k, v in offer_policy.action_distribution(estimates, allowed, cfg.offers).items()}
+    dist = {
+        str(k): float(v) for k, v in offer_policy.action_distribution(estimates, allowed, cfg.offers).items()
+    }
     if not set(dist) <= set(allowed) or abs(sum(dist.values()) - 1.0) > 1e-6:
         raise RebuyError(f"policy returned an invalid distribution {dist} for allowed offers {allowed}")
     offer = offer_policy.draw(dist, did)

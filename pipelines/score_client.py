@@ -20,9 +20,18 @@ from rebuy.errors import RebuyError
 
 # One row per customer; dict/list columns hold the per-offer estimates, reasons and versions.
 SCORE_COLUMNS: tuple[str, ...] = (
-    "customer_id", "churn_probability", "repurchase_probability", "expected_days_to_next_order",
-    "expected_value", "segment", "offer_estimates", "best_offer", "reasons", "model_versions",
-    "feature_age_seconds", "cold_start",
+    "customer_id",
+    "churn_probability",
+    "repurchase_probability",
+    "expected_days_to_next_order",
+    "expected_value",
+    "segment",
+    "offer_estimates",
+    "best_offer",
+    "reasons",
+    "model_versions",
+    "feature_age_seconds",
+    "cold_start",
 )
 
 
@@ -70,7 +79,9 @@ class HttpScoreClient:
             raise ScoringError(f"{self.url}/score answered {resp.status_code}: {resp.text[:500]}")
         results = resp.json().get("results")
         if not isinstance(results, list) or len(results) != len(customer_ids):
-            raise ScoringError(f"{self.url}/score returned {type(results).__name__} for {len(customer_ids)} ids")
+            raise ScoringError(
+                f"{self.url}/score returned {type(results).__name__} for {len(customer_ids)} ids"
+            )
         return results
 
     def close(self) -> None:
@@ -125,8 +136,9 @@ class FakeScoreClient:
         ids = [str(c) for c in customer_ids]
         self.scored.extend(ids)
         wanted = [o for o in (offers if offers is not None else OFFERS) if o != "none"]
-        base = np.array([int.from_bytes(hashlib.sha256(c.encode()).digest()[:8], "big") for c in ids],
-                        dtype=np.uint64)
+        base = np.array(
+            [int.from_bytes(hashlib.sha256(c.encode()).digest()[:8], "big") for c in ids], dtype=np.uint64
+        )
 
         def u(k: int) -> np.ndarray:
             return _mix(base * np.uint64(31) + np.uint64(k))
@@ -137,20 +149,38 @@ class FakeScoreClient:
         margin = {o: np.round(u(10 + 2 * OFFERS.index(o)) * 4.0 - 1.5, 6).tolist() for o in wanted}
         conv = {o: np.round(u(11 + 2 * OFFERS.index(o)) * 0.1 - 0.03, 6).tolist() for o in wanted}
         out = []
-        for i, (cid, ch, val, dd) in enumerate(zip(ids, churn.tolist(), value.tolist(), days.tolist(), strict=True)):
-            est = {o: {"incremental_conversion": conv[o][i], "incremental_margin": margin[o][i]} for o in wanted}
+        for i, (cid, ch, val, dd) in enumerate(
+            zip(ids, churn.tolist(), value.tolist(), days.tolist(), strict=True)
+        ):
+            est = {
+                o: {"incremental_conversion": conv[o][i], "incremental_margin": margin[o][i]} for o in wanted
+            }
             best = max(wanted, key=lambda o: margin[o][i], default="none")
             if best != "none" and margin[best][i] <= 0:
                 best = "none"
-            out.append({
-                "customer_id": cid, "churn_probability": ch, "repurchase_probability": round(1 - ch, 6),
-                "expected_days_to_next_order": dd, "expected_value": val,
-                "segment": "dormant" if ch > 0.7 else ("high_value" if val > 260 else "potential"),
-                "offers": est, "best_offer": best,
-                "reasons": [{"model": "churn", "feature": "days_since_last_order", "value": 1.0,
-                             "contribution": round(ch - 0.5, 6)}],
-                "model_versions": dict(self.versions), "feature_age_seconds": 60.0, "cold_start": False,
-            })
+            out.append(
+                {
+                    "customer_id": cid,
+                    "churn_probability": ch,
+                    "repurchase_probability": round(1 - ch, 6),
+                    "expected_days_to_next_order": dd,
+                    "expected_value": val,
+                    "segment": "dormant" if ch > 0.7 else ("high_value" if val > 260 else "potential"),
+                    "offers": est,
+                    "best_offer": best,
+                    "reasons": [
+                        {
+                            "model": "churn",
+                            "feature": "days_since_last_order",
+                            "value": 1.0,
+                            "contribution": round(ch - 0.5, 6),
+                        }
+                    ],
+                    "model_versions": dict(self.versions),
+                    "feature_age_seconds": 60.0,
+                    "cold_start": False,
+                }
+            )
         return out
 
 
@@ -170,27 +200,31 @@ def score_frame(
     rows: list[dict[str, Any]] = []
     ids = list(dict.fromkeys(customer_ids))
     for start in range(0, len(ids), max(1, batch_size)):
-        batch = ids[start:start + batch_size]
+        batch = ids[start : start + batch_size]
         for r in client.score(batch, None, as_of):
             est = {o: float(v.get("incremental_margin", 0.0)) for o, v in (r.get("offers") or {}).items()}
-            rows.append({
-                "customer_id": str(r["customer_id"]),
-                "churn_probability": _float(r.get("churn_probability")),
-                "repurchase_probability": _float(r.get("repurchase_probability")),
-                "expected_days_to_next_order": _float(r.get("expected_days_to_next_order")),
-                "expected_value": _float(r.get("expected_value")),
-                "segment": r.get("segment") or "unknown",
-                "offer_estimates": est,
-                "best_offer": r.get("best_offer") or "none",
-                "reasons": list(r.get("reasons") or []),
-                "model_versions": dict(r.get("model_versions") or {}),
-                "feature_age_seconds": _float(r.get("feature_age_seconds")),
-                "cold_start": bool(r.get("cold_start", False)),
-            })
+            rows.append(
+                {
+                    "customer_id": str(r["customer_id"]),
+                    "churn_probability": _float(r.get("churn_probability")),
+                    "repurchase_probability": _float(r.get("repurchase_probability")),
+                    "expected_days_to_next_order": _float(r.get("expected_days_to_next_order")),
+                    "expected_value": _float(r.get("expected_value")),
+                    "segment": r.get("segment") or "unknown",
+                    "offer_estimates": est,
+                    "best_offer": r.get("best_offer") or "none",
+                    "reasons": list(r.get("reasons") or []),
+                    "model_versions": dict(r.get("model_versions") or {}),
+                    "feature_age_seconds": _float(r.get("feature_age_seconds")),
+                    "cold_start": bool(r.get("cold_start", False)),
+                }
+            )
         if progress is not None:
             progress(len(batch))
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     missing = sorted(set(ids) - set(frame["customer_id"]))
     if missing:
-        raise ScoringError(f"the scoring service returned no result for {len(missing)} ids, e.g. {missing[:5]}")
+        raise ScoringError(
+            f"the scoring service returned no result for {len(missing)} ids, e.g. {missing[:5]}"
+        )
     return frame

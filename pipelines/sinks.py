@@ -109,7 +109,9 @@ def sign(secret: str, body: bytes) -> str:
 class WebhookSink:
     """POST each message as JSON, signed; any non-2xx answer stops delivery (retried next pass)."""
 
-    def __init__(self, url: str, secret: str | None, *, client: Any | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, secret: str | None, *, client: Any | None = None, timeout: float = 10.0
+    ) -> None:
         import httpx
 
         self.url = url
@@ -128,9 +130,13 @@ class WebhookSink:
             try:
                 resp = self._client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                raise DeliveryError(f"webhook {self.url} unreachable after {len(done)} messages: {exc}") from exc
+                raise DeliveryError(
+                    f"webhook {self.url} unreachable after {len(done)} messages: {exc}"
+                ) from exc
             if not 200 <= resp.status_code < 300:
-                raise DeliveryError(f"webhook {self.url} answered {resp.status_code} for {key}: {resp.text[:200]}")
+                raise DeliveryError(
+                    f"webhook {self.url} answered {resp.status_code} for {key}: {resp.text[:200]}"
+                )
             done.append(key)
         return done
 

@@ -23,12 +23,23 @@ from pipelines.clock import local_clock
 from rebuy.config import Config, TriggerConfig
 
 CANDIDATE_COLUMNS: tuple[str, ...] = (
-    "customer_id", "trigger", "kind", "campaign", "channel", "offers", "episode", "priority",
+    "customer_id",
+    "trigger",
+    "kind",
+    "campaign",
+    "channel",
+    "offers",
+    "episode",
+    "priority",
 )
 # Fixed-date shopping holidays the holiday-eve trigger looks ahead to (month, day, name); the seeds'
 # calendar (618 and Singles' Day) plus the common western ones.
 HOLIDAYS: tuple[tuple[int, int, str], ...] = (
-    (1, 1, "new_year"), (2, 14, "valentines"), (6, 18, "618"), (11, 11, "singles_day"), (12, 25, "christmas"),
+    (1, 1, "new_year"),
+    (2, 14, "valentines"),
+    (6, 18, "618"),
+    (11, 11, "singles_day"),
+    (12, 25, "christmas"),
 )
 BROWSE_EVENTS: tuple[str, ...] = ("view", "cart")
 AUDIENCE_KINDS: frozenset[str] = frozenset({"churn_risk", "cycle_due"})
@@ -48,16 +59,18 @@ def order_summary(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
 
 def _frame(ids: pd.Series, trig: TriggerConfig, episode: pd.Series, priority: int) -> pd.DataFrame:
     n = len(ids)
-    return pd.DataFrame({
-        "customer_id": ids.to_numpy(dtype=object),
-        "trigger": [trig.name] * n,
-        "kind": [trig.kind] * n,
-        "campaign": [trig.campaign] * n,
-        "channel": [trig.channel] * n,
-        "offers": [tuple(trig.offers)] * n,
-        "episode": episode.to_numpy(dtype=object),
-        "priority": [priority] * n,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": ids.to_numpy(dtype=object),
+            "trigger": [trig.name] * n,
+            "kind": [trig.kind] * n,
+            "campaign": [trig.campaign] * n,
+            "channel": [trig.channel] * n,
+            "offers": [tuple(trig.offers)] * n,
+            "episode": episode.to_numpy(dtype=object),
+            "priority": [priority] * n,
+        }
+    )
 
 
 def _day(ts: pd.Series) -> pd.Series:
@@ -73,8 +86,9 @@ def _next_one(today: pd.Timestamp, month: int, day: int) -> pd.Timestamp:
 def _next_date(local_dates: pd.Series, month: int, day: int) -> pd.Series:
     """`_next_one` per row, computed once per distinct date (a pass sees only a few local dates)."""
     codes, uniq = pd.factorize(local_dates)
-    nxt = np.array([np.datetime64(_next_one(pd.Timestamp(d), month, day), "ns") for d in uniq],
-                   dtype="datetime64[ns]")
+    nxt = np.array(
+        [np.datetime64(_next_one(pd.Timestamp(d), month, day), "ns") for d in uniq], dtype="datetime64[ns]"
+    )
     return pd.Series(nxt[codes] if len(codes) else nxt[:0], index=local_dates.index)
 
 
@@ -85,7 +99,10 @@ def _safe_date(year: int, month: int, day: int) -> pd.Timestamp:
 
 
 def rule_candidates(
-    trig: TriggerConfig, priority: int, as_of: pd.Timestamp, tables: dict[str, pd.DataFrame],
+    trig: TriggerConfig,
+    priority: int,
+    as_of: pd.Timestamp,
+    tables: dict[str, pd.DataFrame],
     summary: pd.DataFrame,
 ) -> pd.DataFrame:
     """Candidates of one rule trigger (everything but the model audiences)."""
@@ -114,7 +131,8 @@ def rule_candidates(
             today = clock.reindex(bday.index)
             nxt = pd.Series(
                 [_next_one(t, b.month, b.day) for t, b in zip(today, bday, strict=True)],
-                index=bday.index, dtype="datetime64[ns]",
+                index=bday.index,
+                dtype="datetime64[ns]",
             )
             hit = nxt.loc[(nxt - today) < window]
             return _frame(hit.index.to_series(), trig, "birthday:" + hit.dt.strftime("%Y"), priority)
@@ -125,7 +143,9 @@ def rule_candidates(
             # the eve: the holiday is 1..days local days ahead
             ahead = (nxt - buyers).dt.days
             hit = nxt.loc[(ahead >= 1) & (ahead <= days)]
-            parts.append(_frame(hit.index.to_series(), trig, f"holiday:{name}:" + hit.dt.strftime("%Y"), priority))
+            parts.append(
+                _frame(hit.index.to_series(), trig, f"holiday:{name}:" + hit.dt.strftime("%Y"), priority)
+            )
         return pd.concat(parts, ignore_index=True).drop_duplicates("customer_id")
     raise ValueError(f"trigger {trig.name!r}: kind {trig.kind!r} is an audience, not a rule")
 
@@ -187,8 +207,11 @@ def all_rule_candidates(
 ) -> list[pd.DataFrame]:
     """Candidates of every rule trigger (one frame each, priority = position in the config)."""
     summary = order_summary(tables["orders"], as_of) if summary is None else summary
-    return [rule_candidates(trig, priority, as_of, tables, summary)
-            for priority, trig in enumerate(cfg.policy.triggers) if trig.kind not in AUDIENCE_KINDS]
+    return [
+        rule_candidates(trig, priority, as_of, tables, summary)
+        for priority, trig in enumerate(cfg.policy.triggers)
+        if trig.kind not in AUDIENCE_KINDS
+    ]
 
 
 def audience_pool(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> list[str]:

@@ -34,10 +34,14 @@ EXPERIMENT = "rebuy-uplift"
 INCENTIVES = ("coupon_10pct", "free_shipping", "points_x2", "wake_up_gift")
 
 
-def attribute(decisions: pd.DataFrame, orders: pd.DataFrame, window_days: int, as_of: pd.Timestamp) -> pd.DataFrame:
+def attribute(
+    decisions: pd.DataFrame, orders: pd.DataFrame, window_days: int, as_of: pd.Timestamp
+) -> pd.DataFrame:
     """Per decision: orders, revenue (net of returns) and first-order amount in (decided_at, +window],
     and whether the window has closed by `as_of`. Orders after `as_of` are never used."""
-    d = decisions[["decision_id", "customer_id", "decided_at", "campaign", "offer", "group", "segment"]].copy()
+    d = decisions[
+        ["decision_id", "customer_id", "decided_at", "campaign", "offer", "group", "segment"]
+    ].copy()
     d["decided_at"] = pd.to_datetime(d["decided_at"], utc=True)
     d["window_end"] = d["decided_at"] + pd.Timedelta(days=window_days)
     d["matured"] = d["window_end"] <= as_of
@@ -94,12 +98,18 @@ def compare(treat: pd.DataFrame, ctrl: pd.DataFrame, margin: float, cost: float)
     roi = (incremental * margin - cost) / cost if cost > 0 else None
     return {
         **out,
-        "conversion_treatment": float(ct), "conversion_control": float(cc),
-        "conversion_diff": float(diff), "conversion_ci": [float(diff - z * se), float(diff + z * se)],
+        "conversion_treatment": float(ct),
+        "conversion_control": float(cc),
+        "conversion_diff": float(diff),
+        "conversion_ci": [float(diff - z * se), float(diff + z * se)],
         "conversion_p_value": p_conv,
-        "revenue_per_customer_treatment": float(rt.mean()), "revenue_per_customer_control": float(rc.mean()),
-        "revenue_diff": rdiff, "revenue_ci": [rdiff - tq * rse, rdiff + tq * rse], "revenue_p_value": p_rev,
-        "incremental_revenue": float(incremental), "offer_cost": float(cost),
+        "revenue_per_customer_treatment": float(rt.mean()),
+        "revenue_per_customer_control": float(rc.mean()),
+        "revenue_diff": rdiff,
+        "revenue_ci": [rdiff - tq * rse, rdiff + tq * rse],
+        "revenue_p_value": p_rev,
+        "incremental_revenue": float(incremental),
+        "offer_cost": float(cost),
         "roi": None if roi is None else float(roi),
     }
 
@@ -139,22 +149,41 @@ def uplift_tables(
     def row(key: str, value: str, treat: pd.DataFrame, ctrl: pd.DataFrame, **extra: Any) -> dict[str, Any]:
         return {key: value, **extra, **compare(treat, ctrl, margin, float(treat["cost"].sum()))}
 
-    campaigns = [row("campaign", k, t.loc[t["campaign"] == k], c.loc[c["campaign"] == k])
-                 for k in sorted(m["campaign"].unique())]
-    segments = [row("segment", s, t.loc[t["segment"] == s], c.loc[c["segment"] == s])
-                for s in sorted(m["segment"].dropna().unique())]
+    campaigns = [
+        row("campaign", k, t.loc[t["campaign"] == k], c.loc[c["campaign"] == k])
+        for k in sorted(m["campaign"].unique())
+    ]
+    segments = [
+        row("segment", s, t.loc[t["segment"] == s], c.loc[c["segment"] == s])
+        for s in sorted(m["segment"].dropna().unique())
+    ]
     offers = []
     for o in sorted(t["offer"].unique()):
         got = t.loc[t["offer"] == o]
-        offers.append(row("offer", o, got, c.loc[c["campaign"].isin(set(got["campaign"]))],
-                          comparison="descriptive: recipients chosen by the policy vs the campaigns' control"))
+        offers.append(
+            row(
+                "offer",
+                o,
+                got,
+                c.loc[c["campaign"].isin(set(got["campaign"]))],
+                comparison="descriptive: recipients chosen by the policy vs the campaigns' control",
+            )
+        )
     return {
-        "as_of": as_of.isoformat(), "attribution_days": window, "margin": margin,
-        "decisions": len(a), "forgotten_excluded": int(forgotten.sum()) if forgotten is not None else 0,
-        "matured": len(m), "not_matured": int((~a["matured"]).sum()),
+        "as_of": as_of.isoformat(),
+        "attribution_days": window,
+        "margin": margin,
+        "decisions": len(a),
+        "forgotten_excluded": int(forgotten.sum()) if forgotten is not None else 0,
+        "matured": len(m),
+        "not_matured": int((~a["matured"]).sum()),
         "holdout": compare(t, h, margin, float(t["cost"].sum())),
-        "campaigns": campaigns, "offers": offers, "segments": segments,
-        "kpis": {g: kpis(part, window, margin) for g, part in (("treatment", t), ("control", c), ("holdout", h))},
+        "campaigns": campaigns,
+        "offers": offers,
+        "segments": segments,
+        "kpis": {
+            g: kpis(part, window, margin) for g, part in (("treatment", t), ("control", c), ("holdout", h))
+        },
     }
 
 
@@ -201,9 +230,21 @@ def _plots(report: dict[str, Any]) -> list[tuple[str, str]]:
 def _table(rows: list[dict[str, Any]], key: str) -> str:
     if not rows:
         return "<p>none</p>"
-    cols = [key, "customers_treatment", "customers_control", "conversion_treatment", "conversion_control",
-            "conversion_diff", "conversion_ci", "conversion_p_value", "revenue_diff", "revenue_ci",
-            "incremental_revenue", "offer_cost", "roi"]
+    cols = [
+        key,
+        "customers_treatment",
+        "customers_control",
+        "conversion_treatment",
+        "conversion_control",
+        "conversion_diff",
+        "conversion_ci",
+        "conversion_p_value",
+        "revenue_diff",
+        "revenue_ci",
+        "incremental_revenue",
+        "offer_cost",
+        "roi",
+    ]
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows])
     return df.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–", border=0)
 
@@ -212,18 +253,20 @@ def render_html(report: dict[str, Any]) -> str:
     """A self-contained page: tables and PNG plots embedded as data URIs."""
     import html as _html
 
-    plots = "".join(f"<h3>{_html.escape(t)}</h3><img src='data:image/png;base64,{b}'/>" for t, b in _plots(report))
+    plots = "".join(
+        f"<h3>{_html.escape(t)}</h3><img src='data:image/png;base64,{b}'/>" for t, b in _plots(report)
+    )
     kp = pd.DataFrame(report["kpis"]).T.to_html(float_format=lambda x: f"{x:.4g}", na_rep="–", border=0)
     hold = _table([{**report["holdout"], "group": "treatment vs global holdout"}], "group")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>rebuy uplift {report['as_of']}</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>rebuy uplift {report["as_of"]}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:2px 8px;
 border-bottom:1px solid #ddd;text-align:right}}</style></head><body>
 <h1>Uplift of rebuy's decisions</h1>
-<p>as of {report['as_of']}; attribution window {report['attribution_days']} days; {report['matured']} matured
-decisions ({report['not_matured']} still inside their window, not counted); margin {report['margin']}.</p>
-<h2>Global holdout</h2>{hold}<h2>Per campaign</h2>{_table(report['campaigns'], 'campaign')}
-<h2>Per segment</h2>{_table(report['segments'], 'segment')}
-<h2>Per offer (descriptive)</h2>{_table(report['offers'], 'offer')}
+<p>as of {report["as_of"]}; attribution window {report["attribution_days"]} days; {report["matured"]} matured
+decisions ({report["not_matured"]} still inside their window, not counted); margin {report["margin"]}.</p>
+<h2>Global holdout</h2>{hold}<h2>Per campaign</h2>{_table(report["campaigns"], "campaign")}
+<h2>Per segment</h2>{_table(report["segments"], "segment")}
+<h2>Per offer (descriptive)</h2>{_table(report["offers"], "offer")}
 <h2>KPIs</h2>{kp}{plots}</body></html>"""
 
 
@@ -249,7 +292,14 @@ def log_report(cfg: Config, report: dict[str, Any], paths: dict[str, Path]) -> s
     with mlflow.start_run(experiment_id=exp_id, run_name=f"uplift-{report['as_of'][:10]}") as run:
         h = report["holdout"]
         metrics = {"matured_decisions": report["matured"]}
-        for k in ("conversion_diff", "conversion_p_value", "revenue_diff", "incremental_revenue", "offer_cost", "roi"):
+        for k in (
+            "conversion_diff",
+            "conversion_p_value",
+            "revenue_diff",
+            "incremental_revenue",
+            "offer_cost",
+            "roi",
+        ):
             if h.get(k) is not None:
                 metrics[f"holdout.{k}"] = float(h[k])
         for r in report["campaigns"]:

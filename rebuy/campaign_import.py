@@ -59,10 +59,17 @@ class CampaignData:
     def roles(self) -> dict[str, object]:
         """The JSON-able description stored beside the Parquet file."""
         return {
-            "name": self.name, "source": self.source, "attributes": self.attributes,
-            "categorical": self.categorical, "arm": self.arm, "control": self.control,
-            "propensity": self.propensity, "outcomes": self.outcomes, "arms": self.arms,
-            "randomisation_assumed": self.randomisation_assumed, "rows": len(self.frame),
+            "name": self.name,
+            "source": self.source,
+            "attributes": self.attributes,
+            "categorical": self.categorical,
+            "arm": self.arm,
+            "control": self.control,
+            "propensity": self.propensity,
+            "outcomes": self.outcomes,
+            "arms": self.arms,
+            "randomisation_assumed": self.randomisation_assumed,
+            "rows": len(self.frame),
             "customer_id": CUSTOMER_ID if CUSTOMER_ID in self.frame.columns else None,
         }
 
@@ -71,8 +78,9 @@ def campaign_dir(cfg: Config, name: str) -> Path:
     return cfg.paths.data_dir / "campaigns" / name
 
 
-def validate_campaign(cfg: Config, path: Path, roles: CampaignImportConfig | None = None,
-                      fmt: str | None = None, name: str = "") -> CampaignData:
+def validate_campaign(
+    cfg: Config, path: Path, roles: CampaignImportConfig | None = None, fmt: str | None = None, name: str = ""
+) -> CampaignData:
     """Read and check a campaign export against its column roles; write nothing.
 
     `roles` defaults to `[import.campaign]`; its dialect to `[import.dialect]`.
@@ -85,8 +93,9 @@ def validate_campaign(cfg: Config, path: Path, roles: CampaignImportConfig | Non
     return build_campaign(raw, roles, dialect, source=str(path), name=name, error_rows=cfg.import_.error_rows)
 
 
-def import_campaign(cfg: Config, path: Path, name: str, roles: CampaignImportConfig | None = None,
-                    fmt: str | None = None) -> CampaignData:
+def import_campaign(
+    cfg: Config, path: Path, name: str, roles: CampaignImportConfig | None = None, fmt: str | None = None
+) -> CampaignData:
     """`validate_campaign`, then write `<data_dir>/campaigns/<name>/` atomically (Parquet + roles JSON)."""
     if not _NAME.match(name):
         raise DataError(
@@ -115,7 +124,8 @@ def read_campaign(path_or_name: Path | str, cfg: Config) -> CampaignData:
         folder = campaign_dir(cfg, str(path_or_name))
     if not (folder / ROLES_FILE).is_file():
         raise DataError(
-            f"no imported campaign {str(path_or_name)!r}", file=str(folder / ROLES_FILE),
+            f"no imported campaign {str(path_or_name)!r}",
+            file=str(folder / ROLES_FILE),
             hint="run `rebuy import-campaign FILE --name NAME` first",
         )
     roles = json.loads((folder / ROLES_FILE).read_text(encoding="utf-8"))
@@ -123,16 +133,27 @@ def read_campaign(path_or_name: Path | str, cfg: Config) -> CampaignData:
     for col in [*roles["categorical"], roles["arm"], *([CUSTOMER_ID] if roles.get("customer_id") else [])]:
         frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
     return CampaignData(
-        frame=frame, attributes=list(roles["attributes"]), categorical=list(roles["categorical"]),
-        arm=roles["arm"], control=roles["control"], propensity=roles["propensity"],
-        outcomes=list(roles["outcomes"]), arms=list(roles["arms"]),
-        randomisation_assumed=bool(roles["randomisation_assumed"]), name=roles.get("name", ""),
+        frame=frame,
+        attributes=list(roles["attributes"]),
+        categorical=list(roles["categorical"]),
+        arm=roles["arm"],
+        control=roles["control"],
+        propensity=roles["propensity"],
+        outcomes=list(roles["outcomes"]),
+        arms=list(roles["arms"]),
+        randomisation_assumed=bool(roles["randomisation_assumed"]),
+        name=roles.get("name", ""),
         source=roles.get("source", ""),
     )
 
 
 def build_campaign(
-    raw: pd.DataFrame, roles: CampaignImportConfig, dialect: DialectConfig, *, source: str = "", name: str = "",
+    raw: pd.DataFrame,
+    roles: CampaignImportConfig,
+    dialect: DialectConfig,
+    *,
+    source: str = "",
+    name: str = "",
     error_rows: int = 5,
 ) -> CampaignData:
     """Pure: a raw export (cells as read) + column roles -> a checked CampaignData, or one DataError.
@@ -147,19 +168,27 @@ def build_campaign(
             rows = raw.loc[idx].copy()
             rows.index = pd.Index([i + 1 for i in idx], name="row")
             numbers = [i + 1 for i in idx]
-        return DataError(problem, file=source or None, column=column, rows=rows, row_numbers=numbers, hint=hint)
+        return DataError(
+            problem, file=source or None, column=column, rows=rows, row_numbers=numbers, hint=hint
+        )
 
     cols = list(raw.columns)
     if roles.customer_id is None and CUSTOMER_ID in cols and CUSTOMER_ID not in (roles.attributes or []):
         # a column literally called customer_id is the id, not an attribute to learn from
         roles = roles.model_copy(update={"customer_id": CUSTOMER_ID})
-    role_cols = [roles.arm, *roles.outcomes, *([roles.propensity] if roles.propensity else []),
-                 *([roles.customer_id] if roles.customer_id else [])]
+    role_cols = [
+        roles.arm,
+        *roles.outcomes,
+        *([roles.propensity] if roles.propensity else []),
+        *([roles.customer_id] if roles.customer_id else []),
+    ]
     attributes = roles.attributes if roles.attributes is not None else [c for c in cols if c not in role_cols]
     missing = [c for c in dict.fromkeys([*role_cols, *attributes]) if c not in cols]
     if missing:
         raise err(
-            f"missing column(s) {missing}; the file has {cols}", missing[0], None,
+            f"missing column(s) {missing}; the file has {cols}",
+            missing[0],
+            None,
             "name the columns' roles in [import.campaign] (arm, outcomes, propensity, attributes) or by flags",
         )
     if not roles.outcomes:
@@ -167,41 +196,71 @@ def build_campaign(
     clash = sorted(set(attributes) & set(role_cols))
     if clash or {ARM, PROPENSITY, CUSTOMER_ID} & (set(attributes) | set(roles.outcomes)):
         dual = clash or sorted({ARM, PROPENSITY, CUSTOMER_ID} & (set(attributes) | set(roles.outcomes)))
-        raise err(f"column(s) {dual} have two roles, or use a reserved name", dual[0], None,
-                  f"rename them; {ARM!r}, {PROPENSITY!r} and {CUSTOMER_ID!r} are reserved for those roles")
+        raise err(
+            f"column(s) {dual} have two roles, or use a reserved name",
+            dual[0],
+            None,
+            f"rename them; {ARM!r}, {PROPENSITY!r} and {CUSTOMER_ID!r} are reserved for those roles",
+        )
 
     problems: list[DataError] = []
     arm = raw[roles.arm]
     arm = arm.astype(str).where(arm.notna(), None) if not pd.api.types.is_object_dtype(arm) else arm
     if arm.isna().any():
-        problems.append(err("missing arm", roles.arm, arm.isna(), "every customer must have the arm they got"))
+        problems.append(
+            err("missing arm", roles.arm, arm.isna(), "every customer must have the arm they got")
+        )
     arm_text = arm.astype(object)
     if roles.arms is not None:
         if roles.control not in roles.arms:
-            problems.append(err(f"the control arm {roles.control!r} is not among the declared arms {roles.arms}",
-                                roles.arm, None, "add it to [import.campaign] arms or fix control"))
+            problems.append(
+                err(
+                    f"the control arm {roles.control!r} is not among the declared arms {roles.arms}",
+                    roles.arm,
+                    None,
+                    "add it to [import.campaign] arms or fix control",
+                )
+            )
         unknown = arm_text.notna() & ~arm_text.isin(roles.arms)
         if unknown.any():
-            problems.append(err(
-                f"unknown arm(s) {sorted(set(arm_text[unknown]))[:10]}; declared: {roles.arms}", roles.arm, unknown,
-                "fix the values or declare the arm in [import.campaign] arms",
-            ))
+            problems.append(
+                err(
+                    f"unknown arm(s) {sorted(set(arm_text[unknown]))[:10]}; declared: {roles.arms}",
+                    roles.arm,
+                    unknown,
+                    "fix the values or declare the arm in [import.campaign] arms",
+                )
+            )
     counts = arm_text.value_counts()
     if roles.control not in counts.index:
-        problems.append(err(
-            f"no row has the control arm {roles.control!r}; arms found: {sorted(counts.index)[:10]}", roles.arm, None,
-            "name the no-message arm with [import.campaign] control or --control; an uplift needs a control group",
-        ))
+        problems.append(
+            err(
+                f"no row has the control arm {roles.control!r}; arms found: {sorted(counts.index)[:10]}",
+                roles.arm,
+                None,
+                "name the no-message arm with [import.campaign] control or --control; an uplift needs a control group",
+            )
+        )
     small = counts[counts < roles.min_rows_per_arm]
     if len(small):
-        problems.append(err(
-            f"arm(s) with too few rows to learn from (minimum {roles.min_rows_per_arm}): "
-            f"{ {str(k): int(v) for k, v in small.items()} }", roles.arm, None,
-            "merge or drop those arms, or lower [import.campaign] min_rows_per_arm / --min-rows",
-        ))
+        problems.append(
+            err(
+                f"arm(s) with too few rows to learn from (minimum {roles.min_rows_per_arm}): "
+                f"{ {str(k): int(v) for k, v in small.items()} }",
+                roles.arm,
+                None,
+                "merge or drop those arms, or lower [import.campaign] min_rows_per_arm / --min-rows",
+            )
+        )
     if len(counts) < 2:
-        problems.append(err("the campaign has a single arm: nothing to compare", roles.arm, None,
-                            "export all arms, including the control group"))
+        problems.append(
+            err(
+                "the campaign has a single arm: nothing to compare",
+                roles.arm,
+                None,
+                "export all arms, including the control group",
+            )
+        )
 
     frame = pd.DataFrame(index=raw.index)
     if roles.customer_id:
@@ -209,16 +268,30 @@ def build_campaign(
         ids = ids.astype(str) if pd.api.types.is_integer_dtype(ids) else ids.astype(object)
         dup = ids.duplicated(keep=False) & ids.notna()
         if dup.any():
-            problems.append(err("the same customer appears more than once", roles.customer_id, dup,
-                                "a campaign export has one row per customer"))
+            problems.append(
+                err(
+                    "the same customer appears more than once",
+                    roles.customer_id,
+                    dup,
+                    "a campaign export has one row per customer",
+                )
+            )
         frame[CUSTOMER_ID] = ids.where(ids.notna(), None)
 
-    numeric_of: dict[str, tuple[pd.Series, pd.Series]] = {c: parse_numbers(raw[c], dialect) for c in attributes}
+    numeric_of: dict[str, tuple[pd.Series, pd.Series]] = {
+        c: parse_numbers(raw[c], dialect) for c in attributes
+    }
     if roles.categorical is not None:
         unknown_cat = sorted(set(roles.categorical) - set(attributes))
         if unknown_cat:
-            problems.append(err(f"categorical column(s) {unknown_cat} are not attributes", unknown_cat[0], None,
-                                "list only attribute columns as categorical"))
+            problems.append(
+                err(
+                    f"categorical column(s) {unknown_cat} are not attributes",
+                    unknown_cat[0],
+                    None,
+                    "list only attribute columns as categorical",
+                )
+            )
         categorical = [c for c in attributes if c in roles.categorical]
     else:
         categorical = [c for c in attributes if numeric_of[c][1].any()]
@@ -230,25 +303,49 @@ def build_campaign(
             continue
         values, bad = numeric_of[c]
         if bad.any():
-            problems.append(err("wrong type: a numeric attribute has non-numbers", c, bad,
-                                "fix the values, or list the column under [import.campaign] categorical"))
+            problems.append(
+                err(
+                    "wrong type: a numeric attribute has non-numbers",
+                    c,
+                    bad,
+                    "fix the values, or list the column under [import.campaign] categorical",
+                )
+            )
         frame[c] = values
     frame[ARM] = arm_text
     for c in roles.outcomes:
         values, bad = parse_numbers(raw[c], dialect)
         if bad.any():
-            problems.append(err("non-numeric outcome", c, bad,
-                                "outcomes must be numbers (0/1 for converted, an amount for spend)"))
+            problems.append(
+                err(
+                    "non-numeric outcome",
+                    c,
+                    bad,
+                    "outcomes must be numbers (0/1 for converted, an amount for spend)",
+                )
+            )
         elif values.isna().any():
-            problems.append(err("missing outcome values", c, values.isna(),
-                                "fill in the outcome (0 when nothing happened) or drop these rows"))
+            problems.append(
+                err(
+                    "missing outcome values",
+                    c,
+                    values.isna(),
+                    "fill in the outcome (0 when nothing happened) or drop these rows",
+                )
+            )
         frame[c] = values
     if roles.propensity:
         p, bad = parse_numbers(raw[roles.propensity], dialect)
         outside = bad | p.isna() | (p <= 0) | (p > 1)
         if outside.any():
-            problems.append(err("propensities outside (0, 1] (or missing / not numbers)", roles.propensity, outside,
-                                "a propensity is the probability the customer got this arm: 0 < p <= 1"))
+            problems.append(
+                err(
+                    "propensities outside (0, 1] (or missing / not numbers)",
+                    roles.propensity,
+                    outside,
+                    "a propensity is the probability the customer got this arm: 0 < p <= 1",
+                )
+            )
         frame[PROPENSITY] = p
     if problems:
         raise combine(problems)
@@ -257,9 +354,17 @@ def build_campaign(
         frame[PROPENSITY] = arm_text.map(counts / counts.sum()).astype(float)
     arms = [roles.control, *sorted(a for a in counts.index if a != roles.control)]
     return CampaignData(
-        frame=frame.reset_index(drop=True), attributes=list(attributes), categorical=categorical, arm=ARM,
-        control=roles.control, propensity=PROPENSITY, outcomes=list(roles.outcomes), arms=arms,
-        randomisation_assumed=assumed, name=name, source=source,
+        frame=frame.reset_index(drop=True),
+        attributes=list(attributes),
+        categorical=categorical,
+        arm=ARM,
+        control=roles.control,
+        propensity=PROPENSITY,
+        outcomes=list(roles.outcomes),
+        arms=arms,
+        randomisation_assumed=assumed,
+        name=name,
+        source=source,
     )
 
 
@@ -282,21 +387,30 @@ def roles_with(cfg: Config, **flags: object) -> CampaignImportConfig:
 def campaign_summary(data: CampaignData, written_to: Path | None = None) -> Group:
     """Per arm: rows, share, mean propensity and mean of each outcome; then the roles and notes."""
     f = data.frame
-    table = Table(title=f"campaign {data.name!r} written to {written_to}" if written_to else "campaign validated")
+    table = Table(
+        title=f"campaign {data.name!r} written to {written_to}" if written_to else "campaign validated"
+    )
     for col in ["arm", "rows", "share", "propensity", *data.outcomes]:
         table.add_column(col, justify="left" if col == "arm" else "right")
     grouped = f.groupby(data.arm, sort=False)
     for arm in data.arms:
         g = grouped.get_group(arm)
         table.add_row(
-            arm + (" (control)" if arm == data.control else ""), str(len(g)), f"{len(g) / len(f):.3f}",
-            f"{g[data.propensity].mean():.3f}", *(f"{g[o].mean():.4g}" for o in data.outcomes),
+            arm + (" (control)" if arm == data.control else ""),
+            str(len(g)),
+            f"{len(g) / len(f):.3f}",
+            f"{g[data.propensity].mean():.3f}",
+            *(f"{g[o].mean():.4g}" for o in data.outcomes),
         )
     lines = [
         Text(f"numeric attributes: {', '.join(data.numeric) or '-'}"),
         Text(f"categorical attributes: {', '.join(data.categorical) or '-'}"),
     ]
     if data.randomisation_assumed:
-        lines.append(Text("note: no propensity column: propensities are the arm shares (randomisation assumed)",
-                          style="yellow"))
+        lines.append(
+            Text(
+                "note: no propensity column: propensities are the arm shares (randomisation assumed)",
+                style="yellow",
+            )
+        )
     return Group(table, *lines)

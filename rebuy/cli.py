@@ -25,7 +25,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-features_app = typer.Typer(help="Feast repository: registry, offline features, online store.", no_args_is_help=True)
+features_app = typer.Typer(
+    help="Feast repository: registry, offline features, online store.", no_args_is_help=True
+)
 models_app = typer.Typer(help="Registry aliases: list, promote, rollback.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports: uplift of rebuy's decisions, past campaigns.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
@@ -37,9 +39,12 @@ console = Console(stderr=True)
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="rebuy.toml; the embedded defaults when omitted.")
 ]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Overrides paths.data_dir of the config.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Overrides paths.data_dir of the config.")
+]
 AsOfOpt = Annotated[
-    str | None, typer.Option("--as-of", help="What 'now' is (ISO 8601, UTC if naive); default: the wall clock.")
+    str | None,
+    typer.Option("--as-of", help="What 'now' is (ISO 8601, UTC if naive); default: the wall clock."),
 ]
 
 
@@ -61,13 +66,21 @@ def _root() -> None:
 
 _InFile = Annotated[Path | None, typer.Option(help="Overrides the path in the config.", dir_okay=False)]
 _FormatOpt = Annotated[
-    str | None, typer.Option("--format", help="csv or parquet; default: by file suffix.", case_sensitive=False)
+    str | None,
+    typer.Option("--format", help="csv or parquet; default: by file suffix.", case_sensitive=False),
 ]
 
 
 def _import_command(
-    write: bool, config: Path | None, data_dir: Path | None, as_of: str | None, customers: Path | None,
-    orders: Path | None, events: Path | None, consent: Path | None, fmt: str | None,
+    write: bool,
+    config: Path | None,
+    data_dir: Path | None,
+    as_of: str | None,
+    customers: Path | None,
+    orders: Path | None,
+    events: Path | None,
+    consent: Path | None,
+    fmt: str | None,
 ) -> None:
     from rebuy.ingest import Sources, import_inputs, summary_table, validate_inputs
 
@@ -75,11 +88,17 @@ def _import_command(
     if fmt is not None and fmt.lower() not in {"csv", "parquet"}:
         raise typer.BadParameter(f"--format must be csv or parquet, not {fmt!r}")
     sources = Sources.from_config(
-        cfg, customers=customers, orders=orders, events=events, consent_updates=consent,
+        cfg,
+        customers=customers,
+        orders=orders,
+        events=events,
+        consent_updates=consent,
         format=fmt.lower() if fmt else None,
     )
     try:
-        result = (import_inputs if write else validate_inputs)(cfg, sources, parse_as_of(as_of), progress=True)
+        result = (import_inputs if write else validate_inputs)(
+            cfg, sources, parse_as_of(as_of), progress=True
+        )
     except RebuyError as exc:  # shown plainly under CliRunner too, not only through main()
         console.print(Text("error: ", style="bold red") + Text(str(exc)))
         raise typer.Exit(2) from exc
@@ -88,8 +107,12 @@ def _import_command(
 
 @app.command("validate")
 def validate_command(
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-    customers: _InFile = None, orders: _InFile = None, events: _InFile = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+    customers: _InFile = None,
+    orders: _InFile = None,
+    events: _InFile = None,
     consent: Annotated[Path | None, typer.Option(help="Consent updates; overrides the config.")] = None,
     fmt: _FormatOpt = None,
 ) -> None:
@@ -99,8 +122,12 @@ def validate_command(
 
 @app.command("import")
 def import_command(
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-    customers: _InFile = None, orders: _InFile = None, events: _InFile = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+    customers: _InFile = None,
+    orders: _InFile = None,
+    events: _InFile = None,
     consent: Annotated[Path | None, typer.Option(help="Consent updates; overrides the config.")] = None,
     fmt: _FormatOpt = None,
 ) -> None:
@@ -111,14 +138,21 @@ def import_command(
 @app.command("import-campaign")
 def import_campaign_command(
     file: Annotated[Path, typer.Argument(help="The campaign export (CSV or Parquet), one row per customer.")],
-    name: Annotated[str | None, typer.Option(help="Stored as campaigns/NAME; default: the file's stem.")] = None,
-    config: ConfigOpt = None, data_dir: DataDirOpt = None,
+    name: Annotated[
+        str | None, typer.Option(help="Stored as campaigns/NAME; default: the file's stem.")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
     arm: Annotated[str | None, typer.Option(help="Column with the arm each customer got.")] = None,
     control: Annotated[str | None, typer.Option(help="The no-message arm's value.")] = None,
-    arms: Annotated[str | None, typer.Option(help="Declared arms, comma-separated; others are errors.")] = None,
+    arms: Annotated[
+        str | None, typer.Option(help="Declared arms, comma-separated; others are errors.")
+    ] = None,
     propensity: Annotated[str | None, typer.Option(help="Propensity column; default: arm shares.")] = None,
     outcome: Annotated[list[str] | None, typer.Option(help="Outcome column (repeat for several).")] = None,
-    attribute: Annotated[list[str] | None, typer.Option(help="Attribute column (repeat); default: the rest.")] = None,
+    attribute: Annotated[
+        list[str] | None, typer.Option(help="Attribute column (repeat); default: the rest.")
+    ] = None,
     categorical: Annotated[list[str] | None, typer.Option(help="Categorical attribute (repeat).")] = None,
     customer_id: Annotated[str | None, typer.Option(help="Customer id column, if any.")] = None,
     min_rows: Annotated[int | None, typer.Option(help="Fewest rows an arm may have.")] = None,
@@ -139,9 +173,19 @@ def import_campaign_command(
 
     cfg = load(config, data_dir)
     roles = roles_with(
-        cfg, arm=arm, control=control, arms=arms.split(",") if arms else None, propensity=propensity,
-        outcomes=outcome, attributes=attribute, categorical=categorical, customer_id=customer_id,
-        min_rows_per_arm=min_rows, delimiter=delimiter, decimal=decimal, encoding=encoding,
+        cfg,
+        arm=arm,
+        control=control,
+        arms=arms.split(",") if arms else None,
+        propensity=propensity,
+        outcomes=outcome,
+        attributes=attribute,
+        categorical=categorical,
+        customer_id=customer_id,
+        min_rows_per_arm=min_rows,
+        delimiter=delimiter,
+        decimal=decimal,
+        encoding=encoding,
     )
     name = name or file.stem
     try:
@@ -207,7 +251,9 @@ def models_promote_cli(
 def models_rollback_cli(
     name: Annotated[str, typer.Argument(help="churn | repurchase | days_to_next | value (or rebuy-…)")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded on the version).")],
-    to: Annotated[str | None, typer.Option("--to", help="Version to restore; default the previous champion.")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to restore; default the previous champion.")
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -220,35 +266,62 @@ def models_rollback_cli(
 
 @report_app.command("campaign")
 def report_campaign_cli(
-    name: Annotated[str, typer.Argument(help="An imported campaign (its --name at import-campaign, or its folder).")],
-    outcome: Annotated[str | None, typer.Option(help="Outcome the recommendation follows; default the first "
-                                                     "non-binary one.")] = None,
+    name: Annotated[
+        str, typer.Argument(help="An imported campaign (its --name at import-campaign, or its folder).")
+    ],
+    outcome: Annotated[
+        str | None, typer.Option(help="Outcome the recommendation follows; default the first non-binary one.")
+    ] = None,
     test_share: Annotated[float, typer.Option(help="Share of rows held out for evaluation.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of the held-out split and the learners.")] = 0,
-    costs: Annotated[bool, typer.Option("--costs/--no-costs", help="Subtract the catalogue's cost per send "
-                                                                    "from non-binary outcomes.")] = True,
-    out: Annotated[Path | None, typer.Option(help="Folder for the HTML + JSON; default reports/campaigns/NAME.")] = None,
+    costs: Annotated[
+        bool,
+        typer.Option(
+            "--costs/--no-costs", help="Subtract the catalogue's cost per send from non-binary outcomes."
+        ),
+    ] = True,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the HTML + JSON; default reports/campaigns/NAME.")
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """What rebuy would have done with a past campaign: effects, uplift, policy values, a recommendation."""
     from training.campaign import report_campaign
 
-    report, files = report_campaign(load(config, data_dir), name, outcome=outcome, test_share=test_share,
-                                    seed=seed, use_costs=costs, out_dir=out)
+    report, files = report_campaign(
+        load(config, data_dir),
+        name,
+        outcome=outcome,
+        test_share=test_share,
+        seed=seed,
+        use_costs=costs,
+        out_dir=out,
+    )
     rec = report.recommendation
-    console.print(f"recommendation ({rec['outcome']}): {rec['action']}"
-                  f"{' ' + rec['arm'] if rec.get('arm') else ''} — {rec['reason']}")
+    console.print(
+        f"recommendation ({rec['outcome']}): {rec['action']}"
+        f"{' ' + rec['arm'] if rec.get('arm') else ''} — {rec['reason']}"
+    )
     console.print(f"report: {files['html']}  {files['json']}")
 
 
 @app.command("score")
 def score_cli(
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write (atomically).")],
-    customers: Annotated[Path | None, typer.Option("--customers", help="File of ids (one per line, or a "
-                                                   "Parquet/CSV with customer_id); default every customer.")] = None,
-    offers: Annotated[str | None, typer.Option("--offers", help="Comma-separated eligible offers; default all.")] = None,
-    reasons: Annotated[bool, typer.Option("--reasons/--no-reasons", help="Compute top reasons (slower).")] = True,
+    customers: Annotated[
+        Path | None,
+        typer.Option(
+            "--customers",
+            help="File of ids (one per line, or a Parquet/CSV with customer_id); default every customer.",
+        ),
+    ] = None,
+    offers: Annotated[
+        str | None, typer.Option("--offers", help="Comma-separated eligible offers; default all.")
+    ] = None,
+    reasons: Annotated[
+        bool, typer.Option("--reasons/--no-reasons", help="Compute top reasons (slower).")
+    ] = True,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     as_of: AsOfOpt = None,
@@ -257,11 +330,19 @@ def score_cli(
     from serving.batch import read_id_list, score_to_parquet
 
     cfg = load(config, data_dir)
-    res = score_to_parquet(cfg, parse_as_of(as_of), out, read_id_list(customers) if customers else None,
-                           offers.split(",") if offers else None, reasons=reasons)
-    console.print(f"scored {res.customers} customers ({res.cold_start} cold start) -> {res.path} in "
-                  f"{res.total_seconds:.1f}s (features {res.read_seconds:.1f}s, models {res.model_seconds:.2f}s); "
-                  f"versions {res.model_versions}")
+    res = score_to_parquet(
+        cfg,
+        parse_as_of(as_of),
+        out,
+        read_id_list(customers) if customers else None,
+        offers.split(",") if offers else None,
+        reasons=reasons,
+    )
+    console.print(
+        f"scored {res.customers} customers ({res.cold_start} cold start) -> {res.path} in "
+        f"{res.total_seconds:.1f}s (features {res.read_seconds:.1f}s, models {res.model_seconds:.2f}s); "
+        f"versions {res.model_versions}"
+    )
 
 
 @app.command("serve")
@@ -278,23 +359,38 @@ def serve_cli(
 
 @app.command("simulate")
 def simulate_cli(
-    out: Annotated[Path, typer.Option("--out", help="Folder for the tables (Parquet), truth/ and campaign/.")],
-    customers: Annotated[int | None, typer.Option("--customers", help="Default: simulator.customers.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the tables (Parquet), truth/ and campaign/.")
+    ],
+    customers: Annotated[
+        int | None, typer.Option("--customers", help="Default: simulator.customers.")
+    ] = None,
     months: Annotated[int | None, typer.Option("--months", help="Default: simulator.months.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Default: simulator.seed.")] = None,
     events: Annotated[bool, typer.Option("--events/--no-events", help="Write behaviour events.")] = True,
-    campaign: Annotated[bool, typer.Option("--campaign", help="Also write a past randomized campaign.")] = False,
+    campaign: Annotated[
+        bool, typer.Option("--campaign", help="Also write a past randomized campaign.")
+    ] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Write a simulated shop: the input tables, its hidden truth, and optionally a past campaign export."""
     from rebuy.simulator.run import simulate_to_dir
 
-    res = simulate_to_dir(load(config, data_dir), out, customers=customers, months=months, seed=seed,
-                          events=events, campaign=campaign)
+    res = simulate_to_dir(
+        load(config, data_dir),
+        out,
+        customers=customers,
+        months=months,
+        seed=seed,
+        events=events,
+        campaign=campaign,
+    )
     rows = ", ".join(f"{k} {v:,}" for k, v in res.rows.items())
-    console.print(f"simulated shop up to {res.now:%Y-%m-%d} -> {res.out}: {rows}"
-                  + (f"; campaign export {res.campaign_rows:,} rows" if res.campaign_rows is not None else ""))
+    console.print(
+        f"simulated shop up to {res.now:%Y-%m-%d} -> {res.out}: {rows}"
+        + (f"; campaign export {res.campaign_rows:,} rows" if res.campaign_rows is not None else "")
+    )
 
 
 # --- features: rebuy features apply / build / materialize / push (features.jobs) ------------------------
@@ -314,7 +410,9 @@ def features_apply_command(config: ConfigOpt = None, data_dir: DataDirOpt = None
 
 
 @features_app.command("build")
-def features_build_command(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None) -> None:
+def features_build_command(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None
+) -> None:
     """Offline feature snapshots at the training cutoffs and at --as-of."""
     from features.jobs import build_job
 
@@ -323,8 +421,12 @@ def features_build_command(config: ConfigOpt = None, data_dir: DataDirOpt = None
 
 @features_app.command("materialize")
 def features_materialize_command(
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-    incremental: Annotated[bool, typer.Option(help="Only customers with new rows since the last run.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+    incremental: Annotated[
+        bool, typer.Option(help="Only customers with new rows since the last run.")
+    ] = False,
 ) -> None:
     """Features as of --as-of into the online store."""
     from features.jobs import materialize_job
@@ -334,9 +436,15 @@ def features_materialize_command(
 
 @features_app.command("push")
 def features_push_command(
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-    orders: Annotated[Path | None, typer.Option(help="New orders (canonical Parquet).", dir_okay=False)] = None,
-    events: Annotated[Path | None, typer.Option(help="New events (canonical Parquet).", dir_okay=False)] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+    orders: Annotated[
+        Path | None, typer.Option(help="New orders (canonical Parquet).", dir_okay=False)
+    ] = None,
+    events: Annotated[
+        Path | None, typer.Option(help="New events (canonical Parquet).", dir_okay=False)
+    ] = None,
 ) -> None:
     """Push new orders/events: the affected customers' online features, recomputed as of --as-of."""
     from features.jobs import push_job
@@ -349,8 +457,12 @@ def features_push_command(
 
 @app.command("run")
 def run_cli(
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and report; write and send nothing.")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Decide and report; write and send nothing.")
+    ] = False,
 ) -> None:
     """One orchestration pass: triggers, /score, policy layer, decision log, outbox -> sink."""
     from pipelines.orchestrator import run
@@ -362,7 +474,9 @@ def run_cli(
 @app.command("forget")
 def forget_cli(
     customer_id: Annotated[str, typer.Argument(help="The customer id exactly as in the shop's data.")],
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Right to be forgotten: pseudonymise the decision log and sink, never score or message again."""
     from pipelines.orchestrator import forget
@@ -372,8 +486,12 @@ def forget_cli(
 
 @report_app.command("uplift")
 def report_uplift_cli(
-    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_of: AsOfOpt = None,
-    mlflow_log: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the report to MLflow.")] = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+    mlflow_log: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Log the report to MLflow.")
+    ] = True,
 ) -> None:
     """Decisions joined to later orders: treatment vs control and holdout, CIs, ROI, KPIs (HTML + JSON)."""
     from pipelines.uplift_report import report_uplift
@@ -381,15 +499,23 @@ def report_uplift_cli(
     out = report_uplift(load(config, data_dir), parse_as_of(as_of), mlflow_log=mlflow_log)
     h = out["report"]["holdout"]
     if "conversion_diff" in h:
-        console.print(f"treatment vs holdout: conversion {h['conversion_diff']:+.4f} "
-                      f"(95% CI {h['conversion_ci'][0]:+.4f}..{h['conversion_ci'][1]:+.4f}, p={h['conversion_p_value']:.3g})")
-    console.print(f"report: {out['paths']['html']}  {out['paths']['json']}  mlflow run {out['mlflow_run_id']}")
+        console.print(
+            f"treatment vs holdout: conversion {h['conversion_diff']:+.4f} "
+            f"(95% CI {h['conversion_ci'][0]:+.4f}..{h['conversion_ci'][1]:+.4f}, p={h['conversion_p_value']:.3g})"
+        )
+    console.print(
+        f"report: {out['paths']['html']}  {out['paths']['json']}  mlflow run {out['mlflow_run_id']}"
+    )
 
 
 @app.command("evaluate-policy")
 def evaluate_policy_cli(
-    version: Annotated[str | None, typer.Option(help="rebuy-offer version to evaluate; default @challenger.")] = None,
-    promote: Annotated[bool, typer.Option("--promote/--no-promote", help="Make it @champion if it passes.")] = True,
+    version: Annotated[
+        str | None, typer.Option(help="rebuy-offer version to evaluate; default @challenger.")
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option("--promote/--no-promote", help="Make it @champion if it passes.")
+    ] = True,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     as_of: AsOfOpt = None,
@@ -404,15 +530,19 @@ def evaluate_policy_cli(
     for _, r in out["policies"].iterrows():
         table.add_row(r["policy"], r["method"], f"{r['value']:.4g}", f"[{r['low']:.4g}, {r['high']:.4g}]")
     Console().print(table)
-    console.print(f"rebuy-offer v{out['version']}: {out['reason']}"
-                  + (" — promoted to @champion" if out["promoted"] else ""))
+    console.print(
+        f"rebuy-offer v{out['version']}: {out['reason']}"
+        + (" — promoted to @champion" if out["promoted"] else "")
+    )
 
 
 # --- drift: rebuy drift / retrain (pipelines.drift) ----------------------------------------------------
 
 ModelsOpt = Annotated[
     list[str] | None,
-    typer.Option("--model", "-m", help="Model to monitor (repeatable); default churn, repurchase, days_to_next, value."),
+    typer.Option(
+        "--model", "-m", help="Model to monitor (repeatable); default churn, repurchase, days_to_next, value."
+    ),
 ]
 
 
@@ -437,8 +567,13 @@ def drift_cli(
 
 @app.command("retrain")
 def retrain_cli(
-    if_drift: Annotated[bool, typer.Option("--if-drift/--always", help="Only models whose latest status is "
-                                           "drift (default), or every listed model.")] = True,
+    if_drift: Annotated[
+        bool,
+        typer.Option(
+            "--if-drift/--always",
+            help="Only models whose latest status is drift (default), or every listed model.",
+        ),
+    ] = True,
     models: ModelsOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -452,8 +587,11 @@ def retrain_cli(
     out = run_retrain(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), if_drift=if_drift)
     for r in out.itertuples():
         verdict = "retrain" if r.retrain else "keep"
-        Console().print(f"{r.model}: {verdict} ({r.status or 'no report'}) — {'; '.join(r.reasons[:2])}"
-                        + (f" → {r.outcome}" if r.outcome else ""), markup=False)
+        Console().print(
+            f"{r.model}: {verdict} ({r.status or 'no report'}) — {'; '.join(r.reasons[:2])}"
+            + (f" → {r.outcome}" if r.outcome else ""),
+            markup=False,
+        )
 
 
 @app.command("loop")
@@ -461,7 +599,9 @@ def loop_cli(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     weeks: Annotated[int, typer.Option(help="Simulated weeks to run.")] = 2,
-    sim_dir: Annotated[Path | None, typer.Option("--sim", help="Saved simulator (default: <data_dir>/raw/truth).")] = None,
+    sim_dir: Annotated[
+        Path | None, typer.Option("--sim", help="Saved simulator (default: <data_dir>/raw/truth).")
+    ] = None,
     retrain_every_days: Annotated[int | None, typer.Option(help="Retrain all models every N days.")] = 7,
 ) -> None:
     """The closed loop with the simulator: rebuy decides each day, the shop reacts, uplift meets the truth."""
@@ -475,7 +615,9 @@ def loop_cli(
 
 @app.command("demo")
 def demo_cli(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="The demo's own folder (cleared on each run).")] = Path("demo"),
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="The demo's own folder (cleared on each run).")
+    ] = Path("demo"),
     customers: Annotated[int, typer.Option(help="Simulated customers.")] = 5_000,
     days: Annotated[int, typer.Option(help="Simulated days of closed loop.")] = 14,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 7,

@@ -115,7 +115,9 @@ class ImportConfig(_Section):
     def _event_map_targets_known(self) -> ImportConfig:
         bad = sorted(set(self.event_type_map.values()) - set(EVENT_TYPES))
         if bad:
-            raise ValueError(f"event_type_map maps onto unknown event types {bad}; known: {list(EVENT_TYPES)}")
+            raise ValueError(
+                f"event_type_map maps onto unknown event types {bad}; known: {list(EVENT_TYPES)}"
+            )
         return self
 
 
@@ -218,31 +220,53 @@ class TriggerConfig(_Section):
 def _default_triggers() -> list[TriggerConfig]:
     return [
         TriggerConfig(
-            name="first_purchase", kind="first_purchase", campaign="welcome", days=3,
+            name="first_purchase",
+            kind="first_purchase",
+            campaign="welcome",
+            days=3,
             offers=["care_message", "coupon_10pct"],
         ),
         TriggerConfig(
-            name="browse_no_buy", kind="browse_no_buy", campaign="browse_recovery", days=1,
-            offers=["care_message", "coupon_10pct", "free_shipping"], channel="push",
+            name="browse_no_buy",
+            kind="browse_no_buy",
+            campaign="browse_recovery",
+            days=1,
+            offers=["care_message", "coupon_10pct", "free_shipping"],
+            channel="push",
         ),
         TriggerConfig(
-            name="inactive_30d", kind="inactive", campaign="wake_up", days=30,
+            name="inactive_30d",
+            kind="inactive",
+            campaign="wake_up",
+            days=30,
             offers=["wake_up_gift", "coupon_10pct", "points_x2"],
         ),
         TriggerConfig(
-            name="birthday", kind="birthday", campaign="birthday", days=1,
+            name="birthday",
+            kind="birthday",
+            campaign="birthday",
+            days=1,
             offers=["coupon_10pct", "points_x2"],
         ),
         TriggerConfig(
-            name="holiday_eve", kind="holiday_eve", campaign="holiday", days=2,
+            name="holiday_eve",
+            kind="holiday_eve",
+            campaign="holiday",
+            days=2,
             offers=["coupon_10pct", "points_x2"],
         ),
         TriggerConfig(
-            name="churn_risk", kind="churn_risk", campaign="retention", threshold=0.6,
+            name="churn_risk",
+            kind="churn_risk",
+            campaign="retention",
+            threshold=0.6,
             offers=[o for o in OFFERS if o != "none"],
         ),
         TriggerConfig(
-            name="cycle_due", kind="cycle_due", campaign="replenish", days=3,
+            name="cycle_due",
+            kind="cycle_due",
+            campaign="replenish",
+            days=3,
             offers=[o for o in OFFERS if o != "none"],
         ),
     ]
@@ -350,7 +374,9 @@ class Config(_Section):
             if unknown:
                 raise ValueError(f"trigger {t.name!r} names offers not in the catalogue: {unknown}")
             if t.channel not in CHANNELS:
-                raise ValueError(f"trigger {t.name!r}: unknown channel {t.channel!r}; known: {list(CHANNELS)}")
+                raise ValueError(
+                    f"trigger {t.name!r}: unknown channel {t.channel!r}; known: {list(CHANNELS)}"
+                )
         return self
 
     @property
@@ -391,6 +417,9 @@ def load_config(path: Path | None = None, *, data_dir: Path | None = None) -> Co
     paths = PathsConfig(data_dir=data_dir) if data_dir is not None else cfg.paths
     imp = cfg.import_
     tables = {t: getattr(imp, t) for t in ("customers", "orders", "events", "consent_updates")}
-    resolved = {t: src.model_copy(update={"path": base / src.path})
-                for t, src in tables.items() if src.path is not None and not src.path.is_absolute()}
+    resolved = {
+        t: src.model_copy(update={"path": base / src.path})
+        for t, src in tables.items()
+        if src.path is not None and not src.path.is_absolute()
+    }
     return cfg.model_copy(update={"paths": paths.resolve(base), "import_": imp.model_copy(update=resolved)})

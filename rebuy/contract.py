@@ -26,7 +26,14 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 ENGAGEMENT_EVENTS: tuple[str, ...] = ("email_open", "email_click", "push_open", "app_open")
 CHANNELS: tuple[str, ...] = ("email", "sms", "push", "none")
-OFFERS: tuple[str, ...] = ("none", "care_message", "coupon_10pct", "free_shipping", "points_x2", "wake_up_gift")
+OFFERS: tuple[str, ...] = (
+    "none",
+    "care_message",
+    "coupon_10pct",
+    "free_shipping",
+    "points_x2",
+    "wake_up_gift",
+)
 GROUPS: tuple[str, ...] = ("treatment", "control", "holdout")
 
 TABLES: tuple[str, ...] = ("customers", "orders", "events", "consent_updates")
@@ -107,16 +114,32 @@ def empty(table: str) -> pd.DataFrame:
     """An empty canonical table with the right dtypes (e.g. events for an orders-only shop)."""
     dtypes: dict[str, Any] = {
         "customers": {
-            "customer_id": object, "signup_at": UTC_TS, "birthday": "datetime64[ns]", "timezone": object,
-            "region": object, "consent_email": bool, "consent_sms": bool, "consent_push": bool,
+            "customer_id": object,
+            "signup_at": UTC_TS,
+            "birthday": "datetime64[ns]",
+            "timezone": object,
+            "region": object,
+            "consent_email": bool,
+            "consent_sms": bool,
+            "consent_push": bool,
         },
         "orders": {
-            "order_id": object, "customer_id": object, "ordered_at": UTC_TS, "amount": float,
-            "category": object, "discount": float, "items": "int64", "returned_amount": float,
+            "order_id": object,
+            "customer_id": object,
+            "ordered_at": UTC_TS,
+            "amount": float,
+            "category": object,
+            "discount": float,
+            "items": "int64",
+            "returned_amount": float,
         },
         "events": {"customer_id": object, "occurred_at": UTC_TS, "event_type": object, "category": object},
         "consent_updates": {
-            "customer_id": object, "changed_at": UTC_TS, "channel": object, "consent": bool, "source": object,
+            "customer_id": object,
+            "changed_at": UTC_TS,
+            "channel": object,
+            "consent": bool,
+            "source": object,
         },
     }[table]
     return pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})

@@ -55,7 +55,9 @@ class DataError(RebuyError):
 
     def headline(self) -> str:
         """One line: where and what, for listing alongside another error."""
-        where = ", ".join(x for x in (self.file and f"file {self.file}", self.column and f"column {self.column!r}") if x)
+        where = ", ".join(
+            x for x in (self.file and f"file {self.file}", self.column and f"column {self.column!r}") if x
+        )
         rows = f" (rows {self.row_numbers})" if self.row_numbers else ""
         return f"{where}: {self.problem}{rows}" if where else f"{self.problem}{rows}"
 
@@ -64,6 +66,11 @@ def combine(errors: Sequence[DataError]) -> DataError:
     """The first error in full, the others as one-line headlines under it."""
     first = errors[0]
     return DataError(
-        first.problem, file=first.file, column=first.column, rows=first.rows, row_numbers=first.row_numbers,
-        hint=first.hint, also=[*first.also, *(e.headline() for e in errors[1:])],
+        first.problem,
+        file=first.file,
+        column=first.column,
+        rows=first.rows,
+        row_numbers=first.row_numbers,
+        hint=first.hint,
+        also=[*first.also, *(e.headline() for e in errors[1:])],
     )

@@ -32,8 +32,12 @@ CANONICAL = "canonical"
 # can list exactly which columns were filled in rather than read.
 OPTIONAL_DEFAULTS: dict[str, dict[str, object]] = {
     "customers": {
-        "birthday": pd.NaT, "timezone": None, "region": None,
-        "consent_email": False, "consent_sms": False, "consent_push": False,
+        "birthday": pd.NaT,
+        "timezone": None,
+        "region": None,
+        "consent_email": False,
+        "consent_sms": False,
+        "consent_push": False,
     },
     "orders": {"category": None, "discount": 0.0, "items": 1, "returned_amount": 0.0},
     "events": {"category": None},
@@ -71,9 +75,7 @@ def conform(table: str, df: pd.DataFrame) -> pd.DataFrame:
 
 def derive_customers(orders: pd.DataFrame) -> pd.DataFrame:
     """Customers of an orders-only shop: first order = signup; no consent is assumed (all False)."""
-    first = (
-        orders.groupby("customer_id", sort=True)["ordered_at"].min().rename("signup_at").reset_index()
-    )
+    first = orders.groupby("customer_id", sort=True)["ordered_at"].min().rename("signup_at").reset_index()
     return conform("customers", first)
 
 
@@ -234,15 +236,17 @@ class ImportResult:
         for table in TABLES:
             df = self.tables[table]
             ts = df[TIMESTAMPS[table][0]]
-            rows.append({
-                "table": table,
-                "from": self.origin[table],
-                "rows": len(df),
-                "customers": int(df["customer_id"].nunique()),
-                "first": ts.min() if len(df) else pd.NaT,
-                "last": ts.max() if len(df) else pd.NaT,
-                "derived columns": ", ".join(self.derived.get(table, [])),
-            })
+            rows.append(
+                {
+                    "table": table,
+                    "from": self.origin[table],
+                    "rows": len(df),
+                    "customers": int(df["customer_id"].nunique()),
+                    "first": ts.min() if len(df) else pd.NaT,
+                    "last": ts.max() if len(df) else pd.NaT,
+                    "derived columns": ", ".join(self.derived.get(table, [])),
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -309,7 +313,9 @@ def _validate(cfg: Config, sources: Sources, as_of: pd.Timestamp, steps: _Steps)
             "so rebuy messages nobody until consent is imported"
         )
     elif {"consent_email", "consent_sms", "consent_push"} - set(parsed["customers"].present):
-        notes.append("customers file has no consent columns for some channels: those consents default to False")
+        notes.append(
+            "customers file has no consent columns for some channels: those consents default to False"
+        )
     for table in TABLES:
         if table not in tables:
             tables[table] = empty(table)
@@ -327,7 +333,9 @@ def _validate(cfg: Config, sources: Sources, as_of: pd.Timestamp, steps: _Steps)
     return ImportResult(tables=out, origin=origin, derived=derived, notes=notes)
 
 
-def import_inputs(cfg: Config, sources: Sources, as_of: pd.Timestamp, *, progress: bool = False) -> ImportResult:
+def import_inputs(
+    cfg: Config, sources: Sources, as_of: pd.Timestamp, *, progress: bool = False
+) -> ImportResult:
     """`validate_inputs`, then write the canonical tables atomically into `<data_dir>/canonical/`."""
     with _Steps(progress) as steps:
         result = _validate(cfg, sources, as_of, steps)
@@ -345,8 +353,11 @@ class _Steps:
         self.task: TaskID | None = None
         if enabled:
             self.progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                console=Console(stderr=True), transient=True,
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
             )
 
     def __enter__(self) -> _Steps:
@@ -366,7 +377,11 @@ class _Steps:
 
 def summary_table(result: ImportResult) -> Group:
     """The import summary for the terminal: a table (rows, dates, customers, derived columns) and notes."""
-    title = f"canonical tables written to {result.written_to}" if result.written_to else "validated (nothing written)"
+    title = (
+        f"canonical tables written to {result.written_to}"
+        if result.written_to
+        else "validated (nothing written)"
+    )
     table = Table(title=title)
     for col in ("table", "from", "rows", "customers", "first", "last", "derived columns"):
         table.add_column(col, justify="right" if col in {"rows", "customers"} else "left")
@@ -419,11 +434,17 @@ class _Parsed:
         user = self.names.get(canonical, canonical)
         return user if user == canonical else f"{user} (-> {canonical})"
 
-    def error(self, problem: str, column: str | None, index: pd.Index | list, hint: str, limit: int) -> DataError:
+    def error(
+        self, problem: str, column: str | None, index: pd.Index | list, hint: str, limit: int
+    ) -> DataError:
         numbers, shown = self.rows(index, limit)
         return DataError(
-            problem, file=str(self.path), column=self.col(column) if column else None,
-            rows=shown, row_numbers=numbers, hint=hint,
+            problem,
+            file=str(self.path),
+            column=self.col(column) if column else None,
+            rows=shown,
+            row_numbers=numbers,
+            hint=hint,
         )
 
 
@@ -440,12 +461,15 @@ def read_raw(path: Path, fmt: str, dialect: DialectConfig, column_order: list[st
     campaign import, which reads the same kind of exports.
     """
     if not path.is_file():
-        raise DataError("file not found", file=str(path), hint="check the path (flag or [import.<table>] path)")
+        raise DataError(
+            "file not found", file=str(path), hint="check the path (flag or [import.<table>] path)"
+        )
     if path.stat().st_size == 0:
         raise DataError("the file is empty (0 bytes)", file=str(path), hint="export the table again")
     if fmt != "parquet" and _magic(path) == b"PAR1":
         raise DataError(
-            "this is a Parquet file, but it is being read as CSV", file=str(path),
+            "this is a Parquet file, but it is being read as CSV",
+            file=str(path),
             hint="pass --format parquet (or give the file a .parquet suffix)",
         )
     if fmt == "parquet":
@@ -453,39 +477,49 @@ def read_raw(path: Path, fmt: str, dialect: DialectConfig, column_order: list[st
             raw = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for a non-Parquet file
             raise DataError(
-                f"not a readable Parquet file ({exc})", file=str(path), hint="pass --format csv if it is a CSV file"
+                f"not a readable Parquet file ({exc})",
+                file=str(path),
+                hint="pass --format csv if it is a CSV file",
             ) from exc
         raw.columns = [str(c) for c in raw.columns]
     else:
         if not dialect.header and not column_order:
             raise DataError(
                 "the dialect says the file has no header, but no column order is configured",
-                file=str(path), hint="set column_order = [...] (canonical names in file order) for this table",
+                file=str(path),
+                hint="set column_order = [...] (canonical names in file order) for this table",
             )
         try:
             raw = pd.read_csv(
-                path, sep=dialect.delimiter, encoding=dialect.encoding, dtype=str,
-                keep_default_na=False, na_values=[""],
+                path,
+                sep=dialect.delimiter,
+                encoding=dialect.encoding,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
                 header=0 if dialect.header else None,
                 names=None if dialect.header else column_order,
             )
         except UnicodeDecodeError as exc:
             raise DataError(
                 f"cannot decode the file as {dialect.encoding} ({exc.reason} at byte {exc.start})",
-                file=str(path), hint="set [import.dialect] encoding (e.g. 'cp1252' or 'latin-1')",
+                file=str(path),
+                hint="set [import.dialect] encoding (e.g. 'cp1252' or 'latin-1')",
             ) from exc
         except pd.errors.EmptyDataError as exc:
             raise DataError("the file has no content", file=str(path), hint="export the table again") from exc
         except pd.errors.ParserError as exc:
             raise DataError(
-                f"not readable as CSV with delimiter {dialect.delimiter!r}: {exc}", file=str(path),
+                f"not readable as CSV with delimiter {dialect.delimiter!r}: {exc}",
+                file=str(path),
                 hint="check [import.dialect] delimiter and quoting of the export",
             ) from exc
     # spreadsheet exports often start with a byte-order mark or pad header cells with spaces
     raw.columns = [str(c).lstrip("\ufeff").strip() for c in raw.columns]
     if len(raw) == 0:
         raise DataError(
-            "the file has a header but no data rows", file=str(path),
+            "the file has a header but no data rows",
+            file=str(path),
             hint="export a table with data, or leave this file out (only orders are required)",
         )
     return raw.reset_index(drop=True)
@@ -508,12 +542,18 @@ def _read_table(table: str, path: Path, fmt: str, icfg: ImportConfig) -> _Parsed
     missing = [c for c in REQUIRED[table] if c not in names]
     if missing:
         mapped = {c: src.columns[c] for c in missing if c in src.columns}
-        raise _Problems([DataError(
-            f"missing required column(s) {missing}" + (f" (looked for {mapped})" if mapped else "")
-            + f"; the file has {list(raw.columns)}",
-            file=str(path), column=missing[0],
-            hint=f"map your column names in rebuy.toml: [import.{table}.columns] {missing[0]} = \"<your name>\"",
-        )])
+        raise _Problems(
+            [
+                DataError(
+                    f"missing required column(s) {missing}"
+                    + (f" (looked for {mapped})" if mapped else "")
+                    + f"; the file has {list(raw.columns)}",
+                    file=str(path),
+                    column=missing[0],
+                    hint=f'map your column names in rebuy.toml: [import.{table}.columns] {missing[0]} = "<your name>"',
+                )
+            ]
+        )
     parsed = _Parsed(table, path, raw, pd.DataFrame(index=raw.index), known, {c: names[c] for c in known})
     errors: list[DataError] = []
     for canon in known:
@@ -533,8 +573,11 @@ def _convert(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Ser
     if canon in ID_COLUMNS or canon in TEXT_COLUMNS:
         if pd.api.types.is_float_dtype(s) and canon in ID_COLUMNS:
             raise p.error(
-                "ids are stored as floating-point numbers; their exact text is lost", canon, s.index[:limit],
-                "export ids as text (or integers) so that e.g. '007' stays '007'", limit,
+                "ids are stored as floating-point numbers; their exact text is lost",
+                canon,
+                s.index[:limit],
+                "export ids as text (or integers) so that e.g. '007' stays '007'",
+                limit,
             )
         if pd.api.types.is_integer_dtype(s) or pd.api.types.is_bool_dtype(s):
             return s.astype(str).astype(object)
@@ -542,7 +585,9 @@ def _convert(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Ser
             unknown = s.notna() & ~s.isin(list(_zones()))
             if unknown.any():
                 raise p.error(
-                    f"unknown time zone names {sorted(set(s[unknown].astype(str)))[:5]}", canon, s.index[unknown],
+                    f"unknown time zone names {sorted(set(s[unknown].astype(str)))[:5]}",
+                    canon,
+                    s.index[unknown],
                     "use IANA names such as 'Europe/Berlin' (they decide quiet hours), or leave the cell empty",
                     limit,
                 )
@@ -586,16 +631,26 @@ def _numbers(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Ser
         d = icfg.dialect
         raise p.error(
             f"wrong type: {int(bad.sum())} value(s) are not numbers (decimal mark {d.decimal!r}, "
-            f"thousands separator {d.thousands!r})", canon, s.index[bad],
-            "fix the values, or set [import.dialect] decimal / thousands to match the export", limit,
+            f"thousands separator {d.thousands!r})",
+            canon,
+            s.index[bad],
+            "fix the values, or set [import.dialect] decimal / thousands to match the export",
+            limit,
         )
     if canon in INT_COLUMNS:
         frac = values.notna() & (values != values.round())
         if frac.any():
-            raise p.error("wrong type: counts must be whole numbers", canon, s.index[frac], "fix the values", limit)
+            raise p.error(
+                "wrong type: counts must be whole numbers", canon, s.index[frac], "fix the values", limit
+            )
         if values.isna().any():
-            raise p.error("missing counts", canon, s.index[values.isna()], "fill in the counts or drop the column",
-                          limit)
+            raise p.error(
+                "missing counts",
+                canon,
+                s.index[values.isna()],
+                "fill in the counts or drop the column",
+                limit,
+            )
         return values.astype("int64")
     if canon in {"discount", "returned_amount"}:
         values = values.fillna(0.0)
@@ -610,8 +665,11 @@ def _bools(canon: str, s: pd.Series, p: _Parsed, limit: int) -> pd.Series:
     bad = ~(yes | no)
     if bad.any():
         raise p.error(
-            "wrong type: not a yes/no value (true/false, yes/no, 1/0)", canon, s.index[bad],
-            "write consents as true/false, yes/no or 1/0; an empty cell is not a consent", limit,
+            "wrong type: not a yes/no value (true/false, yes/no, 1/0)",
+            canon,
+            s.index[bad],
+            "write consents as true/false, yes/no or 1/0; an empty cell is not a consent",
+            limit,
         )
     return yes.astype(bool)
 
@@ -628,8 +686,11 @@ def _dates(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.Serie
     bad = text.notna() & parsed.isna()
     if bad.any():
         raise p.error(
-            "unparseable dates", canon, s.index[bad],
-            "write dates as YYYY-MM-DD or in [import.dialect] date_format", icfg.error_rows,
+            "unparseable dates",
+            canon,
+            s.index[bad],
+            "write dates as YYYY-MM-DD or in [import.dialect] date_format",
+            icfg.error_rows,
         )
     return parsed.dt.normalize().astype("datetime64[ns]")
 
@@ -660,7 +721,9 @@ def parse_timestamps(
     out = pd.Series(pd.NaT, index=s.index, dtype=UTC_TS)
     bad = none.copy()
     if text is not None and aware_mask.any():
-        aware = pd.to_datetime(text[aware_mask], format=dialect.date_format or "ISO8601", errors="coerce", utc=True)
+        aware = pd.to_datetime(
+            text[aware_mask], format=dialect.date_format or "ISO8601", errors="coerce", utc=True
+        )
         out.loc[aware_mask] = aware
         bad |= aware_mask & out.isna()
     naive_mask = ~aware_mask & naive_values.notna()
@@ -691,14 +754,20 @@ def _timestamps(canon: str, s: pd.Series, p: _Parsed, icfg: ImportConfig) -> pd.
         raise p.error(
             f"unparseable timestamps ({int(bad.sum())} value(s)); expected "
             + (f"format {fmt!r}" if fmt else "ISO 8601, e.g. 2025-03-01T14:05:00+01:00"),
-            canon, s.index[bad], "fix the values or set [import.dialect] date_format (strftime codes)", limit,
+            canon,
+            s.index[bad],
+            "fix the values or set [import.dialect] date_format (strftime codes)",
+            limit,
         )
     if unzoned.any():
         raise p.error(
             f"timestamps without a time zone ({int(unzoned.sum())} value(s)) and no zone configured; "
-            "rebuy will not guess one", canon, s.index[unzoned],
-            "set [import.dialect] timezone = \"Europe/Berlin\" (the zone the shop's clock uses), "
-            "or export timestamps with an offset", limit,
+            "rebuy will not guess one",
+            canon,
+            s.index[unzoned],
+            'set [import.dialect] timezone = "Europe/Berlin" (the zone the shop\'s clock uses), '
+            "or export timestamps with an offset",
+            limit,
         )
     missing = values.isna() & ~bad & ~unzoned
     if missing.any():
@@ -732,18 +801,28 @@ def _returns(orders: _Parsed, mode: str, notes: list[str]) -> list[DataError]:
     if "returned_amount" not in f.columns:
         f["returned_amount"] = 0.0
     rets = f.loc[negative, ["customer_id", "ordered_at", "amount"]].assign(_row=f.index[negative])
-    buys = f.loc[~negative & f["amount"].notna(), ["customer_id", "ordered_at"]].assign(_target=f.index[
-        ~negative & f["amount"].notna()])
+    buys = f.loc[~negative & f["amount"].notna(), ["customer_id", "ordered_at"]].assign(
+        _target=f.index[~negative & f["amount"].notna()]
+    )
     matched = pd.merge_asof(
-        rets.sort_values("ordered_at"), buys.sort_values("ordered_at"), on="ordered_at", by="customer_id",
-        direction="backward", allow_exact_matches=True,
+        rets.sort_values("ordered_at"),
+        buys.sort_values("ordered_at"),
+        on="ordered_at",
+        by="customer_id",
+        direction="backward",
+        allow_exact_matches=True,
     )
     orphans = matched.loc[matched["_target"].isna(), "_row"]
     if len(orphans):
-        return [orders.error(
-            f"{len(orphans)} return(s) (negative amount) with no earlier order of the same customer",
-            "amount", list(orphans), "remove them, or include the orders they return from", 5,
-        )]
+        return [
+            orders.error(
+                f"{len(orphans)} return(s) (negative amount) with no earlier order of the same customer",
+                "amount",
+                list(orphans),
+                "remove them, or include the orders they return from",
+                5,
+            )
+        ]
     add = (-matched["amount"]).groupby(matched["_target"].astype(f.index.dtype)).sum()
     f.loc[add.index, "returned_amount"] = f.loc[add.index, "returned_amount"] + add
     orders.frame = f.loc[~negative].copy()
@@ -784,7 +863,9 @@ def _friendly(table: str, column: str, check: str, values: list, icfg: ImportCon
     if check.startswith("greater_than_or_equal_to") and column == "amount":
         hint = (
             'set [import] returns = "returned_amount" to book them as returns of the customer\'s latest '
-            "earlier order, or remove them" if icfg.returns == "reject" else "remove them"
+            "earlier order, or remove them"
+            if icfg.returns == "reject"
+            else "remove them"
         )
         return f"negative amounts ({n}; returns or refunds?) and returns are configured to be rejected", hint
     if check.startswith("greater_than_or_equal_to"):
@@ -817,12 +898,15 @@ def _after_as_of(
         col = TIMESTAMPS[table][0]
         late = df[col] > as_of
         if late.any():
-            out.append(parsed[table].error(
-                f"{int(late.sum())} timestamp(s) after --as-of {as_of:%Y-%m-%d %H:%M:%S} UTC", col,
-                list(df.index[late]),
-                "pass a later --as-of, or remove rows from the future (a clock or time-zone problem?)",
-                icfg.error_rows,
-            ))
+            out.append(
+                parsed[table].error(
+                    f"{int(late.sum())} timestamp(s) after --as-of {as_of:%Y-%m-%d %H:%M:%S} UTC",
+                    col,
+                    list(df.index[late]),
+                    "pass a later --as-of, or remove rows from the future (a clock or time-zone problem?)",
+                    icfg.error_rows,
+                )
+            )
     return out
 
 
@@ -836,18 +920,25 @@ def _cross_customer_checks(
     out = []
     if (~known).any():
         ids = sorted(orders.loc[~known, "customer_id"].astype(str).unique())[:5]
-        out.append(parsed["orders"].error(
-            f"{int((~known).sum())} order(s) of customers not in the customers file (e.g. {ids})", "customer_id",
-            list(orders.index[~known]),
-            "add these customers to the customers file, or import without one to derive customers from orders",
-            icfg.error_rows,
-        ))
+        out.append(
+            parsed["orders"].error(
+                f"{int((~known).sum())} order(s) of customers not in the customers file (e.g. {ids})",
+                "customer_id",
+                list(orders.index[~known]),
+                "add these customers to the customers file, or import without one to derive customers from orders",
+                icfg.error_rows,
+            )
+        )
     first = orders["customer_id"].map(signup)
     early = known & (orders["ordered_at"] < first)
     if early.any():
-        out.append(parsed["orders"].error(
-            f"{int(early.sum())} order(s) before the customer's signup_at", "ordered_at", list(orders.index[early]),
-            "check signup_at and the time zones of both files: a customer signs up no later than the first order",
-            icfg.error_rows,
-        ))
+        out.append(
+            parsed["orders"].error(
+                f"{int(early.sum())} order(s) before the customer's signup_at",
+                "ordered_at",
+                list(orders.index[early]),
+                "check signup_at and the time zones of both files: a customer signs up no later than the first order",
+                icfg.error_rows,
+            )
+        )
     return out

@@ -12,7 +12,9 @@ def parse_as_of(value: str | None) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"--as-of {value!r} is not a timestamp; use ISO 8601, e.g. 2025-06-30T00:00:00Z") from exc
+        raise ValueError(
+            f"--as-of {value!r} is not a timestamp; use ISO 8601, e.g. 2025-06-30T00:00:00Z"
+        ) from exc
     if ts is pd.NaT:
         raise ValueError(f"--as-of {value!r} is not a timestamp")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -47,7 +47,9 @@ def all_customer_ids(cfg: Config) -> list[str]:
 def read_id_list(path: Path) -> list[str]:
     """A list of customer ids: one per line, or a Parquet/CSV file with a customer_id column."""
     if not path.is_file():
-        raise DataError("customer list not found", file=str(path), hint="pass an existing file to --customers")
+        raise DataError(
+            "customer list not found", file=str(path), hint="pass an existing file to --customers"
+        )
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
     elif path.suffix == ".csv":
@@ -58,8 +60,12 @@ def read_id_list(path: Path) -> list[str]:
             raise DataError("customer list is empty", file=str(path), hint="one customer id per line")
         return ids
     if "customer_id" not in df.columns:
-        raise DataError("no customer_id column", file=str(path), column="customer_id",
-                        hint=f"columns found: {list(df.columns)[:10]}")
+        raise DataError(
+            "no customer_id column",
+            file=str(path),
+            column="customer_id",
+            hint=f"columns found: {list(df.columns)[:10]}",
+        )
     ids = df["customer_id"].astype(str).tolist()
     if not ids:
         raise DataError("customer list is empty", file=str(path), column="customer_id")
@@ -97,7 +103,7 @@ def score_frame(
             progress(len(ids))  # type: ignore[operator]
         return batch.to_frame(as_of), t1 - t0, t2 - t1
 
-    chunks = [list(customer_ids[i:i + chunk]) for i in range(0, len(customer_ids), chunk)]
+    chunks = [list(customer_ids[i : i + chunk]) for i in range(0, len(customer_ids), chunk)]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         parts = list(pool.map(one, chunks))
     frame = pd.concat([p[0] for p in parts], ignore_index=True)
@@ -127,10 +133,14 @@ def score_to_parquet(
         raise DataError("no customers to score", hint="import data first or pass --customers")
     dupes = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
     if dupes:
-        raise DataError(f"duplicate customer ids in the list: {dupes[:5]}", column="customer_id",
-                        hint="score each customer once")
-    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
+        raise DataError(
+            f"duplicate customer ids in the list: {dupes[:5]}",
+            column="customer_id",
+            hint="score each customer once",
+        )
+    with Progress(
+        TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+    ) as bar:
         task = bar.add_task("score", total=len(ids))
         frame, t_read, t_model = score_frame(
             scorer, ids, as_of, offers, reasons=reasons, progress=lambda n: bar.advance(task, n)
@@ -144,7 +154,11 @@ def score_to_parquet(
     finally:
         tmp.unlink(missing_ok=True)
     return BatchResult(
-        path=out, customers=len(frame), cold_start=int(frame["cold_start"].sum()),
-        read_seconds=t_read, model_seconds=t_model, total_seconds=time.perf_counter() - t0,
+        path=out,
+        customers=len(frame),
+        cold_start=int(frame["cold_start"].sum()),
+        read_seconds=t_read,
+        model_seconds=t_model,
+        total_seconds=time.perf_counter() - t0,
         model_versions=scorer.model_versions,
     )

@@ -70,7 +70,9 @@ def load_readers(cfg: Config, services: set[str]) -> dict[str, Any]:
     try:
         from features.online import OnlineFeatureReader  # type: ignore[import-not-found]
     except ImportError as exc:
-        raise StartupError(f"cannot start serving: the online feature reader is not available ({exc})") from exc
+        raise StartupError(
+            f"cannot start serving: the online feature reader is not available ({exc})"
+        ) from exc
     readers = {}
     for svc in sorted(services):
         try:
@@ -111,7 +113,9 @@ def scorer_from_registry(cfg: Config) -> Scorer:
         services.add(offer.feature_service)
     cut = models["value"].meta.get("value_cut")
     if cut is None:
-        log.warning("serving: the value champion has no 'value_cut' in its metadata; no customer is high_value")
+        log.warning(
+            "serving: the value champion has no 'value_cut' in its metadata; no customer is high_value"
+        )
         cut = float("inf")
     return Scorer(
         models=models,
@@ -122,4 +126,11 @@ def scorer_from_registry(cfg: Config) -> Scorer:
     )
 
 
-__all__ = ["OFFER_MODEL", "champion_versions", "load_models", "load_offer_model", "load_readers", "scorer_from_registry"]
+__all__ = [
+    "OFFER_MODEL",
+    "champion_versions",
+    "load_models",
+    "load_offer_model",
+    "load_readers",
+    "scorer_from_registry",
+]

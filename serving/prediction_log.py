@@ -30,8 +30,9 @@ def folder(cfg: Config) -> Path:
     return cfg.paths.runtime_dir / FOLDER
 
 
-def batch_rows(scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp,
-               keep: np.ndarray) -> pd.DataFrame:
+def batch_rows(
+    scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp, keep: np.ndarray
+) -> pd.DataFrame:
     """Long rows (one per customer and model) of the kept customers, features by name."""
     if not keep.any():
         return pd.DataFrame()
@@ -54,8 +55,16 @@ def batch_rows(scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], s
 class PredictionLog:
     """Buffered, sampled, size-capped Parquet log of served predictions (one instance per worker)."""
 
-    def __init__(self, path: Path, sample: float, max_rows: int, *, flush_rows: int = 5000,
-                 flush_seconds: float = 10.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sample: float,
+        max_rows: int,
+        *,
+        flush_rows: int = 5000,
+        flush_seconds: float = 10.0,
+        seed: int | None = None,
+    ) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"serving.prediction_log_sample={sample} must be within [0, 1]")
         self.path = Path(path)
@@ -72,7 +81,9 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._seq = 0
 
-    def add(self, scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp) -> None:
+    def add(
+        self, scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp
+    ) -> None:
         """Hot path: keep references only (the arrays are not modified after scoring)."""
         if self.sample <= 0.0:
             return

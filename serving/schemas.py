@@ -49,7 +49,6 @@ class ScoreRequest(_Strict):
         examples=["2025-06-30T12:00:00Z"],
     )
 
-
     @field_validator("as_of")
     @classmethod
     def _in_timestamp_range(cls, v: datetime | None) -> datetime | None:
@@ -62,7 +61,9 @@ class ScoreRequest(_Strict):
 class FeatureRow(_Strict):
     """One customer's features, given by the caller."""
 
-    customer_id: CustomerId | None = Field(default=None, description="Echoed back; optional.", examples=["c000042"])
+    customer_id: CustomerId | None = Field(
+        default=None, description="Echoed back; optional.", examples=["c000042"]
+    )
     features: dict[Annotated[str, Field(min_length=1, max_length=200)], float | None] = Field(
         description="Feature name -> value; a missing or null feature is treated as missing (NaN) by the "
         "models, exactly as in training. Unknown feature names are refused.",
@@ -109,8 +110,12 @@ class Reason(BaseModel):
 class CustomerScore(BaseModel):
     customer_id: str | None = Field(description="The scored customer.", examples=["c000042"])
     churn_probability: float = Field(description="P(no order in the churn horizon).", examples=[0.72])
-    repurchase_probability: float = Field(description="P(an order in the repurchase horizon).", examples=[0.18])
-    expected_days_to_next_order: float = Field(description="Expected days until the next order.", examples=[41.5])
+    repurchase_probability: float = Field(
+        description="P(an order in the repurchase horizon).", examples=[0.18]
+    )
+    expected_days_to_next_order: float = Field(
+        description="Expected days until the next order.", examples=[41.5]
+    )
     expected_value: float = Field(description="Expected spend in the value horizon.", examples=[86.3])
     segment: str = Field(description="Segment from churn risk and expected value.", examples=["dormant"])
     offers: dict[str, OfferEstimate] = Field(
@@ -124,7 +129,9 @@ class CustomerScore(BaseModel):
     )
     reasons: list[Reason] = Field(
         description="Top reasons per explained model (churn, repurchase), largest |contribution| first.",
-        examples=[[{"model": "churn", "feature": "days_since_last_order", "value": 47.0, "contribution": 0.83}]],
+        examples=[
+            [{"model": "churn", "feature": "days_since_last_order", "value": 47.0, "contribution": 0.83}]
+        ],
     )
     model_versions: dict[str, str] = Field(
         description="Model name -> registry version that produced this result.",
@@ -142,11 +149,15 @@ class CustomerScore(BaseModel):
 
 
 class ScoreResponse(BaseModel):
-    results: list[CustomerScore] = Field(description="One result per requested customer, in request order.",
-                                         examples=[[]])
+    results: list[CustomerScore] = Field(
+        description="One result per requested customer, in request order.", examples=[[]]
+    )
 
 
 class ReloadResponse(BaseModel):
-    reloaded: bool = Field(description="True when a new set of model versions was swapped in.", examples=[True])
-    model_versions: dict[str, str] = Field(description="Versions serving after the call.",
-                                           examples=[{"churn": "4", "repurchase": "2"}])
+    reloaded: bool = Field(
+        description="True when a new set of model versions was swapped in.", examples=[True]
+    )
+    model_versions: dict[str, str] = Field(
+        description="Versions serving after the call.", examples=[{"churn": "4", "repurchase": "2"}]
+    )

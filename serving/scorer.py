@@ -126,37 +126,44 @@ class ScoreBatch:
     model_versions: dict[str, str]
     feature_age: np.ndarray  # NaN = unknown
     cold_start: np.ndarray
-    matrices: Mapping[str, np.ndarray] = field(default_factory=dict)  # per service, as scored (prediction log)
+    matrices: Mapping[str, np.ndarray] = field(
+        default_factory=dict
+    )  # per service, as scored (prediction log)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
 
     def records(self) -> list[dict[str, Any]]:
         """JSON-ready dicts in the shape of `serving.schemas.CustomerScore` (built by hand: hot path)."""
-        churn, rep, days, val = (a.tolist() for a in (self.churn, self.repurchase, self.days_to_next, self.value))
+        churn, rep, days, val = (
+            a.tolist() for a in (self.churn, self.repurchase, self.days_to_next, self.value)
+        )
         conv, marg, age = self.conversion.tolist(), self.margin.tolist(), self.feature_age.tolist()
         seg, best, cold = self.segment.tolist(), self.best_offer.tolist(), self.cold_start.tolist()
         out = []
         for i, cid in enumerate(self.customer_ids):
-            out.append({
-                "customer_id": cid,
-                "churn_probability": churn[i],
-                "repurchase_probability": rep[i],
-                "expected_days_to_next_order": days[i],
-                "expected_value": val[i],
-                "segment": seg[i],
-                "offers": {
-                    o: {"incremental_conversion": conv[i][j], "incremental_margin": marg[i][j]}
-                    for j, o in enumerate(self.offers)
-                },
-                "best_offer": best[i],
-                "reasons": [
-                    {"model": m, "feature": f, "value": v, "contribution": c} for m, f, v, c in self.reasons[i]
-                ],
-                "model_versions": self.model_versions,
-                "feature_age_seconds": None if age[i] != age[i] else age[i],
-                "cold_start": cold[i],
-            })
+            out.append(
+                {
+                    "customer_id": cid,
+                    "churn_probability": churn[i],
+                    "repurchase_probability": rep[i],
+                    "expected_days_to_next_order": days[i],
+                    "expected_value": val[i],
+                    "segment": seg[i],
+                    "offers": {
+                        o: {"incremental_conversion": conv[i][j], "incremental_margin": marg[i][j]}
+                        for j, o in enumerate(self.offers)
+                    },
+                    "best_offer": best[i],
+                    "reasons": [
+                        {"model": m, "feature": f, "value": v, "contribution": c}
+                        for m, f, v, c in self.reasons[i]
+                    ],
+                    "model_versions": self.model_versions,
+                    "feature_age_seconds": None if age[i] != age[i] else age[i],
+                    "cold_start": cold[i],
+                }
+            )
         return out
 
     def to_frame(self, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -219,8 +226,10 @@ class Scorer:
             pos = {n: i for i, n in enumerate(order[m.feature_service])}
             absent = [f for f in m.feature_names if f not in pos]
             if absent:
-                raise StartupError(f"model {name} v{m.version} needs features {absent[:10]} that FeatureService "
-                                   f"{m.feature_service!r} does not serve; re-apply features or retrain")
+                raise StartupError(
+                    f"model {name} v{m.version} needs features {absent[:10]} that FeatureService "
+                    f"{m.feature_service!r} does not serve; re-apply features or retrain"
+                )
             idx = np.array([pos[f] for f in m.feature_names], dtype=np.int64)
             take[name] = None if np.array_equal(idx, np.arange(len(pos))) else idx
         object.__setattr__(self, "_columns", {s: {n: i for i, n in enumerate(c)} for s, c in order.items()})
@@ -328,8 +337,10 @@ class Scorer:
     ) -> ScoreBatch:
         """The one scoring function: every path (HTTP ids, HTTP rows, batch) ends here."""
         n = len(customer_ids)
-        pred = {name: np.asarray(m.predict(self._X(name, m, mats)), dtype=np.float64).reshape(n)
-                for name, m in self.models.items()}
+        pred = {
+            name: np.asarray(m.predict(self._X(name, m, mats)), dtype=np.float64).reshape(n)
+            for name, m in self.models.items()
+        }
         conv = np.zeros((n, len(offers)))
         marg = np.zeros((n, len(offers)))
         if self.offer_model is not None and any(o != "none" for o in offers):

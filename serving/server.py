@@ -43,10 +43,14 @@ def serve_env(config_path: Path | None, data_dir: Path, factory: str | None = No
     return env
 
 
-def serve(cfg: Config, config_path: Path | None, *, workers: int | None = None, preflight: bool = True) -> None:
+def serve(
+    cfg: Config, config_path: Path | None, *, workers: int | None = None, preflight: bool = True
+) -> None:
     """Run the service until interrupted (blocks)."""
     if cfg.serving.host not in ("127.0.0.1", "localhost", "::1"):
-        raise RebuyError(f"serving.host={cfg.serving.host!r}: rebuy serves on 127.0.0.1 only; put a proxy in front")
+        raise RebuyError(
+            f"serving.host={cfg.serving.host!r}: rebuy serves on 127.0.0.1 only; put a proxy in front"
+        )
     n = workers if workers is not None else cfg.serving.workers
     if not 1 <= n <= MAX_WORKERS:
         raise RebuyError(f"workers={n}: use 1..{MAX_WORKERS} on this machine")

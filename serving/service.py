@@ -128,14 +128,20 @@ class GcWatch:
         self.count, self.total, self.max = [0, 0, 0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
 
     def lines(self) -> list[str]:
-        out = ["# HELP rebuy_gc_collections_total Cyclic GC passes in this worker, by generation.",
-               "# TYPE rebuy_gc_collections_total counter"]
+        out = [
+            "# HELP rebuy_gc_collections_total Cyclic GC passes in this worker, by generation.",
+            "# TYPE rebuy_gc_collections_total counter",
+        ]
         out += [f'rebuy_gc_collections_total{{generation="{g}"}} {self.count[g]}' for g in range(3)]
-        out += ["# HELP rebuy_gc_pause_seconds_total Time spent in cyclic GC passes, by generation.",
-                "# TYPE rebuy_gc_pause_seconds_total counter"]
+        out += [
+            "# HELP rebuy_gc_pause_seconds_total Time spent in cyclic GC passes, by generation.",
+            "# TYPE rebuy_gc_pause_seconds_total counter",
+        ]
         out += [f'rebuy_gc_pause_seconds_total{{generation="{g}"}} {self.total[g]:.6f}' for g in range(3)]
-        out += ["# HELP rebuy_gc_pause_seconds_max Longest cyclic GC pass, by generation.",
-                "# TYPE rebuy_gc_pause_seconds_max gauge"]
+        out += [
+            "# HELP rebuy_gc_pause_seconds_max Longest cyclic GC pass, by generation.",
+            "# TYPE rebuy_gc_pause_seconds_max gauge",
+        ]
         out += [f'rebuy_gc_pause_seconds_max{{generation="{g}"}} {self.max[g]:.6f}' for g in range(3)]
         return out
 
@@ -155,14 +161,24 @@ class JsonOnly:
             ctype = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
             status, msg = 0, ""
             if ctype != b"application/json":
-                status, msg = 415, f"Content-Type {ctype.decode('latin-1')!r} is not accepted; send application/json"
+                status, msg = (
+                    415,
+                    f"Content-Type {ctype.decode('latin-1')!r} is not accepted; send application/json",
+                )
             elif int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:
                 status, msg = 413, f"request body larger than {MAX_BODY_BYTES} bytes; send smaller batches"
             if status:
                 body = json.dumps({"error": msg}).encode()
-                await send({"type": "http.response.start", "status": status,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -189,8 +205,9 @@ class RebuyService:
         self._stop = threading.Event()
         from serving.prediction_log import PredictionLog, folder
 
-        self.pred_log = PredictionLog(folder(self.cfg), self.cfg.serving.prediction_log_sample,
-                                      self.cfg.serving.prediction_log_max_rows)
+        self.pred_log = PredictionLog(
+            folder(self.cfg), self.cfg.serving.prediction_log_sample, self.cfg.serving.prediction_log_max_rows
+        )
         self.gc_watch = GcWatch()
         gc.callbacks.append(self.gc_watch)
         self._requests = 0
@@ -229,7 +246,9 @@ class RebuyService:
                     if champion_versions(self.cfg) != self.scorer.model_versions:
                         self._reload()
                 except Exception:  # a flaky registry must not kill the watcher; the old models keep serving
-                    log.exception("champion watch: reload failed; still serving %s", self.scorer.model_versions)
+                    log.exception(
+                        "champion watch: reload failed; still serving %s", self.scorer.model_versions
+                    )
 
         threading.Thread(target=watch, name="rebuy-champion-watch", daemon=True).start()
 
@@ -251,7 +270,9 @@ class RebuyService:
 
     def _check_batch(self, field: str, n: int) -> None:
         if n > self.cfg.serving.max_batch:
-            raise InvalidArgument(f"{field}: {n} items, more than serving.max_batch={self.cfg.serving.max_batch}")
+            raise InvalidArgument(
+                f"{field}: {n} items, more than serving.max_batch={self.cfg.serving.max_batch}"
+            )
 
     @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
     async def score(
@@ -288,7 +309,9 @@ class RebuyService:
         and always 401 when no token is configured.
         """
         headers = ctx.request.headers
-        given = headers.get("x-admin-token") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        given = (
+            headers.get("x-admin-token") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        )
         token = self.cfg.serving.admin_token
         if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):
             raise BentoMLException("admin token missing or wrong", error_code=HTTPStatus.UNAUTHORIZED)

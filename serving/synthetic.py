@@ -122,14 +122,23 @@ def feature_table(n: int, seed: int, updated_at: str = "2025-06-30T00:00:00Z") -
 
 def _fit(X: np.ndarray, y: np.ndarray, objective: str, seed: int, rounds: int) -> lgb.Booster:
     params = {
-        "objective": objective, "num_leaves": 15, "learning_rate": 0.1, "min_data_in_leaf": 10,
-        "num_threads": 1, "deterministic": True, "seed": seed, "verbose": -1,
+        "objective": objective,
+        "num_leaves": 15,
+        "learning_rate": 0.1,
+        "min_data_in_leaf": 10,
+        "num_threads": 1,
+        "deterministic": True,
+        "seed": seed,
+        "verbose": -1,
     }
     return lgb.train(params, lgb.Dataset(X, y), num_boost_round=rounds)
 
 
 def synthetic_scorer(
-    n_customers: int = 2000, seed: int = 0, version: str = "1", rounds: int = 30,
+    n_customers: int = 2000,
+    seed: int = 0,
+    version: str = "1",
+    rounds: int = 30,
     catalogue: tuple[str, ...] = ("none", "care_message", "coupon_10pct", "free_shipping"),
 ) -> tuple[Scorer, pd.DataFrame]:
     """A Scorer whose models were trained on synthetic labels, and the feature table its reader serves."""
@@ -147,7 +156,9 @@ def synthetic_scorer(
     days_y = np.maximum(1.0, 50 - 5 * o + rng.normal(0, 5, n_customers))
     value_y = np.maximum(0.0, 0.5 * s + rng.normal(0, 10, n_customers))
 
-    def model(name: str, svc: str, y: np.ndarray, obj: str, cal: tuple[float, float] | None) -> SyntheticModel:
+    def model(
+        name: str, svc: str, y: np.ndarray, obj: str, cal: tuple[float, float] | None
+    ) -> SyntheticModel:
         return SyntheticModel(_fit(X(svc), y, obj, seed, rounds), FEATURES[svc], svc, version, cal)
 
     models = {
@@ -158,8 +169,13 @@ def synthetic_scorer(
     }
     e = np.nan_to_num(table["engagement_ratio"].to_numpy(), nan=1.0)
     boosters = {
-        offer: _fit(X("offer_v1"), 0.02 * (k + 1) * (e - 0.8) + rng.normal(0, 0.01, n_customers),
-                    "regression", seed + k, rounds)
+        offer: _fit(
+            X("offer_v1"),
+            0.02 * (k + 1) * (e - 0.8) + rng.normal(0, 0.01, n_customers),
+            "regression",
+            seed + k,
+            rounds,
+        )
         for k, offer in enumerate(o for o in catalogue if o != "none")
     }
     offer_model = SyntheticOfferModel(

@@ -29,8 +29,11 @@ def rfm_at(orders: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """
     for col in ("customer_id", "ordered_at"):
         if col not in orders.columns:
-            raise DataError("orders table is missing a column the baselines need", column=col,
-                            hint="pass canonical orders (rebuy import)")
+            raise DataError(
+                "orders table is missing a column the baselines need",
+                column=col,
+                hint="pass canonical orders (rebuy import)",
+            )
     out = []
     o = orders[["customer_id", "ordered_at"]]
     for cutoff, grp in pairs.groupby("cutoff", sort=True):
@@ -83,7 +86,9 @@ def bgnbd_loglik(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarr
     a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
     a3 = -(r + x) * np.log(alpha + T)
     with np.errstate(divide="ignore", invalid="ignore"):
-        a4 = np.where(x > 0, np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x), -np.inf)
+        a4 = np.where(
+            x > 0, np.log(a) - np.log(b + np.maximum(x, 1) - 1) - (r + x) * np.log(alpha + t_x), -np.inf
+        )
     return a1 + a2 + np.logaddexp(a3, a4)
 
 
@@ -101,8 +106,12 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BGNBD:
 
     best = None
     for start in ([0.0, np.log(max(T.mean(), 1.0)), 0.0, 0.0], [-1.0, np.log(30.0), -1.0, 1.0]):
-        res = minimize(nll, x0=np.array(start), method="Nelder-Mead",
-                       options={"maxiter": 4000, "xatol": 1e-5, "fatol": 1e-8})
+        res = minimize(
+            nll,
+            x0=np.array(start),
+            method="Nelder-Mead",
+            options={"maxiter": 4000, "xatol": 1e-5, "fatol": 1e-8},
+        )
         if best is None or res.fun < best.fun:
             best = res
     r, alpha, a, b = np.exp(best.x)
@@ -113,7 +122,9 @@ def recency_baseline(train: pd.DataFrame, label: str, apply_to: pd.DataFrame) ->
     """A logistic fit of the label on log days since the last order: the simplest sensible score."""
 
     def design(df: pd.DataFrame) -> np.ndarray:
-        return np.log1p(df["rfm_recency"].fillna(df["rfm_recency"].max()).to_numpy(dtype=float)).reshape(-1, 1)
+        return np.log1p(df["rfm_recency"].fillna(df["rfm_recency"].max()).to_numpy(dtype=float)).reshape(
+            -1, 1
+        )
 
     y = train[label].to_numpy(dtype=float)
     if y.min() == y.max():
@@ -122,8 +133,14 @@ def recency_baseline(train: pd.DataFrame, label: str, apply_to: pd.DataFrame) ->
     return model.predict_proba(design(apply_to))[:, 1]
 
 
-def bgnbd_baseline(train: pd.DataFrame, apply_to: pd.DataFrame, kind: str, horizon_days: float,
-                   max_fit_rows: int = 50_000, seed: int = 0) -> tuple[np.ndarray, BGNBD]:
+def bgnbd_baseline(
+    train: pd.DataFrame,
+    apply_to: pd.DataFrame,
+    kind: str,
+    horizon_days: float,
+    max_fit_rows: int = 50_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, BGNBD]:
     """Fit BG/NBD on the latest training cutoff (one calibration period per customer) and score rows.
 
     kind "repurchase" gives P(order within h); "churn" gives its complement.

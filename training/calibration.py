@@ -29,7 +29,9 @@ def fit_calibrator(p: np.ndarray, y: np.ndarray, method: str = "auto") -> dict[s
     p = np.asarray(p, dtype=float)
     y = np.asarray(y, dtype=float)
     if len(p) != len(y) or len(p) == 0:
-        raise RebuyError(f"calibration needs matching, non-empty predictions and labels ({len(p)} vs {len(y)})")
+        raise RebuyError(
+            f"calibration needs matching, non-empty predictions and labels ({len(p)} vs {len(y)})"
+        )
     if method == "auto":
         method = "isotonic" if len(p) >= MIN_ISOTONIC_ROWS else "platt"
     if y.min() == y.max():

@@ -49,11 +49,16 @@ class CampaignReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "campaign": self.name, "control": self.control, "arms": self.arms, "rows": self.n_rows,
-            "train_rows": self.n_train, "test_rows": self.n_test,
+            "campaign": self.name,
+            "control": self.control,
+            "arms": self.arms,
+            "rows": self.n_rows,
+            "train_rows": self.n_train,
+            "test_rows": self.n_test,
             "randomisation_assumed": self.randomisation_assumed,
             "propensities": "arm shares (randomisation assumed)" if self.randomisation_assumed else "logged",
-            "primary_outcome": self.primary, "recommendation": self.recommendation,
+            "primary_outcome": self.primary,
+            "recommendation": self.recommendation,
             "outcomes": {k: v.to_json() for k, v in self.outcomes.items()},
         }
 
@@ -75,8 +80,16 @@ def _is_binary(s: pd.Series) -> bool:
 
 
 def learn_campaign(
-    data: Any, offers: OffersConfig | None, *, primary: str | None = None, test_share: float = 0.3, seed: int = 0,
-    use_costs: bool = True, learners: Sequence[str] = LEARNERS, ks: Sequence[float] = KS, min_rows: int = 30,
+    data: Any,
+    offers: OffersConfig | None,
+    *,
+    primary: str | None = None,
+    test_share: float = 0.3,
+    seed: int = 0,
+    use_costs: bool = True,
+    learners: Sequence[str] = LEARNERS,
+    ks: Sequence[float] = KS,
+    min_rows: int = 30,
     progress: Any = None,
 ) -> CampaignReport:
     """Pure: learn every outcome of an imported campaign and value the policies on held-out rows.
@@ -94,15 +107,23 @@ def learn_campaign(
     train, test = split_logged(logged, test_share, seed)
     arms = sorted(set(logged.arm.tolist()))
     costs_all = arm_costs(arms, offers if use_costs else None)
-    report = CampaignReport(getattr(data, "name", "") or "campaign", data.control,
-                            [a for a in arms if a != data.control], len(logged), len(train), len(test),
-                            bool(data.randomisation_assumed), primary)
+    report = CampaignReport(
+        getattr(data, "name", "") or "campaign",
+        data.control,
+        [a for a in arms if a != data.control],
+        len(logged),
+        len(train),
+        len(test),
+        bool(data.randomisation_assumed),
+        primary,
+    )
     for o in outcomes:
         if progress is not None:
             progress(o)
         costs = {a: 0.0 for a in arms} if _is_binary(logged.outcomes[o]) else costs_all
-        report.outcomes[o] = learn_and_evaluate(train, test, data.control, o, costs=costs, learners=learners,
-                                                seed=seed, ks=ks, min_rows=min_rows)
+        report.outcomes[o] = learn_and_evaluate(
+            train, test, data.control, o, costs=costs, learners=learners, seed=seed, ks=ks, min_rows=min_rows
+        )
     return report
 
 
@@ -128,10 +149,22 @@ def plot_outcome(ev: OutcomeEvaluation) -> dict[str, str]:
     out = {}
     fig, ax = plt.subplots(figsize=(6, 3))
     e = ev.effects
-    ax.errorbar(e["effect"], range(len(e)), xerr=[e["effect"] - e["sim_low"], e["sim_high"] - e["effect"]], fmt="o",
-                capsize=4, label="simultaneous 95%")
-    ax.errorbar(e["effect"], range(len(e)), xerr=[e["effect"] - e["low"], e["high"] - e["effect"]], fmt="o",
-                capsize=2, label="95%")
+    ax.errorbar(
+        e["effect"],
+        range(len(e)),
+        xerr=[e["effect"] - e["sim_low"], e["sim_high"] - e["effect"]],
+        fmt="o",
+        capsize=4,
+        label="simultaneous 95%",
+    )
+    ax.errorbar(
+        e["effect"],
+        range(len(e)),
+        xerr=[e["effect"] - e["low"], e["high"] - e["effect"]],
+        fmt="o",
+        capsize=2,
+        label="95%",
+    )
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(e)), e["arm"])
     ax.set_xlabel(f"effect on {ev.outcome} vs {ev.control}")
@@ -152,7 +185,9 @@ def plot_outcome(ev: OutcomeEvaluation) -> dict[str, str]:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     d = ev.policies[ev.policies["method"] == "dr"].reset_index(drop=True)
-    ax.errorbar(d["value"], range(len(d)), xerr=[d["value"] - d["low"], d["high"] - d["value"]], fmt="o", capsize=3)
+    ax.errorbar(
+        d["value"], range(len(d)), xerr=[d["value"] - d["low"], d["high"] - d["value"]], fmt="o", capsize=3
+    )
     ax.set_yticks(range(len(d)), d["policy"])
     ax.set_xlabel(f"DR value per customer ({ev.outcome}, net of cost)")
     out["policies"] = _png(fig)
@@ -166,8 +201,11 @@ def _table(df: pd.DataFrame) -> str:
 def render_html(report: CampaignReport) -> str:
     """One self-contained HTML page (plots inlined) a data scientist can open and forward."""
     rec = report.recommendation
-    verdict = {"personalise": "Personalise: send each customer the arm the model picks.",
-               "best_arm": f"Send everyone {rec.get('arm')}.", "nothing": "Send nothing."}[rec["action"]]
+    verdict = {
+        "personalise": "Personalise: send each customer the arm the model picks.",
+        "best_arm": f"Send everyone {rec.get('arm')}.",
+        "nothing": "Send nothing.",
+    }[rec["action"]]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>rebuy campaign report</title><style>"
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table.t{border-collapse:collapse;"
@@ -175,8 +213,9 @@ def render_html(report: CampaignReport) -> str:
         f"<h1>Campaign {html.escape(report.name)}</h1>",
         f"<p>{report.n_rows} customers, arms {html.escape(', '.join(report.arms))} against control "
         f"<b>{html.escape(report.control)}</b>; learned on {report.n_train}, evaluated on {report.n_test} held-out.",
-        " Propensities: " + ("arm shares — <b>randomisation is assumed</b>." if report.randomisation_assumed
-                             else "logged.") + "</p>",
+        " Propensities: "
+        + ("arm shares — <b>randomisation is assumed</b>." if report.randomisation_assumed else "logged.")
+        + "</p>",
         f"<h2>Recommendation ({html.escape(report.primary)})</h2><p><b>{html.escape(verdict)}</b> "
         f"{html.escape(rec['reason'])}</p>",
     ]
@@ -189,11 +228,15 @@ def render_html(report: CampaignReport) -> str:
             f"<h2>Outcome: {html.escape(name)}</h2>",
             f"<p>Costs subtracted: {html.escape(json.dumps(ev.costs))}. Learner kept: "
             f"<b>{ev.selection.chosen if ev.selection else '-'}</b> (better held-out Qini).</p>",
-            "<h3>Effect of each arm against control</h3>", _table(ev.effects),
+            "<h3>Effect of each arm against control</h3>",
+            _table(ev.effects),
             f"<img src='data:image/png;base64,{imgs['effects']}'>",
-            "<h3>Uplift model</h3>", _table(ev.selection.scores) if ev.selection else "", _table(ev.uplift_at_k),
+            "<h3>Uplift model</h3>",
+            _table(ev.selection.scores) if ev.selection else "",
+            _table(ev.uplift_at_k),
             f"<img src='data:image/png;base64,{imgs['qini']}'><img src='data:image/png;base64,{imgs['uplift']}'>",
-            "<h3>Policy values (held-out, per customer)</h3>", _table(pol),
+            "<h3>Policy values (held-out, per customer)</h3>",
+            _table(pol),
             f"<p>Personalised minus best constant (paired DR): {ev.advantage.value:.4g} "
             f"[{ev.advantage.low:.4g}, {ev.advantage.high:.4g}]. {html.escape(ev.recommendation['reason'])}</p>",
             f"<img src='data:image/png;base64,{imgs['policies']}'>",
@@ -206,8 +249,10 @@ def write_report(report: CampaignReport, out_dir: Path) -> dict[str, Path]:
     """`campaign_report.json` and `.html` in `out_dir`, each written to a temp file and renamed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "campaign_report.json", "html": out_dir / "campaign_report.html"}
-    contents = {"json": json.dumps(report.to_json(), indent=2, default=_json_default),
-                "html": render_html(report)}
+    contents = {
+        "json": json.dumps(report.to_json(), indent=2, default=_json_default),
+        "html": render_html(report),
+    }
     for k, path in files.items():
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(contents[k], encoding="utf-8")
@@ -231,10 +276,17 @@ def log_report(cfg: Config, report: CampaignReport, files: Mapping[str, Path]) -
 
     mlflow.set_experiment(experiment_id=experiment_id(cfg, "rebuy-campaigns"))
     with mlflow.start_run(run_name=f"campaign-{report.name}") as run:
-        mlflow.log_params({"campaign": report.name, "control": report.control, "arms": ",".join(report.arms),
-                           "primary_outcome": report.primary, "rows": report.n_rows,
-                           "recommendation": report.recommendation["action"],
-                           "recommended_arm": report.recommendation.get("arm") or ""})
+        mlflow.log_params(
+            {
+                "campaign": report.name,
+                "control": report.control,
+                "arms": ",".join(report.arms),
+                "primary_outcome": report.primary,
+                "rows": report.n_rows,
+                "recommendation": report.recommendation["action"],
+                "recommended_arm": report.recommendation.get("arm") or "",
+            }
+        )
         for o, ev in report.outcomes.items():
             for a, q in ev.qini.items():
                 if np.isfinite(q):
@@ -248,8 +300,15 @@ def log_report(cfg: Config, report: CampaignReport, files: Mapping[str, Path]) -
 
 
 def report_campaign(
-    cfg: Config, name: str, *, outcome: str | None = None, test_share: float = 0.3, seed: int = 0,
-    use_costs: bool = True, out_dir: Path | None = None, log_mlflow: bool = True,
+    cfg: Config,
+    name: str,
+    *,
+    outcome: str | None = None,
+    test_share: float = 0.3,
+    seed: int = 0,
+    use_costs: bool = True,
+    out_dir: Path | None = None,
+    log_mlflow: bool = True,
 ) -> tuple[CampaignReport, dict[str, Path]]:
     """`rebuy report campaign`: read the imported campaign, learn, write HTML + JSON, log to MLflow."""
     from rich.progress import Progress
@@ -264,8 +323,16 @@ def report_campaign(
         def step(o: str) -> None:
             bar.update(task, description=f"learning {o}", completed=data.outcomes.index(o))
 
-        report = learn_campaign(data, cfg.offers, primary=outcome, test_share=test_share, seed=seed,
-                                use_costs=use_costs, min_rows=min_rows, progress=step)
+        report = learn_campaign(
+            data,
+            cfg.offers,
+            primary=outcome,
+            test_share=test_share,
+            seed=seed,
+            use_costs=use_costs,
+            min_rows=min_rows,
+            progress=step,
+        )
         bar.update(task, completed=len(data.outcomes))
     files = write_report(report, out_dir or cfg.paths.reports_dir / "campaigns" / (data.name or "campaign"))
     if log_mlflow:
@@ -276,8 +343,9 @@ def report_campaign(
 # --- simulated campaigns: the truth to judge a report against ----------------------------------------------
 
 
-def campaign_truth(sim: Any, export: pd.DataFrame, offers: Sequence[str], horizon_days: int,
-                   paths: int | None = None) -> pd.DataFrame:
+def campaign_truth(
+    sim: Any, export: pd.DataFrame, offers: Sequence[str], horizon_days: int, paths: int | None = None
+) -> pd.DataFrame:
     """The simulator's truth for an exported campaign's customers (index customer_id), per arm, on the
     channel each customer would be reached on by the campaign's own rule (the offer's configured channel
     when consented, else the first consented of email, sms, push), so truth and export describe the same
@@ -293,11 +361,22 @@ def campaign_truth(sim: Any, export: pd.DataFrame, offers: Sequence[str], horizo
         raise RebuyError(f"campaign_truth needs arms on one configured channel, got {sorted(wants)}")
     want = wants.pop()
     consent = {ch: export[f"consent_{ch}"].astype(bool).to_numpy() for ch in ("email", "sms", "push")}
-    first = np.select([consent["email"], consent["sms"], consent["push"]], ["email", "sms", "push"], default=want)
+    first = np.select(
+        [consent["email"], consent["sms"], consent["push"]], ["email", "sms", "push"], default=want
+    )
     channel = np.where(consent.get(want, np.zeros(len(export), bool)), want, first)
     parts = []
     for ch in sorted(set(channel.tolist())):
         ids = export["customer_id"].to_numpy()[channel == ch]
-        parts.append(sim.truth(list(ids), at, horizon_days=horizon_days, offers=tuple(offers), spend_days=None,
-                               channel=str(ch), paths=paths))
+        parts.append(
+            sim.truth(
+                list(ids),
+                at,
+                horizon_days=horizon_days,
+                offers=tuple(offers),
+                spend_days=None,
+                channel=str(ch),
+                paths=paths,
+            )
+        )
     return pd.concat(parts).loc[export["customer_id"]]

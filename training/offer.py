@@ -54,23 +54,33 @@ class LoggedSet:
     def __post_init__(self) -> None:
         n = len(self.X)
         if not (len(self.arm) == len(self.propensity) == len(self.outcomes) == n):
-            raise RebuyError(f"logged set: {n} feature rows, {len(self.arm)} arms, {len(self.propensity)} "
-                             f"propensities, {len(self.outcomes)} outcome rows")
+            raise RebuyError(
+                f"logged set: {n} feature rows, {len(self.arm)} arms, {len(self.propensity)} "
+                f"propensities, {len(self.outcomes)} outcome rows"
+            )
         p = np.asarray(self.propensity, dtype=float)
         bad = ~np.isfinite(p) | (p <= 0) | (p > 1)
         if bad.any():
-            raise DataError("propensities must lie in (0, 1]", column="propensity",
-                            row_numbers=[int(i) + 1 for i in np.flatnonzero(bad)[:5]],
-                            hint="log the probability with which each row's arm was chosen")
+            raise DataError(
+                "propensities must lie in (0, 1]",
+                column="propensity",
+                row_numbers=[int(i) + 1 for i in np.flatnonzero(bad)[:5]],
+                hint="log the probability with which each row's arm was chosen",
+            )
 
     def __len__(self) -> int:
         return len(self.X)
 
     def take(self, idx: np.ndarray) -> LoggedSet:
         allowed = self.allowed.iloc[idx].reset_index(drop=True) if self.allowed is not None else None
-        return LoggedSet(self.X.iloc[idx].reset_index(drop=True), np.asarray(self.arm, dtype=object)[idx],
-                         np.asarray(self.propensity, dtype=float)[idx],
-                         self.outcomes.iloc[idx].reset_index(drop=True), self.categorical, allowed)
+        return LoggedSet(
+            self.X.iloc[idx].reset_index(drop=True),
+            np.asarray(self.arm, dtype=object)[idx],
+            np.asarray(self.propensity, dtype=float)[idx],
+            self.outcomes.iloc[idx].reset_index(drop=True),
+            self.categorical,
+            allowed,
+        )
 
 
 def split_logged(data: LoggedSet, test_share: float, seed: int) -> tuple[LoggedSet, LoggedSet]:
@@ -99,7 +109,9 @@ def net_of_cost(y: np.ndarray, arm: np.ndarray, costs: Mapping[str, float]) -> n
     return np.asarray(y, dtype=float) - c
 
 
-def realised_margin(revenue: np.ndarray, orders: np.ndarray, arm: np.ndarray, offers: OffersConfig) -> np.ndarray:
+def realised_margin(
+    revenue: np.ndarray, orders: np.ndarray, arm: np.ndarray, offers: OffersConfig
+) -> np.ndarray:
     """Margin a row earned: revenue × (margin − redemption share) − shipping paid − the send's fixed cost.
 
     Redemption costs apply only to orders under the offer (a coupon costs 10% of what it is redeemed on);
@@ -125,24 +137,28 @@ class OutcomeEvaluation:
     control: str
     arms: list[str]
     costs: dict[str, float]
-    effects: pd.DataFrame                 # per arm vs control on the raw outcome, all rows
+    effects: pd.DataFrame  # per arm vs control on the raw outcome, all rows
     selection: Selection | None
-    qini: dict[str, float]                # per arm, held-out, chosen learner
-    uplift_at_k: pd.DataFrame             # arm, k, uplift
-    curves: dict[str, pd.DataFrame]       # per arm Qini / cumulative uplift curve
-    policies: pd.DataFrame                # policy, method, value, se, low, high, n
-    advantage: Estimate                   # DR of personalised − best constant, paired
-    gains: dict[str, Estimate]            # DR of everyone-gets-arm − nobody, paired, per arm
+    qini: dict[str, float]  # per arm, held-out, chosen learner
+    uplift_at_k: pd.DataFrame  # arm, k, uplift
+    curves: dict[str, pd.DataFrame]  # per arm Qini / cumulative uplift curve
+    policies: pd.DataFrame  # policy, method, value, se, low, high, n
+    advantage: Estimate  # DR of personalised − best constant, paired
+    gains: dict[str, Estimate]  # DR of everyone-gets-arm − nobody, paired, per arm
     recommendation: dict[str, Any] = field(default_factory=dict)
-    vs_current: Estimate | None = None    # DR of personalised − current policy, paired (promotion gate)
+    vs_current: Estimate | None = None  # DR of personalised − current policy, paired (promotion gate)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "outcome": self.outcome, "control": self.control, "arms": self.arms, "costs": self.costs,
+            "outcome": self.outcome,
+            "control": self.control,
+            "arms": self.arms,
+            "costs": self.costs,
             "arm_effects": self.effects.to_dict(orient="records"),
             "learners": self.selection.scores.to_dict(orient="records") if self.selection else [],
             "chosen_learner": self.selection.chosen if self.selection else None,
-            "qini": self.qini, "uplift_at_k": self.uplift_at_k.to_dict(orient="records"),
+            "qini": self.qini,
+            "uplift_at_k": self.uplift_at_k.to_dict(orient="records"),
             "policies": self.policies.to_dict(orient="records"),
             "personalised_minus_best_constant": self.advantage.to_dict(),
             "arm_for_everyone_minus_nothing": {a: e.to_dict() for a, e in self.gains.items()},
@@ -155,7 +171,9 @@ def _policy_rows(name: str, ests: Mapping[str, Estimate]) -> list[dict[str, Any]
     return [{"policy": name, **e.to_dict()} for e in ests.values()]
 
 
-def recommend(advantage: Estimate, best_constant: str, arm_gain: Estimate | None, control: str) -> dict[str, Any]:
+def recommend(
+    advantage: Estimate, best_constant: str, arm_gain: Estimate | None, control: str
+) -> dict[str, Any]:
     """Personalise only if its lower bound beats the best constant policy; else send everyone the best arm
     if its lower bound beats sending nothing; else send nothing.
 
@@ -165,26 +183,50 @@ def recommend(advantage: Estimate, best_constant: str, arm_gain: Estimate | None
     shared by both policies.
     """
     if advantage.low > 0:
-        return {"action": "personalise", "arm": None, "reason": (
-            f"the personalised policy beats the best constant policy (everyone:{best_constant}) by "
-            f"{advantage.value:.4g} per customer, 95% lower bound {advantage.low:.4g} > 0")}
+        return {
+            "action": "personalise",
+            "arm": None,
+            "reason": (
+                f"the personalised policy beats the best constant policy (everyone:{best_constant}) by "
+                f"{advantage.value:.4g} per customer, 95% lower bound {advantage.low:.4g} > 0"
+            ),
+        }
     if best_constant != control and arm_gain is not None and arm_gain.low > 0:
-        return {"action": "best_arm", "arm": best_constant, "reason": (
-            f"personalising does not surely beat everyone:{best_constant} (lower bound {advantage.low:.4g}); "
-            f"{best_constant} for everyone beats sending nothing by {arm_gain.value:.4g}, lower bound "
-            f"{arm_gain.low:.4g} > 0")}
-    return {"action": "nothing", "arm": None, "reason": (
-        "neither the personalised policy nor any arm for everyone surely beats sending nothing "
-        f"(best constant: {best_constant}; personalised advantage lower bound {advantage.low:.4g}"
-        + (f"; best arm vs nothing lower bound {arm_gain.low:.4g}" if arm_gain is not None else "") + ")")}
+        return {
+            "action": "best_arm",
+            "arm": best_constant,
+            "reason": (
+                f"personalising does not surely beat everyone:{best_constant} (lower bound {advantage.low:.4g}); "
+                f"{best_constant} for everyone beats sending nothing by {arm_gain.value:.4g}, lower bound "
+                f"{arm_gain.low:.4g} > 0"
+            ),
+        }
+    return {
+        "action": "nothing",
+        "arm": None,
+        "reason": (
+            "neither the personalised policy nor any arm for everyone surely beats sending nothing "
+            f"(best constant: {best_constant}; personalised advantage lower bound {advantage.low:.4g}"
+            + (f"; best arm vs nothing lower bound {arm_gain.low:.4g}" if arm_gain is not None else "")
+            + ")"
+        ),
+    }
 
 
 Current = Callable[["LoggedSet"], np.ndarray] | str | None
 
 
 def learn_and_evaluate(
-    train: LoggedSet, test: LoggedSet, control: str, outcome: str, *, costs: Mapping[str, float] | None = None,
-    learners: Sequence[str] = LEARNERS, seed: int = 0, ks: Sequence[float] = KS, current: Current = None,
+    train: LoggedSet,
+    test: LoggedSet,
+    control: str,
+    outcome: str,
+    *,
+    costs: Mapping[str, float] | None = None,
+    learners: Sequence[str] = LEARNERS,
+    seed: int = 0,
+    ks: Sequence[float] = KS,
+    current: Current = None,
     min_rows: int = 30,
 ) -> OutcomeEvaluation:
     """Fit the learners on `train` for `outcome` net of arm costs, keep the better by held-out Qini, then
@@ -194,9 +236,17 @@ def learn_and_evaluate(
     def net(ds: LoggedSet) -> pd.DataFrame:
         return pd.DataFrame({outcome: net_of_cost(ds.outcomes[outcome].to_numpy(dtype=float), ds.arm, costs)})
 
-    sel = select_learner((train.X, train.arm, net(train)), (test.X, test.arm, net(test)), control, outcome,
-                         learners=learners, categorical=train.categorical, test_propensity=test.propensity,
-                         seed=seed, min_rows=min_rows)
+    sel = select_learner(
+        (train.X, train.arm, net(train)),
+        (test.X, test.arm, net(test)),
+        control,
+        outcome,
+        learners=learners,
+        categorical=train.categorical,
+        test_propensity=test.propensity,
+        seed=seed,
+        min_rows=min_rows,
+    )
     ev = evaluate_uplift(sel.model, test, control, outcome, costs=costs, ks=ks, current=current, train=train)
     ev.selection = sel
     return ev
@@ -212,8 +262,15 @@ def _actions(train: LoggedSet | None, test: LoggedSet, control: str) -> list[str
 
 
 def evaluate_uplift(
-    model: UpliftModel, test: LoggedSet, control: str, outcome: str, *, costs: Mapping[str, float] | None = None,
-    ks: Sequence[float] = KS, current: Current = None, train: LoggedSet | None = None,
+    model: UpliftModel,
+    test: LoggedSet,
+    control: str,
+    outcome: str,
+    *,
+    costs: Mapping[str, float] | None = None,
+    ks: Sequence[float] = KS,
+    current: Current = None,
+    train: LoggedSet | None = None,
 ) -> OutcomeEvaluation:
     """Rank and value a fitted model on held-out logged rows.
 
@@ -244,8 +301,9 @@ def evaluate_uplift(
 
     action_idx = np.array([actions.index(a) for a in t_arm])
     known = [a if a in model.arms or a == model.control else None for a in actions]
-    q_hat = np.column_stack([model.levels_matrix(M, outcome, [a])[:, 0] if a is not None else np.zeros(len(test))
-                             for a in known])
+    q_hat = np.column_stack(
+        [model.levels_matrix(M, outcome, [a])[:, 0] if a is not None else np.zeros(len(test)) for a in known]
+    )
     pers = personalised_actions(model, M, outcome, test.allowed)
     pi_pers = one_hot(pers, actions)
     p = test.propensity
@@ -269,11 +327,27 @@ def evaluate_uplift(
     gains = {a: dr_difference(const_pi[a], const_pi[control], action_idx, p, y, q_hat) for a in arms}
     best_arm = max(arms, key=lambda a: gains[a].value) if arms else control
     both = [test] if train is None else [train, test]
-    effects = arm_effects(np.concatenate([d.outcomes[outcome].to_numpy(float) for d in both]),
-                          np.concatenate([d.arm for d in both]), control,
-                          np.concatenate([d.propensity for d in both]))
-    ev = OutcomeEvaluation(outcome, control, arms, costs, effects, None, qini, pd.DataFrame(at_k), curves, policies,
-                           advantage, gains, vs_current=vs_current)
+    effects = arm_effects(
+        np.concatenate([d.outcomes[outcome].to_numpy(float) for d in both]),
+        np.concatenate([d.arm for d in both]),
+        control,
+        np.concatenate([d.propensity for d in both]),
+    )
+    ev = OutcomeEvaluation(
+        outcome,
+        control,
+        arms,
+        costs,
+        effects,
+        None,
+        qini,
+        pd.DataFrame(at_k),
+        curves,
+        policies,
+        advantage,
+        gains,
+        vs_current=vs_current,
+    )
     ev.recommendation = recommend(advantage, best_const, gains.get(best_arm), control)
     return ev
 
@@ -286,8 +360,9 @@ def _on_policy(y: np.ndarray) -> Estimate:
     return Estimate("on_policy", v, se, v - Z95 * se, v + Z95 * se, len(y))
 
 
-def personalised_actions(model: UpliftModel, M: np.ndarray, target: str,
-                         allowed: pd.DataFrame | None = None) -> np.ndarray:
+def personalised_actions(
+    model: UpliftModel, M: np.ndarray, target: str, allowed: pd.DataFrame | None = None
+) -> np.ndarray:
     """The greedy policy per row: the allowed arm with the highest positive estimated effect, else control.
 
     Arms are prefixed before `greedy_batch` so an arm literally called "none" is not mistaken for "no offer".
@@ -295,8 +370,12 @@ def personalised_actions(model: UpliftModel, M: np.ndarray, target: str,
     eff = model.effects_frame(M, target)
     mask = None
     if allowed is not None:
-        mask = pd.DataFrame({f"arm:{a}": allowed[a].to_numpy(bool) if a in allowed else np.zeros(len(eff), bool)
-                             for a in eff.columns})
+        mask = pd.DataFrame(
+            {
+                f"arm:{a}": allowed[a].to_numpy(bool) if a in allowed else np.zeros(len(eff), bool)
+                for a in eff.columns
+            }
+        )
     g = greedy_batch(eff.rename(columns=lambda c: f"arm:{c}"), mask)
     return np.array([model.control if a == NONE else a.split(":", 1)[1] for a in g], dtype=object)
 
@@ -317,7 +396,9 @@ def one_hot(chosen: np.ndarray, actions: Sequence[str]) -> np.ndarray:
     chosen = np.asarray(chosen, dtype=object)
     unknown = set(chosen.tolist()) - set(actions)
     if unknown:
-        raise RebuyError(f"policy chose actions {sorted(unknown)} that are not among the logged ones {list(actions)}")
+        raise RebuyError(
+            f"policy chose actions {sorted(unknown)} that are not among the logged ones {list(actions)}"
+        )
     return (chosen[:, None] == np.array(actions, dtype=object)[None, :]).astype(float)
 
 
@@ -369,8 +450,13 @@ class OfferModel:
         if not (path / "offer.json").is_file():
             raise RebuyError(f"{path}: no offer.json; not an offer model directory")
         doc = json.loads((path / "offer.json").read_text(encoding="utf-8"))
-        return cls(UpliftModel.load(path / CONVERSION), UpliftModel.load(path / MARGIN), doc["feature_service"],
-                   str(version), dict(doc.get("meta", {})))
+        return cls(
+            UpliftModel.load(path / CONVERSION),
+            UpliftModel.load(path / MARGIN),
+            doc["feature_service"],
+            str(version),
+            dict(doc.get("meta", {})),
+        )
 
 
 # --- decision log → logged set ---------------------------------------------------------------------------
@@ -395,25 +481,42 @@ def decision_outcomes(decisions: pd.DataFrame, orders: pd.DataFrame, offers: Off
     end = d["decided_at"] + pd.Timedelta(days=offers.attribution_days)
     o = orders[["customer_id", "ordered_at", "amount"]].copy()
     o["net"] = o["amount"] - (orders["returned_amount"].fillna(0.0) if "returned_amount" in orders else 0.0)
-    j = d[["decision_id", "customer_id", "decided_at"]].assign(end=end).merge(o, on="customer_id", how="inner")
+    j = (
+        d[["decision_id", "customer_id", "decided_at"]]
+        .assign(end=end)
+        .merge(o, on="customer_id", how="inner")
+    )
     j = j[(j["ordered_at"] > j["decided_at"]) & (j["ordered_at"] <= j["end"])]
     agg = j.groupby("decision_id").agg(revenue=("net", "sum"), n_orders=("net", "size"))
     d = d.merge(agg, left_on="decision_id", right_index=True, how="left")
     d[["revenue", "n_orders"]] = d[["revenue", "n_orders"]].fillna(0.0)
     d[CONVERSION] = (d["n_orders"] > 0).astype(float)
-    d[MARGIN] = realised_margin(d["revenue"].to_numpy(), d["n_orders"].to_numpy(), d["offer"].to_numpy(), offers)
+    d[MARGIN] = realised_margin(
+        d["revenue"].to_numpy(), d["n_orders"].to_numpy(), d["offer"].to_numpy(), offers
+    )
     d["cutoff"] = d["decided_at"].dt.floor("D")
     return d.reset_index(drop=True)
 
 
-def logged_from_decisions(rows: pd.DataFrame, features: pd.DataFrame, feature_names: Sequence[str],
-                          arms: Sequence[str]) -> LoggedSet:
+def logged_from_decisions(
+    rows: pd.DataFrame, features: pd.DataFrame, feature_names: Sequence[str], arms: Sequence[str]
+) -> LoggedSet:
     """Join `decision_outcomes` rows to features at (customer_id, cutoff); allowed arms from each row's support."""
-    j = rows.merge(features[["customer_id", "cutoff", *feature_names]], on=["customer_id", "cutoff"], how="left",
-                   validate="m:1")
+    j = rows.merge(
+        features[["customer_id", "cutoff", *feature_names]],
+        on=["customer_id", "cutoff"],
+        how="left",
+        validate="m:1",
+    )
     allowed = pd.DataFrame({a: j["support"].map(lambda s, a=a: a in s).to_numpy(bool) for a in arms})
-    return LoggedSet(j[list(feature_names)].astype(float), j["offer"].to_numpy(dtype=object),
-                     j["propensity"].to_numpy(dtype=float), j[[CONVERSION, MARGIN]], (), allowed)
+    return LoggedSet(
+        j[list(feature_names)].astype(float),
+        j["offer"].to_numpy(dtype=object),
+        j["propensity"].to_numpy(dtype=float),
+        j[[CONVERSION, MARGIN]],
+        (),
+        allowed,
+    )
 
 
 def hash_split(ids: Sequence[str], test_share: float) -> np.ndarray:
@@ -439,11 +542,18 @@ def read_decision_log(url: str) -> pd.DataFrame:
     engine = sa.create_engine(url)
     try:
         if not sa.inspect(engine).has_table("decisions"):
-            raise RebuyError(f"the decision log {url} has no decisions yet; run `rebuy run` / `rebuy loop` first, "
-                             "or learn from an imported campaign with `rebuy report campaign`")
+            raise RebuyError(
+                f"the decision log {url} has no decisions yet; run `rebuy run` / `rebuy loop` first, "
+                "or learn from an imported campaign with `rebuy report campaign`"
+            )
         with engine.connect() as conn:
-            df = pd.read_sql(sa.text('SELECT decision_id, customer_id, decided_at, offer, "group", propensity, '
-                                     "distribution FROM decisions"), conn)
+            df = pd.read_sql(
+                sa.text(
+                    'SELECT decision_id, customer_id, decided_at, offer, "group", propensity, '
+                    "distribution FROM decisions"
+                ),
+                conn,
+            )
     finally:
         engine.dispose()
     df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
@@ -470,8 +580,10 @@ def offer_data(cfg: Config, as_of: pd.Timestamp, test_share: float = 0.3) -> Off
     matured = decisions["decided_at"] + pd.Timedelta(days=cfg.offers.attribution_days) <= as_of
     rows = decision_outcomes(decisions[matured], tables["orders"], cfg.offers)
     if len(rows) < 100:
-        raise RebuyError(f"only {len(rows)} randomized decisions with a finished {cfg.offers.attribution_days}-day "
-                         f"attribution window by {as_of}; the offer model needs logged exploration to learn from")
+        raise RebuyError(
+            f"only {len(rows)} randomized decisions with a finished {cfg.offers.attribution_days}-day "
+            f"attribution window by {as_of}; the offer model needs logged exploration to learn from"
+        )
     names = feature_names(cfg, FEATURE_SERVICE)
     cutoffs = sorted(rows["cutoff"].unique())
     feats = build_training_set(cfg, FEATURE_SERVICE, [pd.Timestamp(c) for c in cutoffs], tables, as_of=as_of)
@@ -495,7 +607,9 @@ def load_offer_version(cfg: Config, version: str) -> OfferModel:
     if not (dest / "offer.json").is_file():
         mv = client(cfg).get_model_version(REGISTERED_NAME, str(version))
         dest.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest), tracking_uri=cfg.mlflow_uri)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=mv.source, dst_path=str(dest), tracking_uri=cfg.mlflow_uri
+        )
         found = list(dest.rglob("offer.json"))
         if not found:
             raise RebuyError(f"{REGISTERED_NAME} v{version} has no offer.json; it was not logged by rebuy")
@@ -522,8 +636,10 @@ def promotion_decision(ev: OutcomeEvaluation) -> tuple[bool, str]:
     d = ev.vs_current
     ok = should_promote(d)
     verdict = "promote" if ok else "keep the current policy"
-    return ok, (f"{verdict}: candidate − current = {d.value:.4g} per decision, 95% CI [{d.low:.4g}, {d.high:.4g}] "
-                f"on {d.n} held-out decisions")
+    return ok, (
+        f"{verdict}: candidate − current = {d.value:.4g} per decision, 95% CI [{d.low:.4g}, {d.high:.4g}] "
+        f"on {d.n} held-out decisions"
+    )
 
 
 def _current_policy(cfg: Config, exclude_version: str | None = None) -> tuple[Current, str | None]:
@@ -548,7 +664,9 @@ def _log_evaluation(evs: Mapping[str, OutcomeEvaluation], tmp: Path) -> None:
     from training.campaign import plot_outcome
 
     for name, ev in evs.items():
-        (tmp / f"evaluation_{name}.json").write_text(json.dumps(ev.to_json(), indent=2, default=float), "utf-8")
+        (tmp / f"evaluation_{name}.json").write_text(
+            json.dumps(ev.to_json(), indent=2, default=float), "utf-8"
+        )
         mlflow.log_artifact(str(tmp / f"evaluation_{name}.json"), artifact_path="evaluation")
         for a, c in ev.curves.items():
             c.to_csv(tmp / f"curve_{name}_{a}.csv", index=False)
@@ -584,10 +702,19 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str,
         bar.update(task, advance=1, description="learning incremental margin, valuing policies")
         marg = learn_and_evaluate(data.train, data.test, NONE, MARGIN, seed=seed, current=current)
         bar.update(task, advance=1)
-    model = OfferModel(conv.selection.model, marg.selection.model, FEATURE_SERVICE,  # type: ignore[union-attr]
-                       meta={"as_of": str(as_of), "decisions": data.n_decisions,
-                             "learners": {CONVERSION: conv.selection.chosen,  # type: ignore[union-attr]
-                                          MARGIN: marg.selection.chosen}})  # type: ignore[union-attr]
+    model = OfferModel(
+        conv.selection.model,
+        marg.selection.model,
+        FEATURE_SERVICE,  # type: ignore[union-attr]
+        meta={
+            "as_of": str(as_of),
+            "decisions": data.n_decisions,
+            "learners": {
+                CONVERSION: conv.selection.chosen,  # type: ignore[union-attr]
+                MARGIN: marg.selection.chosen,
+            },
+        },
+    )  # type: ignore[union-attr]
     promoted, reason = promotion_decision(marg)
     cfg.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
@@ -596,9 +723,15 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str,
     c = client(cfg)
     with tempfile.TemporaryDirectory() as tmp_s, mlflow.start_run(run_name="offer") as run:
         tmp = Path(tmp_s)
-        mlflow.log_params({"feature_service": FEATURE_SERVICE, "decisions": data.n_decisions, "as_of": str(as_of),
-                           "learner_conversion": model.meta["learners"][CONVERSION],
-                           "learner_margin": model.meta["learners"][MARGIN]})
+        mlflow.log_params(
+            {
+                "feature_service": FEATURE_SERVICE,
+                "decisions": data.n_decisions,
+                "as_of": str(as_of),
+                "learner_conversion": model.meta["learners"][CONVERSION],
+                "learner_margin": model.meta["learners"][MARGIN],
+            }
+        )
         _log_evaluation({CONVERSION: conv, MARGIN: marg}, tmp)
         model.save(tmp / "offer_model")
         mlflow.log_artifacts(str(tmp / "offer_model"), artifact_path="offer_model")
@@ -614,12 +747,19 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str,
     c.set_model_version_tag(REGISTERED_NAME, version, "gate_reason", reason)
     if promoted:
         record_alias_move(cfg, REGISTERED_NAME, version, reason=f"gate: {reason}", actor="training")
-    return {"version": version, "promoted": promoted, "reason": reason, "run_id": run_id,
-            "previous_champion": champ_version, "recommendation": marg.recommendation}
+    return {
+        "version": version,
+        "promoted": promoted,
+        "reason": reason,
+        "run_id": run_id,
+        "previous_champion": champ_version,
+        "recommendation": marg.recommendation,
+    }
 
 
-def evaluate_policy(cfg: Config, as_of: pd.Timestamp, version: str | None = None, *,
-                    promote: bool = True) -> dict[str, Any]:
+def evaluate_policy(
+    cfg: Config, as_of: pd.Timestamp, version: str | None = None, *, promote: bool = True
+) -> dict[str, Any]:
     """`rebuy evaluate-policy`: uplift metrics and IPS/SNIPS/DR values of a candidate offer model (default
     @challenger) against the current policy and every constant policy on held-out decisions; promotes it
     to @champion only if its DR lower bound beats the current policy. Curves and values go to MLflow."""
@@ -640,12 +780,31 @@ def evaluate_policy(cfg: Config, as_of: pd.Timestamp, version: str | None = None
     ok, reason = promotion_decision(marg)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
     mlflow.set_experiment(experiment_id=experiment_id(cfg, "rebuy-offer"))
-    with tempfile.TemporaryDirectory() as tmp_s, mlflow.start_run(run_name=f"evaluate-policy v{version}") as run:
-        mlflow.log_params({"candidate_version": version, "current": champ_version or "logging policy",
-                           "as_of": str(as_of), "promote": ok})
+    with (
+        tempfile.TemporaryDirectory() as tmp_s,
+        mlflow.start_run(run_name=f"evaluate-policy v{version}") as run,
+    ):
+        mlflow.log_params(
+            {
+                "candidate_version": version,
+                "current": champ_version or "logging policy",
+                "as_of": str(as_of),
+                "promote": ok,
+            }
+        )
         _log_evaluation({CONVERSION: conv, MARGIN: marg}, Path(tmp_s))
         run_id = run.info.run_id
     if ok and promote and champ_version != version:
-        record_alias_move(cfg, REGISTERED_NAME, version, reason=f"evaluate-policy: {reason}", actor="evaluate-policy")
-    return {"version": version, "current": champ_version, "promoted": bool(ok and promote), "reason": reason,
-            "run_id": run_id, "policies": marg.policies, "qini": marg.qini, "uplift_at_k": marg.uplift_at_k}
+        record_alias_move(
+            cfg, REGISTERED_NAME, version, reason=f"evaluate-policy: {reason}", actor="evaluate-policy"
+        )
+    return {
+        "version": version,
+        "current": champ_version,
+        "promoted": bool(ok and promote),
+        "reason": reason,
+        "run_id": run_id,
+        "policies": marg.policies,
+        "qini": marg.qini,
+        "uplift_at_k": marg.uplift_at_k,
+    }

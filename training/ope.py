@@ -94,17 +94,25 @@ def dr_terms(
     return (pi * q_hat).sum(axis=1) + w * (np.asarray(reward, dtype=float) - q_hat[rows, action])
 
 
-def dr(pi: np.ndarray, action: np.ndarray, propensity: np.ndarray, reward: np.ndarray, q_hat: np.ndarray) -> Estimate:
+def dr(
+    pi: np.ndarray, action: np.ndarray, propensity: np.ndarray, reward: np.ndarray, q_hat: np.ndarray
+) -> Estimate:
     """Doubly robust value: unbiased if either the propensities or the reward model are right."""
     return _from_terms("dr", dr_terms(pi, action, propensity, reward, q_hat))
 
 
 def dr_difference(
-    pi_a: np.ndarray, pi_b: np.ndarray, action: np.ndarray, propensity: np.ndarray, reward: np.ndarray,
+    pi_a: np.ndarray,
+    pi_b: np.ndarray,
+    action: np.ndarray,
+    propensity: np.ndarray,
+    reward: np.ndarray,
     q_hat: np.ndarray,
 ) -> Estimate:
     """V(π_a) − V(π_b) on the same rows: paired, so far tighter than comparing two separate intervals."""
-    diff = dr_terms(pi_a, action, propensity, reward, q_hat) - dr_terms(pi_b, action, propensity, reward, q_hat)
+    diff = dr_terms(pi_a, action, propensity, reward, q_hat) - dr_terms(
+        pi_b, action, propensity, reward, q_hat
+    )
     return _from_terms("dr_diff", diff)
 
 
@@ -165,10 +173,21 @@ def arm_effects(
     for a in arms:
         ma, sa, na = mean_se(arm == a)
         eff, se = ma - mc, float(np.hypot(sa, sc))
-        rows.append({
-            "arm": a, "n": na, "n_control": nc, "mean": ma, "mean_control": mc, "effect": eff, "se": se,
-            "low": eff - z * se, "high": eff + z * se, "sim_low": eff - z_sim * se, "sim_high": eff + z_sim * se,
-        })
+        rows.append(
+            {
+                "arm": a,
+                "n": na,
+                "n_control": nc,
+                "mean": ma,
+                "mean_control": mc,
+                "effect": eff,
+                "se": se,
+                "low": eff - z * se,
+                "high": eff + z * se,
+                "sim_low": eff - z_sim * se,
+                "sim_high": eff + z_sim * se,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -197,7 +216,9 @@ def qini_curve(
         qini = st - np.where(nc > 0, sc * nt / nc, 0.0)
         cum = np.where((nt > 0) & (nc > 0), st / nt - sc / nc, np.nan)
     k = np.arange(1, len(y) + 1)
-    return pd.DataFrame({"k": k, "fraction": k / len(y), "n_treated": nt, "n_control": nc, "qini": qini, "uplift": cum})
+    return pd.DataFrame(
+        {"k": k, "fraction": k / len(y), "n_treated": nt, "n_control": nc, "qini": qini, "uplift": cum}
+    )
 
 
 def qini_auc(curve: pd.DataFrame) -> float:

@@ -68,39 +68,55 @@ def data_digest(df: pd.DataFrame, columns: list[str]) -> str:
 
 
 def infer_features(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns
-            if c not in KEYS and c not in LABEL_COLUMNS and not c.startswith(NON_FEATURE_PREFIXES)]
+    return [
+        c
+        for c in df.columns
+        if c not in KEYS and c not in LABEL_COLUMNS and not c.startswith(NON_FEATURE_PREFIXES)
+    ]
 
 
 def prepare(spec: ModelSpec, training_set: pd.DataFrame, feature_names: list[str]) -> pd.DataFrame:
     """Check the frame, keep the spec's population, and shape the label (cap/censor) — or say what is wrong."""
     missing = [c for c in (*KEYS, spec.label) if c not in training_set.columns]
     if missing:
-        raise DataError(f"training set for {spec.name!r} lacks required columns {missing}", column=missing[0],
-                        hint="rebuild it with features.training_set.build_training_set for this spec's service")
+        raise DataError(
+            f"training set for {spec.name!r} lacks required columns {missing}",
+            column=missing[0],
+            hint="rebuild it with features.training_set.build_training_set for this spec's service",
+        )
     absent = [c for c in feature_names if c not in training_set.columns]
     if absent:
         raise DataError(
             f"training set lacks features of FeatureService {spec.feature_service!r}: {absent[:10]}",
-            column=absent[0], hint="rebuild the training set with the same FeatureService",
+            column=absent[0],
+            hint="rebuild the training set with the same FeatureService",
         )
-    bad = [c for c in feature_names if not (is_numeric_dtype(training_set[c]) or is_bool_dtype(training_set[c]))]
+    bad = [
+        c for c in feature_names if not (is_numeric_dtype(training_set[c]) or is_bool_dtype(training_set[c]))
+    ]
     if bad:
-        raise DataError(f"features must be numeric; non-numeric: {bad}", column=bad[0],
-                        rows=training_set[[*KEYS, bad[0]]].head(5),
-                        hint="encode the feature numerically in its feature view")
+        raise DataError(
+            f"features must be numeric; non-numeric: {bad}",
+            column=bad[0],
+            rows=training_set[[*KEYS, bad[0]]].head(5),
+            hint="encode the feature numerically in its feature view",
+        )
     df = training_set
     if spec.population:
         try:
             df = df.query(spec.population)
         except Exception as exc:  # pandas raises several types for a bad expression
-            raise DataError(f"population filter {spec.population!r} of spec {spec.name!r} failed: {exc}",
-                            hint="the filter refers to training-set columns (rfm_* come from the orders)") from exc
+            raise DataError(
+                f"population filter {spec.population!r} of spec {spec.name!r} failed: {exc}",
+                hint="the filter refers to training-set columns (rfm_* come from the orders)",
+            ) from exc
     df = df[df[spec.label].notna()]
     if spec.observed_column and spec.cap_days is not None:
         if spec.observed_column not in df.columns:
-            raise DataError(f"training set lacks {spec.observed_column!r}, needed for the censored label "
-                            f"{spec.label!r}", column=spec.observed_column)
+            raise DataError(
+                f"training set lacks {spec.observed_column!r}, needed for the censored label {spec.label!r}",
+                column=spec.observed_column,
+            )
         # A cutoff whose censored rows were followed for less than the cap is immature: keeping only its
         # observed rows would bias durations short, so the whole cutoff goes.
         y = df[spec.label].astype(float)
@@ -113,8 +129,10 @@ def prepare(spec: ModelSpec, training_set: pd.DataFrame, feature_names: list[str
     if spec.is_binary:
         vals = set(pd.unique(df[spec.label].astype(float)))
         if not vals <= {0.0, 1.0}:
-            raise DataError(f"binary label {spec.label!r} has values other than 0/1: {sorted(vals)[:5]}",
-                            column=spec.label)
+            raise DataError(
+                f"binary label {spec.label!r} has values other than 0/1: {sorted(vals)[:5]}",
+                column=spec.label,
+            )
     return df
 
 
@@ -126,8 +144,15 @@ def _matrix(df: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
 Oracle = pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame]
 
 
-def train(cfg: Config, spec: ModelSpec, training_set: pd.DataFrame, oracle: Oracle | None = None, *,
-          feature_names: list[str] | None = None, show_progress: bool = True) -> TrainResult:
+def train(
+    cfg: Config,
+    spec: ModelSpec,
+    training_set: pd.DataFrame,
+    oracle: Oracle | None = None,
+    *,
+    feature_names: list[str] | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
     """Tune, fit, calibrate and evaluate one model described by `spec`.
 
     `oracle` (simulated data only) has customer_id, cutoff and `oracle`: the true probability of this
@@ -143,24 +168,42 @@ def train(cfg: Config, spec: ModelSpec, training_set: pd.DataFrame, oracle: Orac
     valid = sp.valid if spec.calibrate else pd.concat([sp.valid, sp.calib])
     for part, name in ((sp.train, "training"), (valid, "validation"), (sp.test, "test")):
         if spec.is_binary and part[spec.label].nunique() < 2:
-            raise DataError(f"{name} rows of {spec.name!r} have a single label value; cannot train or evaluate",
-                            hint="use more customers or more cutoffs")
+            raise DataError(
+                f"{name} rows of {spec.name!r} have a single label value; cannot train or evaluate",
+                hint="use more customers or more cutoffs",
+            )
     digest = data_digest(df, [*KEYS, *feats, spec.label])
     o = tcfg.optuna
     Xtr, ytr = _matrix(sp.train, feats), sp.train[spec.label].to_numpy(dtype=float)
     Xva, yva = _matrix(valid, feats), valid[spec.label].to_numpy(dtype=float)
-    tuned = tune(spec, Xtr, ytr, Xva, yva, feats, storage=study_storage(cfg.paths.data_dir),
-                 study_name=f"{spec.name}-{digest[:16]}", trials=o.trials, timeout_seconds=o.timeout_seconds,
-                 early_stopping=o.early_stopping_rounds, seed=o.seed, show_progress=show_progress)
+    tuned = tune(
+        spec,
+        Xtr,
+        ytr,
+        Xva,
+        yva,
+        feats,
+        storage=study_storage(cfg.paths.data_dir),
+        study_name=f"{spec.name}-{digest[:16]}",
+        trials=o.trials,
+        timeout_seconds=o.timeout_seconds,
+        early_stopping=o.early_stopping_rounds,
+        seed=o.seed,
+        show_progress=show_progress,
+    )
     params = {**base_params(spec, o.seed), **tuned.best_params}
-    dtrain = lgb.Dataset(Xtr, ytr, feature_name=feats, free_raw_data=False, params={"feature_pre_filter": False})
+    dtrain = lgb.Dataset(
+        Xtr, ytr, feature_name=feats, free_raw_data=False, params={"feature_pre_filter": False}
+    )
     dvalid = lgb.Dataset(Xva, yva, reference=dtrain, params={"feature_pre_filter": False})
     booster = fit_booster(params, dtrain, dvalid, o.early_stopping_rounds)
     booster = _truncate(booster)
 
     if spec.is_binary and spec.calibrate:
-        calibrator = fit_calibrator(booster.predict(_matrix(calib_rows, feats), num_threads=1),
-                                    calib_rows[spec.label].to_numpy(dtype=float))
+        calibrator = fit_calibrator(
+            booster.predict(_matrix(calib_rows, feats), num_threads=1),
+            calib_rows[spec.label].to_numpy(dtype=float),
+        )
     else:
         calibrator = {"method": "identity"}
     Xte, yte = _matrix(sp.test, feats), sp.test[spec.label].to_numpy(dtype=float)
@@ -185,14 +228,31 @@ def train(cfg: Config, spec: ModelSpec, training_set: pd.DataFrame, oracle: Orac
     importance = dict(zip(feats, booster.feature_importance("gain").round(4).tolist(), strict=True))
     ref = sp.train.sample(min(len(sp.train), cfg.drift.reference_sample), random_state=o.seed)
     return TrainResult(
-        spec=spec, booster=booster, calibrator=calibrator, feature_names=feats, params=params, metrics=flat,
-        quality=quality, tuning=tuned.summary, data_digest=digest,
-        test_keys=sp.test[list(KEYS)].reset_index(drop=True), test_X=Xte, test_y=yte, test_pred=pred,
-        reference=ref[[*KEYS, *feats]].reset_index(drop=True), importance=importance, shap_mean_abs=shap_mean,
+        spec=spec,
+        booster=booster,
+        calibrator=calibrator,
+        feature_names=feats,
+        params=params,
+        metrics=flat,
+        quality=quality,
+        tuning=tuned.summary,
+        data_digest=digest,
+        test_keys=sp.test[list(KEYS)].reset_index(drop=True),
+        test_X=Xte,
+        test_y=yte,
+        test_pred=pred,
+        reference=ref[[*KEYS, *feats]].reset_index(drop=True),
+        importance=importance,
+        shap_mean_abs=shap_mean,
         split_info={
-            "train_rows": len(sp.train), "valid_rows": len(valid), "calib_rows": len(calib_rows),
-            "test_rows": len(sp.test), "purged_rows": sp.purged_rows, "valid_start": str(sp.valid_start),
-            "test_start": str(sp.test_start), "best_iteration": booster.current_iteration(),
+            "train_rows": len(sp.train),
+            "valid_rows": len(valid),
+            "calib_rows": len(calib_rows),
+            "test_rows": len(sp.test),
+            "purged_rows": sp.purged_rows,
+            "valid_start": str(sp.valid_start),
+            "test_start": str(sp.test_start),
+            "best_iteration": booster.current_iteration(),
         },
         test_shap=contrib,
     )
@@ -204,15 +264,24 @@ def _truncate(booster: lgb.Booster) -> lgb.Booster:
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
 
 
-def _baselines(spec: ModelSpec, train: pd.DataFrame, test: pd.DataFrame, yte: np.ndarray, pred: np.ndarray,
-               metrics: dict[str, float], seed: int) -> dict[str, dict[str, float]]:
+def _baselines(
+    spec: ModelSpec,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    yte: np.ndarray,
+    pred: np.ndarray,
+    metrics: dict[str, float],
+    seed: int,
+) -> dict[str, dict[str, float]]:
     if not spec.is_binary or not set(RFM_COLUMNS) <= set(train.columns):
         return {}
     out: dict[str, dict[str, float]] = {}
     rec = recency_baseline(train, spec.label, test)
     out["recency"] = M.binary_metrics(yte, rec)
     ci = M.bootstrap_auc_diff(yte, pred, rec, seed=seed)
-    out["recency"].update({"auc_gain": ci["diff"], "auc_gain_ci_low": ci["ci_low"], "auc_gain_ci_high": ci["ci_high"]})
+    out["recency"].update(
+        {"auc_gain": ci["diff"], "auc_gain_ci_low": ci["ci_low"], "auc_gain_ci_high": ci["ci_high"]}
+    )
     if spec.baseline is not None:
         try:
             bg, model = bgnbd_baseline(train, test, spec.baseline, spec.horizon_days, seed=seed)
@@ -223,8 +292,9 @@ def _baselines(spec: ModelSpec, train: pd.DataFrame, test: pd.DataFrame, yte: np
     return out
 
 
-def _oracle_quality(spec: ModelSpec, test: pd.DataFrame, yte: np.ndarray,
-                    oracle: Oracle) -> dict[str, float] | None:
+def _oracle_quality(
+    spec: ModelSpec, test: pd.DataFrame, yte: np.ndarray, oracle: Oracle
+) -> dict[str, float] | None:
     if callable(oracle):
         oracle = oracle(test[list(KEYS)].reset_index(drop=True))
         if oracle is None:
@@ -234,7 +304,10 @@ def _oracle_quality(spec: ModelSpec, test: pd.DataFrame, yte: np.ndarray,
         raise DataError(f"oracle frame lacks columns {sorted(need - set(oracle.columns))}")
     o = test[list(KEYS)].merge(oracle[["customer_id", "cutoff", "oracle"]], on=list(KEYS), how="left")
     if o["oracle"].isna().any():
-        raise DataError(f"oracle has no value for {int(o['oracle'].isna().sum())} test rows",
-                        rows=o[o["oracle"].isna()].head(5), hint="ask the truth API for every test (customer, cutoff)")
+        raise DataError(
+            f"oracle has no value for {int(o['oracle'].isna().sum())} test rows",
+            rows=o[o["oracle"].isna()].head(5),
+            hint="ask the truth API for every test (customer, cutoff)",
+        )
     truth = o["oracle"].to_numpy(dtype=float)
     return M.binary_metrics(yte, truth) if spec.is_binary else M.regression_metrics(yte, truth)

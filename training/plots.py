@@ -74,7 +74,9 @@ def shap_summary(contrib: np.ndarray, X: np.ndarray, names: list[str], path: Pat
         ok = ~np.isnan(v)
         if ok.sum() > 1:
             rank[ok] = np.argsort(np.argsort(v[ok])) / (ok.sum() - 1)
-        ax.scatter(contrib[:, j], row + rng.uniform(-0.25, 0.25, len(v)), c=rank, cmap="coolwarm", s=3, alpha=0.5)
+        ax.scatter(
+            contrib[:, j], row + rng.uniform(-0.25, 0.25, len(v)), c=rank, cmap="coolwarm", s=3, alpha=0.5
+        )
     ax.set_yticks(range(len(idx)), [names[j] for j in idx])
     ax.axvline(0, c="grey", lw=1)
     ax.set(xlabel="contribution to raw score (pred_contrib)", title="SHAP summary (blue low, red high value)")

@@ -175,7 +175,9 @@ def greedy_batch(margins: pd.DataFrame, allowed: pd.DataFrame | None = None) -> 
 
 
 def policy_matrix(
-    margins: pd.DataFrame, actions: list[str], offers: OffersConfig | None = None,
+    margins: pd.DataFrame,
+    actions: list[str],
+    offers: OffersConfig | None = None,
     allowed: pd.DataFrame | None = None,
 ) -> np.ndarray:
     """π(a | x) as an (n × len(actions)) matrix: greedy one-hot, or with exploration when `offers` is given."""
@@ -183,7 +185,11 @@ def policy_matrix(
         g = greedy_batch(margins, allowed)
         return (g[:, None] == np.array(actions, dtype=object)[None, :]).astype(float)
     cols = [c for c in margins.columns if c != NONE]
-    mask = allowed[cols].to_numpy(dtype=bool) if allowed is not None else np.ones((len(margins), len(cols)), bool)
+    mask = (
+        allowed[cols].to_numpy(dtype=bool)
+        if allowed is not None
+        else np.ones((len(margins), len(cols)), bool)
+    )
     vals = margins[cols].to_numpy(dtype=float)
     out = np.zeros((len(margins), len(actions)))
     pos = {a: i for i, a in enumerate(actions)}

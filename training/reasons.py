@@ -9,8 +9,9 @@ import numpy as np
 from training.registry import ModelBundle
 
 
-def top_reasons(bundle: ModelBundle, X: np.ndarray, k: int = 3,
-                direction: Literal["abs", "up"] = "abs") -> tuple[np.ndarray, np.ndarray]:
+def top_reasons(
+    bundle: ModelBundle, X: np.ndarray, k: int = 3, direction: Literal["abs", "up"] = "abs"
+) -> tuple[np.ndarray, np.ndarray]:
     """Names (n, k) and raw-score contributions (n, k) of each row's top-k features.
 
     "abs" ranks by |contribution| (what mattered), "up" by contribution (what pushed the score up,

@@ -72,24 +72,36 @@ class ModelBundle:
         if X.ndim == 1:
             X = X.reshape(1, -1)
         if X.shape[1] != len(self.feature_names):
-            raise RebuyError(f"{self.name} v{self.version} expects {len(self.feature_names)} features "
-                             f"({self.feature_service}), got {X.shape[1]}")
+            raise RebuyError(
+                f"{self.name} v{self.version} expects {len(self.feature_names)} features "
+                f"({self.feature_service}), got {X.shape[1]}"
+            )
         raw = self.booster.predict(X, num_threads=1)
         return apply_calibrator(self.calibrator, raw) if self.is_binary else raw
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the raw score (last column = expected value), via pred_contrib."""
-        return self.booster.predict(np.asarray(X, dtype=np.float64).reshape(-1, len(self.feature_names)),
-                                    pred_contrib=True, num_threads=1)
+        return self.booster.predict(
+            np.asarray(X, dtype=np.float64).reshape(-1, len(self.feature_names)),
+            pred_contrib=True,
+            num_threads=1,
+        )
 
 
 def read_bundle_dir(path: Path, name: str, version: str) -> ModelBundle:
     meta = json.loads((path / "extra_files" / "meta.json").read_text(encoding="utf-8"))
     cal = json.loads((path / "extra_files" / "calibrator.json").read_text(encoding="utf-8"))
     booster = lgb.Booster(model_file=str(path / "model.lgb"))  # threads are set per predict call
-    return ModelBundle(name=name, version=str(version), booster=booster, calibrator=cal,
-                       feature_names=list(meta["feature_names"]), feature_service=meta["feature_service"],
-                       objective=meta["objective"], meta=meta)
+    return ModelBundle(
+        name=name,
+        version=str(version),
+        booster=booster,
+        calibrator=cal,
+        feature_names=list(meta["feature_names"]),
+        feature_service=meta["feature_service"],
+        objective=meta["objective"],
+        meta=meta,
+    )
 
 
 def load_version(cfg: Config, name: str, version: str) -> ModelBundle:
@@ -106,8 +118,9 @@ def load_version(cfg: Config, name: str, version: str) -> ModelBundle:
             # resolve the logged model through *this* store: a bare models:/ URI would be looked up in
             # MLflow's global default store (./mlflow.db of whatever directory the process runs in)
             source = c.get_logged_model(source.removeprefix("models:/")).artifact_location
-        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dest),
-                                            tracking_uri=cfg.mlflow_uri)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(dest), tracking_uri=cfg.mlflow_uri
+        )
         found = list(dest.rglob("model.lgb"))
         if not found:
             raise RebuyError(f"{reg} v{version} has no model.lgb; it was not logged by rebuy's training")
@@ -130,8 +143,10 @@ def load_champion(cfg: Config, name: str) -> ModelBundle:
     """The @champion of a model ("churn", "repurchase", "days_to_next", "value" or "rebuy-…")."""
     version = alias_version(cfg, name, CHAMPION)
     if version is None:
-        raise RebuyError(f"no @champion for {registered_name(name)} in {cfg.mlflow_uri}; "
-                         f"run `rebuy train {name}` (or `rebuy models promote`) first")
+        raise RebuyError(
+            f"no @champion for {registered_name(name)} in {cfg.mlflow_uri}; "
+            f"run `rebuy train {name}` (or `rebuy models promote`) first"
+        )
     return load_version(cfg, name, version)
 
 
@@ -189,7 +204,14 @@ def list_models(cfg: Config) -> list[dict[str, Any]]:
             by_version.setdefault(str(v), []).append(alias)
         for mv in c.search_model_versions(f"name='{rm.name}'"):
             aliases = ",".join(sorted(by_version.get(str(mv.version), [])))
-            rows.append({"model": rm.name, "version": int(mv.version), "aliases": aliases,
-                         "test_metric": mv.tags.get("test_metric", ""), "run_id": mv.run_id,
-                         "note": mv.tags.get("champion_reason", mv.tags.get("gate_reason", ""))})
+            rows.append(
+                {
+                    "model": rm.name,
+                    "version": int(mv.version),
+                    "aliases": aliases,
+                    "test_metric": mv.tags.get("test_metric", ""),
+                    "run_id": mv.run_id,
+                    "note": mv.tags.get("champion_reason", mv.tags.get("gate_reason", "")),
+                }
+            )
     return sorted(rows, key=lambda r: (r["model"], -r["version"]))

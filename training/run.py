@@ -35,10 +35,14 @@ def simulator_oracle(sim: Any) -> OracleFn:
         elif spec.label == "repurchase":
             value = sim.truth_at(keys, horizon_days=spec.horizon_days)["p_order"]
         elif spec.label == "spend_next":
-            value = sim.truth_at(keys, horizon_days=spec.horizon_days, spend_days=spec.horizon_days)["expected_spend"]
+            value = sim.truth_at(keys, horizon_days=spec.horizon_days, spend_days=spec.horizon_days)[
+                "expected_spend"
+            ]
         elif spec.label == "days_to_next_order":
             cap = int(spec.cap_days or spec.horizon_days)
-            value = sim.truth_at(keys, horizon_days=spec.horizon_days, spend_days=cap)["expected_days_to_next_order"]
+            value = sim.truth_at(keys, horizon_days=spec.horizon_days, spend_days=cap)[
+                "expected_days_to_next_order"
+            ]
         else:
             return None
         return keys.assign(oracle=value.to_numpy())
@@ -66,9 +70,16 @@ def with_rfm(training_set: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
     return training_set.drop(columns=drop).merge(rfm, on=["customer_id", "cutoff"], how="left")
 
 
-def train_specs(cfg: Config, names: Sequence[str], training_sets: Mapping[str, pd.DataFrame],
-                services: Mapping[str, Sequence[str]], *, oracle: OracleFn | None = None,
-                show_progress: bool = True, register: bool = True) -> dict[str, ModelRun | TrainResult]:
+def train_specs(
+    cfg: Config,
+    names: Sequence[str],
+    training_sets: Mapping[str, pd.DataFrame],
+    services: Mapping[str, Sequence[str]],
+    *,
+    oracle: OracleFn | None = None,
+    show_progress: bool = True,
+    register: bool = True,
+) -> dict[str, ModelRun | TrainResult]:
     """Train the named specs on prepared training sets (keyed by FeatureService), log and gate each."""
     specs = default_specs(cfg)
     out: dict[str, ModelRun | TrainResult] = {}
@@ -82,15 +93,23 @@ def train_specs(cfg: Config, names: Sequence[str], training_sets: Mapping[str, p
     return out
 
 
-def train_command(cfg: Config, which: str, as_of: pd.Timestamp, *, oracle: OracleFn | None = None,
-                  show_progress: bool = True) -> dict[str, ModelRun]:
+def train_command(
+    cfg: Config,
+    which: str,
+    as_of: pd.Timestamp,
+    *,
+    oracle: OracleFn | None = None,
+    show_progress: bool = True,
+) -> dict[str, ModelRun]:
     """`rebuy train WHICH`: one training set per FeatureService, shared by the specs that use it."""
     if which not in TRAIN_GROUPS:
         raise RebuyError(f"unknown model group {which!r}; use one of {sorted(TRAIN_GROUPS)}")
     try:
         from features.training_set import build_training_set, cutoff_grid
     except ImportError as exc:
-        raise RebuyError(f"the features stage is not available ({exc}); training needs features.training_set") from exc
+        raise RebuyError(
+            f"the features stage is not available ({exc}); training needs features.training_set"
+        ) from exc
     from rebuy.ingest import read_canonical
 
     tables = read_canonical(cfg.paths.data_dir)
@@ -128,8 +147,11 @@ def render(runs: Mapping[str, ModelRun], console: Console) -> None:
     for col in ("model", "scorer", *QUALITY_COLUMNS):
         table.add_column(col, justify="right" if col in QUALITY_COLUMNS else "left")
     for r in quality_rows(runs):
-        table.add_row(str(r["model"]), str(r["scorer"]),
-                      *("" if r.get(c) is None else f"{r[c]:.4f}" for c in QUALITY_COLUMNS))
+        table.add_row(
+            str(r["model"]),
+            str(r["scorer"]),
+            *("" if r.get(c) is None else f"{r[c]:.4f}" for c in QUALITY_COLUMNS),
+        )
     console.print(table)
     for name, run in runs.items():
         o = run.outcome

@@ -69,7 +69,9 @@ class ModelSpec:
     @property
     def higher_is_better(self) -> bool:
         if self.metric not in METRIC_DIRECTION:
-            raise RebuyError(f"spec {self.name!r}: unknown metric {self.metric!r}; known: {sorted(METRIC_DIRECTION)}")
+            raise RebuyError(
+                f"spec {self.name!r}: unknown metric {self.metric!r}; known: {sorted(METRIC_DIRECTION)}"
+            )
         return METRIC_DIRECTION[self.metric]
 
 
@@ -78,23 +80,46 @@ def default_specs(cfg: Config) -> dict[str, ModelSpec]:
     h = cfg.horizons
     return {
         "churn": ModelSpec(
-            name="churn", registered_name="rebuy-churn", label="churn", horizon_days=h.churn_days,
-            feature_service="churn_v1", objective="binary", metric="roc_auc", baseline="churn",
+            name="churn",
+            registered_name="rebuy-churn",
+            label="churn",
+            horizon_days=h.churn_days,
+            feature_service="churn_v1",
+            objective="binary",
+            metric="roc_auc",
+            baseline="churn",
         ),
         "repurchase": ModelSpec(
-            name="repurchase", registered_name="rebuy-repurchase", label="repurchase",
-            horizon_days=h.repurchase_days, feature_service="repurchase_v1", objective="binary",
-            metric="roc_auc", baseline="repurchase",
+            name="repurchase",
+            registered_name="rebuy-repurchase",
+            label="repurchase",
+            horizon_days=h.repurchase_days,
+            feature_service="repurchase_v1",
+            objective="binary",
+            metric="roc_auc",
+            baseline="repurchase",
         ),
         "days_to_next": ModelSpec(
-            name="days_to_next", registered_name="rebuy-days-to-next", label="days_to_next_order",
-            horizon_days=h.repurchase_days, feature_service="repurchase_v1", objective="regression_l1",
-            metric="mae", calibrate=False, observed_column="next_order_observed",
+            name="days_to_next",
+            registered_name="rebuy-days-to-next",
+            label="days_to_next_order",
+            horizon_days=h.repurchase_days,
+            feature_service="repurchase_v1",
+            objective="regression_l1",
+            metric="mae",
+            calibrate=False,
+            observed_column="next_order_observed",
             cap_days=float(h.value_days),
         ),
         "value": ModelSpec(
-            name="value", registered_name="rebuy-value", label="spend_next", horizon_days=h.value_days,
-            feature_service="value_v1", objective="tweedie", metric="mae", calibrate=False,
+            name="value",
+            registered_name="rebuy-value",
+            label="spend_next",
+            horizon_days=h.value_days,
+            feature_service="value_v1",
+            objective="tweedie",
+            metric="mae",
+            calibrate=False,
         ),
     }
 

@@ -20,8 +20,9 @@ class Split:
     purged_rows: int
 
 
-def time_split(df: pd.DataFrame, horizon_days: int, test_cutoffs: int, valid_cutoffs: int,
-               calib_share: float = 0.5) -> Split:
+def time_split(
+    df: pd.DataFrame, horizon_days: int, test_cutoffs: int, valid_cutoffs: int, calib_share: float = 0.5
+) -> Split:
     """Latest `test_cutoffs` cutoffs are test, the `valid_cutoffs` before are validation.
 
     A training row at cutoff c has its label window (c, c + h]; rows with c + h > first validation cutoff
@@ -30,8 +31,10 @@ def time_split(df: pd.DataFrame, horizon_days: int, test_cutoffs: int, valid_cut
     calibration part, so the calibrator never sees rows the booster was tuned on.
     """
     if "cutoff" not in df.columns or "customer_id" not in df.columns:
-        raise DataError("training set lacks the key columns customer_id and cutoff",
-                        hint="build it with features.training_set.build_training_set")
+        raise DataError(
+            "training set lacks the key columns customer_id and cutoff",
+            hint="build it with features.training_set.build_training_set",
+        )
     cutoffs = sorted(df["cutoff"].unique())
     need = test_cutoffs + valid_cutoffs + 1
     if len(cutoffs) < need:
@@ -56,6 +59,11 @@ def time_split(df: pd.DataFrame, horizon_days: int, test_cutoffs: int, valid_cut
     bucket = pd.util.hash_pandas_object(valid_all["customer_id"].astype(str), index=False).to_numpy() % 1000
     in_calib = bucket < round(calib_share * 1000)
     return Split(
-        train=train, valid=valid_all[~in_calib], calib=valid_all[in_calib], test=test,
-        test_start=test_start, valid_start=valid_start, purged_rows=len(earlier) - len(train),
+        train=train,
+        valid=valid_all[~in_calib],
+        calib=valid_all[in_calib],
+        test=test,
+        test_start=test_start,
+        valid_start=valid_start,
+        purged_rows=len(earlier) - len(train),
     )

@@ -55,7 +55,9 @@ def _metric(result_spec_metric: str, binary: bool, y: np.ndarray, pred: np.ndarr
     return float(m[result_spec_metric])
 
 
-def gate(result: TrainResult, champion: ModelBundle | None, margin: float) -> tuple[bool, str, float, float | None]:
+def gate(
+    result: TrainResult, champion: ModelBundle | None, margin: float
+) -> tuple[bool, str, float, float | None]:
     """Promote when there is no champion, or the challenger beats it on the same test rows by `margin`."""
     spec = result.spec
     challenger = _metric(spec.metric, spec.is_binary, result.test_y, result.test_pred)
@@ -63,14 +65,23 @@ def gate(result: TrainResult, champion: ModelBundle | None, margin: float) -> tu
         return True, "no champion yet", challenger, None
     missing = [f for f in champion.feature_names if f not in result.feature_names]
     if missing:
-        return False, (f"champion v{champion.version} uses features absent from this run ({missing[:5]}); "
-                       "not comparable on the same rows — promote by hand if intended"), challenger, None
+        return (
+            False,
+            (
+                f"champion v{champion.version} uses features absent from this run ({missing[:5]}); "
+                "not comparable on the same rows — promote by hand if intended"
+            ),
+            challenger,
+            None,
+        )
     cols = [result.feature_names.index(f) for f in champion.feature_names]
     champ = _metric(spec.metric, spec.is_binary, result.test_y, champion.predict(result.test_X[:, cols]))
     better = challenger >= champ + margin if spec.higher_is_better else challenger <= champ - margin
     word = "beats" if better else "does not beat"
-    reason = (f"challenger {spec.metric}={challenger:.4f} {word} champion v{champion.version} "
-              f"{spec.metric}={champ:.4f} by the margin {margin} on the same {len(result.test_y)} test rows")
+    reason = (
+        f"challenger {spec.metric}={challenger:.4f} {word} champion v{champion.version} "
+        f"{spec.metric}={champ:.4f} by the margin {margin} on the same {len(result.test_y)} test rows"
+    )
     return better, reason, challenger, champ
 
 
@@ -88,15 +99,27 @@ def log_run(cfg: Config, result: TrainResult) -> RunOutcome:
     exp_id = _experiment_id(cfg)
     champ_version = alias_version(cfg, spec.registered_name, CHAMPION)
     champion = load_version(cfg, spec.registered_name, champ_version) if champ_version else None
-    with tempfile.TemporaryDirectory() as tmp_s, mlflow.start_run(experiment_id=exp_id, run_name=spec.name) as run:
+    with (
+        tempfile.TemporaryDirectory() as tmp_s,
+        mlflow.start_run(experiment_id=exp_id, run_name=spec.name) as run,
+    ):
         tmp = Path(tmp_s)
         mlflow.log_params({k: v for k, v in result.params.items()})
         mlflow.log_params({"spec_" + k: v for k, v in _spec_params(result).items()})
-        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if v is not None and np.isfinite(v)})
-        mlflow.set_tags({"feature_service": spec.feature_service, "model": spec.name,
-                         "data_digest": result.data_digest, "n_features": str(len(result.feature_names))})
-        _write_json(tmp / "features.json", {"feature_service": spec.feature_service,
-                                            "features": result.feature_names})
+        mlflow.log_metrics(
+            {k: float(v) for k, v in result.metrics.items() if v is not None and np.isfinite(v)}
+        )
+        mlflow.set_tags(
+            {
+                "feature_service": spec.feature_service,
+                "model": spec.name,
+                "data_digest": result.data_digest,
+                "n_features": str(len(result.feature_names)),
+            }
+        )
+        _write_json(
+            tmp / "features.json", {"feature_service": spec.feature_service, "features": result.feature_names}
+        )
         _write_json(tmp / "optuna_study.json", result.tuning)
         _write_json(tmp / "quality.json", result.quality)
         _write_json(tmp / "split.json", result.split_info)
@@ -109,18 +132,29 @@ def log_run(cfg: Config, result: TrainResult) -> RunOutcome:
         for png in _plots(result, tmp):
             mlflow.log_artifact(str(png), artifact_path="plots")
 
-        meta = {"name": spec.registered_name, "spec": spec.name, "objective": spec.objective,
-                "feature_names": result.feature_names, "feature_service": spec.feature_service,
-                "label": spec.label, "horizon_days": spec.horizon_days, "data_digest": result.data_digest,
-                "metric": spec.metric, "test_metric": float(result.metrics[spec.metric]),
-                # test-prediction quantiles (0, 0.05, …, 1): segments' value cut, drift of predictions
-                "prediction_quantiles": np.quantile(result.test_pred, np.linspace(0, 1, 21)).tolist()}
+        meta = {
+            "name": spec.registered_name,
+            "spec": spec.name,
+            "objective": spec.objective,
+            "feature_names": result.feature_names,
+            "feature_service": spec.feature_service,
+            "label": spec.label,
+            "horizon_days": spec.horizon_days,
+            "data_digest": result.data_digest,
+            "metric": spec.metric,
+            "test_metric": float(result.metrics[spec.metric]),
+            # test-prediction quantiles (0, 0.05, …, 1): segments' value cut, drift of predictions
+            "prediction_quantiles": np.quantile(result.test_pred, np.linspace(0, 1, 21)).tolist(),
+        }
         _write_json(tmp / "meta.json", meta)
         _write_json(tmp / "calibrator.json", result.calibrator)
         example = pd.DataFrame(result.test_X[:5], columns=result.feature_names)
         info = mlflow.lightgbm.log_model(
-            result.booster, name="model", signature=infer_signature(example, result.test_pred[:5]),
-            input_example=example, registered_model_name=spec.registered_name,
+            result.booster,
+            name="model",
+            signature=infer_signature(example, result.test_pred[:5]),
+            input_example=example,
+            registered_model_name=spec.registered_name,
             extra_files=[str(tmp / "meta.json"), str(tmp / "calibrator.json")],
             pip_requirements=[f"lightgbm=={lgb.__version__}"],
         )
@@ -135,24 +169,45 @@ def log_run(cfg: Config, result: TrainResult) -> RunOutcome:
     c.set_model_version_tag(name, version, "gate_reason", reason)
     if promoted:
         record_alias_move(cfg, name, version, reason=f"gate: {reason}", actor="training")
-    return RunOutcome(run_id=run_id, registered_name=name, version=version, promoted=promoted, reason=reason,
-                      challenger_metric=ch_m, champion_metric=champ_m, champion_version=champ_version)
+    return RunOutcome(
+        run_id=run_id,
+        registered_name=name,
+        version=version,
+        promoted=promoted,
+        reason=reason,
+        challenger_metric=ch_m,
+        champion_metric=champ_m,
+        champion_version=champ_version,
+    )
 
 
 def _spec_params(result: TrainResult) -> dict[str, Any]:
     s = result.spec
-    return {"label": s.label, "horizon_days": s.horizon_days, "feature_service": s.feature_service,
-            "objective": s.objective, "metric": s.metric, "population": s.population, "calibrate": s.calibrate,
-            "calibrator": result.calibrator.get("method"),
-            "search_space": json.dumps({k: [r.kind, r.low, r.high, r.log] for k, r in s.search_space.items()})}
+    return {
+        "label": s.label,
+        "horizon_days": s.horizon_days,
+        "feature_service": s.feature_service,
+        "objective": s.objective,
+        "metric": s.metric,
+        "population": s.population,
+        "calibrate": s.calibrate,
+        "calibrator": result.calibrator.get("method"),
+        "search_space": json.dumps({k: [r.kind, r.low, r.high, r.log] for k, r in s.search_space.items()}),
+    }
 
 
 def _plots(result: TrainResult, tmp: Path) -> list[Path]:
     y, p = result.test_y, result.test_pred
     out = [plots.feature_importance(result.importance, tmp / "feature_importance.png")]
     if result.test_shap is not None:
-        out.append(plots.shap_summary(result.test_shap, result.test_X[: len(result.test_shap)],
-                                      result.feature_names, tmp / "shap_summary.png"))
+        out.append(
+            plots.shap_summary(
+                result.test_shap,
+                result.test_X[: len(result.test_shap)],
+                result.feature_names,
+                tmp / "shap_summary.png",
+            )
+        )
     if result.spec.is_binary:
         out.append(plots.calibration_curve(y, p, tmp / "calibration_curve.png"))
         out.append(plots.gain_lift(y, p, tmp / "gain_lift.png"))

@@ -63,11 +63,23 @@ def _pruning_callback(trial: optuna.Trial, metric: str, every: int = 10) -> Call
     return callback
 
 
-def fit_booster(params: Mapping[str, Any], dtrain: lgb.Dataset, dvalid: lgb.Dataset, early_stopping: int,
-                max_rounds: int = 2000, extra_callbacks: list[Callable[[Any], None]] | None = None) -> lgb.Booster:
+def fit_booster(
+    params: Mapping[str, Any],
+    dtrain: lgb.Dataset,
+    dvalid: lgb.Dataset,
+    early_stopping: int,
+    max_rounds: int = 2000,
+    extra_callbacks: list[Callable[[Any], None]] | None = None,
+) -> lgb.Booster:
     callbacks = [lgb.early_stopping(early_stopping, verbose=False), *(extra_callbacks or [])]
-    return lgb.train(dict(params), dtrain, num_boost_round=max_rounds, valid_sets=[dvalid],
-                     valid_names=["valid"], callbacks=callbacks)
+    return lgb.train(
+        dict(params),
+        dtrain,
+        num_boost_round=max_rounds,
+        valid_sets=[dvalid],
+        valid_names=["valid"],
+        callbacks=callbacks,
+    )
 
 
 @dataclass(frozen=True)
@@ -84,15 +96,31 @@ def study_storage(data_dir: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def tune(spec: ModelSpec, X_train: np.ndarray, y_train: np.ndarray, X_valid: np.ndarray, y_valid: np.ndarray,
-         feature_names: list[str], *, storage: str, study_name: str, trials: int, timeout_seconds: float,
-         early_stopping: int, seed: int, show_progress: bool = True) -> TuneResult:
+def tune(
+    spec: ModelSpec,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_valid: np.ndarray,
+    y_valid: np.ndarray,
+    feature_names: list[str],
+    *,
+    storage: str,
+    study_name: str,
+    trials: int,
+    timeout_seconds: float,
+    early_stopping: int,
+    seed: int,
+    show_progress: bool = True,
+) -> TuneResult:
     """Run (or resume) the study until it holds `trials` finished trials or the time budget is spent."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = LGB_METRIC[spec.objective]
     direction = "maximize" if metric == "auc" else "minimize"
     study = optuna.create_study(
-        study_name=study_name, storage=storage, load_if_exists=True, direction=direction,
+        study_name=study_name,
+        storage=storage,
+        load_if_exists=True,
+        direction=direction,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20),
     )
@@ -100,22 +128,36 @@ def tune(spec: ModelSpec, X_train: np.ndarray, y_train: np.ndarray, X_valid: np.
     already = len(study.get_trials(deepcopy=False, states=done_states))
     remaining = max(0, trials - already)
     # pre-filtering would freeze bins for the first trial's min_data_in_leaf; trials vary it
-    dtrain = lgb.Dataset(X_train, y_train, feature_name=feature_names, free_raw_data=False,
-                         params={"feature_pre_filter": False})
-    dvalid = lgb.Dataset(X_valid, y_valid, reference=dtrain, free_raw_data=False, params={"feature_pre_filter": False})
+    dtrain = lgb.Dataset(
+        X_train,
+        y_train,
+        feature_name=feature_names,
+        free_raw_data=False,
+        params={"feature_pre_filter": False},
+    )
+    dvalid = lgb.Dataset(
+        X_valid, y_valid, reference=dtrain, free_raw_data=False, params={"feature_pre_filter": False}
+    )
     fixed = base_params(spec, seed)
 
     def objective(trial: optuna.Trial) -> float:
         params = {**fixed, **suggest(trial, spec.search_space)}
-        booster = fit_booster(params, dtrain, dvalid, early_stopping,
-                              extra_callbacks=[_pruning_callback(trial, metric)])
+        booster = fit_booster(
+            params, dtrain, dvalid, early_stopping, extra_callbacks=[_pruning_callback(trial, metric)]
+        )
         trial.set_user_attr("best_iteration", int(booster.best_iteration))
         return float(booster.best_score["valid"][metric])
 
     if remaining:
-        with Progress(TextColumn(f"[bold]tuning {spec.name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), disable=not show_progress,
-                      transient=True) as progress:
+        with Progress(
+            TextColumn(f"[bold]tuning {spec.name}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            disable=not show_progress,
+            transient=True,
+        ) as progress:
             task = progress.add_task("tune", total=remaining, best="-")
 
             def on_trial(study: optuna.Study, _t: optuna.trial.FrozenTrial) -> None:
@@ -129,19 +171,40 @@ def tune(spec: ModelSpec, X_train: np.ndarray, y_train: np.ndarray, X_valid: np.
     completed = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         # The budget ran out before any trial finished: train once with the search space's midpoints.
-        params = {k: (int((r.low * r.high) ** 0.5) if r.kind == "int" else (r.low * r.high) ** 0.5 if r.log
-                      else (r.low + r.high) / 2) for k, r in spec.search_space.items()}
+        params = {
+            k: (
+                int((r.low * r.high) ** 0.5)
+                if r.kind == "int"
+                else (r.low * r.high) ** 0.5
+                if r.log
+                else (r.low + r.high) / 2
+            )
+            for k, r in spec.search_space.items()
+        }
         booster = fit_booster({**fixed, **params}, dtrain, dvalid, early_stopping)
-        best_params, best_value, best_iter = params, float(booster.best_score["valid"][metric]), booster.best_iteration
+        best_params, best_value, best_iter = (
+            params,
+            float(booster.best_score["valid"][metric]),
+            booster.best_iteration,
+        )
     else:
         best = study.best_trial
         best_params, best_value = dict(best.params), float(best.value)
         best_iter = int(best.user_attrs.get("best_iteration", 100))
     states = [t.state.name for t in all_trials]
     summary = {
-        "study_name": study_name, "direction": direction, "metric": metric,
-        "n_trials": len(all_trials), "n_complete": states.count("COMPLETE"), "n_pruned": states.count("PRUNED"),
-        "n_failed": states.count("FAIL"), "resumed_from": already, "best_value": best_value,
-        "best_params": best_params, "best_iteration": int(best_iter),
+        "study_name": study_name,
+        "direction": direction,
+        "metric": metric,
+        "n_trials": len(all_trials),
+        "n_complete": states.count("COMPLETE"),
+        "n_pruned": states.count("PRUNED"),
+        "n_failed": states.count("FAIL"),
+        "resumed_from": already,
+        "best_value": best_value,
+        "best_params": best_params,
+        "best_iteration": int(best_iter),
     }
-    return TuneResult(best_params=best_params, best_value=best_value, best_iteration=int(best_iter), summary=summary)
+    return TuneResult(
+        best_params=best_params, best_value=best_value, best_iteration=int(best_iter), summary=summary
+    )

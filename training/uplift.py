@@ -60,8 +60,11 @@ class Encoder:
 
     @classmethod
     def fit(cls, X: pd.DataFrame, categorical: Sequence[str] = ()) -> Encoder:
-        cats = set(categorical) | {c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])
-                                   or pd.api.types.is_bool_dtype(X[c])}
+        cats = set(categorical) | {
+            c
+            for c in X.columns
+            if not pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])
+        }
         numeric = tuple(c for c in X.columns if c not in cats)
         levels = {c: tuple(sorted(X[c].dropna().astype(str).unique())) for c in X.columns if c in cats}
         return cls(numeric, levels)
@@ -77,8 +80,11 @@ class Encoder:
     def transform(self, X: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.feature_names if c not in X.columns]
         if missing:
-            raise DataError(f"features missing for uplift scoring: {missing}", column=missing[0],
-                            hint="score with the same feature columns the model was trained on")
+            raise DataError(
+                f"features missing for uplift scoring: {missing}",
+                column=missing[0],
+                hint="score with the same feature columns the model was trained on",
+            )
         out = np.empty((len(X), len(self.feature_names)), dtype=np.float64)
         for j, c in enumerate(self.numeric):
             col = pd.to_numeric(X[c], errors="coerce") if not pd.api.types.is_numeric_dtype(X[c]) else X[c]
@@ -89,7 +95,10 @@ class Encoder:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"numeric": list(self.numeric), "categorical": {k: list(v) for k, v in self.categorical.items()}}
+        return {
+            "numeric": list(self.numeric),
+            "categorical": {k: list(v) for k, v in self.categorical.items()},
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Encoder:
@@ -126,8 +135,10 @@ class UpliftModel:
         if X.ndim == 1:
             X = X.reshape(1, -1)
         if X.shape[1] != len(self.feature_names):
-            raise RebuyError(f"uplift model expects {len(self.feature_names)} features {self.feature_names}, "
-                             f"got {X.shape[1]} columns; encode rows with model.encoder.transform")
+            raise RebuyError(
+                f"uplift model expects {len(self.feature_names)} features {self.feature_names}, "
+                f"got {X.shape[1]} columns; encode rows with model.encoder.transform"
+            )
         return X
 
     def _p(self, key: str, X: np.ndarray) -> np.ndarray:
@@ -175,9 +186,16 @@ class UpliftModel:
             b.save_model(str(path / name))
             files[key] = name
         doc = {
-            "format": "rebuy-uplift-v1", "learner": self.learner, "control": self.control, "arms": self.arms,
-            "targets": self.targets, "binary": self.binary, "encoder": self.encoder.to_json(), "g": self.g,
-            "boosters": files, "meta": self.meta,
+            "format": "rebuy-uplift-v1",
+            "learner": self.learner,
+            "control": self.control,
+            "arms": self.arms,
+            "targets": self.targets,
+            "binary": self.binary,
+            "encoder": self.encoder.to_json(),
+            "g": self.g,
+            "boosters": files,
+            "meta": self.meta,
         }
         (path / "uplift.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
         return path
@@ -192,8 +210,17 @@ class UpliftModel:
         if doc.get("format") != "rebuy-uplift-v1":
             raise RebuyError(f"{meta_file}: unknown format {doc.get('format')!r}")
         boosters = {k: lgb.Booster(model_file=str(path / f)) for k, f in doc["boosters"].items()}
-        return cls(doc["learner"], doc["control"], list(doc["arms"]), list(doc["targets"]), dict(doc["binary"]),
-                   Encoder.from_json(doc["encoder"]), boosters, dict(doc["g"]), dict(doc.get("meta", {})))
+        return cls(
+            doc["learner"],
+            doc["control"],
+            list(doc["arms"]),
+            list(doc["targets"]),
+            dict(doc["binary"]),
+            Encoder.from_json(doc["encoder"]),
+            boosters,
+            dict(doc["g"]),
+            dict(doc.get("meta", {})),
+        )
 
 
 # --- fitting -------------------------------------------------------------------------------------------
@@ -204,11 +231,16 @@ def _is_binary(y: np.ndarray) -> bool:
     return len(v) <= 2 and set(v.tolist()) <= {0.0, 1.0}
 
 
-def _fit_one(X: np.ndarray, y: np.ndarray, binary: bool, cat_idx: list[int], seed: int,
-             params: Mapping[str, Any] | None) -> lgb.Booster:
+def _fit_one(
+    X: np.ndarray,
+    y: np.ndarray,
+    binary: bool,
+    cat_idx: list[int],
+    seed: int,
+    params: Mapping[str, Any] | None,
+) -> lgb.Booster:
     """One base learner, with early stopping on a random fifth of its own rows (deterministic by seed)."""
-    p = {**BASE_PARAMS, **(params or {}), "seed": seed,
-         "objective": "binary" if binary else "regression"}
+    p = {**BASE_PARAMS, **(params or {}), "seed": seed, "objective": "binary" if binary else "regression"}
     if binary:
         p["metric"] = "binary_logloss"
     p["min_data_in_leaf"] = int(min(p["min_data_in_leaf"], max(5, len(y) // 20)))
@@ -220,8 +252,13 @@ def _fit_one(X: np.ndarray, y: np.ndarray, binary: bool, cat_idx: list[int], see
     dtrain = lgb.Dataset(X[~valid], y[~valid], params={"verbose": -1}, **kw)
     if valid.any():
         dvalid = lgb.Dataset(X[valid], y[valid], reference=dtrain, **kw)
-        b = lgb.train(p, dtrain, MAX_ROUNDS, valid_sets=[dvalid],
-                      callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])
+        b = lgb.train(
+            p,
+            dtrain,
+            MAX_ROUNDS,
+            valid_sets=[dvalid],
+            callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)],
+        )
         # refit on every row with the chosen number of rounds: small arms need all their data
         rounds = max(b.best_iteration, 1)
     else:
@@ -235,22 +272,40 @@ def _validate(X: pd.DataFrame, arm: np.ndarray, outcomes: pd.DataFrame, control:
         raise RebuyError(f"uplift: {len(X)} feature rows, {len(arm)} arms, {len(outcomes)} outcome rows")
     counts = pd.Series(arm).value_counts()
     if control not in counts:
-        raise DataError(f"no rows in the control arm {control!r}; arms present: {sorted(counts.index)}",
-                        column="arm", hint="name the control arm that is in the data")
+        raise DataError(
+            f"no rows in the control arm {control!r}; arms present: {sorted(counts.index)}",
+            column="arm",
+            hint="name the control arm that is in the data",
+        )
     small = counts[counts < min_rows]
     if len(small):
-        raise DataError(f"arms with fewer than {min_rows} rows cannot be learned from: {small.to_dict()}",
-                        column="arm", hint="drop those arms or collect more data")
+        raise DataError(
+            f"arms with fewer than {min_rows} rows cannot be learned from: {small.to_dict()}",
+            column="arm",
+            hint="drop those arms or collect more data",
+        )
     for c in outcomes.columns:
         if not np.isfinite(outcomes[c].to_numpy(dtype=float)).all():
-            raise DataError("outcome has missing or non-finite values", column=c,
-                            hint="fill or drop the rows without an outcome")
+            raise DataError(
+                "outcome has missing or non-finite values",
+                column=c,
+                hint="fill or drop the rows without an outcome",
+            )
 
 
 def fit_uplift(
-    X: pd.DataFrame, arm: Sequence[str] | np.ndarray, outcomes: pd.DataFrame, control: str, *,
-    learner: str = "t", categorical: Sequence[str] = (), encoder: Encoder | None = None, seed: int = 0,
-    params: Mapping[str, Any] | None = None, min_rows: int = 30, reuse: UpliftModel | None = None,
+    X: pd.DataFrame,
+    arm: Sequence[str] | np.ndarray,
+    outcomes: pd.DataFrame,
+    control: str,
+    *,
+    learner: str = "t",
+    categorical: Sequence[str] = (),
+    encoder: Encoder | None = None,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+    min_rows: int = 30,
+    reuse: UpliftModel | None = None,
 ) -> UpliftModel:
     """Fit a T- or X-learner for every arm vs `control` and every outcome column.
 
@@ -293,12 +348,27 @@ def fit_uplift(
                 boosters[f"{t}|tau1|{a}"] = _fit_one(M[m1], d1, False, cat_idx, s, params)
                 boosters[f"{t}|tau0|{a}"] = _fit_one(M[m0], d0, False, cat_idx, s + 1, params)
                 g[a] = float(m1.sum() / (m1.sum() + m0.sum()))
-    return UpliftModel(learner, control, arms, targets, binary, enc, boosters, g,
-                       {"n_rows": len(X), "arm_counts": pd.Series(arm).value_counts().to_dict()})
+    return UpliftModel(
+        learner,
+        control,
+        arms,
+        targets,
+        binary,
+        enc,
+        boosters,
+        g,
+        {"n_rows": len(X), "arm_counts": pd.Series(arm).value_counts().to_dict()},
+    )
 
 
-def mean_qini(model: UpliftModel, X: pd.DataFrame, arm: np.ndarray, y: np.ndarray, target: str,
-              propensity: np.ndarray | None = None) -> dict[str, float]:
+def mean_qini(
+    model: UpliftModel,
+    X: pd.DataFrame,
+    arm: np.ndarray,
+    y: np.ndarray,
+    target: str,
+    propensity: np.ndarray | None = None,
+) -> dict[str, float]:
     """Qini AUC per arm on held-out rows of (arm, control), ranked by the arm's predicted effect on `target`."""
     arm = np.asarray(arm, dtype=object)
     M = model.encoder.transform(X)
@@ -321,9 +391,16 @@ class Selection:
 
 
 def select_learner(
-    train: tuple[pd.DataFrame, np.ndarray, pd.DataFrame], test: tuple[pd.DataFrame, np.ndarray, pd.DataFrame],
-    control: str, select_on: str, *, learners: Sequence[str] = LEARNERS, categorical: Sequence[str] = (),
-    test_propensity: np.ndarray | None = None, seed: int = 0, params: Mapping[str, Any] | None = None,
+    train: tuple[pd.DataFrame, np.ndarray, pd.DataFrame],
+    test: tuple[pd.DataFrame, np.ndarray, pd.DataFrame],
+    control: str,
+    select_on: str,
+    *,
+    learners: Sequence[str] = LEARNERS,
+    categorical: Sequence[str] = (),
+    test_propensity: np.ndarray | None = None,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
     min_rows: int = 30,
 ) -> Selection:
     """Fit each learner on `train`, score mean Qini on `test` for outcome `select_on`, keep the best.
@@ -336,15 +413,28 @@ def select_learner(
     rows: list[dict[str, Any]] = []
     models: dict[str, UpliftModel] = {}
     for name in learners:
-        mdl = fit_uplift(Xtr, atr, ytr, control, learner=name, encoder=enc, seed=seed, params=params,
-                         min_rows=min_rows, reuse=next(iter(models.values()), None))
+        mdl = fit_uplift(
+            Xtr,
+            atr,
+            ytr,
+            control,
+            learner=name,
+            encoder=enc,
+            seed=seed,
+            params=params,
+            min_rows=min_rows,
+            reuse=next(iter(models.values()), None),
+        )
         models[name] = mdl
-        for a, q in mean_qini(mdl, Xte, ate, yte[select_on].to_numpy(dtype=float), select_on,
-                              test_propensity).items():
+        for a, q in mean_qini(
+            mdl, Xte, ate, yte[select_on].to_numpy(dtype=float), select_on, test_propensity
+        ).items():
             rows.append({"learner": name, "arm": a, "qini": q})
     scores = pd.DataFrame(rows)
     means = scores.groupby("learner", sort=False)["qini"].mean()
-    best = max(learners, key=lambda n: (np.nan_to_num(means.get(n, -np.inf), nan=-np.inf), -learners.index(n)))
+    best = max(
+        learners, key=lambda n: (np.nan_to_num(means.get(n, -np.inf), nan=-np.inf), -learners.index(n))
+    )
     chosen = models[best]
     chosen.meta["selection"] = {"select_on": select_on, "mean_qini": {k: float(v) for k, v in means.items()}}
     return Selection(chosen, scores, best)

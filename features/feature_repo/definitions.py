@@ -78,13 +78,20 @@ def request_time_udf(inputs: dict[str, Any]) -> dict[str, Any]:
 
 def definitions(offline_dir: Path) -> dict[str, Any]:
     """Every Feast object by name: entity, sources, feature views, the on-demand view, the services."""
-    customer = Entity(name=ENTITY, join_keys=[JOIN_KEY], value_type=ValueType.STRING,
-                      description="A shop customer, id as given by the shop.")
+    customer = Entity(
+        name=ENTITY,
+        join_keys=[JOIN_KEY],
+        value_type=ValueType.STRING,
+        description="A shop customer, id as given by the shop.",
+    )
     objects: dict[str, Any] = {ENTITY: customer}
     views: dict[str, FeatureView] = {}
     for family, columns in FAMILIES.items():
-        batch = FileSource(name=f"{family}_snapshots", path=str(offline_path(offline_dir, family)),
-                           timestamp_field=TIMESTAMP_FIELD)
+        batch = FileSource(
+            name=f"{family}_snapshots",
+            path=str(offline_path(offline_dir, family)),
+            timestamp_field=TIMESTAMP_FIELD,
+        )
         push = PushSource(name=f"{family}_push", batch_source=batch)
         views[family] = FeatureView(
             name=family,
@@ -98,8 +105,11 @@ def definitions(offline_dir: Path) -> dict[str, Any]:
         objects.update({batch.name: batch, push.name: push, family: views[family]})
     request = RequestSource(name=REQUEST_SOURCE, schema=[Field(name=REQUEST_TS, dtype=Float64)])
     instants = sorted({src for src, _ in REQUEST_TIME.values()} | {d for _, d in REQUEST_TIME.values() if d})
-    inputs = [views[f][[c for c in cols if c in instants]] for f, cols in FAMILIES.items()
-              if any(c in instants for c in cols)]
+    inputs = [
+        views[f][[c for c in cols if c in instants]]
+        for f, cols in FAMILIES.items()
+        if any(c in instants for c in cols)
+    ]
     # Built directly rather than with the @on_demand_feature_view decorator, which rewrites the
     # function's __module__ (global state); here the udf stays an importable module-level function.
     request_time = OnDemandFeatureView(

@@ -59,11 +59,21 @@ class Agents:
     @classmethod
     def gather(cls, traits: Traits, idx: np.ndarray) -> Agents:
         return cls(
-            cust=idx, signup_day=traits.signup_day[idx], first_at_signup=traits.first_at_signup[idx],
-            scale=traits.scale[idx], shape=traits.shape[idx], p_drop=traits.p_drop[idx], asleep=traits.asleep[idx], conv=traits.conv[idx],
-            value=traits.value[idx], cat_cum=np.cumsum(traits.cat_pref[idx], axis=1)[:, :-1],
-            price_sens=traits.price_sens[idx], averse=traits.averse[idx], revive=traits.revive[idx],
-            bday_doy=traits.bday_doy[idx], noise=traits.noise[idx],
+            cust=idx,
+            signup_day=traits.signup_day[idx],
+            first_at_signup=traits.first_at_signup[idx],
+            scale=traits.scale[idx],
+            shape=traits.shape[idx],
+            p_drop=traits.p_drop[idx],
+            asleep=traits.asleep[idx],
+            conv=traits.conv[idx],
+            value=traits.value[idx],
+            cat_cum=np.cumsum(traits.cat_pref[idx], axis=1)[:, :-1],
+            price_sens=traits.price_sens[idx],
+            averse=traits.averse[idx],
+            revive=traits.revive[idx],
+            bday_doy=traits.bday_doy[idx],
+            noise=traits.noise[idx],
         )
 
 
@@ -93,12 +103,23 @@ class State:
     def initial(cls, traits: Traits) -> State:
         n = len(traits.signup_day)
         return cls(
-            active=np.zeros(n, bool), alive=np.zeros(n, bool), s=np.zeros(n, np.int32), hcum=np.zeros(n),
-            n_orders=np.zeros(n, np.int32), spend=np.zeros(n), n_disc=np.zeros(n, np.int32),
-            last_cat=np.full(n, -1, np.int8), intent_left=np.zeros(n, np.int8), intent_age=np.zeros(n, np.int8),
-            intent_cat=np.zeros(n, np.int8), dead_since=np.full(n, -1, np.int32),
-            fatigue=np.zeros((n, 3), np.float32), eff_until=np.zeros(n, np.int32), eff_tau=np.zeros(n, np.float32),
-            eff_offer=np.zeros(n, np.int8), consent=traits.consent0.copy(),
+            active=np.zeros(n, bool),
+            alive=np.zeros(n, bool),
+            s=np.zeros(n, np.int32),
+            hcum=np.zeros(n),
+            n_orders=np.zeros(n, np.int32),
+            spend=np.zeros(n),
+            n_disc=np.zeros(n, np.int32),
+            last_cat=np.full(n, -1, np.int8),
+            intent_left=np.zeros(n, np.int8),
+            intent_age=np.zeros(n, np.int8),
+            intent_cat=np.zeros(n, np.int8),
+            dead_since=np.full(n, -1, np.int32),
+            fatigue=np.zeros((n, 3), np.float32),
+            eff_until=np.zeros(n, np.int32),
+            eff_tau=np.zeros(n, np.float32),
+            eff_offer=np.zeros(n, np.int8),
+            consent=traits.consent0.copy(),
         )
 
     def take(self, idx: np.ndarray) -> State:
@@ -128,7 +149,14 @@ class DayOut:
 
 
 def step(
-    st: State, ag: Agents, day: int, season: float, sale: bool, doy: int, u: np.ndarray, shipping: float = 4.9,
+    st: State,
+    ag: Agents,
+    day: int,
+    season: float,
+    sale: bool,
+    doy: int,
+    u: np.ndarray,
+    shipping: float = 4.9,
 ) -> DayOut:
     """Advance `st` in place by one day, using the uniforms `u` (N_DRAWS, m) of `draws`.
 
@@ -160,7 +188,9 @@ def step(
     start[act] = u[0, act] < -np.expm1(-dh * mult)
     first = new & ag.first_at_signup
     si = np.flatnonzero(start | first)
-    length = 1 + np.minimum(np.floor(np.log(np.maximum(u[1, si], 1e-12)) / np.log(INTENT_CONTINUE)), MAX_INTENT - 1)
+    length = 1 + np.minimum(
+        np.floor(np.log(np.maximum(u[1, si], 1e-12)) / np.log(INTENT_CONTINUE)), MAX_INTENT - 1
+    )
     cat = (u[2, si][:, None] > ag.cat_cum[si]).sum(axis=1).astype(np.int8)
     st.intent_left[si] = np.where(first[si], 0, length)
     st.intent_age[si] = 0
@@ -185,8 +215,11 @@ def step(
     promo = sale & (u[4, oi] < 0.5) & ~coupon
     rate = np.where(coupon, 0.10, 0.0) + np.where(promo, 0.15, 0.0)
     amount[oi] = gross
-    discount[oi] = (np.round(gross * rate, 2) + np.where(offer == OFFER_CODE["free_shipping"], shipping, 0.0)
-                    + np.where(offer == OFFER_CODE["points_x2"], np.round(0.01 * gross, 2), 0.0))
+    discount[oi] = (
+        np.round(gross * rate, 2)
+        + np.where(offer == OFFER_CODE["free_shipping"], shipping, 0.0)
+        + np.where(offer == OFFER_CODE["points_x2"], np.round(0.01 * gross, 2), 0.0)
+    )
     # -- bookkeeping; dropout after orders (and a little every day); an order wakes a dormant customer --
     st.n_orders[oi] += 1
     st.spend[oi] += gross
@@ -220,8 +253,15 @@ def step(
         st.consent[cand[flip], ch[flip]] ^= True
     st.fatigue *= FATIGUE_DECAY
     return DayOut(
-        ordered=ordered, amount=amount, discount=discount, order_cat=order_cat, in_intent=in_intent,
-        intent_first=start | first, new=new, died=died, consent_change=toggle,
+        ordered=ordered,
+        amount=amount,
+        discount=discount,
+        order_cat=order_cat,
+        in_intent=in_intent,
+        intent_first=start | first,
+        new=new,
+        died=died,
+        consent_change=toggle,
     )
 
 
@@ -256,7 +296,11 @@ def true_tau(cfg: SimConfig, offer: int, ag: Agents, st: State, channel: np.ndar
         base = base - 0.7 * av + ag.noise[:, offer]
     elif cfg.effects == "uniform":
         base = {
-            "care_message": 0.05, "coupon_10pct": 0.6, "free_shipping": 0.2, "points_x2": 0.15, "wake_up_gift": 0.25,
+            "care_message": 0.05,
+            "coupon_10pct": 0.6,
+            "free_shipping": 0.2,
+            "points_x2": 0.15,
+            "wake_up_gift": 0.25,
         }[name] + 0.3 * ag.noise[:, offer]
     else:  # "none": messages do nothing or harm; the best policy sends nothing
         base = -0.1 - 0.3 * av + 0.3 * ag.noise[:, offer]
@@ -266,7 +310,13 @@ def true_tau(cfg: SimConfig, offer: int, ag: Agents, st: State, channel: np.ndar
 
 
 def apply_offers(
-    cfg: SimConfig, st: State, ag: Agents, elems: np.ndarray, offer: np.ndarray, channel: np.ndarray, day: int,
+    cfg: SimConfig,
+    st: State,
+    ag: Agents,
+    elems: np.ndarray,
+    offer: np.ndarray,
+    channel: np.ndarray,
+    day: int,
     u: np.ndarray,
 ) -> np.ndarray:
     """Deliver offers to elements `elems` on `day` (in place); returns which were delivered.

@@ -21,8 +21,34 @@ DAY_NS = 86_400 * 10**9
 WINDOW_SHOPPING = 0.03  # daily chance of a session that looks like purchase intent but is not
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 # local hour-of-day weights of shopping (evening peak)
-_HOURS = np.array([1, 0.6, 0.3, 0.2, 0.2, 0.3, 0.8, 1.5, 2.5, 3, 3.5, 3.8, 4, 3.8, 3.5, 3.5, 3.8, 4.2,
-                   4.8, 5.6, 6.0, 5.5, 4.0, 2.2])
+_HOURS = np.array(
+    [
+        1,
+        0.6,
+        0.3,
+        0.2,
+        0.2,
+        0.3,
+        0.8,
+        1.5,
+        2.5,
+        3,
+        3.5,
+        3.8,
+        4,
+        3.8,
+        3.5,
+        3.5,
+        3.8,
+        4.2,
+        4.8,
+        5.6,
+        6.0,
+        5.5,
+        4.0,
+        2.2,
+    ]
+)
 _HOUR_CUM = np.cumsum(_HOURS) / _HOURS.sum()
 
 
@@ -53,8 +79,16 @@ class DayRows:
 
 
 def emit_day(
-    traits: Traits, st: State, out: DayOut, n_before: np.ndarray, day: int, day_ns: int, offsets: np.ndarray,
-    rng_orders: np.random.Generator, rng_events: np.random.Generator | None, signup_tod: np.ndarray,
+    traits: Traits,
+    st: State,
+    out: DayOut,
+    n_before: np.ndarray,
+    day: int,
+    day_ns: int,
+    offsets: np.ndarray,
+    rng_orders: np.random.Generator,
+    rng_events: np.random.Generator | None,
+    signup_tod: np.ndarray,
 ) -> DayRows:
     """Rows for day `day` from its outcome `out` (state `st` is already advanced past the day).
 
@@ -73,52 +107,108 @@ def emit_day(
     items = 1 + np.floor(-np.log(np.maximum(ou[2], 1e-12)) * amount / 45.0).astype(np.int64)
     returned = np.where(ou[3] < 0.06, np.round(amount * (0.3 + 0.7 * (ou[3] / 0.06)), 2), 0.0)
     orders = {
-        "cust": oi.astype(np.int64), "t": day_ns + t_order, "amount": amount, "discount": out.discount[oi],
-        "cat": out.order_cat[oi].astype(np.int64), "items": items, "returned": returned,
+        "cust": oi.astype(np.int64),
+        "t": day_ns + t_order,
+        "amount": amount,
+        "discount": out.discount[oi],
+        "cat": out.order_cat[oi].astype(np.int64),
+        "items": items,
+        "returned": returned,
     }
     # --- consent updates ---
     ci, ch = np.nonzero(out.consent_change)
     cu = rng_orders.random((3, len(ci)))
     consents = {
-        "cust": ci.astype(np.int64), "channel": ch.astype(np.int64),
+        "cust": ci.astype(np.int64),
+        "channel": ch.astype(np.int64),
         "t": day_ns + np.maximum(local_times(cu[0], cu[1], off[ci]), lb[ci]),
         "consent": st.consent[ci, ch],
         # withdrawals mostly through a message's unsubscribe link, opt-ins through the preference centre
         "source": (~st.consent[ci, ch] & (cu[2] < 0.7)).astype(np.int64),
     }
-    events = _active_events(traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events) if (
-        rng_events is not None) else {}
+    events = (
+        _active_events(traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events)
+        if (rng_events is not None)
+        else {}
+    )
     return DayRows(orders=orders, events=events, consents=consents)
 
 
 def _active_events(
-    traits: Traits, st: State, out: DayOut, n_before: np.ndarray, day: int, day_ns: int, off: np.ndarray,
-    lb: np.ndarray, oi: np.ndarray, t_order: np.ndarray, rng: np.random.Generator,
+    traits: Traits,
+    st: State,
+    out: DayOut,
+    n_before: np.ndarray,
+    day: int,
+    day_ns: int,
+    off: np.ndarray,
+    lb: np.ndarray,
+    oi: np.ndarray,
+    t_order: np.ndarray,
+    rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """Events of signed-up customers only: the arrays are compressed to them first (cost ~ active base)."""
     a = np.flatnonzero(st.active)
-    sub_tr = SimpleNamespace(browse=traits.browse[a], engage=traits.engage[a], app=traits.app[a],
-                             cat_pref=traits.cat_pref[a])
-    sub_st = SimpleNamespace(alive=st.alive[a], active=np.ones(len(a), bool), intent_cat=st.intent_cat[a],
-                             s=st.s[a], n_orders=st.n_orders[a], dead_since=st.dead_since[a], consent=st.consent[a])
-    sub_out = SimpleNamespace(in_intent=out.in_intent[a], ordered=out.ordered[a], intent_first=out.intent_first[a])
-    ev = _events(sub_tr, sub_st, sub_out, n_before[a], day, day_ns, off[a], lb[a], np.searchsorted(a, oi),  # type: ignore[arg-type]
-                 t_order, rng, len(a))
+    sub_tr = SimpleNamespace(
+        browse=traits.browse[a], engage=traits.engage[a], app=traits.app[a], cat_pref=traits.cat_pref[a]
+    )
+    sub_st = SimpleNamespace(
+        alive=st.alive[a],
+        active=np.ones(len(a), bool),
+        intent_cat=st.intent_cat[a],
+        s=st.s[a],
+        n_orders=st.n_orders[a],
+        dead_since=st.dead_since[a],
+        consent=st.consent[a],
+    )
+    sub_out = SimpleNamespace(
+        in_intent=out.in_intent[a], ordered=out.ordered[a], intent_first=out.intent_first[a]
+    )
+    ev = _events(
+        sub_tr,
+        sub_st,
+        sub_out,
+        n_before[a],
+        day,
+        day_ns,
+        off[a],
+        lb[a],
+        np.searchsorted(a, oi),  # type: ignore[arg-type]
+        t_order,
+        rng,
+        len(a),
+    )
     ev["cust"] = a[ev["cust"]]
     return ev
 
 
 def _events(
-    traits: Traits, st: State, out: DayOut, n_before: np.ndarray, day: int, day_ns: int, off: np.ndarray,
-    lb: np.ndarray, oi: np.ndarray, t_order: np.ndarray, rng: np.random.Generator, n: int,
+    traits: Traits,
+    st: State,
+    out: DayOut,
+    n_before: np.ndarray,
+    day: int,
+    day_ns: int,
+    off: np.ndarray,
+    lb: np.ndarray,
+    oi: np.ndarray,
+    t_order: np.ndarray,
+    rng: np.random.Generator,
+    n: int,
 ) -> dict[str, np.ndarray]:
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # cust, t, type, cat
 
     def add(cust: np.ndarray, t: np.ndarray, etype: int | np.ndarray, cat: np.ndarray | int) -> None:
         k = len(cust)
         if k:
-            parts.append((cust, np.maximum(t, lb[cust]), np.broadcast_to(np.asarray(etype), (k,)).astype(np.int64),
-                          np.broadcast_to(np.asarray(cat), (k,)).astype(np.int64)))
+            parts.append(
+                (
+                    cust,
+                    np.maximum(t, lb[cust]),
+                    np.broadcast_to(np.asarray(etype), (k,)).astype(np.int64),
+                    np.broadcast_to(np.asarray(cat), (k,)).astype(np.int64),
+                )
+            )
 
     u = rng.random((15, n), dtype=np.float32)
     # --- purchase intent: a session that ends in the order (or in nothing) ---
@@ -137,14 +227,26 @@ def _events(
     add(vc, np.maximum(vt, 0), EV["view"], vcat)
     repeat_buyer = n_before[ii] > 0
     lookup = ii[(u[2, ii] < np.where(repeat_buyer, 0.45, 0.05))]
-    add(lookup, np.maximum(t_of_or(t_end, ii, lookup) - (u[3, lookup] * 30 * 60e9).astype(np.int64), 0),
-        EV["order_history_view"], -1)
+    add(
+        lookup,
+        np.maximum(t_of_or(t_end, ii, lookup) - (u[3, lookup] * 30 * 60e9).astype(np.int64), 0),
+        EV["order_history_view"],
+        -1,
+    )
     dcheck = ii[u[4, ii] < 0.4]
-    add(dcheck, np.maximum(t_of_or(t_end, ii, dcheck) - (u[5, dcheck] * 20 * 60e9).astype(np.int64), 0),
-        EV["delivery_check"], -1)
+    add(
+        dcheck,
+        np.maximum(t_of_or(t_end, ii, dcheck) - (u[5, dcheck] * 20 * 60e9).astype(np.int64), 0),
+        EV["delivery_check"],
+        -1,
+    )
     cart = ii[u[6, ii] < np.where(out.ordered[ii], 0.8, 0.3)]
-    add(cart, np.maximum(t_of_or(t_end, ii, cart) - (u[7, cart] * 10 * 60e9).astype(np.int64), 0), EV["cart"],
-        st.intent_cat[cart])
+    add(
+        cart,
+        np.maximum(t_of_or(t_end, ii, cart) - (u[7, cart] * 10 * 60e9).astype(np.int64), 0),
+        EV["cart"],
+        st.intent_cat[cart],
+    )
     # --- aimless browsing, and checking on an order already placed (noise around the signals) ---
     idle = st.active & ~out.in_intent & ~out.ordered
     fade = np.where(st.alive, 1.0, 0.35)
@@ -160,8 +262,12 @@ def _events(
     wc = np.repeat(ws, nw)
     cum = np.cumsum(traits.cat_pref[ws], axis=1)
     wcat = (u[14, ws][:, None] > cum[:, :-1]).sum(axis=1)
-    add(wc, np.maximum(np.repeat(t_ws, nw) - (rng.random(len(wc)) * 40 * 60e9).astype(np.int64), 0), EV["view"],
-        np.repeat(wcat, nw))
+    add(
+        wc,
+        np.maximum(np.repeat(t_ws, nw) - (rng.random(len(wc)) * 40 * 60e9).astype(np.int64), 0),
+        EV["view"],
+        np.repeat(wcat, nw),
+    )
     wl = rng.random((3, len(ws)))
     sel = wl[0] < np.where(st.n_orders[ws] > 0, 0.6, 0.05)
     add(ws[sel], t_ws[sel] - (wl[1, sel] * 20 * 60e9).astype(np.int64), EV["order_history_view"], -1)
@@ -170,8 +276,12 @@ def _events(
     sel = wl[2] < 0.15
     add(ws[sel], t_ws[sel], EV["cart"], wcat[sel])
     tracking = np.flatnonzero(idle & (st.s <= 4) & (st.n_orders > 0) & (u[9] < 0.12))
-    add(tracking, local_times(u[10, tracking], u[11, tracking], off[tracking]),
-        np.where(u[9, tracking] < 0.08, EV["delivery_check"], EV["order_history_view"]), -1)
+    add(
+        tracking,
+        local_times(u[10, tracking], u[11, tracking], off[tracking]),
+        np.where(u[9, tracking] < 0.08, EV["delivery_check"], EV["order_history_view"]),
+        -1,
+    )
     # --- engagement: fades after dropout (weeks of silence precede the missing orders) ---
     since = np.where(st.dead_since >= 0, day - st.dead_since, 0)
     eng = np.where(st.alive, 1.0, 0.15 + 0.85 * np.exp(-since / 21.0)) * st.active
@@ -188,15 +298,24 @@ def _events(
     sc = np.flatnonzero(st.active & (ue[1] < 0.0008))
     add(sc, local_times(ue[2, sc], ue[3, sc], off[sc]), EV["support_contact"], -1)
     if not parts:
-        return {"cust": np.zeros(0, np.int64), "t": np.zeros(0, np.int64), "type": np.zeros(0, np.int64),
-                "cat": np.zeros(0, np.int64)}
+        return {
+            "cust": np.zeros(0, np.int64),
+            "t": np.zeros(0, np.int64),
+            "type": np.zeros(0, np.int64),
+            "cat": np.zeros(0, np.int64),
+        }
     cust, t, etype, cat = (np.concatenate(x) for x in zip(*parts, strict=True))
     return {"cust": cust.astype(np.int64), "t": day_ns + np.clip(t, 0, DAY_NS - 1), "type": etype, "cat": cat}
 
 
 def message_events(
-    events: dict[str, np.ndarray], st: State, cust: np.ndarray, channel: np.ndarray, day_ns: int,
-    offsets: np.ndarray, rng: np.random.Generator,
+    events: dict[str, np.ndarray],
+    st: State,
+    cust: np.ndarray,
+    channel: np.ndarray,
+    day_ns: int,
+    offsets: np.ndarray,
+    rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
     """Opens and clicks of the messages delivered today (sms leaves no trace); dormant customers rarely open."""
     u = rng.random((4, len(cust)))
@@ -244,21 +363,25 @@ def _utc(ns: np.ndarray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(ns.astype(np.int64).view("datetime64[ns]")).tz_localize("UTC")
 
 
-def customers_table(traits: Traits, ids: np.ndarray, start_ns: int, upto_day: int, signup_tod: np.ndarray) -> pd.DataFrame:
+def customers_table(
+    traits: Traits, ids: np.ndarray, start_ns: int, upto_day: int, signup_tod: np.ndarray
+) -> pd.DataFrame:
     idx = np.flatnonzero(traits.signup_day < upto_day)
     zones = np.array([t[0] for t in TIMEZONES], dtype=object)
     regions = np.array([t[1] for t in TIMEZONES], dtype=object)
     signup = start_ns + traits.signup_day[idx].astype(np.int64) * DAY_NS + signup_tod[idx]
-    return pd.DataFrame({
-        "customer_id": ids[idx],
-        "signup_at": _utc(signup),
-        "birthday": pd.Series(traits.birthday[idx].astype("datetime64[ns]")),
-        "timezone": zones[traits.tz[idx]],
-        "region": regions[traits.tz[idx]],
-        "consent_email": traits.consent0[idx, 0],
-        "consent_sms": traits.consent0[idx, 1],
-        "consent_push": traits.consent0[idx, 2],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": ids[idx],
+            "signup_at": _utc(signup),
+            "birthday": pd.Series(traits.birthday[idx].astype("datetime64[ns]")),
+            "timezone": zones[traits.tz[idx]],
+            "region": regions[traits.tz[idx]],
+            "consent_email": traits.consent0[idx, 0],
+            "consent_sms": traits.consent0[idx, 1],
+            "consent_push": traits.consent0[idx, 2],
+        }
+    )
 
 
 def orders_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray, first_seq: int) -> pd.DataFrame:
@@ -266,28 +389,32 @@ def orders_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray, first_seq:
     order = np.lexsort((cols["cust"], cols["t"]))
     cols = {k: v[order] for k, v in cols.items()}
     seq = np.arange(first_seq, first_seq + len(order))
-    return pd.DataFrame({
-        "order_id": np.array([f"O{i:09d}" for i in seq], dtype=object),
-        "customer_id": ids[cols["cust"]],
-        "ordered_at": _utc(cols["t"]),
-        "amount": cols["amount"].astype(np.float64),
-        "category": _cat_names(cols["cat"]),
-        "discount": cols["discount"].astype(np.float64),
-        "items": cols["items"].astype(np.int64),
-        "returned_amount": cols["returned"].astype(np.float64),
-    })
+    return pd.DataFrame(
+        {
+            "order_id": np.array([f"O{i:09d}" for i in seq], dtype=object),
+            "customer_id": ids[cols["cust"]],
+            "ordered_at": _utc(cols["t"]),
+            "amount": cols["amount"].astype(np.float64),
+            "category": _cat_names(cols["cat"]),
+            "discount": cols["discount"].astype(np.float64),
+            "items": cols["items"].astype(np.int64),
+            "returned_amount": cols["returned"].astype(np.float64),
+        }
+    )
 
 
 def events_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray) -> pd.DataFrame:
     cols = _concat(parts, ("cust", "t", "type", "cat"))
     order = np.lexsort((cols["type"], cols["cust"], cols["t"]))
     types = np.array(EVENT_TYPES, dtype=object)
-    return pd.DataFrame({
-        "customer_id": ids[cols["cust"][order]],
-        "occurred_at": _utc(cols["t"][order]),
-        "event_type": types[cols["type"][order]],
-        "category": _cat_names(cols["cat"][order]),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": ids[cols["cust"][order]],
+            "occurred_at": _utc(cols["t"][order]),
+            "event_type": types[cols["type"][order]],
+            "category": _cat_names(cols["cat"][order]),
+        }
+    )
 
 
 def consents_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray) -> pd.DataFrame:
@@ -295,13 +422,15 @@ def consents_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray) -> pd.Da
     order = np.lexsort((cols["channel"], cols["cust"], cols["t"]))
     chans = np.array(SIM_CHANNELS, dtype=object)
     sources = np.array(["preference_center", "unsubscribe_link"], dtype=object)
-    return pd.DataFrame({
-        "customer_id": ids[cols["cust"][order]],
-        "changed_at": _utc(cols["t"][order]),
-        "channel": chans[cols["channel"][order]],
-        "consent": cols["consent"][order].astype(bool),
-        "source": sources[cols["source"][order]],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": ids[cols["cust"][order]],
+            "changed_at": _utc(cols["t"][order]),
+            "channel": chans[cols["channel"][order]],
+            "consent": cols["consent"][order].astype(bool),
+            "source": sources[cols["source"][order]],
+        }
+    )
 
 
 def _concat(parts: list[dict[str, np.ndarray]], keys: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -21,12 +21,19 @@ from rebuy.simulator.dynamics import (
 )
 
 # P(episode length = l), l = 1..MAX_INTENT (truncated geometric, as `step` draws it)
-_L = np.array([(1 - INTENT_CONTINUE) * INTENT_CONTINUE ** (k - 1) for k in range(1, MAX_INTENT)]
-              + [INTENT_CONTINUE ** (MAX_INTENT - 1)])
+_L = np.array(
+    [(1 - INTENT_CONTINUE) * INTENT_CONTINUE ** (k - 1) for k in range(1, MAX_INTENT)]
+    + [INTENT_CONTINUE ** (MAX_INTENT - 1)]
+)
 
 
 def survival(
-    st: State, ag: Agents, day0: int, days: int, season: np.ndarray, doy: np.ndarray,
+    st: State,
+    ag: Agents,
+    day0: int,
+    days: int,
+    season: np.ndarray,
+    doy: np.ndarray,
     alive_prob: np.ndarray | None = None,
 ) -> np.ndarray:
     """S[:, t] = P(no order on days day0 .. day0+t-1), t = 0..days, for every element of `st`.

@@ -14,8 +14,24 @@ import pandas as pd
 
 from rebuy.config import OffersConfig
 
-CATEGORIES: tuple[str, ...] = ("fashion", "beauty", "home", "electronics", "grocery", "sports", "toys", "books")
-SIM_OFFERS: tuple[str, ...] = ("none", "care_message", "coupon_10pct", "free_shipping", "points_x2", "wake_up_gift")
+CATEGORIES: tuple[str, ...] = (
+    "fashion",
+    "beauty",
+    "home",
+    "electronics",
+    "grocery",
+    "sports",
+    "toys",
+    "books",
+)
+SIM_OFFERS: tuple[str, ...] = (
+    "none",
+    "care_message",
+    "coupon_10pct",
+    "free_shipping",
+    "points_x2",
+    "wake_up_gift",
+)
 SIM_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
 # (IANA zone, region, share of customers)
 TIMEZONES: tuple[tuple[str, str, float], ...] = (
@@ -67,9 +83,13 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         if self.customers < 1 or self.months < 1:
-            raise ValueError(f"SimConfig needs customers >= 1 and months >= 1, got {self.customers}, {self.months}")
+            raise ValueError(
+                f"SimConfig needs customers >= 1 and months >= 1, got {self.customers}, {self.months}"
+            )
         if self.effects not in ("heterogeneous", "uniform", "none"):
-            raise ValueError(f"SimConfig.effects must be heterogeneous, uniform or none, not {self.effects!r}")
+            raise ValueError(
+                f"SimConfig.effects must be heterogeneous, uniform or none, not {self.effects!r}"
+            )
 
     @property
     def start_ts(self) -> pd.Timestamp:
@@ -148,17 +168,33 @@ def draw_traits(cfg: SimConfig) -> Traits:
     tz = rng.choice(len(TIMEZONES), size=n, p=shares / shares.sum()).astype(np.int8)
     known = rng.random(n) < 0.8
     age_days = rng.integers(18 * 365, 70 * 365, n)
-    birthday = (np.datetime64(cfg.start_ts.date().isoformat(), "D") - age_days.astype("timedelta64[D]"))
+    birthday = np.datetime64(cfg.start_ts.date().isoformat(), "D") - age_days.astype("timedelta64[D]")
     birthday = np.where(known, birthday, np.datetime64("NaT", "D"))
     doy = pd.DatetimeIndex(birthday).dayofyear.to_numpy()
     bday_doy = np.where(known, np.nan_to_num(doy, nan=-1), -1).astype(np.int16)
     consent0 = rng.random((n, 3)) < np.array([0.72, 0.25, 0.45])
     noise = rng.normal(0.0, 0.15, (n, len(SIM_OFFERS)))
     return Traits(
-        signup_day=signup_day, first_at_signup=first_at_signup, scale=scale, shape=shape, p_drop=p_drop, asleep=asleep,
-        conv=conv, value=value, cat_pref=cat_pref, price_sens=price_sens, averse=averse, revive=revive,
-        engage=engage, app=app, browse=browse, tz=tz, birthday=birthday, bday_doy=bday_doy,
-        consent0=consent0, noise=noise,
+        signup_day=signup_day,
+        first_at_signup=first_at_signup,
+        scale=scale,
+        shape=shape,
+        p_drop=p_drop,
+        asleep=asleep,
+        conv=conv,
+        value=value,
+        cat_pref=cat_pref,
+        price_sens=price_sens,
+        averse=averse,
+        revive=revive,
+        engage=engage,
+        app=app,
+        browse=browse,
+        tz=tz,
+        birthday=birthday,
+        bday_doy=bday_doy,
+        consent0=consent0,
+        noise=noise,
     )
 
 

@@ -24,15 +24,25 @@ class SimulateResult:
 def sim_config(cfg: Config, **overrides: object) -> SimConfig:
     """The SimConfig of a rebuy config ([simulator] section, offer costs), with CLI overrides (None = keep)."""
     base = SimConfig(
-        customers=cfg.simulator.customers, months=cfg.simulator.months, seed=cfg.simulator.seed,
-        start=cfg.simulator.start, offers=cfg.offers,
+        customers=cfg.simulator.customers,
+        months=cfg.simulator.months,
+        seed=cfg.simulator.seed,
+        start=cfg.simulator.start,
+        offers=cfg.offers,
     )
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
 
 
 def simulate_to_dir(
-    cfg: Config, out: Path, *, customers: int | None = None, months: int | None = None, seed: int | None = None,
-    events: bool = True, campaign: bool = False, campaign_days_before_end: int = 45,
+    cfg: Config,
+    out: Path,
+    *,
+    customers: int | None = None,
+    months: int | None = None,
+    seed: int | None = None,
+    events: bool = True,
+    campaign: bool = False,
+    campaign_days_before_end: int = 45,
 ) -> SimulateResult:
     """Simulate with rich progress, then write `<out>/<table>.parquet`, `<out>/truth/` and maybe `<out>/campaign/`.
 
@@ -43,8 +53,13 @@ def simulate_to_dir(
 
     sc = sim_config(cfg, customers=customers, months=months, seed=seed, events=events)
     sim = ShopSimulator(sc)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
-                  TimeElapsedColumn(), transient=False) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} days"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
         task = bar.add_task(f"simulating {sc.customers:,} customers", total=sc.days)
         tables = sim.run_history(progress=lambda done, total: bar.update(task, completed=done))
     out = Path(out)
@@ -64,4 +79,6 @@ def simulate_to_dir(
         export.to_parquet(cdir / "export.parquet", index=False)
         export.to_csv(cdir / "export.csv", index=False)
         n_campaign = len(export)
-    return SimulateResult(out=out, rows={k: len(v) for k, v in tables.items()}, now=sim.now, campaign_rows=n_campaign)
+    return SimulateResult(
+        out=out, rows={k: len(v) for k, v in tables.items()}, now=sim.now, campaign_rows=n_campaign
+    )

@@ -55,7 +55,9 @@ class ShopSimulator:
         self.state = dyn.State.initial(self.traits)
         self.day = 0  # days simulated so far; the next day to simulate
         self._order_seq = 0
-        self._decisions: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # day, cust, offer, ch
+        self._decisions: list[
+            tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+        ] = []  # day, cust, offer, ch
         self._snapshots: dict[int, dyn.State] = {}
         self._all_agents = dyn.Agents.gather(self.traits, np.arange(n))
 
@@ -93,26 +95,46 @@ class ShopSimulator:
             sel = dday == day
             if sel.any():
                 u = day_rng(self.config.seed, STREAM_DECISIONS, day).random(n)
-                ok = dyn.apply_offers(self.config, st, self._all_agents, cust[sel], offer[sel], ch[sel], day,
-                                      u[cust[sel]])
+                ok = dyn.apply_offers(
+                    self.config, st, self._all_agents, cust[sel], offer[sel], ch[sel], day, u[cust[sel]]
+                )
                 sent.append((cust[sel][ok], ch[sel][ok]))
         n_before = st.n_orders.copy()
         u = dyn.draws(day_rng(self.config.seed, STREAM_DYNAMICS, day), n)
-        out = dyn.step(st, self._all_agents, day, float(self._season[day]), bool(self._sale[day]),
-                       int(self._doy[day]), u,
-                       self.config.offers.shipping_cost)
+        out = dyn.step(
+            st,
+            self._all_agents,
+            day,
+            float(self._season[day]),
+            bool(self._sale[day]),
+            int(self._doy[day]),
+            u,
+            self.config.offers.shipping_cost,
+        )
         if not emit_rows:
             return None
         rows = emit.emit_day(
-            self.traits, st, out, n_before, day, self._start_ns + day * emit.DAY_NS, self._offsets[:, day],
+            self.traits,
+            st,
+            out,
+            n_before,
+            day,
+            self._start_ns + day * emit.DAY_NS,
+            self._offsets[:, day],
             day_rng(self.config.seed, STREAM_ORDERS, day),
-            day_rng(self.config.seed, STREAM_EVENTS, day) if self.config.events else None, self._signup_tod,
+            day_rng(self.config.seed, STREAM_EVENTS, day) if self.config.events else None,
+            self._signup_tod,
         )
         if sent and self.config.events:
             rows.events = emit.message_events(
-                rows.events, st, np.concatenate([c for c, _ in sent]), np.concatenate([h for _, h in sent]),
-                self._start_ns + day * emit.DAY_NS, self._offsets[self.traits.tz, day],
-                day_rng(self.config.seed, STREAM_EVENTS, day, 1))
+                rows.events,
+                st,
+                np.concatenate([c for c, _ in sent]),
+                np.concatenate([h for _, h in sent]),
+                self._start_ns + day * emit.DAY_NS,
+                self._offsets[self.traits.tz, day],
+                day_rng(self.config.seed, STREAM_EVENTS, day, 1),
+            )
         return rows
 
     def run_history(self, progress: Progress | None = None) -> dict[str, pd.DataFrame]:
@@ -133,15 +155,21 @@ class ShopSimulator:
                 progress(day + 1, total)
         return self._tables(rows, customers_upto=self.day)
 
-    def _tables(self, rows: list[emit.DayRows], customers_upto: int, new_customers_from: int = 0) -> dict[str, pd.DataFrame]:
+    def _tables(
+        self, rows: list[emit.DayRows], customers_upto: int, new_customers_from: int = 0
+    ) -> dict[str, pd.DataFrame]:
         orders = emit.orders_table([r.orders for r in rows], self.ids, self._order_seq)
         self._order_seq += len(orders)
-        customers = emit.customers_table(self.traits, self.ids, self._start_ns, customers_upto, self._signup_tod)
+        customers = emit.customers_table(
+            self.traits, self.ids, self._start_ns, customers_upto, self._signup_tod
+        )
         customers = customers[customers["signup_at"] >= self.start + pd.Timedelta(days=new_customers_from)]
         out = {
             "customers": customers.reset_index(drop=True),
             "orders": orders,
-            "events": emit.events_table([r.events for r in rows], self.ids) if self.config.events else empty("events"),
+            "events": emit.events_table([r.events for r in rows], self.ids)
+            if self.config.events
+            else empty("events"),
             "consent_updates": emit.consents_table([r.consents for r in rows], self.ids),
         }
         return {t: out[t] for t in TABLES}
@@ -172,16 +200,22 @@ class ShopSimulator:
     def _log_decisions(self, decisions: pd.DataFrame, first_day: int, end_day: int) -> None:
         missing = [c for c in ("customer_id", "decided_at", "offer", "channel") if c not in decisions.columns]
         if missing:
-            raise DataError(f"decisions lack columns {missing}", column=missing[0],
-                            hint="pass customer_id, decided_at, offer, channel")
+            raise DataError(
+                f"decisions lack columns {missing}",
+                column=missing[0],
+                hint="pass customer_id, decided_at, offer, channel",
+            )
         cust = self._index(decisions["customer_id"])
         decided = pd.to_datetime(decisions["decided_at"], utc=True)
-        days = np.floor(np.asarray((decided - self.start) / pd.Timedelta(days=1), dtype=float)).astype(np.int64)
+        days = np.floor(np.asarray((decided - self.start) / pd.Timedelta(days=1), dtype=float)).astype(
+            np.int64
+        )
         late = days >= end_day
         if late.any():
             raise DataError(
                 f"{int(late.sum())} decisions are dated after the days being simulated",
-                column="decided_at", rows=decisions[late].head(5),
+                column="decided_at",
+                rows=decisions[late].head(5),
                 hint=f"step far enough to reach them (the window ends at {self.start + pd.Timedelta(days=end_day)})",
             )
         days = np.maximum(days, first_day).astype(np.int32)
@@ -194,8 +228,11 @@ class ShopSimulator:
         try:
             return np.array([self._pos[c] for c in ids], dtype=np.int64)
         except KeyError as exc:
-            raise DataError(f"unknown customer_id {exc.args[0]!r}", column="customer_id",
-                            hint="only customers of this simulated shop can be asked about") from exc
+            raise DataError(
+                f"unknown customer_id {exc.args[0]!r}",
+                column="customer_id",
+                hint="only customers of this simulated shop can be asked about",
+            ) from exc
 
     # --- replay: the full hidden state at any past day ------------------------------------------------
 
@@ -227,8 +264,13 @@ class ShopSimulator:
     # --- the oracle ------------------------------------------------------------------------------------
 
     def truth(
-        self, customer_ids: Iterable[str], at: pd.Timestamp | str, horizon_days: int = 30,
-        offers: Sequence[str] = SIM_OFFERS, spend_days: int | None = 180, channel: str | None = None,
+        self,
+        customer_ids: Iterable[str],
+        at: pd.Timestamp | str,
+        horizon_days: int = 30,
+        offers: Sequence[str] = SIM_OFFERS,
+        spend_days: int | None = 180,
+        channel: str | None = None,
         paths: int | None = None,
     ) -> pd.DataFrame:
         """True probabilities and values from the full hidden state at `at` (day resolution, midnight UTC).
@@ -252,8 +294,13 @@ class ShopSimulator:
         return res
 
     def truth_at(
-        self, pairs: pd.DataFrame, horizon_days: int = 30, offers: Sequence[str] = ("none",),
-        spend_days: int | None = None, channel: str | None = None, paths: int | None = None,
+        self,
+        pairs: pd.DataFrame,
+        horizon_days: int = 30,
+        offers: Sequence[str] = ("none",),
+        spend_days: int | None = None,
+        channel: str | None = None,
+        paths: int | None = None,
         progress: Progress | None = None,
     ) -> pd.DataFrame:
         """The oracle for many (customer_id, cutoff) pairs in one replay pass; index and order of `pairs` kept."""
@@ -274,8 +321,15 @@ class ShopSimulator:
         return out
 
     def _oracle(
-        self, st: dyn.State, idx: np.ndarray, day: int, horizon: int, offers: Sequence[str],
-        spend_days: int | None, channel: str | None, paths: int | None,
+        self,
+        st: dyn.State,
+        idx: np.ndarray,
+        day: int,
+        horizon: int,
+        offers: Sequence[str],
+        spend_days: int | None,
+        channel: str | None,
+        paths: int | None,
     ) -> pd.DataFrame:
         cfg = self.config
         k = int(paths or cfg.truth_paths)
@@ -287,11 +341,12 @@ class ShopSimulator:
         chunk = max(1, MAX_ELEMENTS // k)
         acc: dict[str, list[np.ndarray]] = {}
         for c0 in range(0, len(idx), chunk):
-            ci = idx[c0:c0 + chunk]
+            ci = idx[c0 : c0 + chunk]
             res = {}
             if spend_days or len(arms) > 1:  # order values need sampled paths
-                res = self._forward(st, ci, day, k, arms, codes, channel, t_none, t_offer, horizon, spend_days,
-                                    attr)
+                res = self._forward(
+                    st, ci, day, k, arms, codes, channel, t_none, t_offer, horizon, spend_days, attr
+                )
             res.update(self._exact(st, ci, day, arms, codes, channel, horizon, spend_days))
             for key, v in res.items():
                 acc.setdefault(key, []).append(v)
@@ -319,8 +374,15 @@ class ShopSimulator:
         return out
 
     def _exact(
-        self, st0: dyn.State, ci: np.ndarray, day: int, arms: list[str], codes: np.ndarray, channel: str | None,
-        horizon: int, spend_days: int | None,
+        self,
+        st0: dyn.State,
+        ci: np.ndarray,
+        day: int,
+        arms: list[str],
+        codes: np.ndarray,
+        channel: str | None,
+        horizon: int,
+        spend_days: int | None,
     ) -> dict[str, np.ndarray]:
         """Order probabilities (and expected days to the next order) per arm from the exact intent chain."""
         base = st0.take(ci)
@@ -336,20 +398,34 @@ class ShopSimulator:
                 ch = dyn.channel_index(np.full(c, channel or self._offer_channel(a), dtype=object))
                 if channel is None:
                     ch = dyn.choose_channel(s.consent, ch)
-                ok = dyn.apply_offers(self.config, s, ag, np.arange(c), np.full(c, code, np.int8), ch, day,
-                                      np.ones(c))  # u = 1: no sampled revival; its probability instead
+                ok = dyn.apply_offers(
+                    self.config, s, ag, np.arange(c), np.full(c, code, np.int8), ch, day, np.ones(c)
+                )  # u = 1: no sampled revival; its probability instead
                 res[f"delivered__{a}"] = ok
                 if a == "wake_up_gift":
                     alive_prob = np.where(ok & ~base.alive, ag.revive, alive_prob)
-            surv = exact.survival(s, ag, day, days if a == "none" else horizon, self._season, self._doy, alive_prob)
+            surv = exact.survival(
+                s, ag, day, days if a == "none" else horizon, self._season, self._doy, alive_prob
+            )
             res[f"p__{a}"] = 1.0 - surv[:, horizon]
             if a == "none" and spend_days:
                 res["days_next"] = surv[:, :spend_days].sum(axis=1)
         return res
 
     def _forward(
-        self, st0: dyn.State, ci: np.ndarray, day: int, k: int, arms: list[str], codes: np.ndarray,
-        channel: str | None, t_none: int, t_offer: int, horizon: int, spend_days: int | None, attr: int,
+        self,
+        st0: dyn.State,
+        ci: np.ndarray,
+        day: int,
+        k: int,
+        arms: list[str],
+        codes: np.ndarray,
+        channel: str | None,
+        t_none: int,
+        t_offer: int,
+        horizon: int,
+        spend_days: int | None,
+        attr: int,
     ) -> dict[str, np.ndarray]:
         """Monte Carlo forward of customers `ci` (k paths each), every arm on common random numbers."""
         cfg = self.config
@@ -382,8 +458,16 @@ class ShopSimulator:
             for a in arms:
                 if t >= (t_none if a == "none" else t_offer):
                     continue
-                out = dyn.step(states[a], ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]),
-                               u, cfg.offers.shipping_cost)
+                out = dyn.step(
+                    states[a],
+                    ag,
+                    d,
+                    float(self._season[d]),
+                    bool(self._sale[d]),
+                    int(self._doy[d]),
+                    u,
+                    cfg.offers.shipping_cost,
+                )
                 o = out.ordered
                 first[a] = np.where(o & (first[a] < 0), t, first[a])
                 if t < horizon:
@@ -418,8 +502,13 @@ class ShopSimulator:
     # --- historical randomized campaign ---------------------------------------------------------------
 
     def randomized_campaign(
-        self, at: pd.Timestamp | str, offers: Sequence[str] = SIM_OFFERS, n_customers: int | None = None,
-        probs: Sequence[float] | None = None, seed: int = 0, campaign: str = "historical_campaign",
+        self,
+        at: pd.Timestamp | str,
+        offers: Sequence[str] = SIM_OFFERS,
+        n_customers: int | None = None,
+        probs: Sequence[float] | None = None,
+        seed: int = 0,
+        campaign: str = "historical_campaign",
         min_orders: int = 1,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """A past campaign with offers assigned at random at `at`, as a branch of the history.
@@ -446,15 +535,25 @@ class ShopSimulator:
         chans = np.array(SIM_CHANNELS, dtype=object)
         want = dyn.channel_index(np.array([self._offer_channel(o) for o in offer_names], dtype=object))
         ci = dyn.choose_channel(st.consent[eligible], want)
-        ch_name = np.where((offer_names == "none") | (ci < 0), "none", chans[np.clip(ci, 0, 2)]).astype(object)
+        ch_name = np.where((offer_names == "none") | (ci < 0), "none", chans[np.clip(ci, 0, 2)]).astype(
+            object
+        )
         # the branch: deliver on `day`, run the attribution window forward on the campaign's own numbers
         branch = st.take(eligible)
         ag = dyn.Agents.gather(self.traits, eligible)
         m = len(eligible)
         attr = cfg.offers.attribution_days
         u_dec = day_rng(cfg.seed, STREAM_CAMPAIGN, day, 1 + seed).random(m)
-        dyn.apply_offers(cfg, branch, ag, np.arange(m), dyn.offer_index(offer_names), dyn.channel_index(ch_name),
-                         day, u_dec)
+        dyn.apply_offers(
+            cfg,
+            branch,
+            ag,
+            np.arange(m),
+            dyn.offer_index(offer_names),
+            dyn.channel_index(ch_name),
+            day,
+            u_dec,
+        )
         converted = np.zeros(m, bool)
         spend = np.zeros(m)
         n_orders = np.zeros(m, np.int64)
@@ -463,8 +562,16 @@ class ShopSimulator:
             d = day + t
             self._ensure_calendar(d)
             u = dyn.draws(day_rng(cfg.seed, STREAM_CAMPAIGN, d, 1000 + seed), m)
-            out = dyn.step(branch, ag, d, float(self._season[d]), bool(self._sale[d]), int(self._doy[d]), u,
-                           cfg.offers.shipping_cost)
+            out = dyn.step(
+                branch,
+                ag,
+                d,
+                float(self._season[d]),
+                bool(self._sale[d]),
+                int(self._doy[d]),
+                u,
+                cfg.offers.shipping_cost,
+            )
             converted |= out.ordered
             spend += out.amount
             n_orders += out.ordered
@@ -472,22 +579,24 @@ class ShopSimulator:
         decided_at = self.start + pd.Timedelta(days=day)  # the oracle's day resolution: sent at its start
         ids = self.ids[eligible]
         dist = {a: float(q) for a, q in zip(arms, p, strict=True)}
-        decisions = pd.DataFrame({
-            "decision_id": [f"{campaign}:{c}" for c in ids],
-            "customer_id": ids,
-            "decided_at": pd.Series([decided_at] * m, dtype="datetime64[ns, UTC]"),
-            "trigger": "campaign",
-            "campaign": campaign,
-            "episode": f"{campaign}:{decided_at.date().isoformat()}",
-            "offer": offer_names,
-            "channel": ch_name,
-            "group": np.where(offer_names == "none", "control", "treatment").astype(object),
-            "propensity": p[arm],
-            "distribution": [dist] * m,
-            "model_versions": [{}] * m,
-            "scores": [{}] * m,
-            "reasons": [[] for _ in range(m)],
-        })
+        decisions = pd.DataFrame(
+            {
+                "decision_id": [f"{campaign}:{c}" for c in ids],
+                "customer_id": ids,
+                "decided_at": pd.Series([decided_at] * m, dtype="datetime64[ns, UTC]"),
+                "trigger": "campaign",
+                "campaign": campaign,
+                "episode": f"{campaign}:{decided_at.date().isoformat()}",
+                "offer": offer_names,
+                "channel": ch_name,
+                "group": np.where(offer_names == "none", "control", "treatment").astype(object),
+                "propensity": p[arm],
+                "distribution": [dist] * m,
+                "model_versions": [{}] * m,
+                "scores": [{}] * m,
+                "reasons": [[] for _ in range(m)],
+            }
+        )
         export = self._attributes(st, eligible, day)
         export.insert(1, "sent_at", decisions["decided_at"])
         export.insert(2, "campaign", campaign)
@@ -508,37 +617,54 @@ class ShopSimulator:
         n_orders = st.n_orders[idx]
         tenure = day - self.traits.signup_day[idx]
         bday = self.traits.birthday[idx]
-        age = np.where(np.isnat(bday), np.nan,
-                       (np.datetime64(self.start.date().isoformat(), "D") + day - bday).astype("timedelta64[D]").astype(float)
-                       / 365.25)
-        return pd.DataFrame({
-            "customer_id": self.ids[idx],
-            "recency_days": np.where(n_orders > 0, st.s[idx], np.nan),
-            "frequency": n_orders,
-            "monetary": np.round(st.spend[idx], 2),
-            "avg_order_value": np.where(n_orders > 0, st.spend[idx] / np.maximum(n_orders, 1), np.nan),
-            "tenure_days": tenure,
-            "discount_share": np.where(n_orders > 0, st.n_disc[idx] / np.maximum(n_orders, 1), np.nan),
-            "last_category": cats[np.where(st.last_cat[idx] < 0, len(CATEGORIES), st.last_cat[idx])],
-            "age": np.floor(age),
-            "region": regions[self.traits.tz[idx]],
-            "timezone": zones[self.traits.tz[idx]],
-            "consent_email": st.consent[idx, 0],
-            "consent_sms": st.consent[idx, 1],
-            "consent_push": st.consent[idx, 2],
-        })
+        age = np.where(
+            np.isnat(bday),
+            np.nan,
+            (np.datetime64(self.start.date().isoformat(), "D") + day - bday)
+            .astype("timedelta64[D]")
+            .astype(float)
+            / 365.25,
+        )
+        return pd.DataFrame(
+            {
+                "customer_id": self.ids[idx],
+                "recency_days": np.where(n_orders > 0, st.s[idx], np.nan),
+                "frequency": n_orders,
+                "monetary": np.round(st.spend[idx], 2),
+                "avg_order_value": np.where(n_orders > 0, st.spend[idx] / np.maximum(n_orders, 1), np.nan),
+                "tenure_days": tenure,
+                "discount_share": np.where(n_orders > 0, st.n_disc[idx] / np.maximum(n_orders, 1), np.nan),
+                "last_category": cats[np.where(st.last_cat[idx] < 0, len(CATEGORIES), st.last_cat[idx])],
+                "age": np.floor(age),
+                "region": regions[self.traits.tz[idx]],
+                "timezone": zones[self.traits.tz[idx]],
+                "consent_email": st.consent[idx, 0],
+                "consent_sms": st.consent[idx, 1],
+                "consent_push": st.consent[idx, 2],
+            }
+        )
 
     # --- hidden truth for inspection, save / load ---------------------------------------------------
 
     def customer_truth(self) -> pd.DataFrame:
         """Hidden traits and current hidden state per customer (for analysis; never a model input)."""
         t, st = self.traits, self.state
-        return pd.DataFrame({
-            "customer_id": self.ids, "cycle_scale_days": t.scale, "cycle_shape": t.shape, "p_drop": t.p_drop,
-            "conversion": t.conv, "typical_value": t.value, "price_sensitivity": t.price_sens,
-            "message_averse": t.averse, "revive_chance": t.revive, "alive": st.alive & st.active,
-            "orders": st.n_orders, "days_since_last_order": st.s,
-        })
+        return pd.DataFrame(
+            {
+                "customer_id": self.ids,
+                "cycle_scale_days": t.scale,
+                "cycle_shape": t.shape,
+                "p_drop": t.p_drop,
+                "conversion": t.conv,
+                "typical_value": t.value,
+                "price_sensitivity": t.price_sens,
+                "message_averse": t.averse,
+                "revive_chance": t.revive,
+                "alive": st.alive & st.active,
+                "orders": st.n_orders,
+                "days_since_last_order": st.s,
+            }
+        )
 
     def save(self, directory: str | Path) -> Path:
         """config.json + arrays in .npz (traits, state, snapshots, decision log); no pickle."""
@@ -551,11 +677,22 @@ class ShopSimulator:
             for k, v in snap.arrays().items():
                 arrays[f"snap{day}__{k}"] = v
         for i, (a, b, c, e) in enumerate(self._decisions):
-            arrays[f"dec{i}__day"], arrays[f"dec{i}__cust"], arrays[f"dec{i}__offer"], arrays[f"dec{i}__ch"] = a, b, c, e
+            (
+                arrays[f"dec{i}__day"],
+                arrays[f"dec{i}__cust"],
+                arrays[f"dec{i}__offer"],
+                arrays[f"dec{i}__ch"],
+            ) = a, b, c, e
         np.savez_compressed(d / "state.npz", **arrays)  # type: ignore[arg-type]
         np.savez_compressed(d / "traits.npz", **self.traits.as_arrays())  # type: ignore[arg-type]
-        meta = {"config": self.config.to_json(), "day": self.day, "order_seq": self._order_seq,
-                "n_decision_batches": len(self._decisions), "snapshots": sorted(self._snapshots), "format": 1}
+        meta = {
+            "config": self.config.to_json(),
+            "day": self.day,
+            "order_seq": self._order_seq,
+            "n_decision_batches": len(self._decisions),
+            "snapshots": sorted(self._snapshots),
+            "format": 1,
+        }
         (d / "simulator.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
         return d
 
@@ -567,10 +704,13 @@ class ShopSimulator:
         with np.load(d / "state.npz", allow_pickle=False) as z:
             names = [f.name for f in fields(dyn.State)]
             sim.state = dyn.State(**{k: z[f"state__{k}"] for k in names})
-            sim._snapshots = {int(day): dyn.State(**{k: z[f"snap{day}__{k}"] for k in names})
-                              for day in meta["snapshots"]}
-            sim._decisions = [(z[f"dec{i}__day"], z[f"dec{i}__cust"], z[f"dec{i}__offer"], z[f"dec{i}__ch"])
-                              for i in range(meta["n_decision_batches"])]
+            sim._snapshots = {
+                int(day): dyn.State(**{k: z[f"snap{day}__{k}"] for k in names}) for day in meta["snapshots"]
+            }
+            sim._decisions = [
+                (z[f"dec{i}__day"], z[f"dec{i}__cust"], z[f"dec{i}__offer"], z[f"dec{i}__ch"])
+                for i in range(meta["n_decision_batches"])
+            ]
         sim.day = int(meta["day"])
         sim._order_seq = int(meta["order_seq"])
         return sim

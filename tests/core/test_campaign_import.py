@@ -30,8 +30,12 @@ EXPORT = (
 
 def roles(**kw: object) -> CampaignImportConfig:
     base = {
-        "customer_id": "kunde", "arm": "offer", "control": "none", "outcomes": ["bought", "spend"],
-        "min_rows_per_arm": 1, "dialect": {"delimiter": ";", "decimal": ","},
+        "customer_id": "kunde",
+        "arm": "offer",
+        "control": "none",
+        "outcomes": ["bought", "spend"],
+        "min_rows_per_arm": 1,
+        "dialect": {"delimiter": ";", "decimal": ","},
     }
     return CampaignImportConfig.model_validate({**base, **kw})
 
@@ -63,8 +67,9 @@ def test_roles_types_and_arm_share_propensities(tmp_path: Path) -> None:
 def test_logged_propensities_are_kept(tmp_path: Path) -> None:
     text = "offer,p,bought,x\nnone,0.5,0,1\ncoupon,0.25,1,2\ncoupon,1,0,3\n"
     cfg, path = setup(tmp_path, text)
-    data = validate_campaign(cfg, path, CampaignImportConfig(propensity="p", outcomes=["bought"], arm="offer",
-                                                             min_rows_per_arm=1))
+    data = validate_campaign(
+        cfg, path, CampaignImportConfig(propensity="p", outcomes=["bought"], arm="offer", min_rows_per_arm=1)
+    )
     assert data.frame[data.propensity].tolist() == [0.5, 0.25, 1.0]
     assert not data.randomisation_assumed
     assert data.attributes == ["x"] and data.categorical == []
@@ -78,7 +83,11 @@ def test_import_writes_and_reads_back_by_name_and_path(tmp_path: Path) -> None:
     for back in (read_campaign("spring", cfg), read_campaign(folder, cfg)):
         pd.testing.assert_frame_equal(back.frame, data.frame)
         assert (back.attributes, back.categorical, back.outcomes, back.arms) == (
-            data.attributes, data.categorical, data.outcomes, data.arms)
+            data.attributes,
+            data.categorical,
+            data.outcomes,
+            data.arms,
+        )
         assert back.randomisation_assumed and back.control == "none"
     with pytest.raises(DataError, match="import-campaign"):
         read_campaign("autumn", cfg)
@@ -95,15 +104,35 @@ BAD = {
     "unknown arm": (EXPORT, {"arms": ["none", "coupon"]}, "unknown arm(s) ['gift']", "offer", [4]),
     "control arm missing": (EXPORT, {"control": "holdout"}, "control arm 'holdout'", "offer", None),
     "non-numeric outcome": (
-        EXPORT.replace("010;7,25;;gift;0;0", "010;7,25;;gift;yes;0"), {}, "non-numeric outcome", "bought", [4],
+        EXPORT.replace("010;7,25;;gift;0;0", "010;7,25;;gift;yes;0"),
+        {},
+        "non-numeric outcome",
+        "bought",
+        [4],
     ),
-    "missing outcome": (EXPORT.replace("011;3;silver;coupon;0;0", "011;3;silver;coupon;;0"), {},
-                        "missing outcome", "bought", [5]),
+    "missing outcome": (
+        EXPORT.replace("011;3;silver;coupon;0;0", "011;3;silver;coupon;;0"),
+        {},
+        "missing outcome",
+        "bought",
+        [5],
+    ),
     "too few rows": (EXPORT, {"min_rows_per_arm": 2}, "too few rows", "offer", None),
-    "missing column": (EXPORT, {"outcomes": ["bought", "revenue"]}, "missing column(s) ['revenue']", "revenue", None),
+    "missing column": (
+        EXPORT,
+        {"outcomes": ["bought", "revenue"]},
+        "missing column(s) ['revenue']",
+        "revenue",
+        None,
+    ),
     "duplicate customer": (EXPORT.replace("011;", "007;"), {}, "more than once", "kunde", [1, 5]),
-    "numeric attribute with text": (EXPORT.replace("011;3;", "011;drei;"), {"categorical": ["tier"]},
-                                    "non-numbers", "basket", [5]),
+    "numeric attribute with text": (
+        EXPORT.replace("011;3;", "011;drei;"),
+        {"categorical": ["tier"]},
+        "non-numbers",
+        "basket",
+        [5],
+    ),
     "header only": ("kunde;basket;tier;offer;bought;spend\n", {}, "no data rows", None, None),
 }
 
@@ -141,9 +170,26 @@ def test_propensities_outside_zero_one_are_rejected(tmp_path: Path, value: str) 
 
 def test_cli_imports_and_reports_assumed_randomisation(tmp_path: Path) -> None:
     cfg, path = setup(tmp_path)
-    args = ["import-campaign", str(path), "--data-dir", str(tmp_path / "data"), "--arm", "offer",
-            "--outcome", "bought", "--outcome", "spend", "--customer-id", "kunde", "--min-rows", "1",
-            "--delimiter", ";", "--decimal", ","]
+    args = [
+        "import-campaign",
+        str(path),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--arm",
+        "offer",
+        "--outcome",
+        "bought",
+        "--outcome",
+        "spend",
+        "--customer-id",
+        "kunde",
+        "--min-rows",
+        "1",
+        "--delimiter",
+        ";",
+        "--decimal",
+        ",",
+    ]
     res = CliRunner().invoke(app, [*args, "--check"])
     assert res.exit_code == 0, res.output
     assert not (tmp_path / "data").exists()

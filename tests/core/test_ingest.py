@@ -58,10 +58,14 @@ ORDERS = (
 
 
 def test_canonical_round_trip_keeps_ids_and_utc(tmp_path: Path) -> None:
-    orders = pd.DataFrame({
-        "order_id": ["01", "02"], "customer_id": ["007", "7"],
-        "ordered_at": pd.to_datetime(["2024-01-01 10:00", "2024-01-02 11:00"], utc=True), "amount": [1.0, 2.5],
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": ["01", "02"],
+            "customer_id": ["007", "7"],
+            "ordered_at": pd.to_datetime(["2024-01-01 10:00", "2024-01-02 11:00"], utc=True),
+            "amount": [1.0, 2.5],
+        }
+    )
     write_canonical({"orders": orders}, tmp_path)
     tables = read_canonical(tmp_path)
     assert set(tables) == set(TABLES)
@@ -83,9 +87,14 @@ def test_read_canonical_without_orders_says_run_import(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_previous_canonical_untouched(tmp_path: Path) -> None:
-    good = pd.DataFrame({
-        "order_id": ["a"], "customer_id": ["1"], "ordered_at": [utc("2024-01-01")], "amount": [3.0],
-    })
+    good = pd.DataFrame(
+        {
+            "order_id": ["a"],
+            "customer_id": ["1"],
+            "ordered_at": [utc("2024-01-01")],
+            "amount": [3.0],
+        }
+    )
     target = write_canonical({"orders": good}, tmp_path)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     with pytest.raises(DataError, match="amount"):
@@ -101,7 +110,9 @@ def test_iso_timestamps_with_mixed_offsets_go_to_utc(tmp_path: Path) -> None:
     cfg, src = setup(tmp_path, {"orders": ORDERS})
     orders = validate_inputs(cfg, src, AS_OF).tables["orders"]
     assert orders["ordered_at"].tolist() == [
-        utc("2024-03-01 09:00"), utc("2024-04-01 10:00"), utc("2024-05-01 10:00"),
+        utc("2024-03-01 09:00"),
+        utc("2024-04-01 10:00"),
+        utc("2024-05-01 10:00"),
     ]
     assert orders["customer_id"].tolist() == ["007", "007", "8"]
     assert orders["amount"].tolist() == [10.5, 20.0, 5.0]
@@ -111,10 +122,20 @@ def test_iso_timestamps_with_mixed_offsets_go_to_utc(tmp_path: Path) -> None:
 def test_orders_only_german_export_imports_end_to_end_and_validates(tmp_path: Path) -> None:
     runner = CliRunner()
     data = tmp_path / "data"
-    res = runner.invoke(app, [
-        "import", "-c", str(DATA / "shop_orders_de.toml"), "--data-dir", str(data),
-        "--orders", str(DATA / "shop_orders_de.csv"), "--as-of", "2025-01-01",
-    ])
+    res = runner.invoke(
+        app,
+        [
+            "import",
+            "-c",
+            str(DATA / "shop_orders_de.toml"),
+            "--data-dir",
+            str(data),
+            "--orders",
+            str(DATA / "shop_orders_de.csv"),
+            "--as-of",
+            "2025-01-01",
+        ],
+    )
     assert res.exit_code == 0, res.output
     said = " ".join(res.output.split())
     assert "derived from" in said and "consents default to False" in said
@@ -128,17 +149,29 @@ def test_orders_only_german_export_imports_end_to_end_and_validates(tmp_path: Pa
     assert orders["category"].tolist() == ["Schuhe", "Taschen", "Schuhe"]
     # Berlin: winter +01:00, summer +02:00; 02:30 on 2024-03-31 does not exist -> 03:00 CEST
     assert orders["ordered_at"].tolist() == [
-        utc("2024-01-03 09:15"), utc("2024-06-20 08:00"), utc("2024-03-31 01:00"),
+        utc("2024-01-03 09:15"),
+        utc("2024-06-20 08:00"),
+        utc("2024-03-31 01:00"),
     ]
     cust = tables["customers"].set_index("customer_id")
     assert cust.loc["0042", "signup_at"] == utc("2024-03-31 01:00")
     assert cust.loc["007", "signup_at"] == utc("2024-01-03 09:15")
     assert tables["events"].empty
     canon = data / "canonical"
-    res = runner.invoke(app, [
-        "validate", "--data-dir", str(tmp_path / "other"), "--as-of", "2025-01-01",
-        "--orders", str(canon / "orders.parquet"), "--customers", str(canon / "customers.parquet"),
-    ])
+    res = runner.invoke(
+        app,
+        [
+            "validate",
+            "--data-dir",
+            str(tmp_path / "other"),
+            "--as-of",
+            "2025-01-01",
+            "--orders",
+            str(canon / "orders.parquet"),
+            "--customers",
+            str(canon / "customers.parquet"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert not (tmp_path / "other").exists()
 
@@ -164,8 +197,8 @@ def test_order_ids_are_derived_deterministically(tmp_path: Path) -> None:
 
 def test_header_less_file_uses_column_order(tmp_path: Path) -> None:
     toml = (
-        "[import.dialect]\nheader = false\ntimezone = \"UTC\"\n"
-        "[import.orders]\ncolumn_order = [\"amount\", \"customer_id\", \"ordered_at\"]\n"
+        '[import.dialect]\nheader = false\ntimezone = "UTC"\n'
+        '[import.orders]\ncolumn_order = ["amount", "customer_id", "ordered_at"]\n'
     )
     cfg, src = setup(tmp_path, {"orders": "3.5,0001,2024-02-02 08:00\n"}, toml)
     orders = validate_inputs(cfg, src, AS_OF).tables["orders"]
@@ -197,9 +230,13 @@ def test_events_are_mapped_and_customers_file_read(tmp_path: Path) -> None:
 
 
 def test_parquet_sources_with_integer_ids_become_text(tmp_path: Path) -> None:
-    df = pd.DataFrame({
-        "customer_id": [7, 8], "ordered_at": pd.to_datetime(["2024-01-01", "2024-01-02"]), "amount": [1.0, 2.0],
-    })
+    df = pd.DataFrame(
+        {
+            "customer_id": [7, 8],
+            "ordered_at": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+            "amount": [1.0, 2.0],
+        }
+    )
     df.to_parquet(tmp_path / "o.parquet")
     cfg = load_config(data_dir=tmp_path / "d")
     with pytest.raises(DataError, match="without a time zone"):
@@ -215,50 +252,94 @@ BAD = {
     "missing file": ({}, "", "file not found", None, None),
     "empty file": ({"orders": ""}, "", "empty", None, None),
     "header only": ({"orders": "customer_id,ordered_at,amount\n"}, "", "no data rows", None, None),
-    "missing column": ({"orders": "customer_id,ordered_at\n1,2024-01-01T00:00:00Z\n"}, "", "amount", "amount", None),
+    "missing column": (
+        {"orders": "customer_id,ordered_at\n1,2024-01-01T00:00:00Z\n"},
+        "",
+        "amount",
+        "amount",
+        None,
+    ),
     "wrong type": (
         {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n1,2024-01-02T00:00:00Z,five\n"},
-        "", "not numbers", "amount", [2],
+        "",
+        "not numbers",
+        "amount",
+        [2],
     ),
     "unparseable date": (
         {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n1,yesterday,5\n"},
-        "", "unparseable timestamps", "ordered_at", [2],
+        "",
+        "unparseable timestamps",
+        "ordered_at",
+        [2],
     ),
     "naive without zone": (
         {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n1,2024-01-02 10:00,5\n"},
-        "", "without a time zone", "ordered_at", [2],
+        "",
+        "without a time zone",
+        "ordered_at",
+        [2],
     ),
     "duplicate order_id": (
-        {"orders": "customer_id,order_id,ordered_at,amount\n1,x,2024-01-01T00:00:00Z,5\n"
-                   "2,y,2024-01-01T00:00:00Z,5\n3,x,2024-01-02T00:00:00Z,5\n"},
-        "", "duplicate order_id", "order_id", [1, 3],
+        {
+            "orders": "customer_id,order_id,ordered_at,amount\n1,x,2024-01-01T00:00:00Z,5\n"
+            "2,y,2024-01-01T00:00:00Z,5\n3,x,2024-01-02T00:00:00Z,5\n"
+        },
+        "",
+        "duplicate order_id",
+        "order_id",
+        [1, 3],
     ),
     "NaN amount": (
         {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n1,2024-01-02T00:00:00Z,\n"},
-        "", "missing values", "amount", [2],
+        "",
+        "missing values",
+        "amount",
+        [2],
     ),
     "negative amount rejected": (
         {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n1,2024-01-02T00:00:00Z,-5\n"},
-        "", "negative amounts", "amount", [2],
+        "",
+        "negative amounts",
+        "amount",
+        [2],
     ),
     "order before signup": (
-        {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n2,2024-01-01T00:00:00Z,5\n",
-         "customers": "customer_id,signup_at\n1,2023-12-01T00:00:00Z\n2,2024-01-02T00:00:00Z\n"},
-        "", "before the customer's signup_at", "ordered_at", [2],
+        {
+            "orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n2,2024-01-01T00:00:00Z,5\n",
+            "customers": "customer_id,signup_at\n1,2023-12-01T00:00:00Z\n2,2024-01-02T00:00:00Z\n",
+        },
+        "",
+        "before the customer's signup_at",
+        "ordered_at",
+        [2],
     ),
     "after as-of": (
         {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n1,2025-01-01T00:00:01Z,5\n"},
-        "", "after --as-of", "ordered_at", [2],
+        "",
+        "after --as-of",
+        "ordered_at",
+        [2],
     ),
     "unknown event_type": (
-        {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n",
-         "events": "customer_id,occurred_at,event_type\n1,2024-01-01T00:00:00Z,view\n1,2024-01-01T00:00:00Z,wish\n"},
-        "", "unknown event types ['wish']", "event_type", [2],
+        {
+            "orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n",
+            "events": "customer_id,occurred_at,event_type\n1,2024-01-01T00:00:00Z,view\n1,2024-01-01T00:00:00Z,wish\n",
+        },
+        "",
+        "unknown event types ['wish']",
+        "event_type",
+        [2],
     ),
     "customer not in customers": (
-        {"orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n01,2024-01-01T00:00:00Z,5\n",
-         "customers": "customer_id,signup_at\n1,2023-12-01T00:00:00Z\n"},
-        "", "customers not in the customers file", "customer_id", [2],
+        {
+            "orders": "customer_id,ordered_at,amount\n1,2024-01-01T00:00:00Z,5\n01,2024-01-01T00:00:00Z,5\n",
+            "customers": "customer_id,signup_at\n1,2023-12-01T00:00:00Z\n",
+        },
+        "",
+        "customers not in the customers file",
+        "customer_id",
+        [2],
     ),
 }
 
@@ -270,8 +351,9 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path, case: str
     if case == "missing file":
         src = Sources(orders=tmp_path / "nope.csv")
     # a previous good import must survive the failed one byte for byte
-    prior = pd.DataFrame({"order_id": ["p"], "customer_id": ["9"], "ordered_at": [utc("2023-01-01")],
-                          "amount": [1.0]})
+    prior = pd.DataFrame(
+        {"order_id": ["p"], "customer_id": ["9"], "ordered_at": [utc("2023-01-01")], "amount": [1.0]}
+    )
     canon = write_canonical({"orders": prior}, cfg.paths.data_dir)
     before = {p.name: p.read_bytes() for p in canon.iterdir()}
     with pytest.raises(DataError) as err:
@@ -290,11 +372,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path, case: str
 
 
 def test_all_problems_of_a_pass_are_reported_together(tmp_path: Path) -> None:
-    text = (
-        "customer_id,order_id,ordered_at,amount\n"
-        "1,x,2024-01-01T00:00:00Z,\n"
-        "2,x,2024-01-01T00:00:00Z,5\n"
-    )
+    text = "customer_id,order_id,ordered_at,amount\n1,x,2024-01-01T00:00:00Z,\n2,x,2024-01-01T00:00:00Z,5\n"
     cfg, src = setup(tmp_path, {"orders": text})
     with pytest.raises(DataError) as err:
         validate_inputs(cfg, src, AS_OF)
@@ -311,8 +389,9 @@ def test_return_without_earlier_order_is_an_error(tmp_path: Path) -> None:
 
 
 def test_undecodable_file_names_the_encoding(tmp_path: Path) -> None:
-    (tmp_path / "o.csv").write_bytes("customer_id,ordered_at,amount\nM\u00fcller,2024-01-01T00:00:00Z,5\n"
-                                     .encode("cp1252"))
+    (tmp_path / "o.csv").write_bytes(
+        "customer_id,ordered_at,amount\nM\u00fcller,2024-01-01T00:00:00Z,5\n".encode("cp1252")
+    )
     cfg = load_config(data_dir=tmp_path / "d")
     with pytest.raises(DataError, match="encoding"):
         validate_inputs(cfg, Sources(orders=tmp_path / "o.csv"), AS_OF)
@@ -324,9 +403,18 @@ def test_undecodable_file_names_the_encoding(tmp_path: Path) -> None:
 
 def test_cli_bad_input_exits_non_zero_with_the_message(tmp_path: Path) -> None:
     (tmp_path / "o.csv").write_text("customer_id,ordered_at,amount\n1,2024-01-01 10:00,5\n")
-    res = CliRunner().invoke(app, [
-        "import", "--data-dir", str(tmp_path / "d"), "--orders", str(tmp_path / "o.csv"), "--as-of", "2025-01-01",
-    ])
+    res = CliRunner().invoke(
+        app,
+        [
+            "import",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--orders",
+            str(tmp_path / "o.csv"),
+            "--as-of",
+            "2025-01-01",
+        ],
+    )
     assert res.exit_code != 0
     assert "without a time zone" in res.output and "timezone" in res.output
     assert not (tmp_path / "d" / "canonical").exists()
@@ -338,7 +426,7 @@ def test_customer_time_zones_must_be_iana_names(tmp_path: Path) -> None:
     files = {
         "orders": "customer_id,ordered_at,amount\n1,2024-01-02T00:00:00Z,5\n2,2024-01-02T00:00:00Z,5\n",
         "customers": "customer_id,signup_at,timezone\n1,2024-01-01T00:00:00Z,Europe/Berlin\n"
-                     "2,2024-01-01T00:00:00Z,CET+1\n",
+        "2,2024-01-01T00:00:00Z,CET+1\n",
     }
     cfg, src = setup(tmp_path, files)
     with pytest.raises(DataError, match="unknown time zone names") as err:
@@ -350,7 +438,7 @@ def test_events_of_customers_without_orders_are_kept_and_counted(tmp_path: Path)
     files = {
         "orders": "customer_id,ordered_at,amount\n1,2024-01-02T00:00:00Z,5\n",
         "events": "customer_id,occurred_at,event_type\n1,2024-01-01T00:00:00Z,view\n"
-                  "v9,2024-01-01T00:00:00Z,view\nv9,2024-01-01T01:00:00Z,cart\n",
+        "v9,2024-01-01T00:00:00Z,view\nv9,2024-01-01T01:00:00Z,cart\n",
     }
     cfg, src = setup(tmp_path, files)
     res = validate_inputs(cfg, src, AS_OF)
@@ -388,9 +476,19 @@ def test_any_id_text_survives_csv_import_exactly(tmp_path: Path, ids: list[str])
 
 def test_cli_takes_paths_from_config_and_format_flag(tmp_path: Path) -> None:
     orders = tmp_path / "orders.export"  # no telling suffix: the format comes from --format
-    pd.DataFrame({"customer_id": ["01"], "ordered_at": [utc("2024-01-01")], "amount": [2.0]}).to_parquet(orders)
+    pd.DataFrame({"customer_id": ["01"], "ordered_at": [utc("2024-01-01")], "amount": [2.0]}).to_parquet(
+        orders
+    )
     (tmp_path / "rebuy.toml").write_text(f'[import.orders]\npath = "{orders}"\n')
-    base = ["import", "-c", str(tmp_path / "rebuy.toml"), "--data-dir", str(tmp_path / "d"), "--as-of", "2025-01-01"]
+    base = [
+        "import",
+        "-c",
+        str(tmp_path / "rebuy.toml"),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--as-of",
+        "2025-01-01",
+    ]
     res = CliRunner().invoke(app, base)
     assert res.exit_code != 0 and "--format parquet" in " ".join(res.output.split())
     res = CliRunner().invoke(app, [*base, "--format", "parquet"])

@@ -48,8 +48,14 @@ def test_tables_follow_the_contract(small_shop) -> None:  # type: ignore[no-unty
     assert (orders["ordered_at"] >= orders["customer_id"].map(signup)).all()
     assert (events["occurred_at"] >= events["customer_id"].map(signup)).all()
     assert orders["ordered_at"].max() < small_shop.sim.now
-    assert set(events["event_type"]) >= {"view", "cart", "order_history_view", "delivery_check", "email_open",
-                                         "app_open"}
+    assert set(events["event_type"]) >= {
+        "view",
+        "cart",
+        "order_history_view",
+        "delivery_check",
+        "email_open",
+        "app_open",
+    }
     # offers and sales show as discounts; some orders come back
     assert (orders["discount"] > 0).mean() > 0.01 and (orders["returned_amount"] > 0).mean() > 0.01
     assert (orders["returned_amount"] <= orders["amount"] + 1e-9).all()
@@ -82,11 +88,20 @@ def test_truth_columns_and_basic_sense(small_shop) -> None:  # type: ignore[no-u
     sim = small_shop.sim
     ids = small_shop.tables["customers"]["customer_id"].head(300)
     at = sim.now - pd.Timedelta(days=90)
-    tr = sim.truth(ids, at, horizon_days=30, offers=("none", "coupon_10pct", "wake_up_gift"), spend_days=180,
-                   paths=32)
+    tr = sim.truth(
+        ids, at, horizon_days=30, offers=("none", "coupon_10pct", "wake_up_gift"), spend_days=180, paths=32
+    )
     assert list(tr.index) == list(ids)
-    for col in ("alive", "p_order", "p_order__coupon_10pct", "p_order__wake_up_gift", "expected_spend",
-                "expected_days_to_next_order", "expected_margin__coupon_10pct", "expected_margin__wake_up_gift"):
+    for col in (
+        "alive",
+        "p_order",
+        "p_order__coupon_10pct",
+        "p_order__wake_up_gift",
+        "expected_spend",
+        "expected_days_to_next_order",
+        "expected_margin__coupon_10pct",
+        "expected_margin__wake_up_gift",
+    ):
         assert col in tr.columns, col
     assert tr["p_order"].between(0, 1).all()
     assert (tr["expected_days_to_next_order"] <= 180).all() and (tr["expected_spend"] >= 0).all()
@@ -102,8 +117,9 @@ def test_truth_at_matches_truth_per_cutoff(small_shop) -> None:  # type: ignore[
     sim = small_shop.sim
     ids = list(small_shop.tables["customers"]["customer_id"].head(40))
     cut = [sim.now - pd.Timedelta(days=200), sim.now - pd.Timedelta(days=100)]
-    pairs = pd.DataFrame({"customer_id": ids * 2, "cutoff": [cut[0]] * 40 + [cut[1]] * 40},
-                         index=pd.RangeIndex(100, 180))
+    pairs = pd.DataFrame(
+        {"customer_id": ids * 2, "cutoff": [cut[0]] * 40 + [cut[1]] * 40}, index=pd.RangeIndex(100, 180)
+    )
     both = sim.truth_at(pairs, horizon_days=30, offers=("none",), paths=16)
     assert list(both.index) == list(pairs.index)
     for c in cut:
@@ -118,7 +134,9 @@ def test_step_delivers_coupons_and_is_reproducible() -> None:
         sim.run_history()
         st = sim.state
         who = sim.ids[st.active & st.consent[:, 0]]
-        dec = pd.DataFrame({"customer_id": who, "decided_at": sim.now, "offer": "coupon_10pct", "channel": "email"})
+        dec = pd.DataFrame(
+            {"customer_id": who, "decided_at": sim.now, "offer": "coupon_10pct", "channel": "email"}
+        )
         return sim, sim.step(14, dec)
 
     sim, new = run()
@@ -136,8 +154,10 @@ def test_step_delivers_coupons_and_is_reproducible() -> None:
     assert (sim.state.fatigue[sim.state.eff_offer > 0, 0] > 0).all()
     # delivered emails are opened on the day they arrive (a third of the active, fewer dormant; 3-4% on a usual day)
     ev = new["events"]
-    first_day = ev[(ev["occurred_at"] < sim.start + pd.Timedelta(days=sim.config.days + 1))
-                   & (ev["event_type"] == "email_open")]
+    first_day = ev[
+        (ev["occurred_at"] < sim.start + pd.Timedelta(days=sim.config.days + 1))
+        & (ev["event_type"] == "email_open")
+    ]
     n_sent = int((sim.state.eff_offer > 0).sum())
     assert first_day["customer_id"].nunique() > 0.12 * n_sent
 
@@ -146,11 +166,24 @@ def test_step_rejects_bad_decisions() -> None:
     sim = ShopSimulator(SimConfig(customers=200, months=2, seed=1))
     sim.run_history()
     with pytest.raises(DataError, match="unknown customer_id"):
-        sim.step(1, pd.DataFrame({"customer_id": ["nope"], "decided_at": [sim.now], "offer": ["none"],
-                                  "channel": ["email"]}))
+        sim.step(
+            1,
+            pd.DataFrame(
+                {"customer_id": ["nope"], "decided_at": [sim.now], "offer": ["none"], "channel": ["email"]}
+            ),
+        )
     with pytest.raises(ValueError, match="unknown offers"):
-        sim.step(1, pd.DataFrame({"customer_id": [sim.ids[0]], "decided_at": [sim.now], "offer": ["bogus"],
-                                  "channel": ["email"]}))
+        sim.step(
+            1,
+            pd.DataFrame(
+                {
+                    "customer_id": [sim.ids[0]],
+                    "decided_at": [sim.now],
+                    "offer": ["bogus"],
+                    "channel": ["email"],
+                }
+            ),
+        )
     with pytest.raises(DataError, match="lack columns"):
         sim.step(1, pd.DataFrame({"customer_id": [sim.ids[0]]}))
 
@@ -158,7 +191,9 @@ def test_step_rejects_bad_decisions() -> None:
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     sim = ShopSimulator(SimConfig(customers=500, months=4, seed=9))
     sim.run_history()
-    dec = pd.DataFrame({"customer_id": sim.ids[:50], "decided_at": sim.now, "offer": "points_x2", "channel": "push"})
+    dec = pd.DataFrame(
+        {"customer_id": sim.ids[:50], "decided_at": sim.now, "offer": "points_x2", "channel": "push"}
+    )
     sim.step(3, dec)
     sim.save(tmp_path / "truth")
     assert not list((tmp_path / "truth").glob("*.pkl"))
@@ -167,8 +202,10 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     for k, v in sim.state.arrays().items():
         assert np.array_equal(v, back.state.arrays()[k]), k
     at = sim.now - pd.Timedelta(days=30)
-    pd.testing.assert_frame_equal(sim.truth(sim.ids[:80], at, offers=("none", "points_x2"), paths=8),
-                                  back.truth(sim.ids[:80], at, offers=("none", "points_x2"), paths=8))
+    pd.testing.assert_frame_equal(
+        sim.truth(sim.ids[:80], at, offers=("none", "points_x2"), paths=8),
+        back.truth(sim.ids[:80], at, offers=("none", "points_x2"), paths=8),
+    )
     a, b = sim.step(2), back.step(2)
     for t in TABLES:
         pd.testing.assert_frame_equal(a[t], b[t])
@@ -183,8 +220,17 @@ def test_randomized_campaign_shapes(small_shop) -> None:  # type: ignore[no-unty
     assert np.allclose(decisions["propensity"], 1 / len(SIM_OFFERS))
     assert (decisions.loc[decisions["offer"] == "none", "group"] == "control").all()
     assert (decisions.loc[decisions["offer"] == "none", "channel"] == "none").all()
-    for col in ("recency_days", "frequency", "monetary", "region", "arm", "propensity", "converted", "spend",
-                "visited"):
+    for col in (
+        "recency_days",
+        "frequency",
+        "monetary",
+        "region",
+        "arm",
+        "propensity",
+        "converted",
+        "spend",
+        "visited",
+    ):
         assert col in export.columns, col
     # attributes at send time are what the tables show up to `at`
     o = small_shop.tables["orders"]
@@ -210,9 +256,12 @@ def _effects(kind: str) -> pd.DataFrame:
     sim.run_history()
     st = sim.state
     ids = sim.ids[st.active & st.alive & st.consent[:, 0] & (st.n_orders > 0)]
-    tr = sim.truth(ids, sim.now, horizon_days=30, offers=SIM_OFFERS, spend_days=None, paths=8, channel="email")
+    tr = sim.truth(
+        ids, sim.now, horizon_days=30, offers=SIM_OFFERS, spend_days=None, paths=8, channel="email"
+    )
     return pd.DataFrame({o: tr[f"p_order__{o}"] - tr["p_order"] for o in SIM_OFFERS[1:]}).assign(
-        **{f"m_{o}": tr[f"expected_margin__{o}"] for o in SIM_OFFERS[1:]})
+        **{f"m_{o}": tr[f"expected_margin__{o}"] for o in SIM_OFFERS[1:]}
+    )
 
 
 def test_effect_scenarios_favour_personalising_one_arm_or_nothing() -> None:
@@ -257,8 +306,10 @@ def test_cli_simulate_writes_tables_truth_and_campaign(tmp_path: Path) -> None:
     from rebuy.cli import app
 
     out = tmp_path / "shop"
-    res = CliRunner().invoke(app, ["simulate", "--out", str(out), "--customers", "300", "--months", "3",
-                                   "--seed", "2", "--campaign"])
+    res = CliRunner().invoke(
+        app,
+        ["simulate", "--out", str(out), "--customers", "300", "--months", "3", "--seed", "2", "--campaign"],
+    )
     assert res.exit_code == 0, res.output
     for t in TABLES:
         SCHEMAS[t].validate(pd.read_parquet(out / f"{t}.parquet"))
@@ -266,6 +317,19 @@ def test_cli_simulate_writes_tables_truth_and_campaign(tmp_path: Path) -> None:
     assert back.config.customers == 300 and back.now == pd.Timestamp("2024-04-01", tz="UTC")
     export = pd.read_parquet(out / "campaign" / "export.parquet")
     assert {"arm", "propensity", "converted", "spend"} <= set(export.columns) and len(export) > 0
-    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "b"), "--customers", "300", "--months", "3",
-                                   "--seed", "2", "--no-events"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--out",
+            str(tmp_path / "b"),
+            "--customers",
+            "300",
+            "--months",
+            "3",
+            "--seed",
+            "2",
+            "--no-events",
+        ],
+    )
     assert res.exit_code == 0 and len(pd.read_parquet(tmp_path / "b" / "events.parquet")) == 0

@@ -118,7 +118,9 @@ def test_a_randomized_experiment_recovers_each_offers_true_average_effect(defaul
     attr = sim.config.offers.attribution_days
     _, export = sim.randomized_campaign(at, SIM_OFFERS, seed=5)
     # probabilities are exact; sampled paths only feed the margins, which this test does not use
-    truth = sim.truth(export["customer_id"], at, horizon_days=attr, offers=SIM_OFFERS, spend_days=None, paths=1)
+    truth = sim.truth(
+        export["customer_id"], at, horizon_days=attr, offers=SIM_OFFERS, spend_days=None, paths=1
+    )
     y = export.set_index("customer_id")["converted"]
     arm = export.set_index("customer_id")["arm"]
     ctrl = y[arm == "none"]
@@ -142,8 +144,14 @@ def test_the_seeds_signal_matrix_holds(default_shop: Shop) -> None:
     sim, ev, o = default_shop.sim, default_shop.tables["events"], default_shop.tables["orders"]
     start = sim.start
     day_ev = ((ev["occurred_at"] - start) // DAY).to_numpy()
-    e = pd.DataFrame({"c": ev["customer_id"].to_numpy(), "d": day_ev, "t": ev["event_type"].to_numpy(),
-                      "cat": ev["category"].to_numpy()})
+    e = pd.DataFrame(
+        {
+            "c": ev["customer_id"].to_numpy(),
+            "d": day_ev,
+            "t": ev["event_type"].to_numpy(),
+            "cat": ev["category"].to_numpy(),
+        }
+    )
     views = e[e["t"] == "view"].groupby(["c", "d", "cat"]).size().groupby(level=[0, 1]).max()
     burst = set(views[views >= 3].index)
     lookup = set(e.loc[e["t"] == "order_history_view", ["c", "d"]].itertuples(index=False, name=None))
@@ -162,9 +170,17 @@ def test_the_seeds_signal_matrix_holds(default_shop: Shop) -> None:
         if len(dd) == 0:
             continue
         i = np.searchsorted(od_c, dd)
-        today = (i < len(od_c)) & (od_c[np.minimum(i, len(od_c) - 1)] == dd) if len(od_c) else np.zeros(len(dd), bool)
+        today = (
+            (i < len(od_c)) & (od_c[np.minimum(i, len(od_c) - 1)] == dd)
+            if len(od_c)
+            else np.zeros(len(dd), bool)
+        )
         j = np.searchsorted(od_c, dd + 1)
-        soon = (j < len(od_c)) & (od_c[np.minimum(j, len(od_c) - 1)] <= dd + 7) if len(od_c) else np.zeros(len(dd), bool)
+        soon = (
+            (j < len(od_c)) & (od_c[np.minimum(j, len(od_c) - 1)] <= dd + 7)
+            if len(od_c)
+            else np.zeros(len(dd), bool)
+        )
         keep = ~today
         rows.extend((c, int(d)) for d in dd[keep])
         hits.extend(soon[keep].tolist())
@@ -172,8 +188,10 @@ def test_the_seeds_signal_matrix_holds(default_shop: Shop) -> None:
     hit = np.array(hits)
     with_signal, without = hit[flag].mean(), hit[~flag].mean()
     ratio = with_signal / without
-    print(f"signal customer-days {flag.sum()}: buy within 7 days {with_signal:.3f} vs {without:.4f} "
-          f"(ratio {ratio:.1f}, +{(ratio - 1) * 100:.0f}%; the seeds report +217%)")
+    print(
+        f"signal customer-days {flag.sum()}: buy within 7 days {with_signal:.3f} vs {without:.4f} "
+        f"(ratio {ratio:.1f}, +{(ratio - 1) * 100:.0f}%; the seeds report +217%)"
+    )
     assert flag.sum() >= 30
     assert ratio > 2
 
@@ -183,13 +201,21 @@ def test_step_reacts_to_decisions_as_the_truth_says() -> None:
     sim.run_history()
     st = sim.state
     eligible = sim.ids[st.active & st.consent[:, 0] & (st.n_orders > 0)]
-    truth = sim.truth(eligible, sim.now, horizon_days=14, offers=("none", "coupon_10pct"), spend_days=None,
-                      paths=1, channel="email")  # p is exact; paths only feed margins
+    truth = sim.truth(
+        eligible,
+        sim.now,
+        horizon_days=14,
+        offers=("none", "coupon_10pct"),
+        spend_days=None,
+        paths=1,
+        channel="email",
+    )  # p is exact; paths only feed margins
     gain = truth["p_order__coupon_10pct"] - truth["p_order"]
     rng = np.random.default_rng(2024)
     treat = rng.random(len(eligible)) < 0.5
-    dec = pd.DataFrame({"customer_id": eligible[treat], "decided_at": sim.now, "offer": "coupon_10pct",
-                        "channel": "email"})
+    dec = pd.DataFrame(
+        {"customer_id": eligible[treat], "decided_at": sim.now, "offer": "coupon_10pct", "channel": "email"}
+    )
     new = sim.step(14, dec)
     bought = pd.Series(eligible).isin(new["orders"]["customer_id"]).to_numpy()
     groups = {"responders": gain.to_numpy() > 0.02, "adverse": gain.to_numpy() < -0.005}

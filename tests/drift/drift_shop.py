@@ -31,16 +31,18 @@ def _fallback_shop(n: int, seed: int, end: pd.Timestamp) -> dict[str, pd.DataFra
         np.concatenate([[True], cust[1:] != cust[:-1]]), 0.0, rng.uniform(0, 1, len(cust)) * alive_days[cust]
     )
     value = rng.lognormal(3.6, 0.85, len(cust))
-    orders = pd.DataFrame({
-        "order_id": [f"o{seed}_{j}" for j in range(len(cust))],
-        "customer_id": ids[cust],
-        "ordered_at": start + pd.to_timedelta(t, unit="D"),
-        "amount": value.round(2),
-        "category": rng.choice(["a", "b", "c", "d"], len(cust)),
-        "discount": np.where(rng.random(len(cust)) < 0.2, 5.0, 0.0),
-        "items": rng.integers(1, 4, len(cust)),
-        "returned_amount": 0.0,
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{seed}_{j}" for j in range(len(cust))],
+            "customer_id": ids[cust],
+            "ordered_at": start + pd.to_timedelta(t, unit="D"),
+            "amount": value.round(2),
+            "category": rng.choice(["a", "b", "c", "d"], len(cust)),
+            "discount": np.where(rng.random(len(cust)) < 0.2, 5.0, 0.0),
+            "items": rng.integers(1, 4, len(cust)),
+            "returned_amount": 0.0,
+        }
+    )
     # events over the last 120 days: engagement at a per-customer rate, plus views and lookups
     ev_days = 120.0
     eng_rate = rng.gamma(1.0, 0.15, n)
@@ -50,21 +52,37 @@ def _fallback_shop(n: int, seed: int, end: pd.Timestamp) -> dict[str, pd.DataFra
     ce = np.repeat(np.arange(n), n_eng)
     cv = np.repeat(np.arange(n), n_view)
     frames = []
-    for c, types in ((ce, ENGAGEMENT), (cv, ("view", "view", "view", "cart", "order_history_view", "delivery_check"))):
+    for c, types in (
+        (ce, ENGAGEMENT),
+        (cv, ("view", "view", "view", "cart", "order_history_view", "delivery_check")),
+    ):
         when = end - pd.to_timedelta(rng.uniform(0, ev_days, len(c)), unit="D")
-        frames.append(pd.DataFrame({
-            "customer_id": ids[c], "occurred_at": when, "event_type": rng.choice(list(types), len(c)),
-            "category": rng.choice(["a", "b", "c", "d"], len(c)),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": ids[c],
+                    "occurred_at": when,
+                    "event_type": rng.choice(list(types), len(c)),
+                    "category": rng.choice(["a", "b", "c", "d"], len(c)),
+                }
+            )
+        )
     events = pd.concat(frames, ignore_index=True)
     signup_of = pd.Series(start + pd.to_timedelta(signup, unit="D"), index=ids)
     events = events[events["occurred_at"].to_numpy() >= signup_of.reindex(events["customer_id"]).to_numpy()]
     events = events.reset_index(drop=True)
-    customers = pd.DataFrame({
-        "customer_id": ids, "signup_at": start + pd.to_timedelta(signup, unit="D"),
-        "birthday": pd.NaT, "timezone": "UTC", "region": "x",
-        "consent_email": True, "consent_sms": False, "consent_push": True,
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "signup_at": start + pd.to_timedelta(signup, unit="D"),
+            "birthday": pd.NaT,
+            "timezone": "UTC",
+            "region": "x",
+            "consent_email": True,
+            "consent_sms": False,
+            "consent_push": True,
+        }
+    )
     for df, col in ((orders, "ordered_at"), (events, "occurred_at"), (customers, "signup_at")):
         df[col] = df[col].dt.as_unit("ns")
     return {"customers": customers, "orders": orders, "events": events}
@@ -115,7 +133,9 @@ def new_share(tables: dict[str, pd.DataFrame], cutoff: pd.Timestamp) -> float:
     return float((c["signup_at"] > cutoff - pd.Timedelta(days=NEW_DAYS)).mean())
 
 
-def double_new_customers(tables: dict[str, pd.DataFrame], cutoff: pd.Timestamp, seed: int) -> dict[str, pd.DataFrame]:
+def double_new_customers(
+    tables: dict[str, pd.DataFrame], cutoff: pd.Timestamp, seed: int
+) -> dict[str, pd.DataFrame]:
     """Keep every new customer (signed up within NEW_DAYS) and sub-sample the others so the new share doubles.
 
     With new share s, keeping a fraction f = (1 − 2s) / (2(1 − s)) of the others gives exactly 2s.

@@ -16,16 +16,37 @@ from rebuy.config import DriftConfig
 
 SPEND = {"spend_30d", "spend_90d", "spend_365d", "spend_total", "avg_order_value"}
 ENGAGEMENT = {
-    "engagement_rate_recent", "engagement_rate_baseline", "engagement_drop", "engagement_ratio",
-    "days_since_engagement", "open_rate_trend", "click_rate_trend",
+    "engagement_rate_recent",
+    "engagement_rate_baseline",
+    "engagement_drop",
+    "engagement_ratio",
+    "days_since_engagement",
+    "open_rate_trend",
+    "click_rate_trend",
 }
 # a younger customer base moves what accumulates with customer age: the order history and how long
 # ago the customer last did anything (a new customer has not looked up past orders for long, or ever)
 HISTORY = {
-    "tenure_days", "orders_total", "orders_30d", "orders_90d", "orders_365d", "spend_total", "spend_30d",
-    "spend_90d", "spend_365d", "gap_mean_days", "gap_std_days", "category_breadth", "is_single_buyer",
-    "days_since_last_order", "overdue_ratio", "discount_share", "avg_order_value",
-    "days_since_order_history_view", "days_since_delivery_check", "days_since_engagement",
+    "tenure_days",
+    "orders_total",
+    "orders_30d",
+    "orders_90d",
+    "orders_365d",
+    "spend_total",
+    "spend_30d",
+    "spend_90d",
+    "spend_365d",
+    "gap_mean_days",
+    "gap_std_days",
+    "category_breadth",
+    "is_single_buyer",
+    "days_since_last_order",
+    "overdue_ratio",
+    "discount_share",
+    "avg_order_value",
+    "days_since_order_history_view",
+    "days_since_delivery_check",
+    "days_since_engagement",
 }
 
 
@@ -49,7 +70,9 @@ def _assert_dominated_by(result, affected: set[str]) -> None:
     assert drifted and drifted <= affected, f"drift outside the affected features: {drifted - affected}"
     assert t["column"].iloc[0] in affected  # the largest effect is an affected feature
     flagged = set(t.loc[t["level"] != "ok", "column"])
-    assert len(flagged & affected) >= len(flagged - affected), f"unaffected flags dominate: {flagged - affected}"
+    assert len(flagged & affected) >= len(flagged - affected), (
+        f"unaffected flags dominate: {flagged - affected}"
+    )
 
 
 def test_fresh_shop_same_season_is_ok(drift_shops: dict) -> None:

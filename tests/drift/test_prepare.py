@@ -61,7 +61,9 @@ def test_sample_matched_without_shared_weekdays_samples_plainly_and_says_so() ->
 
 def test_labels_count_only_once_their_horizon_has_passed() -> None:
     roles = Roles(features=("x",), target="y", timestamp="at", horizon_days=30)
-    cur = pd.DataFrame({"at": _at(["2025-01-01", "2025-01-31", "2025-02-01"]), "x": 0.0, "y": [1.0, 0.0, 1.0]})
+    cur = pd.DataFrame(
+        {"at": _at(["2025-01-01", "2025-01-31", "2025-02-01"]), "x": 0.0, "y": [1.0, 0.0, 1.0]}
+    )
     out = mature_labels(cur, roles, pd.Timestamp("2025-03-02", tz="UTC"))
     # Jan 1 + 30 d and Jan 31 + 30 d = Mar 2 are due; Feb 1 + 30 d = Mar 3 is not yet
     assert out["y"].tolist()[:2] == [1.0, 0.0] and np.isnan(out["y"].iloc[2])
@@ -127,4 +129,6 @@ def test_naive_timestamps_are_refused() -> None:
 def test_empty_current_is_refused() -> None:
     roles = Roles(features=("x",))
     with pytest.raises(DataError, match="no rows"):
-        check_frames(pd.DataFrame({"x": [1.0]}), pd.DataFrame({"x": []}), roles, reference_name="r", current_name="c")
+        check_frames(
+            pd.DataFrame({"x": [1.0]}), pd.DataFrame({"x": []}), roles, reference_name="r", current_name="c"
+        )

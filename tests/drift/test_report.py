@@ -19,7 +19,9 @@ AS_OF = pd.Timestamp("2025-06-02", tz="UTC")
 def _cfg(tmp_path: Path) -> Config:
     return Config(
         paths=PathsConfig(data_dir=tmp_path),
-        drift=DriftConfig(reference_sample=1500, current_sample=1500, permutations=10, min_reference_rows=100),
+        drift=DriftConfig(
+            reference_sample=1500, current_sample=1500, permutations=10, min_reference_rows=100
+        ),
     )
 
 
@@ -29,16 +31,23 @@ def _frames(seed: int, shift: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     at = pd.Series(pd.to_datetime(["2025-05-26"] * n, utc=True))  # same weekday and season on both sides
 
     def frame(mu: float) -> pd.DataFrame:
-        return pd.DataFrame({
-            "at": at, "customer_id": [f"c{i}" for i in range(n)],
-            "spend": rng.lognormal(3 + mu, 0.8, n), "visits": rng.poisson(3, n).astype(float),
-            "region": rng.choice(["north", "south"], n), "prediction": rng.beta(2, 5, n),
-        })
+        return pd.DataFrame(
+            {
+                "at": at,
+                "customer_id": [f"c{i}" for i in range(n)],
+                "spend": rng.lognormal(3 + mu, 0.8, n),
+                "visits": rng.poisson(3, n).astype(float),
+                "region": rng.choice(["north", "south"], n),
+                "prediction": rng.beta(2, 5, n),
+            }
+        )
 
     return frame(0.0), frame(shift)
 
 
-ROLES = Roles(features=("spend", "visits", "region"), categorical=("region",), prediction="prediction", timestamp="at")
+ROLES = Roles(
+    features=("spend", "visits", "region"), categorical=("region",), prediction="prediction", timestamp="at"
+)
 
 
 def _loader(shifts: dict[str, float]):
@@ -52,7 +61,9 @@ def _loader(shifts: dict[str, float]):
 @pytest.fixture(scope="module")
 def drift_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, pd.DataFrame]:
     cfg = _cfg(tmp_path_factory.mktemp("drift"))
-    out = run_drift(cfg, AS_OF, ["churn", "value"], load_source=_loader({"churn": 0.0, "value": 0.5}), progress=False)
+    out = run_drift(
+        cfg, AS_OF, ["churn", "value"], load_source=_loader({"churn": 0.0, "value": 0.5}), progress=False
+    )
     return cfg, out
 
 
@@ -93,7 +104,7 @@ def test_index_links_latest_report_per_model_with_status(drift_run: tuple[Config
     later = AS_OF + pd.Timedelta(days=7)
     run_drift(cfg, later, ["value"], load_source=_loader({"value": 0.0}), log_mlflow=False, progress=False)
     page = (drift_dir / "index.html").read_text()
-    value_card = page[page.index("<h2>value"):]
+    value_card = page[page.index("<h2>value") :]
     value_card = value_card[: value_card.index("</section>")]
     assert "pill big ok" in value_card and "20250609T000000Z/report.html" in value_card
     assert "20250602T000000Z/report.html" in value_card  # the history dot of the older report
@@ -121,7 +132,9 @@ def test_a_failing_report_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.M
 
     monkeypatch.setattr(drift, "evidently_report", lambda result, cfg: Broken())
     with pytest.raises(OSError, match="disk full"):
-        run_drift(cfg, AS_OF, ["churn"], load_source=_loader({"churn": 0.0}), log_mlflow=False, progress=False)
+        run_drift(
+            cfg, AS_OF, ["churn"], load_source=_loader({"churn": 0.0}), log_mlflow=False, progress=False
+        )
     model_dir = cfg.paths.reports_dir / "drift" / "churn"
     assert list(model_dir.iterdir()) == []
     assert read_summaries(cfg.paths.reports_dir / "drift") == []
@@ -129,12 +142,29 @@ def test_a_failing_report_leaves_no_folder(tmp_path: Path, monkeypatch: pytest.M
 
 def test_retrain_decisions_follow_the_latest_status() -> None:
     summaries = [
-        {"model": "churn", "as_of": "2025-06-01T00:00:00+00:00", "status": "drift", "reasons": ["[drift] old"]},
+        {
+            "model": "churn",
+            "as_of": "2025-06-01T00:00:00+00:00",
+            "status": "drift",
+            "reasons": ["[drift] old"],
+        },
         {"model": "churn", "as_of": "2025-06-08T00:00:00+00:00", "status": "ok", "reasons": []},
-        {"model": "value", "as_of": "2025-06-08T00:00:00+00:00", "status": "drift", "reasons": ["[drift] spend"]},
-        {"model": "repurchase", "as_of": "2025-06-08T00:00:00+00:00", "status": "warning", "reasons": ["[warning] x"]},
+        {
+            "model": "value",
+            "as_of": "2025-06-08T00:00:00+00:00",
+            "status": "drift",
+            "reasons": ["[drift] spend"],
+        },
+        {
+            "model": "repurchase",
+            "as_of": "2025-06-08T00:00:00+00:00",
+            "status": "warning",
+            "reasons": ["[warning] x"],
+        },
     ]
-    d = retrain_decisions(summaries, ["churn", "value", "repurchase", "offer"], if_drift=True).set_index("model")
+    d = retrain_decisions(summaries, ["churn", "value", "repurchase", "offer"], if_drift=True).set_index(
+        "model"
+    )
     assert d["retrain"].to_dict() == {"churn": False, "value": True, "repurchase": False, "offer": False}
     assert d.loc["value", "reasons"] == ["[drift] spend"]
     assert "latest status ok" in d.loc["churn", "reasons"][0]
@@ -143,7 +173,9 @@ def test_retrain_decisions_follow_the_latest_status() -> None:
     assert forced["retrain"].all()
 
 
-def test_run_retrain_trains_only_drifted_models_and_records_why(drift_run: tuple[Config, pd.DataFrame]) -> None:
+def test_run_retrain_trains_only_drifted_models_and_records_why(
+    drift_run: tuple[Config, pd.DataFrame],
+) -> None:
     from mlflow.tracking import MlflowClient
 
     cfg, _ = drift_run
@@ -162,7 +194,11 @@ def test_run_retrain_trains_only_drifted_models_and_records_why(drift_run: tuple
     assert [r["model"] for r in record["decisions"]] == ["churn", "value"]
     assert record["decisions"][0]["retrain"] is bool(d.loc["churn", "retrain"])
     runs = MlflowClient(tracking_uri=cfg.mlflow_uri).search_runs(
-        [MlflowClient(tracking_uri=cfg.mlflow_uri).get_experiment_by_name(drift.DRIFT_EXPERIMENT).experiment_id],
+        [
+            MlflowClient(tracking_uri=cfg.mlflow_uri)
+            .get_experiment_by_name(drift.DRIFT_EXPERIMENT)
+            .experiment_id
+        ],
         filter_string="attributes.run_name = 'retrain-20250612T000000Z'",
     )
     assert runs[0].data.tags["rebuy.retrain.churn"] == "skipped"
@@ -171,10 +207,19 @@ def test_run_retrain_trains_only_drifted_models_and_records_why(drift_run: tuple
 def test_index_escapes_names_and_reasons() -> None:
     from pipelines.drift import render_index
 
-    s = {"model": "churn", "as_of": "2025-06-02T00:00:00+00:00", "status": "warning", "_dir": "churn/x",
-         "reasons": ["[warning] feature <script>alert(1)</script>: effect 0.12"], "notes": ["a & b"],
-         "reference_rows": 10, "current_rows": 10, "performance": {}, "model_version": None,
-         "columns": [{"column": "<b>x</b>", "role": "feature", "effect": 0.12, "level": "warning"}]}
+    s = {
+        "model": "churn",
+        "as_of": "2025-06-02T00:00:00+00:00",
+        "status": "warning",
+        "_dir": "churn/x",
+        "reasons": ["[warning] feature <script>alert(1)</script>: effect 0.12"],
+        "notes": ["a & b"],
+        "reference_rows": 10,
+        "current_rows": 10,
+        "performance": {},
+        "model_version": None,
+        "columns": [{"column": "<b>x</b>", "role": "feature", "effect": 0.12, "level": "warning"}],
+    }
     page = render_index([s], AS_OF)
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;x&lt;/b&gt;" in page
     assert "a &amp; b" in page and "labels not matured yet" in page
@@ -187,8 +232,15 @@ def test_matured_labels_give_a_performance_report(tmp_path: Path) -> None:
     # reference: the label follows the score; matured current rows: it no longer does (AUC ~0.5)
     ref["y"] = (rng.random(len(ref)) < ref["prediction"]).astype(float)
     labelled = cur.assign(y=(rng.random(len(cur)) < 0.3).astype(float))
-    roles = Roles(features=ROLES.features, categorical=ROLES.categorical, prediction="prediction", target="y",
-                  timestamp="at", task="binary", horizon_days=7)
+    roles = Roles(
+        features=ROLES.features,
+        categorical=ROLES.categorical,
+        prediction="prediction",
+        target="y",
+        timestamp="at",
+        task="binary",
+        horizon_days=7,
+    )
 
     def load(c: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
         return ModelSource(model=model, reference=ref, current=cur, roles=roles, labelled=labelled)

@@ -18,7 +18,10 @@ def test_window_cutoffs_follow_the_reference_weekdays() -> None:
     ref = _ts("2025-01-06", "2025-01-20")  # Mondays
     as_of = pd.Timestamp("2025-03-13 15:00", tz="UTC")  # a Thursday afternoon
     # 14 days back from Mar 13: Mondays Mar 3 and Mar 10
-    assert window_cutoffs(ref, as_of, 14) == [pd.Timestamp("2025-03-03", tz="UTC"), pd.Timestamp("2025-03-10", tz="UTC")]
+    assert window_cutoffs(ref, as_of, 14) == [
+        pd.Timestamp("2025-03-03", tz="UTC"),
+        pd.Timestamp("2025-03-10", tz="UTC"),
+    ]
     # a 3-day window holds no Monday: the latest midnight, and the weekday note comes from sampling
     assert window_cutoffs(ref, as_of, 3) == [pd.Timestamp("2025-03-13", tz="UTC")]
 
@@ -26,7 +29,9 @@ def test_window_cutoffs_follow_the_reference_weekdays() -> None:
 def test_matured_cutoff_is_out_of_time_and_past_its_horizon() -> None:
     ref = _ts("2025-01-06", "2025-01-20")  # Mondays, last seen Jan 20
     # Mar 31 (Monday) − 30 d = Mar 1 (Saturday) -> back to Monday Feb 24, after Jan 20
-    assert matured_cutoff(ref, pd.Timestamp("2025-03-31", tz="UTC"), 30) == pd.Timestamp("2025-02-24", tz="UTC")
+    assert matured_cutoff(ref, pd.Timestamp("2025-03-31", tz="UTC"), 30) == pd.Timestamp(
+        "2025-02-24", tz="UTC"
+    )
     # 60 days before Feb 10 is Dec 12: the model saw that period -> nothing out of time yet
     assert matured_cutoff(ref, pd.Timestamp("2025-02-10", tz="UTC"), 60) is None
 
@@ -45,8 +50,12 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
     write_canonical(small_shop.tables, cfg.paths.data_dir)
     now = small_shop.sim.now
-    sets = {"churn_v1": with_rfm(build_training_set(cfg, "churn_v1", cutoff_grid(cfg, now), small_shop.tables),
-                                 small_shop.tables["orders"])}
+    sets = {
+        "churn_v1": with_rfm(
+            build_training_set(cfg, "churn_v1", cutoff_grid(cfg, now), small_shop.tables),
+            small_shop.tables["orders"],
+        )
+    }
     runs = train_specs(cfg, ["churn"], sets, known_services(), show_progress=False)
     assert runs["churn"].outcome.promoted  # the first version becomes champion
 
@@ -66,12 +75,14 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     assert any("performance not measured" in n or "matured labels" in n for n in summary["notes"])
 
     calls: list[str] = []
-    decisions = run_retrain(cfg, now, ["churn"], if_drift=True,
-                            train=lambda c, m, a: calls.append(m) or {"promoted": False})
+    decisions = run_retrain(
+        cfg, now, ["churn"], if_drift=True, train=lambda c, m, a: calls.append(m) or {"promoted": False}
+    )
     assert calls == (["churn"] if row["status"] == "drift" else [])
     record = json.loads(next((cfg.paths.reports_dir / "drift" / "retrain").glob("*.json")).read_text())
     assert record["decisions"][0]["model"] == "churn" and record["decisions"][0]["retrain"] == bool(
-        decisions.iloc[0]["retrain"])
+        decisions.iloc[0]["retrain"]
+    )
 
 
 def test_served_rows_window_model_and_latest_per_customer(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -79,11 +90,20 @@ def test_served_rows_window_model_and_latest_per_customer(monkeypatch: pytest.Mo
     from rebuy.config import load_config
     from serving import prediction_log
 
-    at = pd.to_datetime(["2025-03-01 10:00", "2025-03-05 09:00", "2025-03-05 12:00", "2025-02-01 00:00",
-                         "2025-03-04 00:00"],
-                        utc=True)
-    log = pd.DataFrame({"customer_id": ["a", "a", "b", "c", "d"], "model": ["churn"] * 4 + ["value"],
-                        "version": "1", "scored_at": at, "score": [0.1, 0.2, 0.3, 0.4, 0.5], "x": 1.0})
+    at = pd.to_datetime(
+        ["2025-03-01 10:00", "2025-03-05 09:00", "2025-03-05 12:00", "2025-02-01 00:00", "2025-03-04 00:00"],
+        utc=True,
+    )
+    log = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "c", "d"],
+            "model": ["churn"] * 4 + ["value"],
+            "version": "1",
+            "scored_at": at,
+            "score": [0.1, 0.2, 0.3, 0.4, 0.5],
+            "x": 1.0,
+        }
+    )
     monkeypatch.setattr(prediction_log, "read", lambda cfg: log)
     cfg = load_config(None, data_dir=tmp_path)
     rows = drift_sources._served_rows(cfg, "churn", "rebuy-churn", pd.Timestamp("2025-03-06", tz="UTC"))
@@ -98,8 +118,9 @@ def test_cli_drift_without_champions_says_what_to_do(tmp_path) -> None:  # type:
 
     from rebuy.cli import app
 
-    res = CliRunner().invoke(app, ["drift", "--data-dir", str(tmp_path), "--as-of", "2025-06-02", "-m", "churn",
-                                   "--no-mlflow"])
+    res = CliRunner().invoke(
+        app, ["drift", "--data-dir", str(tmp_path), "--as-of", "2025-06-02", "-m", "churn", "--no-mlflow"]
+    )
     assert res.exit_code == 0, res.output
     assert "churn: not monitored" in res.output and "rebuy train churn" in res.output
     assert (tmp_path / "reports" / "drift" / "index.html").is_file()

@@ -98,11 +98,21 @@ def test_categorical_floor_is_the_chi_square_quantile() -> None:
 def _table(levels: list[str], roles: list[str] | None = None) -> pd.DataFrame:
     n = len(levels)
     effect = {"ok": 0.01, "warning": 0.15, "drift": 0.3}
-    return pd.DataFrame({
-        "column": [f"f{i}" for i in range(n)], "role": roles or ["feature"] * n, "method": "m", "component": "values",
-        "effect": [effect[lv] for lv in levels], "noise_floor": 0.05, "level": levels, "effect_level": levels,
-        "missing_jump": False, "ref_missing": 0.0, "cur_missing": 0.0,
-    })
+    return pd.DataFrame(
+        {
+            "column": [f"f{i}" for i in range(n)],
+            "role": roles or ["feature"] * n,
+            "method": "m",
+            "component": "values",
+            "effect": [effect[lv] for lv in levels],
+            "noise_floor": 0.05,
+            "level": levels,
+            "effect_level": levels,
+            "missing_jump": False,
+            "ref_missing": 0.0,
+            "cur_missing": 0.0,
+        }
+    )
 
 
 def test_status_one_drifted_column_is_drift_and_reasons_name_it() -> None:
@@ -114,7 +124,10 @@ def test_status_one_drifted_column_is_drift_and_reasons_name_it() -> None:
 def test_status_shares_of_mild_columns_add_up() -> None:
     # 2 of 10 warning -> share 20% = warning share; 3 of 10 -> 30% = drift share
     assert model_status(_table(["ok"] * 10), warning_share=0.2, drift_share=0.3).level == "ok"
-    assert model_status(_table(["warning"] * 2 + ["ok"] * 8), warning_share=0.2, drift_share=0.3).level == "warning"
+    assert (
+        model_status(_table(["warning"] * 2 + ["ok"] * 8), warning_share=0.2, drift_share=0.3).level
+        == "warning"
+    )
     three = model_status(_table(["warning"] * 3 + ["ok"] * 7), warning_share=0.2, drift_share=0.3)
     assert three.level == "drift" and any("30% of features" in r for r in three.reasons)
 
@@ -130,7 +143,9 @@ def test_missing_share_jump_is_a_data_quality_warning() -> None:
     cur = ref.copy()
     cur.loc[cur.index[::10], "x"] = np.nan  # 0% -> 10% missing; the present values do not move
     t = column_table(ref, cur, ["x", "y"], [], TH).set_index("column")
-    assert t.loc["x", "missing_jump"] and t.loc["x", "level"] == "warning" and t.loc["x", "effect_level"] == "ok"
+    assert (
+        t.loc["x", "missing_jump"] and t.loc["x", "level"] == "warning" and t.loc["x", "effect_level"] == "ok"
+    )
     assert t.loc["y", "level"] == "ok"
     s = model_status(t.reset_index(), warning_share=0.6, drift_share=0.9)
     assert s.level == "warning" and "missing share 0% → 10%" in s.reasons[0]

@@ -13,13 +13,16 @@ D = pd.Timedelta(days=1)
 
 
 def _customers() -> pd.DataFrame:
-    df = pd.DataFrame({
-        "customer_id": ["a", "b", "c"],
-        "signup_at": pd.to_datetime(["2024-01-01", "2025-01-01", "2025-02-01"], utc=True),
-    })
+    df = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "signup_at": pd.to_datetime(["2024-01-01", "2025-01-01", "2025-02-01"], utc=True),
+        }
+    )
     base = empty("customers")
-    return pd.concat([base, df], ignore_index=True).astype({"consent_email": bool, "consent_sms": bool,
-                                                            "consent_push": bool})
+    return pd.concat([base, df], ignore_index=True).astype(
+        {"consent_email": bool, "consent_sms": bool, "consent_push": bool}
+    )
 
 
 def _orders() -> pd.DataFrame:
@@ -30,7 +33,9 @@ def _orders() -> pd.DataFrame:
         ("o4", "a", "2025-03-02", 999.0, "Z", 0.0),  # after the cutoff: never used
         ("o5", "b", "2025-02-10", 20.0, "X", 0.0),
     ]
-    df = pd.DataFrame(rows, columns=["order_id", "customer_id", "ordered_at", "amount", "category", "discount"])
+    df = pd.DataFrame(
+        rows, columns=["order_id", "customer_id", "ordered_at", "amount", "category", "discount"]
+    )
     df["ordered_at"] = pd.to_datetime(df["ordered_at"], utc=True).dt.as_unit("ns")
     df["items"] = 1
     df["returned_amount"] = 0.0
@@ -67,8 +72,12 @@ def _events() -> pd.DataFrame:
 
 @pytest.fixture
 def tables() -> dict[str, pd.DataFrame]:
-    return {"customers": _customers(), "orders": _orders(), "events": _events(),
-            "consent_updates": empty("consent_updates")}
+    return {
+        "customers": _customers(),
+        "orders": _orders(),
+        "events": _events(),
+        "consent_updates": empty("consent_updates"),
+    }
 
 
 @pytest.fixture
@@ -84,29 +93,56 @@ def random_shop(seed: int, n_customers: int = 40, days: int = 200) -> dict[str, 
     start = pd.Timestamp("2025-01-01", tz="UTC")
     ids = np.array([f"cust-{i:03d}" for i in range(n_customers)], dtype=object)
     signup = start + pd.to_timedelta(rng.uniform(0, days / 2, n_customers), unit="D")
-    customers = pd.concat([empty("customers"), pd.DataFrame({"customer_id": ids, "signup_at": signup})],
-                          ignore_index=True)
+    customers = pd.concat(
+        [empty("customers"), pd.DataFrame({"customer_id": ids, "signup_at": signup})], ignore_index=True
+    )
     customers["consent_email"] = customers["consent_sms"] = customers["consent_push"] = False
     customers["signup_at"] = pd.to_datetime(customers["signup_at"], utc=True).dt.as_unit("ns")
     n_orders = n_customers * 6
     who = rng.integers(0, n_customers, n_orders)
     at = signup[who] + pd.to_timedelta(rng.uniform(0, days, n_orders), unit="D").floor("s")
-    orders = pd.DataFrame({
-        "order_id": [f"o{i}" for i in range(n_orders)], "customer_id": ids[who],
-        "ordered_at": pd.DatetimeIndex(at).as_unit("ns"), "amount": rng.gamma(2.0, 30.0, n_orders).round(2),
-        "category": rng.choice(["shoes", "bags", "tea"], n_orders),
-        "discount": np.where(rng.random(n_orders) < 0.3, 5.0, 0.0), "items": 1, "returned_amount": 0.0,
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n_orders)],
+            "customer_id": ids[who],
+            "ordered_at": pd.DatetimeIndex(at).as_unit("ns"),
+            "amount": rng.gamma(2.0, 30.0, n_orders).round(2),
+            "category": rng.choice(["shoes", "bags", "tea"], n_orders),
+            "discount": np.where(rng.random(n_orders) < 0.3, 5.0, 0.0),
+            "items": 1,
+            "returned_amount": 0.0,
+        }
+    )
     n_events = n_customers * 40
     who = rng.integers(0, n_customers, n_events)
     at = signup[who] + pd.to_timedelta(rng.uniform(0, days, n_events), unit="D").floor("s")
-    events = pd.DataFrame({
-        "customer_id": ids[who], "occurred_at": pd.DatetimeIndex(at).as_unit("ns"),
-        "event_type": rng.choice(["view", "view", "view", "cart", "order_history_view", "delivery_check",
-                                  "email_open", "email_click", "app_open"], n_events),
-        "category": rng.choice(["shoes", "bags", "tea"], n_events),
-    })
-    return {"customers": customers, "orders": orders, "events": events, "consent_updates": empty("consent_updates")}
+    events = pd.DataFrame(
+        {
+            "customer_id": ids[who],
+            "occurred_at": pd.DatetimeIndex(at).as_unit("ns"),
+            "event_type": rng.choice(
+                [
+                    "view",
+                    "view",
+                    "view",
+                    "cart",
+                    "order_history_view",
+                    "delivery_check",
+                    "email_open",
+                    "email_click",
+                    "app_open",
+                ],
+                n_events,
+            ),
+            "category": rng.choice(["shoes", "bags", "tea"], n_events),
+        }
+    )
+    return {
+        "customers": customers,
+        "orders": orders,
+        "events": events,
+        "consent_updates": empty("consent_updates"),
+    }
 
 
 @pytest.fixture

@@ -38,8 +38,14 @@ def test_features_commands(tmp_path, make_shop):
     assert found.all()
     new = tmp_path / "views.parquet"
     now = pd.Timestamp(as_of) + pd.Timedelta(minutes=30)
-    pd.DataFrame({"customer_id": [cid] * 4, "occurred_at": [now - pd.Timedelta(minutes=1)] * 4,
-                  "event_type": "view", "category": "tea"}).to_parquet(new)
+    pd.DataFrame(
+        {
+            "customer_id": [cid] * 4,
+            "occurred_at": [now - pd.Timedelta(minutes=1)] * 4,
+            "event_type": "view",
+            "category": "tea",
+        }
+    ).to_parquet(new)
     res = run(app, ["features", "push", *base, "--as-of", now.isoformat(), "--events", str(new)])
     assert res.exit_code == 0, res.output
     after, _, age = reader.read([cid], now)

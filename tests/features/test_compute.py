@@ -47,26 +47,57 @@ def test_order_history_by_hand(tables, pairs):
     assert list(out["customer_id"]) == ["a", "b", "c"]
     # a: orders 2024-12-01 (100, X), 2025-01-31 (50, Y, discounted), 2025-03-01 00:00 = the cutoff (30, X);
     # 2025-03-02 is after the cutoff. Dec 1 is exactly 90 days before Mar 1: outside (cutoff-90d, cutoff].
-    _check(_row(out, "a"), {
-        "orders_total": 3, "orders_30d": 2, "orders_90d": 2, "orders_365d": 3,
-        "spend_total": 180, "spend_30d": 80, "spend_90d": 80, "spend_365d": 180, "avg_order_value": 60,
-        "gap_mean_days": 45,  # gaps 61 and 29 days
-        "gap_std_days": math.sqrt(16**2 + 16**2),  # sample std of (61, 29)
-        "last_order_at": C.value / 1e9, "category_breadth": 2, "discount_share": 1 / 3,
-        "tenure_days": 366 + 59, "is_single_buyer": 0,
-    })
+    _check(
+        _row(out, "a"),
+        {
+            "orders_total": 3,
+            "orders_30d": 2,
+            "orders_90d": 2,
+            "orders_365d": 3,
+            "spend_total": 180,
+            "spend_30d": 80,
+            "spend_90d": 80,
+            "spend_365d": 180,
+            "avg_order_value": 60,
+            "gap_mean_days": 45,  # gaps 61 and 29 days
+            "gap_std_days": math.sqrt(16**2 + 16**2),  # sample std of (61, 29)
+            "last_order_at": C.value / 1e9,
+            "category_breadth": 2,
+            "discount_share": 1 / 3,
+            "tenure_days": 366 + 59,
+            "is_single_buyer": 0,
+        },
+    )
     # b: a single order -> gap statistics are missing, not zero
-    _check(_row(out, "b"), {
-        "orders_total": 1, "orders_30d": 1, "spend_total": 20, "avg_order_value": 20,
-        "gap_mean_days": NAN, "gap_std_days": NAN, "is_single_buyer": 1, "tenure_days": 59,
-        "last_order_at": pd.Timestamp("2025-02-10", tz="UTC").value / 1e9,
-    })
+    _check(
+        _row(out, "b"),
+        {
+            "orders_total": 1,
+            "orders_30d": 1,
+            "spend_total": 20,
+            "avg_order_value": 20,
+            "gap_mean_days": NAN,
+            "gap_std_days": NAN,
+            "is_single_buyer": 1,
+            "tenure_days": 59,
+            "last_order_at": pd.Timestamp("2025-02-10", tz="UTC").value / 1e9,
+        },
+    )
     # c: no orders -> counts and sums 0, averages and instants missing
-    _check(_row(out, "c"), {
-        "orders_total": 0, "spend_total": 0, "avg_order_value": NAN, "gap_mean_days": NAN,
-        "last_order_at": NAN, "category_breadth": 0, "discount_share": NAN, "tenure_days": 28,
-        "is_single_buyer": 0,
-    })
+    _check(
+        _row(out, "c"),
+        {
+            "orders_total": 0,
+            "spend_total": 0,
+            "avg_order_value": NAN,
+            "gap_mean_days": NAN,
+            "last_order_at": NAN,
+            "category_breadth": 0,
+            "discount_share": NAN,
+            "tenure_days": 28,
+            "is_single_buyer": 0,
+        },
+    )
 
 
 def test_order_history_several_cutoffs_and_two_orders(tables):
@@ -91,27 +122,47 @@ def test_view_bursts_by_hand(tables, pairs):
     out = view_burst_features(tables["events"], tables["orders"], pairs)
     # a's views before C: -3d (Z), -2h (X), -30min (X), -10min (X), 0 (Y); +1min is after the cutoff.
     # In [C-60min, C] there are 3 views. X was bought (Dec 1), Y (Jan 31), Z only after C.
-    _check(_row(out, "a"), {
-        "views_1h": 3, "views_24h": 4, "views_7d": 5, "max_views_in_burst": 3,
-        "max_category_views_7d": 3, "bought_category_views_7d": 4, "carts_24h": 1, "carts_7d": 2,
-    })
+    _check(
+        _row(out, "a"),
+        {
+            "views_1h": 3,
+            "views_24h": 4,
+            "views_7d": 5,
+            "max_views_in_burst": 3,
+            "max_category_views_7d": 3,
+            "bought_category_views_7d": 4,
+            "carts_24h": 1,
+            "carts_7d": 2,
+        },
+    )
     for cid in ("b", "c"):  # the shop has events; these customers simply have no views
         _check(_row(out, cid), dict.fromkeys(VIEW_BURSTS, 0.0))
 
 
 def test_lookups_by_hand(tables, pairs):
     out = lookup_features(tables["events"], pairs)
-    _check(_row(out, "a"), {
-        "order_history_views_7d": 1, "order_history_views_30d": 2,
-        "delivery_checks_7d": 1, "delivery_checks_30d": 1,  # the check at C+1h is in the future
-        "last_order_history_view_at": (C - 5 * H).value / 1e9,
-        "last_delivery_check_at": (C - 3 * H).value / 1e9,
-        "intent_components_24h": 3, "intent_signal_24h": 1,  # 3 views of X + lookup + check within 24 h
-    })
-    _check(_row(out, "b"), {
-        "order_history_views_7d": 1, "last_delivery_check_at": NAN,
-        "intent_components_24h": 0, "intent_signal_24h": 0,  # the lookup was 2 days ago
-    })
+    _check(
+        _row(out, "a"),
+        {
+            "order_history_views_7d": 1,
+            "order_history_views_30d": 2,
+            "delivery_checks_7d": 1,
+            "delivery_checks_30d": 1,  # the check at C+1h is in the future
+            "last_order_history_view_at": (C - 5 * H).value / 1e9,
+            "last_delivery_check_at": (C - 3 * H).value / 1e9,
+            "intent_components_24h": 3,
+            "intent_signal_24h": 1,  # 3 views of X + lookup + check within 24 h
+        },
+    )
+    _check(
+        _row(out, "b"),
+        {
+            "order_history_views_7d": 1,
+            "last_delivery_check_at": NAN,
+            "intent_components_24h": 0,
+            "intent_signal_24h": 0,  # the lookup was 2 days ago
+        },
+    )
     _check(_row(out, "c"), {"order_history_views_30d": 0, "last_order_history_view_at": NAN})
 
 
@@ -119,17 +170,29 @@ def test_engagement_by_hand(tables, pairs):
     out = engagement_features(tables["events"], pairs, recent_days=14, baseline_days=56)
     # a, recent (C-14d, C]: email_open -1d, app_open at C -> 2/14 per day;
     # baseline (C-70d, C-14d]: opens -20d, -30d, click -40d -> 3/56; the push_open at -80d is outside both.
-    _check(_row(out, "a"), {
-        "engagement_rate_recent": 2 / 14, "engagement_rate_baseline": 3 / 56,
-        "engagement_drop": 3 / 56 - 2 / 14, "engagement_ratio": (2 / 14) / (3 / 56),
-        "last_engagement_at": C.value / 1e9,
-        "open_rate_trend": 1 / 14 - 2 / 56, "click_rate_trend": 0 - 1 / 56,
-    })
+    _check(
+        _row(out, "a"),
+        {
+            "engagement_rate_recent": 2 / 14,
+            "engagement_rate_baseline": 3 / 56,
+            "engagement_drop": 3 / 56 - 2 / 14,
+            "engagement_ratio": (2 / 14) / (3 / 56),
+            "last_engagement_at": C.value / 1e9,
+            "open_rate_trend": 1 / 14 - 2 / 56,
+            "click_rate_trend": 0 - 1 / 56,
+        },
+    )
     # b engaged only 80 days ago: no baseline to compare with -> ratio missing, drop 0
-    _check(_row(out, "b"), {
-        "engagement_rate_recent": 0, "engagement_rate_baseline": 0, "engagement_drop": 0,
-        "engagement_ratio": NAN, "last_engagement_at": (C - 80 * D).value / 1e9,
-    })
+    _check(
+        _row(out, "b"),
+        {
+            "engagement_rate_recent": 0,
+            "engagement_rate_baseline": 0,
+            "engagement_drop": 0,
+            "engagement_ratio": NAN,
+            "last_engagement_at": (C - 80 * D).value / 1e9,
+        },
+    )
     _check(_row(out, "c"), {"engagement_ratio": NAN, "last_engagement_at": NAN})
 
 

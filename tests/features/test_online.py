@@ -28,8 +28,10 @@ SERVICE = "offer_v1"
 def test_entity_keys_match_feast_encoding():
     ids = ["c1", "ü-ß 42", "", "0012"]
     ours = entity_keys(ids, entity_key_prefix())
-    feast = [serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=i)]), 3)
-             for i in ids]
+    feast = [
+        serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[Value(string_val=i)]), 3)
+        for i in ids
+    ]
     assert ours == feast
 
 
@@ -80,22 +82,35 @@ def test_parity_online_offline_including_after_push(cfg, make_shop):
     # two customers through rebuy's bulk path, the third through Feast's push source
     t2 = T + pd.Timedelta(hours=2)
     who = known[:3]
-    views = pd.DataFrame({"customer_id": np.repeat(who, 3), "occurred_at": t2 - pd.Timedelta(minutes=5),
-                          "event_type": "view", "category": "tea"})
+    views = pd.DataFrame(
+        {
+            "customer_id": np.repeat(who, 3),
+            "occurred_at": t2 - pd.Timedelta(minutes=5),
+            "event_type": "view",
+            "category": "tea",
+        }
+    )
     views["occurred_at"] = views["occurred_at"].dt.as_unit("ns")
-    order = tables["orders"].iloc[:1].assign(order_id="pushed-1", customer_id=who[0], ordered_at=t2, amount=42.0)
+    order = (
+        tables["orders"].iloc[:1].assign(order_id="pushed-1", customer_id=who[0], ordered_at=t2, amount=42.0)
+    )
     history = dict(tables)
     history["orders"] = tables["orders"][tables["orders"]["ordered_at"] <= T]
     history["events"] = tables["events"][tables["events"]["occurred_at"] <= T]
     direct = {"events": views[views["customer_id"].isin(who[:2])], "orders": order}
     assert push(cfg, direct, t2, history=history) == 2
-    assert push(cfg, {"events": views[views["customer_id"] == who[2]]}, t2, history=history, via_feast=True) == 1
+    assert (
+        push(cfg, {"events": views[views["customer_id"] == who[2]]}, t2, history=history, via_feast=True) == 1
+    )
     after, found, age = reader.read(who, t2)
     v1h = feature_names(cfg, SERVICE).index("views_1h")
     assert (after[:, v1h] >= 3).all() and (after[:, v1h] > x[:3, v1h]).all()
     np.testing.assert_allclose(age, 0.0)
-    merged = {**history, "events": pd.concat([history["events"], views], ignore_index=True),
-              "orders": pd.concat([history["orders"], order], ignore_index=True)}
+    merged = {
+        **history,
+        "events": pd.concat([history["events"], views], ignore_index=True),
+        "orders": pd.concat([history["orders"], order], ignore_index=True),
+    }
     _assert_parity(after, _offline(cfg, merged, who, t2))
     _assert_parity(_feast_online(cfg, who, t2), after)
     reader.close()
@@ -103,14 +118,21 @@ def test_parity_online_offline_including_after_push(cfg, make_shop):
 
 def test_incremental_materialization_rewrites_only_changed_customers(cfg, make_shop):
     tables = make_shop(8)
-    early = {**tables, "orders": tables["orders"][tables["orders"]["ordered_at"] <= T],
-             "events": tables["events"][tables["events"]["occurred_at"] <= T]}
+    early = {
+        **tables,
+        "orders": tables["orders"][tables["orders"]["ordered_at"] <= T],
+        "events": tables["events"][tables["events"]["occurred_at"] <= T],
+    }
     materialize(cfg, T, early)
     t2 = T + pd.Timedelta(days=3)
-    later = {**tables, "orders": tables["orders"][tables["orders"]["ordered_at"] <= t2],
-             "events": tables["events"][tables["events"]["occurred_at"] <= t2]}
+    later = {
+        **tables,
+        "orders": tables["orders"][tables["orders"]["ordered_at"] <= t2],
+        "events": tables["events"][tables["events"]["occurred_at"] <= t2],
+    }
     changed = set(later["orders"].loc[later["orders"]["ordered_at"] > T, "customer_id"]) | set(
-        later["events"].loc[later["events"]["occurred_at"] > T, "customer_id"])
+        later["events"].loc[later["events"]["occurred_at"] > T, "customer_id"]
+    )
     assert 0 < len(changed) < len(tables["customers"])
     n = materialize(cfg, t2, later, incremental=True)["customers"]
     assert n == len(changed)
@@ -148,10 +170,14 @@ def test_feast_write_path_reads_back(cfg):
     assert found.tolist() == [True, True]
     names = feature_names(cfg, "value_v1")
     assert x[0, names.index("orders_total")] == 1.25 and np.isnan(x[1, names.index("orders_total")])
-    got = fs.get_online_features(features=["order_history:orders_total", "order_history:gap_mean_days"],
-                                 entity_rows=[{"customer_id": "x"}, {"customer_id": "y"}, {"customer_id": "z"}])
+    got = fs.get_online_features(
+        features=["order_history:orders_total", "order_history:gap_mean_days"],
+        entity_rows=[{"customer_id": "x"}, {"customer_id": "y"}, {"customer_id": "z"}],
+    )
     got = got.to_dict()
-    assert got["orders_total"][0] == 1.25 and got["orders_total"][1] is None and got["orders_total"][2] is None
+    assert (
+        got["orders_total"][0] == 1.25 and got["orders_total"][1] is None and got["orders_total"][2] is None
+    )
     with sqlite3.connect(online_path(cfg)) as conn:  # one packed row per customer and view
         assert conn.execute('SELECT count(*) FROM "rebuy_order_history"').fetchone()[0] == 2
 
@@ -180,7 +206,9 @@ def test_pusher_accumulates_successive_pushes(cfg, tables):
     v1h, carts = reader.feature_names.index("views_1h"), reader.feature_names.index("carts_24h")
 
     def views(n: int, at: pd.Timestamp, kind: str = "view") -> dict:
-        df = pd.DataFrame({"customer_id": ["b"] * n, "occurred_at": [at] * n, "event_type": kind, "category": "X"})
+        df = pd.DataFrame(
+            {"customer_id": ["b"] * n, "occurred_at": [at] * n, "event_type": kind, "category": "X"}
+        )
         df["occurred_at"] = df["occurred_at"].dt.as_unit("ns")
         return {"events": df}
 

@@ -30,12 +30,16 @@ def test_feature_names_are_the_service_contract(cfg):
         stored = [f for fam in families for f in model_features(fam)]
         assert names == stored + list(REQUEST_TIME)  # view order, then request-time features
         assert not any(n.endswith("_at") for n in names)  # raw instants only feed request-time features
-    assert "views_1h" not in feature_names(cfg, "churn_v1") and "views_1h" in feature_names(cfg, "repurchase_v1")
+    assert "views_1h" not in feature_names(cfg, "churn_v1") and "views_1h" in feature_names(
+        cfg, "repurchase_v1"
+    )
 
 
 def test_cutoff_grid_matures_before_as_of():
-    cfg = Config(horizons=HorizonsConfig(churn_days=60, repurchase_days=30, value_days=90),
-                 features=FeaturesConfig(cutoff_step_days=14, history_days=56))
+    cfg = Config(
+        horizons=HorizonsConfig(churn_days=60, repurchase_days=30, value_days=90),
+        features=FeaturesConfig(cutoff_step_days=14, history_days=56),
+    )
     as_of = pd.Timestamp("2025-06-30 15:00", tz="UTC")
     grid = cutoff_grid(cfg, as_of)
     assert grid[-1] == pd.Timestamp("2025-04-01", tz="UTC")  # 90 days before as_of, at midnight
@@ -61,8 +65,9 @@ def test_training_set_equals_a_hand_written_as_of_join(cfg, make_shop):
     for path in sorted(offline_dir(cfg).glob("*.parquet")):
         snap = pd.read_parquet(path).sort_values("event_timestamp")
         snap["event_timestamp"] = pd.to_datetime(snap["event_timestamp"], utc=True).dt.as_unit("ns")
-        m = pd.merge_asof(ent, snap, left_on="cutoff", right_on="event_timestamp", by="customer_id",
-                          direction="backward")
+        m = pd.merge_asof(
+            ent, snap, left_on="cutoff", right_on="event_timestamp", by="customer_id", direction="backward"
+        )
         for col in snap.columns.drop(["customer_id", "event_timestamp"]):
             joined[col] = m[col].to_numpy()
     rt = request_time_features(joined, epoch_seconds(joined["cutoff"]))
@@ -90,13 +95,26 @@ def _mutate_after(tables: dict, t: pd.Timestamp, seed: int) -> dict:
     drop_e = late_e & (rng.random(len(e)) < 0.3)  # deleted
     drop_o = late_o & (rng.random(len(o)) < 0.3)
     ids = o["customer_id"].unique()[:10]
-    added_o = pd.DataFrame({  # added, including exactly one nanosecond after the cutoff
-        "order_id": [f"new{i}" for i in range(10)], "customer_id": ids,
-        "ordered_at": t + pd.to_timedelta(np.r_[1, rng.integers(1, 10**14, 9)], unit="ns"),
-        "amount": 100.0, "category": "tea", "discount": 0.0, "items": 1, "returned_amount": 0.0,
-    })
-    added_e = pd.DataFrame({"customer_id": ids, "occurred_at": t + pd.Timedelta(seconds=1),
-                            "event_type": "email_open", "category": None})
+    added_o = pd.DataFrame(
+        {  # added, including exactly one nanosecond after the cutoff
+            "order_id": [f"new{i}" for i in range(10)],
+            "customer_id": ids,
+            "ordered_at": t + pd.to_timedelta(np.r_[1, rng.integers(1, 10**14, 9)], unit="ns"),
+            "amount": 100.0,
+            "category": "tea",
+            "discount": 0.0,
+            "items": 1,
+            "returned_amount": 0.0,
+        }
+    )
+    added_e = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "occurred_at": t + pd.Timedelta(seconds=1),
+            "event_type": "email_open",
+            "category": None,
+        }
+    )
     out["orders"] = pd.concat([o.loc[~drop_o], added_o], ignore_index=True)
     out["events"] = pd.concat([e.loc[~drop_e], added_e], ignore_index=True)
     return out
@@ -107,12 +125,15 @@ def test_no_leakage_from_rows_after_a_cutoff(tmp_path, make_shop):
     cut = CUTOFFS[1]
     names = feature_names(Config(), "repurchase_v1")
     base = build_training_set(Config(paths={"data_dir": tmp_path / "a"}), "repurchase_v1", CUTOFFS, tables)
-    changed = build_training_set(Config(paths={"data_dir": tmp_path / "b"}), "repurchase_v1", CUTOFFS,
-                                 _mutate_after(tables, cut, 1))
+    changed = build_training_set(
+        Config(paths={"data_dir": tmp_path / "b"}), "repurchase_v1", CUTOFFS, _mutate_after(tables, cut, 1)
+    )
     upto = base["cutoff"] <= cut
     assert upto.sum() > 20
-    pd.testing.assert_frame_equal(base.loc[upto, ["customer_id", "cutoff", *names]],
-                                  changed.loc[upto, ["customer_id", "cutoff", *names]])
+    pd.testing.assert_frame_equal(
+        base.loc[upto, ["customer_id", "cutoff", *names]],
+        changed.loc[upto, ["customer_id", "cutoff", *names]],
+    )
     # the mutation is real: features after the cutoff and labels at it do change
     later = ~upto
     assert not base.loc[later, names].equals(changed.loc[later, names])

@@ -10,8 +10,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def make_campaign(n: int, seed: int, arms: tuple[str, ...] = ("none", "A", "B"),
-                  scenario: str = "personalise") -> dict[str, object]:
+def make_campaign(
+    n: int, seed: int, arms: tuple[str, ...] = ("none", "A", "B"), scenario: str = "personalise"
+) -> dict[str, object]:
     """Randomized campaign (arms uniform) whose truth favours one recommendation.
 
     personalise: A helps customers with x1 > 0.5 (+1.5 on the logit) and hurts the others (−0.5); B helps
@@ -24,7 +25,11 @@ def make_campaign(n: int, seed: int, arms: tuple[str, ...] = ("none", "A", "B"),
     seg = rng.choice(np.array(["a", "b", "c"], dtype=object), n)
     base = -1.0 + 0.5 * x2
     lift = {
-        "personalise": {"none": np.zeros(n), "A": np.where(x1 > 0.5, 1.5, -0.5), "B": np.where(seg == "a", 0.8, 0.0)},
+        "personalise": {
+            "none": np.zeros(n),
+            "A": np.where(x1 > 0.5, 1.5, -0.5),
+            "B": np.where(seg == "a", 0.8, 0.0),
+        },
         "one_arm": {"none": np.zeros(n), "A": np.full(n, 0.8), "B": np.full(n, 0.2)},
         "nothing": {"none": np.zeros(n), "A": np.full(n, -0.3), "B": np.zeros(n)},
     }[scenario]
@@ -38,7 +43,11 @@ def make_campaign(n: int, seed: int, arms: tuple[str, ...] = ("none", "A", "B"),
     X = pd.DataFrame({"x1": x1, "x2": x2, "seg": seg})
     truth = pd.DataFrame({a: p[a] - p["none"] for a in arms if a != "none"})
     return {
-        "X": X, "arm": arm, "propensity": np.full(n, 1 / len(arms)),
+        "X": X,
+        "arm": arm,
+        "propensity": np.full(n, 1 / len(arms)),
         "outcomes": pd.DataFrame({"conversion": conv, "spend": spend}),
-        "truth_conversion": truth, "p": p, "basket_mean": float(np.exp(3.0 + 0.5**2 / 2)),
+        "truth_conversion": truth,
+        "p": p,
+        "basket_mean": float(np.exp(3.0 + 0.5**2 / 2)),
     }

@@ -23,14 +23,29 @@ def _campaign(n: int, seed: int, scenario: str) -> tuple[CampaignData, dict]:
     f["propensity"] = d["propensity"]
     f["converted"] = d["outcomes"]["conversion"]
     f["spend"] = d["outcomes"]["spend"]
-    data = CampaignData(f, ["x1", "x2", "seg"], ["seg"], "arm", "none", "propensity", ["converted", "spend"],
-                        ["A", "B", "none"], True, name=scenario)
+    data = CampaignData(
+        f,
+        ["x1", "x2", "seg"],
+        ["seg"],
+        "arm",
+        "none",
+        "propensity",
+        ["converted", "spend"],
+        ["A", "B", "none"],
+        True,
+        name=scenario,
+    )
     return data, d
 
 
-@pytest.mark.parametrize(("scenario", "expected"), [
-    ("personalise", "personalise"), ("one_arm", "best_arm"), ("nothing", "nothing"),
-])
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [
+        ("personalise", "personalise"),
+        ("one_arm", "best_arm"),
+        ("nothing", "nothing"),
+    ],
+)
 def test_recommendation_matches_truth_and_effects_cover_truth(scenario: str, expected: str) -> None:
     data, d = _campaign(9000, {"personalise": 21, "one_arm": 22, "nothing": 23}[scenario], scenario)
     report = learn_campaign(data, None, primary="converted")
@@ -54,8 +69,17 @@ def test_costs_are_subtracted_from_money_outcomes_only() -> None:
     data, _ = _campaign(3000, 5, "one_arm")
     cfg = Config()
     data.frame["arm"] = data.frame["arm"].map({"A": "wake_up_gift", "B": "coupon_10pct", "none": "none"})
-    data = CampaignData(data.frame, data.attributes, data.categorical, "arm", "none", "propensity", data.outcomes,
-                        ["wake_up_gift", "coupon_10pct", "none"], True)
+    data = CampaignData(
+        data.frame,
+        data.attributes,
+        data.categorical,
+        "arm",
+        "none",
+        "propensity",
+        data.outcomes,
+        ["wake_up_gift", "coupon_10pct", "none"],
+        True,
+    )
     report = learn_campaign(data, cfg.offers, primary="spend")
     assert report.outcomes["spend"].costs["wake_up_gift"] == cfg.offers.catalogue["wake_up_gift"].cost
     assert set(report.outcomes["converted"].costs.values()) == {0.0}
@@ -81,8 +105,25 @@ def test_cli_import_then_report_logs_to_mlflow(tmp_path) -> None:
     data.frame.drop(columns=["propensity"]).to_csv(csv, index=False)
     runner = CliRunner()
     dd = str(tmp_path / "data")
-    r = runner.invoke(app, ["import-campaign", str(csv), "--name", "spring", "--data-dir", dd, "--control", "none",
-                            "--outcome", "converted", "--outcome", "spend", "--categorical", "seg"])
+    r = runner.invoke(
+        app,
+        [
+            "import-campaign",
+            str(csv),
+            "--name",
+            "spring",
+            "--data-dir",
+            dd,
+            "--control",
+            "none",
+            "--outcome",
+            "converted",
+            "--outcome",
+            "spend",
+            "--categorical",
+            "seg",
+        ],
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["report", "campaign", "spring", "--data-dir", dd])
     assert r.exit_code == 0, r.output

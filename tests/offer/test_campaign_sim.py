@@ -14,8 +14,20 @@ from training.campaign import campaign_truth, learn_campaign
 from training.offer import realised_margin
 
 OFFERS = ("none", "coupon_10pct", "wake_up_gift")
-ATTRS = ["recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "discount_share",
-         "last_category", "age", "region", "consent_email", "consent_sms", "consent_push"]
+ATTRS = [
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "tenure_days",
+    "discount_share",
+    "last_category",
+    "age",
+    "region",
+    "consent_email",
+    "consent_sms",
+    "consent_push",
+]
 # effect_scale 6 makes the simulator's effects large enough that a 20k-customer campaign can tell the
 # scenarios apart (at scale 1 the effects are within the noise of such a campaign)
 SCALE = 6.0
@@ -24,8 +36,9 @@ SCALE = 6.0
 @pytest.fixture(scope="module", params=["heterogeneous", "uniform", "none"])
 def scenario(request, tmp_path_factory):
     effects = request.param
-    sim = ShopSimulator(SimConfig(customers=20_000, months=9, seed=5, events=False, effects=effects,
-                                  effect_scale=SCALE))
+    sim = ShopSimulator(
+        SimConfig(customers=20_000, months=9, seed=5, events=False, effects=effects, effect_scale=SCALE)
+    )
     sim.run_history()
     _, export = sim.randomized_campaign(sim.now, offers=OFFERS, seed=1)
     cfg = Config()
@@ -33,8 +46,15 @@ def scenario(request, tmp_path_factory):
     export["margin"] = realised_margin(export["spend"], export["orders"], export["arm"], cfg.offers)
     path = tmp_path_factory.mktemp(effects) / "campaign.csv"
     export[["customer_id", *ATTRS, "arm", "propensity", "converted", "margin"]].to_csv(path, index=False)
-    roles = CampaignImportConfig(customer_id="customer_id", arm="arm", control="none", propensity="propensity",
-                                 outcomes=["converted", "margin"], attributes=ATTRS, min_rows_per_arm=200)
+    roles = CampaignImportConfig(
+        customer_id="customer_id",
+        arm="arm",
+        control="none",
+        propensity="propensity",
+        outcomes=["converted", "margin"],
+        attributes=ATTRS,
+        min_rows_per_arm=200,
+    )
     data = validate_campaign(cfg, path, roles, name=effects)
     report = learn_campaign(data, None, primary="margin", use_costs=False, seed=0)
     sample = export.sample(3000, random_state=0)
@@ -51,7 +71,10 @@ def test_arm_effects_cover_the_truth(scenario) -> None:
         # simultaneous over arms, widened by the truth sample's own standard error (3000 of ~19k customers)
         sd = float((truth[f"p_order__{arm}"] - truth["p_order"]).std()) / np.sqrt(len(truth))
         slack = norm.ppf(1 - 0.05 / 4) * sd
-        assert eff.loc[arm, "sim_low"] - slack <= true_ate <= eff.loc[arm, "sim_high"] + slack, (arm, true_ate)
+        assert eff.loc[arm, "sim_low"] - slack <= true_ate <= eff.loc[arm, "sim_high"] + slack, (
+            arm,
+            true_ate,
+        )
 
 
 def test_recommendation_matches_what_the_truth_favours(scenario) -> None:

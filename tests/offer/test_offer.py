@@ -27,22 +27,30 @@ T0 = pd.Timestamp("2025-03-01 09:00", tz="UTC")
 def test_decision_outcomes_by_hand() -> None:
     offers = OffersConfig()  # margin 0.35, coupon: cost 0.02 + 10% redemption, attribution 14 days
     dist = {"none": 0.5, "coupon_10pct": 0.5}
-    decisions = pd.DataFrame({
-        "decision_id": ["d1", "d2", "d3"],
-        "customer_id": ["a", "b", "c"],
-        "decided_at": [T0, T0, T0],
-        "offer": ["coupon_10pct", "none", "none"],
-        "group": ["treatment", "treatment", "holdout"],
-        "propensity": [0.5, 0.5, 1.0],
-        "distribution": [dist, dist, {"none": 1.0}],  # d3 was forced: not randomized, dropped
-    })
-    orders = pd.DataFrame({
-        "customer_id": ["a", "a", "a", "b"],
-        "ordered_at": [T0 - pd.Timedelta(days=1), T0 + pd.Timedelta(days=2), T0 + pd.Timedelta(days=15),
-                       T0 + pd.Timedelta(days=14)],
-        "amount": [50.0, 100.0, 70.0, 40.0],
-        "returned_amount": [0.0, 20.0, 0.0, 0.0],
-    })
+    decisions = pd.DataFrame(
+        {
+            "decision_id": ["d1", "d2", "d3"],
+            "customer_id": ["a", "b", "c"],
+            "decided_at": [T0, T0, T0],
+            "offer": ["coupon_10pct", "none", "none"],
+            "group": ["treatment", "treatment", "holdout"],
+            "propensity": [0.5, 0.5, 1.0],
+            "distribution": [dist, dist, {"none": 1.0}],  # d3 was forced: not randomized, dropped
+        }
+    )
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b"],
+            "ordered_at": [
+                T0 - pd.Timedelta(days=1),
+                T0 + pd.Timedelta(days=2),
+                T0 + pd.Timedelta(days=15),
+                T0 + pd.Timedelta(days=14),
+            ],
+            "amount": [50.0, 100.0, 70.0, 40.0],
+            "returned_amount": [0.0, 20.0, 0.0, 0.0],
+        }
+    )
     out = decision_outcomes(decisions, orders, offers).set_index("decision_id")
     assert list(out.index) == ["d1", "d2"]
     # a: only the order 2 days later counts (the earlier one is before, the later one after the window), net 80
@@ -90,14 +98,20 @@ def test_promotion_refuses_a_worse_policy_on_logged_data(logged) -> None:
     data, _ = logged
     train, test = split_logged(data, 0.4, seed=0)
     ev = learn_and_evaluate(train, test, "none", "margin", current="logged")
+
     # the current policy is the truth's own best choice; a candidate that learned the effects backwards
     # (arms A and none swapped in training) sends A exactly where it hurts, and must be refused
     def oracle(ds: LoggedSet) -> np.ndarray:
         x1, seg = ds.X["x1"].to_numpy(), ds.X["seg"].to_numpy()
         return np.where(x1 > 0.5, "A", np.where(seg == "a", "B", "none")).astype(object)
 
-    worse = fit_uplift(train.X, np.where(train.arm == "A", "none", np.where(train.arm == "none", "A", train.arm)),
-                       train.outcomes[["margin"]], "none", categorical=("seg",))  # arms swapped: learns the opposite
+    worse = fit_uplift(
+        train.X,
+        np.where(train.arm == "A", "none", np.where(train.arm == "none", "A", train.arm)),
+        train.outcomes[["margin"]],
+        "none",
+        categorical=("seg",),
+    )  # arms swapped: learns the opposite
     ev_worse = evaluate_uplift(worse, test, "none", "margin", current=oracle)
     ok, reason = promotion_decision(ev_worse)
     assert not ok and "keep the current policy" in reason

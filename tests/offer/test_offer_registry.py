@@ -39,8 +39,11 @@ def test_train_gate_evaluate_and_refuse(tmp_path, monkeypatch: pytest.MonkeyPatc
     assert champ is not None and champ.version == first["version"] and set(champ.offers) == {"A", "B"}
 
     # a worse model is registered as challenger, judged on honest held-out rows, and refused
-    monkeypatch.setattr(offer, "offer_data", lambda cfg, as_of, test_share=0.3: OfferData(bad.train, honest_test,
-                                                                                          bad.n_decisions))
+    monkeypatch.setattr(
+        offer,
+        "offer_data",
+        lambda cfg, as_of, test_share=0.3: OfferData(bad.train, honest_test, bad.n_decisions),
+    )
     second = offer.train_offer(cfg, pd.Timestamp("2025-01-02", tz="UTC"))
     assert not second["promoted"] and "keep the current policy" in second["reason"]
     assert load_offer_champion(cfg).version == first["version"]

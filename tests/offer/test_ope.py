@@ -54,8 +54,9 @@ def test_dr_by_hand() -> None:
 def test_dr_difference_is_paired() -> None:
     nobody = np.array([[1, 0]] * 4, dtype=float)
     diff = dr_difference(PI, nobody, ACTION, PROP, REWARD, Q_HAT)
-    assert diff.value == pytest.approx(dr(PI, ACTION, PROP, REWARD, Q_HAT).value - dr(nobody, ACTION, PROP, REWARD,
-                                                                                       Q_HAT).value)
+    assert diff.value == pytest.approx(
+        dr(PI, ACTION, PROP, REWARD, Q_HAT).value - dr(nobody, ACTION, PROP, REWARD, Q_HAT).value
+    )
 
 
 def test_dr_equals_ips_with_zero_reward_model() -> None:

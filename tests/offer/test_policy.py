@@ -48,8 +48,13 @@ def test_greedy_never_picks_a_negative_margin(est: dict, allowed: list) -> None:
 
 
 @settings(max_examples=200)
-@given(estimates_st, allowed_st, share_st, st.sampled_from(["epsilon", "softmax"]),
-       st.floats(min_value=0.01, max_value=100))
+@given(
+    estimates_st,
+    allowed_st,
+    share_st,
+    st.sampled_from(["epsilon", "softmax"]),
+    st.floats(min_value=0.01, max_value=100),
+)
 def test_distribution_sums_to_one_and_respects_share(est, allowed, share, kind, temp) -> None:
     cfg = OffersConfig(exploration=kind, exploration_share=share, softmax_temperature=temp)
     dist = action_distribution(est, allowed, cfg)
@@ -67,8 +72,10 @@ def test_epsilon_distribution_by_hand() -> None:
     assert dist == pytest.approx({"none": 0.1, "coupon_10pct": 0.8, "points_x2": 0.1})
 
 
-@given(st.dictionaries(st.sampled_from(["none", *OFFER_NAMES]), st.floats(0.01, 1.0), min_size=1),
-       st.text(min_size=1, max_size=30))
+@given(
+    st.dictionaries(st.sampled_from(["none", *OFFER_NAMES]), st.floats(0.01, 1.0), min_size=1),
+    st.text(min_size=1, max_size=30),
+)
 def test_same_decision_id_same_draw(weights: dict, decision_id: str) -> None:
     total = sum(weights.values())
     dist = {k: v / total for k, v in weights.items()}

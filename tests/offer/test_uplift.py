@@ -42,13 +42,19 @@ def test_effects_rank_the_persuadable_first(data, heldout) -> None:
     # arm A helps exactly the customers with x1 > 0.5: its predicted effect must separate them
     helped = heldout["X"]["x1"].to_numpy() > 0.5
     assert eff["A"][helped].mean() > 0 > eff["A"][~helped].mean()
-    q = mean_qini(model, heldout["X"], heldout["arm"], heldout["outcomes"]["conversion"].to_numpy(), "conversion")
+    q = mean_qini(
+        model, heldout["X"], heldout["arm"], heldout["outcomes"]["conversion"].to_numpy(), "conversion"
+    )
     assert q["A"] > 0
 
 
 def test_selection_compares_both_learners_and_keeps_the_best(data, heldout) -> None:
-    sel = select_learner((data["X"], data["arm"], data["outcomes"]), (heldout["X"], heldout["arm"],
-                         heldout["outcomes"]), "none", "spend")
+    sel = select_learner(
+        (data["X"], data["arm"], data["outcomes"]),
+        (heldout["X"], heldout["arm"], heldout["outcomes"]),
+        "none",
+        "spend",
+    )
     assert set(sel.scores["learner"]) == {"t", "x"}
     means = sel.scores.groupby("learner")["qini"].mean()
     assert sel.chosen == means.idxmax()

@@ -21,37 +21,51 @@ def make_shop(n: int, seed: int, as_of: pd.Timestamp = AS_OF) -> dict[str, pd.Da
     rng = np.random.default_rng(seed)
     ids = [f"c{seed}-{i:05d}" for i in range(n)]
     signup = as_of - pd.to_timedelta(rng.integers(40, 400, n), unit="D")
-    customers = pd.DataFrame({
-        "customer_id": ids,
-        "signup_at": signup,
-        "birthday": pd.to_datetime("1980-01-01") + pd.to_timedelta(rng.integers(0, 365 * 20, n), unit="D"),
-        "timezone": [ZONES[i] for i in rng.integers(0, len(ZONES), n)],
-        "consent_email": rng.random(n) < 0.85,
-        "consent_sms": rng.random(n) < 0.3,
-        "consent_push": rng.random(n) < 0.6,
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "signup_at": signup,
+            "birthday": pd.to_datetime("1980-01-01")
+            + pd.to_timedelta(rng.integers(0, 365 * 20, n), unit="D"),
+            "timezone": [ZONES[i] for i in rng.integers(0, len(ZONES), n)],
+            "consent_email": rng.random(n) < 0.85,
+            "consent_sms": rng.random(n) < 0.3,
+            "consent_push": rng.random(n) < 0.6,
+        }
+    )
     n_orders = rng.integers(0, 4, n)
     oc = np.repeat(ids, n_orders)
     ots = as_of - pd.to_timedelta(rng.uniform(0, 120, len(oc)), unit="D")
-    orders = pd.DataFrame({
-        "order_id": [f"o{seed}-{i}" for i in range(len(oc))], "customer_id": oc,
-        "ordered_at": ots.floor("s"), "amount": rng.gamma(2.0, 30.0, len(oc)).round(2),
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{seed}-{i}" for i in range(len(oc))],
+            "customer_id": oc,
+            "ordered_at": ots.floor("s"),
+            "amount": rng.gamma(2.0, 30.0, len(oc)).round(2),
+        }
+    )
     ev_c = rng.choice(ids, size=n * 2)
-    events = pd.DataFrame({
-        "customer_id": ev_c, "occurred_at": (as_of - pd.to_timedelta(rng.uniform(0, 5, len(ev_c)), unit="D")).floor("s"),
-        "event_type": rng.choice(["view", "cart", "email_open"], size=len(ev_c)),
-    })
+    events = pd.DataFrame(
+        {
+            "customer_id": ev_c,
+            "occurred_at": (as_of - pd.to_timedelta(rng.uniform(0, 5, len(ev_c)), unit="D")).floor("s"),
+            "event_type": rng.choice(["view", "cart", "email_open"], size=len(ev_c)),
+        }
+    )
     uc = rng.choice(ids, size=max(1, n // 5))
-    updates = pd.DataFrame({
-        "customer_id": uc,
-        "changed_at": (as_of - pd.to_timedelta(rng.uniform(-3, 60, len(uc)), unit="D")).floor("s"),
-        "channel": rng.choice(["email", "sms", "push"], size=len(uc)),
-        "consent": rng.random(len(uc)) < 0.3,
-    })
+    updates = pd.DataFrame(
+        {
+            "customer_id": uc,
+            "changed_at": (as_of - pd.to_timedelta(rng.uniform(-3, 60, len(uc)), unit="D")).floor("s"),
+            "channel": rng.choice(["email", "sms", "push"], size=len(uc)),
+            "consent": rng.random(len(uc)) < 0.3,
+        }
+    )
     return {
-        "customers": conform("customers", customers), "orders": conform("orders", orders),
-        "events": conform("events", events), "consent_updates": conform("consent_updates", updates),
+        "customers": conform("customers", customers),
+        "orders": conform("orders", orders),
+        "events": conform("events", events),
+        "consent_updates": conform("consent_updates", updates),
     }
 
 

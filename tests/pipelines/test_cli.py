@@ -24,8 +24,9 @@ def data_dir(tmp_path: Path) -> Path:
 def test_run_without_a_service_says_how_to_start_it(data_dir: Path) -> None:
     toml = data_dir / "rebuy.toml"
     toml.write_text('[serving]\nurl = "http://127.0.0.1:9"\n')  # the discard port: nothing listens there
-    res = CliRunner().invoke(app, ["run", "-c", str(toml), "--data-dir", str(data_dir), "--as-of",
-                                   AS_OF.isoformat(), "--dry-run"])
+    res = CliRunner().invoke(
+        app, ["run", "-c", str(toml), "--data-dir", str(data_dir), "--as-of", AS_OF.isoformat(), "--dry-run"]
+    )
     assert isinstance(res.exception, ScoringError)
     assert "rebuy serve" in str(res.exception)
     assert not (data_dir / "decisions.db").exists()
@@ -39,7 +40,8 @@ def test_forget_and_report_uplift_commands(data_dir: Path) -> None:
     out = CliRunner().invoke(app, ["forget", victim, "--data-dir", str(data_dir)])
     assert out.exit_code == 0, out.output
     assert "decisions_pseudonymised: 1" in out.output
-    rep = CliRunner().invoke(app, ["report", "uplift", "--data-dir", str(data_dir), "--as-of", "2025-07-30",
-                                   "--no-mlflow"])
+    rep = CliRunner().invoke(
+        app, ["report", "uplift", "--data-dir", str(data_dir), "--as-of", "2025-07-30", "--no-mlflow"]
+    )
     assert rep.exit_code == 0, rep.output
     assert (data_dir / "reports" / "uplift" / "uplift.html").exists()

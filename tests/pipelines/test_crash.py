@@ -169,7 +169,9 @@ def _phase(cfg) -> str:
     return "logged" if sent == 0 else ("delivering" if sent < len(o) else "sent")
 
 
-def test_rerun_after_kill_keeps_small_delivery_batches_consistent(tmp_path: Path, reference, monkeypatch) -> None:
+def test_rerun_after_kill_keeps_small_delivery_batches_consistent(
+    tmp_path: Path, reference, monkeypatch
+) -> None:
     # The same repair path in-process with many tiny delivery batches: fail at the 3rd mark-sent.
     monkeypatch.setattr(orchestrator, "DELIVERY_BATCH", 3)
     cfg = config_for(tmp_path)

@@ -15,15 +15,21 @@ from rebuy.config import Config, load_config
 
 def _cfg(tmp_path: Path, attribution_days: int) -> Config:
     cfg = load_config(data_dir=tmp_path)
-    return cfg.model_copy(update={"offers": cfg.offers.model_copy(update={"attribution_days": attribution_days})})
+    return cfg.model_copy(
+        update={"offers": cfg.offers.model_copy(update={"attribution_days": attribution_days})}
+    )
 
 
 def test_only_treated_offers_reach_the_shop() -> None:
-    d = pd.DataFrame({
-        "customer_id": ["a", "b", "c", "d"], "decided_at": pd.Timestamp("2025-01-01", tz="UTC"),
-        "offer": ["coupon_10pct", "none", "coupon_10pct", "care_message"],
-        "channel": ["email", "none", "email", "push"], "group": ["treatment", "treatment", "control", "treatment"],
-    })
+    d = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d"],
+            "decided_at": pd.Timestamp("2025-01-01", tz="UTC"),
+            "offer": ["coupon_10pct", "none", "coupon_10pct", "care_message"],
+            "channel": ["email", "none", "email", "push"],
+            "group": ["treatment", "treatment", "control", "treatment"],
+        }
+    )
     assert messages_for_sim(d)["customer_id"].tolist() == ["a", "d"]
 
 
@@ -31,20 +37,33 @@ def test_measured_and_true_uplift_on_hand_rows(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, attribution_days=7)
     t0 = pd.Timestamp("2025-03-01 10:00", tz="UTC")
     ids = [f"c{i}" for i in range(8)]
-    decisions = pd.DataFrame({
-        "decision_id": [f"d{i}" for i in range(8)], "customer_id": ids, "decided_at": t0,
-        "campaign": "x", "offer": ["coupon_10pct"] * 4 + ["none"] * 4,
-        "group": ["treatment"] * 4 + ["control"] * 4, "segment": "all",
-    })
+    decisions = pd.DataFrame(
+        {
+            "decision_id": [f"d{i}" for i in range(8)],
+            "customer_id": ids,
+            "decided_at": t0,
+            "campaign": "x",
+            "offer": ["coupon_10pct"] * 4 + ["none"] * 4,
+            "group": ["treatment"] * 4 + ["control"] * 4,
+            "segment": "all",
+        }
+    )
     # treated c0, c1 buy inside the window; c2 buys after it closes; control c4 buys inside
-    orders = pd.DataFrame({
-        "customer_id": ["c0", "c1", "c2", "c4"],
-        "ordered_at": [t0 + pd.Timedelta(days=d) for d in (1, 6, 9, 2)],
-        "amount": 10.0, "returned_amount": 0.0,
-    })
-    truth = pd.DataFrame({"decision_id": decisions["decision_id"],
-                          "p_offer": [0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1],
-                          "p_none": [0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1]})
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1", "c2", "c4"],
+            "ordered_at": [t0 + pd.Timedelta(days=d) for d in (1, 6, 9, 2)],
+            "amount": 10.0,
+            "returned_amount": 0.0,
+        }
+    )
+    truth = pd.DataFrame(
+        {
+            "decision_id": decisions["decision_id"],
+            "p_offer": [0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1],
+            "p_none": [0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1],
+        }
+    )
     out = compare_with_truth(cfg, decisions, orders, truth, t0 + pd.Timedelta(days=30))
     assert out["treated"] == 4 and out["control"] == 4
     assert out["measured_uplift"] == pytest.approx(2 / 4 - 1 / 4)
@@ -68,7 +87,9 @@ def test_closed_loop_decides_the_shop_reacts_and_truth_sits_beside_each_decision
     start, n_orders = sim.now, len(tables["orders"])
     days: list[int] = []
 
-    result, grown = closed_loop(cfg, sim, tables, FakeScoreClient(), days=5, on_day=lambda d, s: days.append(d))
+    result, grown = closed_loop(
+        cfg, sim, tables, FakeScoreClient(), days=5, on_day=lambda d, s: days.append(d)
+    )
 
     assert sim.now == start + pd.Timedelta(days=5) and days == [0, 1, 2, 3, 4]
     assert len(result.passes) == 5

@@ -34,7 +34,9 @@ def test_pass_logs_every_message_once_and_rerun_changes_nothing(tmp_path: Path, 
     d, o, sink = _state(cfg)
     lines = [json.loads(x) for x in sink.splitlines()]
     messaged = d.loc[(d["group"] == "treatment") & (d["offer"] != "none")]
-    assert sorted(r["decision_id"] for r in lines) == sorted(messaged["decision_id"]) == sorted(o["decision_id"])
+    assert (
+        sorted(r["decision_id"] for r in lines) == sorted(messaged["decision_id"]) == sorted(o["decision_id"])
+    )
     assert (o["status"] == "sent").all()
     assert d["customer_id"].is_unique  # one decision per customer per run
     row = d.iloc[0]
@@ -76,7 +78,9 @@ def test_later_pass_respects_caps_against_the_log(tmp_path: Path, shop) -> None:
     assert (gaps >= pd.Timedelta(days=3)).all()  # <= 1 email per 3 days
 
 
-def test_forget_pseudonymises_and_the_customer_is_never_scored_or_messaged_again(tmp_path: Path, shop) -> None:
+def test_forget_pseudonymises_and_the_customer_is_never_scored_or_messaged_again(
+    tmp_path: Path, shop
+) -> None:
     cfg = config_for(tmp_path)
     run_pass(cfg, AS_OF, shop, FakeScoreClient())
     d, _, _ = _state(cfg)
@@ -113,7 +117,9 @@ def test_webhook_signs_with_hmac_and_sends_the_idempotency_key() -> None:
         seen.append(request)
         return httpx.Response(200 if len(seen) < 3 else 503)
 
-    sink = WebhookSink("http://127.0.0.1:9/hook", "s3cret", client=httpx.Client(transport=httpx.MockTransport(handler)))
+    sink = WebhookSink(
+        "http://127.0.0.1:9/hook", "s3cret", client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
     assert sink.send([("k1", {"offer": "coupon_10pct"}), ("k2", {"offer": "points_x2"})]) == ["k1", "k2"]
     req = seen[0]
     assert req.headers[IDEMPOTENCY_HEADER] == "k1"
@@ -134,10 +140,14 @@ def test_http_score_client_posts_the_contract_and_reports_a_bad_service() -> Non
         assert body == {"customer_ids": ["a"], "offers": None, "as_of": "2025-06-10T12:00:00+00:00"}
         return httpx.Response(200, json={"results": FakeScoreClient().score(["a"], None, None)})
 
-    client = HttpScoreClient("http://127.0.0.1:1", client=httpx.Client(transport=httpx.MockTransport(handler)))
+    client = HttpScoreClient(
+        "http://127.0.0.1:1", client=httpx.Client(transport=httpx.MockTransport(handler))
+    )
     assert client.score(["a"], None, AS_OF)[0]["customer_id"] == "a"
-    down = HttpScoreClient("http://127.0.0.1:1", client=httpx.Client(
-        transport=httpx.MockTransport(lambda r: httpx.Response(500, text="boom"))))
+    down = HttpScoreClient(
+        "http://127.0.0.1:1",
+        client=httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500, text="boom"))),
+    )
     with pytest.raises(ScoringError, match="500"):
         down.score(["a"], None, AS_OF)
 
@@ -158,8 +168,12 @@ def test_pending_messages_from_a_failed_delivery_go_out_on_the_next_pass(tmp_pat
     assert nxt.sent == len(o)
     eng = dl.engine_for(cfg.decision_log_url)
     with eng.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(dl.OUTBOX)
-                            .where(dl.OUTBOX.c.status == "pending")).scalar_one() == 0
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(dl.OUTBOX).where(dl.OUTBOX.c.status == "pending")
+            ).scalar_one()
+            == 0
+        )
     eng.dispose()
 
 
@@ -177,7 +191,12 @@ def test_pass_with_servings_own_scorer_in_process(tmp_path: Path) -> None:
     res = run_pass(cfg, AS_OF, shop, InProcessScoreClient(scorer))
     d = res.decisions
     assert len(d) > 10
-    assert set(d.loc[d["group"] == "treatment", "offer"]) <= {"none", "care_message", "coupon_10pct", "free_shipping"}
+    assert set(d.loc[d["group"] == "treatment", "offer"]) <= {
+        "none",
+        "care_message",
+        "coupon_10pct",
+        "free_shipping",
+    }
     assert all(v for v in d["model_versions"])
 
 

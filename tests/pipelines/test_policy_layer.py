@@ -20,16 +20,28 @@ T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
 
 
 def test_consent_latest_update_at_or_before_as_of_wins() -> None:
-    customers = conform("customers", pd.DataFrame({
-        "customer_id": ["a", "b"], "signup_at": [T("2025-01-01")] * 2,
-        "consent_email": [True, False], "consent_push": [True, True],
-    }))
-    updates = conform("consent_updates", pd.DataFrame({
-        "customer_id": ["a", "a", "b", "b"],
-        "changed_at": [T("2025-03-01"), T("2025-05-01"), T("2025-02-01"), T("2025-04-01")],
-        "channel": ["email", "email", "email", "push"],
-        "consent": [False, True, True, False],
-    }))
+    customers = conform(
+        "customers",
+        pd.DataFrame(
+            {
+                "customer_id": ["a", "b"],
+                "signup_at": [T("2025-01-01")] * 2,
+                "consent_email": [True, False],
+                "consent_push": [True, True],
+            }
+        ),
+    )
+    updates = conform(
+        "consent_updates",
+        pd.DataFrame(
+            {
+                "customer_id": ["a", "a", "b", "b"],
+                "changed_at": [T("2025-03-01"), T("2025-05-01"), T("2025-02-01"), T("2025-04-01")],
+                "channel": ["email", "email", "email", "push"],
+                "consent": [False, True, True, False],
+            }
+        ),
+    )
     at = consent_as_of(customers, updates, T("2025-04-15"))
     assert at.loc["a", "email"] is False or not at.loc["a", "email"]  # opted out 03-01; opt-in 05-01 not yet
     assert at.loc["b", "email"] and not at.loc["b", "push"]
@@ -63,15 +75,22 @@ def test_holdout_and_control_are_deterministic_and_independent_of_order() -> Non
 def test_caps_count_messages_within_the_window_on_either_side() -> None:
     cfg = Config()
     as_of = T("2025-06-10 12:00")
-    hist = pd.DataFrame({
-        "customer_id": ["e", "f", "g", "g", "g", "h"],
-        "decided_at": [as_of - pd.Timedelta(days=2), as_of - pd.Timedelta(days=3),
-                       as_of - pd.Timedelta(days=2.5), as_of - pd.Timedelta(days=4), as_of - pd.Timedelta(days=6),
-                       as_of - pd.Timedelta(days=1)],
-        "channel": ["email", "email", "push", "push", "push", "email"],
-        "group": ["treatment"] * 5 + ["control"],
-        "offer": ["coupon_10pct"] * 6,
-    })
+    hist = pd.DataFrame(
+        {
+            "customer_id": ["e", "f", "g", "g", "g", "h"],
+            "decided_at": [
+                as_of - pd.Timedelta(days=2),
+                as_of - pd.Timedelta(days=3),
+                as_of - pd.Timedelta(days=2.5),
+                as_of - pd.Timedelta(days=4),
+                as_of - pd.Timedelta(days=6),
+                as_of - pd.Timedelta(days=1),
+            ],
+            "channel": ["email", "email", "push", "push", "push", "email"],
+            "group": ["treatment"] * 5 + ["control"],
+            "offer": ["coupon_10pct"] * 6,
+        }
+    )
     counts = message_counts(hist, as_of, cfg.policy.caps)
     assert capped("e", "email", counts, cfg.policy.caps) == "cap:email"  # 1 email per 3 days, one 2 days ago
     assert capped("f", "email", counts, cfg.policy.caps) is None  # exactly 3 days ago: outside the window
@@ -80,28 +99,56 @@ def test_caps_count_messages_within_the_window_on_either_side() -> None:
 
 
 def _one(customer: str, campaign: str = "wake_up", channel: str = "email") -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": [customer], "trigger": ["inactive_30d"], "kind": ["inactive"], "campaign": [campaign],
-        "channel": [channel], "offers": [("wake_up_gift", "coupon_10pct", "points_x2")],
-        "episode": ["inactive:2025-05-01"], "priority": [2],
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": [customer],
+            "trigger": ["inactive_30d"],
+            "kind": ["inactive"],
+            "campaign": [campaign],
+            "channel": [channel],
+            "offers": [("wake_up_gift", "coupon_10pct", "points_x2")],
+            "episode": ["inactive:2025-05-01"],
+            "priority": [2],
+        }
+    )
 
 
 def _tables(ids: list[str]) -> dict[str, pd.DataFrame]:
-    cust = conform("customers", pd.DataFrame({
-        "customer_id": ids, "signup_at": [T("2025-01-01")] * len(ids), "consent_email": [True] * len(ids),
-    }))
-    return {"customers": cust, "consent_updates": conform("consent_updates", pd.DataFrame(
-        columns=["customer_id", "changed_at", "channel", "consent"]))}
+    cust = conform(
+        "customers",
+        pd.DataFrame(
+            {
+                "customer_id": ids,
+                "signup_at": [T("2025-01-01")] * len(ids),
+                "consent_email": [True] * len(ids),
+            }
+        ),
+    )
+    return {
+        "customers": cust,
+        "consent_updates": conform(
+            "consent_updates", pd.DataFrame(columns=["customer_id", "changed_at", "channel", "consent"])
+        ),
+    }
 
 
 def _scores(ids: list[str], margins: dict[str, float]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": ids, "churn_probability": 0.5, "repurchase_probability": 0.5,
-        "expected_days_to_next_order": 10.0, "expected_value": 100.0, "segment": "potential",
-        "offer_estimates": [dict(margins) for _ in ids], "best_offer": "coupon_10pct", "reasons": [[] for _ in ids],
-        "model_versions": [{"offer": "3"} for _ in ids], "feature_age_seconds": 1.0, "cold_start": False,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": ids,
+            "churn_probability": 0.5,
+            "repurchase_probability": 0.5,
+            "expected_days_to_next_order": 10.0,
+            "expected_value": 100.0,
+            "segment": "potential",
+            "offer_estimates": [dict(margins) for _ in ids],
+            "best_offer": "coupon_10pct",
+            "reasons": [[] for _ in ids],
+            "model_versions": [{"offer": "3"} for _ in ids],
+            "feature_age_seconds": 1.0,
+            "cold_start": False,
+        }
+    )
 
 
 def test_treatment_draw_records_propensity_and_distribution_and_is_reproducible() -> None:
@@ -131,15 +178,23 @@ def test_capped_treatment_keeps_its_group_with_offer_none_and_budget_is_respecte
     ids = [f"y{i}" for i in range(300)]
     cands = pd.concat([_one(c) for c in ids], ignore_index=True)
     as_of = T("2025-06-10 12:00")
-    hist = pd.DataFrame({"customer_id": ids, "decided_at": [as_of - pd.Timedelta(days=1)] * 300,
-                         "channel": "email", "group": "treatment", "offer": "care_message"})
+    hist = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "decided_at": [as_of - pd.Timedelta(days=1)] * 300,
+            "channel": "email",
+            "group": "treatment",
+            "offer": "care_message",
+        }
+    )
     out = apply_policy(Config(), as_of, cands, _scores(ids, {"coupon_10pct": 2.0}), _tables(ids), hist)
     t = out.decisions.loc[out.decisions["group"] == "treatment"]
     assert len(t) and (t["offer"] == "none").all() and (t["note"] == "cap:email").all()
 
     cfg = Config(offers=OffersConfig(budget_count={"coupon_10pct": 5}, exploration_share=0.0))
-    out = apply_policy(cfg, as_of, cands, _scores(ids, {"coupon_10pct": 2.0, "points_x2": 1.0}), _tables(ids),
-                       hist.iloc[:0])
+    out = apply_policy(
+        cfg, as_of, cands, _scores(ids, {"coupon_10pct": 2.0, "points_x2": 1.0}), _tables(ids), hist.iloc[:0]
+    )
     t = out.decisions.loc[out.decisions["group"] == "treatment"]
     assert (t["offer"] == "coupon_10pct").sum() == 5
     assert (t.loc[t["offer"] != "coupon_10pct", "offer"] == "points_x2").all()
@@ -151,7 +206,16 @@ def test_no_consent_and_quiet_hours_are_skipped_before_randomisation() -> None:
     tables["customers"].loc[tables["customers"]["customer_id"] == "b", "consent_email"] = False
     tables["customers"]["consent_email"] = tables["customers"]["consent_email"].astype(bool)
     night = T("2025-06-10 23:30")  # UTC customers: inside 21->8
-    out = apply_policy(Config(), night, cands, _scores(["a", "b", "c"], {}), tables,
-                       pd.DataFrame(columns=["customer_id", "decided_at", "channel", "group", "offer"]))
-    assert out.skipped.set_index("customer_id")["reason"].to_dict() == {"a": "quiet_hours", "b": "no_consent:email"}
+    out = apply_policy(
+        Config(),
+        night,
+        cands,
+        _scores(["a", "b", "c"], {}),
+        tables,
+        pd.DataFrame(columns=["customer_id", "decided_at", "channel", "group", "offer"]),
+    )
+    assert out.skipped.set_index("customer_id")["reason"].to_dict() == {
+        "a": "quiet_hours",
+        "b": "no_consent:email",
+    }
     assert list(out.decisions["customer_id"]) == ["c"]  # channel none: nothing is sent, no consent needed

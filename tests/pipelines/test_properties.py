@@ -27,7 +27,14 @@ from rebuy.ingest import conform
 from .conftest import AS_OF, config_for, make_shop
 
 SETTINGS = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-DST_ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "America/Sao_Paulo", "UTC", "Asia/Kolkata"]
+DST_ZONES = [
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Sydney",
+    "America/Sao_Paulo",
+    "UTC",
+    "Asia/Kolkata",
+]
 # around the 2025 spring-forward in Europe (03-30) and the US (03-09) and Sydney's fall-back (04-06)
 START = pd.Timestamp("2025-03-07 00:00", tz="UTC")
 
@@ -48,34 +55,67 @@ def _max_in_window(times: list[pd.Timestamp], window: pd.Timedelta) -> int:
 def test_caps_and_quiet_hours_hold_across_dst_and_out_of_order_passes(hours, zones, channels, caps) -> None:
     per, days, all_max, all_days = caps
     cfg = Config()
-    capcfg = CapsConfig(per_channel={"email": (per, days), "sms": (per, days), "push": (per, days)},
-                        all_channels=(all_max, all_days), quiet_hours=(22, 7))
-    cfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"caps": capcfg, "holdout_share": 0.0})})
+    capcfg = CapsConfig(
+        per_channel={"email": (per, days), "sms": (per, days), "push": (per, days)},
+        all_channels=(all_max, all_days),
+        quiet_hours=(22, 7),
+    )
+    cfg = cfg.model_copy(
+        update={"policy": cfg.policy.model_copy(update={"caps": capcfg, "holdout_share": 0.0})}
+    )
     for t in cfg.policy.triggers:
         t.control_share = 0.0
     ids = [f"p{i}" for i in range(4)]
     tables = {
-        "customers": conform("customers", pd.DataFrame({
-            "customer_id": ids, "signup_at": [START] * 4, "timezone": zones,
-            "consent_email": [True] * 4, "consent_sms": [True] * 4, "consent_push": [True] * 4})),
-        "consent_updates": conform("consent_updates", pd.DataFrame(
-            columns=["customer_id", "changed_at", "channel", "consent"])),
+        "customers": conform(
+            "customers",
+            pd.DataFrame(
+                {
+                    "customer_id": ids,
+                    "signup_at": [START] * 4,
+                    "timezone": zones,
+                    "consent_email": [True] * 4,
+                    "consent_sms": [True] * 4,
+                    "consent_push": [True] * 4,
+                }
+            ),
+        ),
+        "consent_updates": conform(
+            "consent_updates", pd.DataFrame(columns=["customer_id", "changed_at", "channel", "consent"])
+        ),
     }
-    scores = pd.DataFrame({
-        "customer_id": ids, "churn_probability": 0.5, "repurchase_probability": 0.5,
-        "expected_days_to_next_order": 5.0, "expected_value": 50.0, "segment": "potential",
-        "offer_estimates": [{"coupon_10pct": 3.0, "points_x2": 2.0} for _ in ids], "best_offer": "coupon_10pct",
-        "reasons": [[] for _ in ids], "model_versions": [{} for _ in ids], "feature_age_seconds": 0.0,
-        "cold_start": False,
-    })
+    scores = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "churn_probability": 0.5,
+            "repurchase_probability": 0.5,
+            "expected_days_to_next_order": 5.0,
+            "expected_value": 50.0,
+            "segment": "potential",
+            "offer_estimates": [{"coupon_10pct": 3.0, "points_x2": 2.0} for _ in ids],
+            "best_offer": "coupon_10pct",
+            "reasons": [[] for _ in ids],
+            "model_versions": [{} for _ in ids],
+            "feature_age_seconds": 0.0,
+            "cold_start": False,
+        }
+    )
     cols = ["customer_id", "decided_at", "channel", "group", "offer"]
     history = pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     for h in hours:  # passes in the order drawn, not sorted: reruns of earlier days happen
         as_of = START + pd.Timedelta(hours=h)
-        cands = pd.DataFrame({
-            "customer_id": ids, "trigger": "t", "kind": "inactive", "campaign": "wake_up", "channel": channels,
-            "offers": [("coupon_10pct", "points_x2")] * 4, "episode": [f"e{h}"] * 4, "priority": 0,
-        })
+        cands = pd.DataFrame(
+            {
+                "customer_id": ids,
+                "trigger": "t",
+                "kind": "inactive",
+                "campaign": "wake_up",
+                "channel": channels,
+                "offers": [("coupon_10pct", "points_x2")] * 4,
+                "episode": [f"e{h}"] * 4,
+                "priority": 0,
+            }
+        )
         out = apply_policy(cfg, as_of, cands, scores, tables, history)
         new = out.decisions[cols]
         if new.empty:  # every customer in quiet hours at this pass
@@ -86,7 +126,10 @@ def test_caps_and_quiet_hours_hold_across_dst_and_out_of_order_passes(hours, zon
         times = list(pd.to_datetime(part["decided_at"], utc=True))
         assert _max_in_window(times, pd.Timedelta(days=all_days)) <= all_max
         for _, chp in part.groupby("channel"):
-            assert _max_in_window(list(pd.to_datetime(chp["decided_at"], utc=True)), pd.Timedelta(days=days)) <= per
+            assert (
+                _max_in_window(list(pd.to_datetime(chp["decided_at"], utc=True)), pd.Timedelta(days=days))
+                <= per
+            )
         zone = ZoneInfo(zones[ids.index(cid)])
         for t in times:  # independently: the local wall-clock hour, from the standard library
             local = datetime.fromtimestamp(t.timestamp(), tz=zone)
@@ -104,8 +147,11 @@ def _consent_at(tables: dict[str, pd.DataFrame], cid: str, channel: str, at: pd.
 
 
 @settings(SETTINGS, max_examples=8)
-@given(seed=st.integers(0, 10_000), forget_share=st.floats(0.0, 0.3), days=st.lists(st.integers(0, 20), min_size=1,
-                                                                                     max_size=3))
+@given(
+    seed=st.integers(0, 10_000),
+    forget_share=st.floats(0.0, 0.3),
+    days=st.lists(st.integers(0, 20), min_size=1, max_size=3),
+)
 def test_opted_out_and_forgotten_customers_never_reach_the_sink(seed, forget_share, days) -> None:
     shop = make_shop(120, seed)
     rng = np.random.default_rng(seed)
@@ -120,7 +166,11 @@ def test_opted_out_and_forgotten_customers_never_reach_the_sink(seed, forget_sha
         for d in days:
             run_pass(cfg, AS_OF + pd.Timedelta(days=d), shop, client)
         assert not set(forgotten) & set(client.scored)
-        lines = [json.loads(x) for x in sink_path(cfg).read_bytes().splitlines()] if sink_path(cfg).exists() else []
+        lines = (
+            [json.loads(x) for x in sink_path(cfg).read_bytes().splitlines()]
+            if sink_path(cfg).exists()
+            else []
+        )
         for m in lines:
             assert m["customer_id"] not in forgotten
             if m["customer_id"].startswith("forgotten-"):

@@ -13,27 +13,54 @@ T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
 
 
 def tables() -> dict[str, pd.DataFrame]:
-    customers = pd.DataFrame({
-        "customer_id": list("ABCDEFGH"),
-        "signup_at": [T("2025-01-01")] * 8,
-        "birthday": pd.to_datetime([None, "1980-06-10", None, None, None, "1990-06-10", "1990-06-11", "1990-06-11"]),
-        "timezone": [None, None, None, None, None, "Asia/Shanghai", "Pacific/Kiritimati", "UTC"],
-    })
-    orders = pd.DataFrame({
-        "order_id": [f"o{i}" for i in range(9)],
-        "customer_id": ["A", "B", "B", "C", "D", "F", "F", "G", "H"],
-        "ordered_at": [T("2025-06-09 10:00"), T("2025-05-01"), T("2025-05-05"), T("2025-06-01"),
-                       T("2025-06-09 05:00"), T("2025-04-01"), T("2025-06-05"), T("2025-06-01"), T("2025-06-01")],
-        "amount": [10.0] * 9,
-    })
-    events = pd.DataFrame({
-        "customer_id": ["C", "D", "E", "Z"],
-        "occurred_at": [T("2025-06-09 00:00"), T("2025-06-09 00:00"), T("2025-06-10 08:00"), T("2025-06-09")],
-        "event_type": ["view", "view", "view", "view"],
-    })
-    return {"customers": conform("customers", customers), "orders": conform("orders", orders),
-            "events": conform("events", events), "consent_updates": conform("consent_updates", pd.DataFrame(
-                columns=["customer_id", "changed_at", "channel", "consent"]))}
+    customers = pd.DataFrame(
+        {
+            "customer_id": list("ABCDEFGH"),
+            "signup_at": [T("2025-01-01")] * 8,
+            "birthday": pd.to_datetime(
+                [None, "1980-06-10", None, None, None, "1990-06-10", "1990-06-11", "1990-06-11"]
+            ),
+            "timezone": [None, None, None, None, None, "Asia/Shanghai", "Pacific/Kiritimati", "UTC"],
+        }
+    )
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(9)],
+            "customer_id": ["A", "B", "B", "C", "D", "F", "F", "G", "H"],
+            "ordered_at": [
+                T("2025-06-09 10:00"),
+                T("2025-05-01"),
+                T("2025-05-05"),
+                T("2025-06-01"),
+                T("2025-06-09 05:00"),
+                T("2025-04-01"),
+                T("2025-06-05"),
+                T("2025-06-01"),
+                T("2025-06-01"),
+            ],
+            "amount": [10.0] * 9,
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ["C", "D", "E", "Z"],
+            "occurred_at": [
+                T("2025-06-09 00:00"),
+                T("2025-06-09 00:00"),
+                T("2025-06-10 08:00"),
+                T("2025-06-09"),
+            ],
+            "event_type": ["view", "view", "view", "view"],
+        }
+    )
+    return {
+        "customers": conform("customers", customers),
+        "orders": conform("orders", orders),
+        "events": conform("events", events),
+        "consent_updates": conform(
+            "consent_updates", pd.DataFrame(columns=["customer_id", "changed_at", "channel", "consent"])
+        ),
+    }
 
 
 def test_rule_triggers_worked_by_hand() -> None:
@@ -44,8 +71,12 @@ def test_rule_triggers_worked_by_hand() -> None:
     # F: birthday 06-10 (Shanghai date 06-10). G: birthday 06-11, already 06-11 in Kiritimati (UTC+14);
     # H: same birthday on UTC, still 06-10 -> nothing. Z: not a customer -> ignored.
     assert got["trigger"].to_dict() == {
-        "A": "first_purchase", "B": "inactive_30d", "C": "browse_no_buy", "D": "first_purchase",
-        "F": "birthday", "G": "birthday",
+        "A": "first_purchase",
+        "B": "inactive_30d",
+        "C": "browse_no_buy",
+        "D": "first_purchase",
+        "F": "birthday",
+        "G": "birthday",
     }
     assert got.loc["A", "episode"] == "first:2025-06-09"
     assert got.loc["B", "episode"] == "inactive:2025-05-05"
@@ -59,7 +90,9 @@ def test_episode_is_stable_across_passes_so_the_decision_id_is_too() -> None:
     # B stays inactive on the next days: same episode, same decision id -> one wake-up, not one per day.
     ids = []
     for day in range(3):
-        got = select_candidates(Config(), AS_OF + pd.Timedelta(days=day), tables(), None).set_index("customer_id")
+        got = select_candidates(Config(), AS_OF + pd.Timedelta(days=day), tables(), None).set_index(
+            "customer_id"
+        )
         ids.append(decision_id("B", got.loc["B", "campaign"], got.loc["B", "episode"]))
     assert len(set(ids)) == 1
 
@@ -76,11 +109,13 @@ def test_holiday_eve_two_days_before_618() -> None:
 
 
 def test_audiences_from_scores_and_priority() -> None:
-    scores = pd.DataFrame({
-        "customer_id": ["A", "H", "G", "E"],
-        "churn_probability": [0.9, 0.65, 0.1, 0.99],
-        "expected_days_to_next_order": [50.0, 40.0, 2.0, 1.0],
-    })
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["A", "H", "G", "E"],
+            "churn_probability": [0.9, 0.65, 0.1, 0.99],
+            "expected_days_to_next_order": [50.0, 40.0, 2.0, 1.0],
+        }
+    )
     got = select_candidates(Config(), AS_OF, tables(), scores).set_index("customer_id")
     assert got.loc["A", "trigger"] == "first_purchase"  # event trigger listed before the audience
     assert got.loc["H", "trigger"] == "churn_risk" and got.loc["H", "episode"] == "churn:2025-06-01"

@@ -20,32 +20,60 @@ AS_OF = T("2025-06-01")
 
 def _decisions() -> pd.DataFrame:
     ids = ["t1", "t2", "t3", "t4", "c1", "c2", "c3", "c4", "h1", "h2", "late"]
-    return pd.DataFrame({
-        "decision_id": [f"d-{i}" for i in ids], "customer_id": ids,
-        "decided_at": [T("2025-05-01")] * 10 + [T("2025-05-25")],
-        "campaign": ["wake_up"] * 11,
-        "offer": ["coupon_10pct", "wake_up_gift", "none", "free_shipping"] + ["none"] * 7,
-        "group": ["treatment"] * 4 + ["control"] * 4 + ["holdout"] * 2 + ["treatment"],
-        "segment": ["dormant", "dormant", "potential", "potential"] * 2 + ["dormant"] * 3,
-    })
+    return pd.DataFrame(
+        {
+            "decision_id": [f"d-{i}" for i in ids],
+            "customer_id": ids,
+            "decided_at": [T("2025-05-01")] * 10 + [T("2025-05-25")],
+            "campaign": ["wake_up"] * 11,
+            "offer": ["coupon_10pct", "wake_up_gift", "none", "free_shipping"] + ["none"] * 7,
+            "group": ["treatment"] * 4 + ["control"] * 4 + ["holdout"] * 2 + ["treatment"],
+            "segment": ["dormant", "dormant", "potential", "potential"] * 2 + ["dormant"] * 3,
+        }
+    )
 
 
 def _orders() -> pd.DataFrame:
-    return conform("orders", pd.DataFrame({
-        "order_id": [f"o{i}" for i in range(9)],
-        "customer_id": ["t1", "t2", "t2", "t3", "t4", "c1", "c2", "h1", "t1"],
-        "ordered_at": [T("2025-05-05"), T("2025-05-10"), T("2025-05-12"), T("2025-05-20"), T("2025-04-30"),
-                       T("2025-05-02"), T("2025-05-15"), T("2025-05-03"), T("2025-06-02")],
-        "amount": [100.0, 50.0, 30.0, 70.0, 99.0, 40.0, 20.0, 10.0, 500.0],
-    }))
+    return conform(
+        "orders",
+        pd.DataFrame(
+            {
+                "order_id": [f"o{i}" for i in range(9)],
+                "customer_id": ["t1", "t2", "t2", "t3", "t4", "c1", "c2", "h1", "t1"],
+                "ordered_at": [
+                    T("2025-05-05"),
+                    T("2025-05-10"),
+                    T("2025-05-12"),
+                    T("2025-05-20"),
+                    T("2025-04-30"),
+                    T("2025-05-02"),
+                    T("2025-05-15"),
+                    T("2025-05-03"),
+                    T("2025-06-02"),
+                ],
+                "amount": [100.0, 50.0, 30.0, 70.0, 99.0, 40.0, 20.0, 10.0, 500.0],
+            }
+        ),
+    )
 
 
 def test_attribution_window_is_after_the_decision_and_inclusive_at_its_end() -> None:
     a = attribute(_decisions(), _orders(), 14, AS_OF).set_index("customer_id")
     # t3 ordered 19 days later (outside), t4 before the decision; c2 exactly 14 days later (inside);
     # t1's 06-02 order is after as_of (never seen); "late" was decided 05-25: its window is still open.
-    assert a["revenue"].to_dict() == {"t1": 100.0, "t2": 80.0, "t3": 0.0, "t4": 0.0, "c1": 40.0, "c2": 20.0,
-                                      "c3": 0.0, "c4": 0.0, "h1": 10.0, "h2": 0.0, "late": 0.0}
+    assert a["revenue"].to_dict() == {
+        "t1": 100.0,
+        "t2": 80.0,
+        "t3": 0.0,
+        "t4": 0.0,
+        "c1": 40.0,
+        "c2": 20.0,
+        "c3": 0.0,
+        "c4": 0.0,
+        "h1": 10.0,
+        "h2": 0.0,
+        "late": 0.0,
+    }
     assert a.loc["t2", "orders"] == 2 and a.loc["t2", "first_amount"] == 50.0
     assert not a.loc["late", "matured"] and a.drop("late")["matured"].all()
 

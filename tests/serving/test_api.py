@@ -26,8 +26,15 @@ def error_locs(resp: Any) -> list[list[Any]]:
 
 
 def test_score_contract_and_values(client: Any) -> None:
-    r = post(client, "/score", {"customer_ids": ["c000001", "c000002"], "offers": ["none", "coupon_10pct"],
-                                "as_of": "2025-06-30T06:00:00Z"})
+    r = post(
+        client,
+        "/score",
+        {
+            "customer_ids": ["c000001", "c000002"],
+            "offers": ["none", "coupon_10pct"],
+            "as_of": "2025-06-30T06:00:00Z",
+        },
+    )
     assert r.status_code == 200
     body = ScoreResponse.model_validate(r.json())
     assert [x.customer_id for x in body.results] == ["c000001", "c000002"]
@@ -37,8 +44,9 @@ def test_score_contract_and_values(client: Any) -> None:
     assert first.cold_start is False and first.model_versions["churn"] == "1"
     # the same numbers as the Scorer in this process (the service adds nothing to the scores)
     scorer, _ = synthetic_scorer()
-    direct = scorer.score_ids(["c000001", "c000002"], pd.Timestamp("2025-06-30T06:00:00Z"),
-                              ["none", "coupon_10pct"]).records()
+    direct = scorer.score_ids(
+        ["c000001", "c000002"], pd.Timestamp("2025-06-30T06:00:00Z"), ["none", "coupon_10pct"]
+    ).records()
     assert r.json()["results"] == json.loads(json.dumps(direct))
 
 
@@ -51,10 +59,19 @@ def test_unknown_customer_is_200_with_cold_start(client: Any) -> None:
 
 
 def test_score_features(client: Any) -> None:
-    r = post(client, "/score_features", {"rows": [
-        {"customer_id": "x1", "features": {"days_since_last_order": 3.0, "orders_90d": 4.0, "views_24h": None}},
-        {"features": {}},
-    ]})
+    r = post(
+        client,
+        "/score_features",
+        {
+            "rows": [
+                {
+                    "customer_id": "x1",
+                    "features": {"days_since_last_order": 3.0, "orders_90d": 4.0, "views_24h": None},
+                },
+                {"features": {}},
+            ]
+        },
+    )
     assert r.status_code == 200
     res = r.json()["results"]
     assert res[0]["customer_id"] == "x1" and res[0]["cold_start"] is False
@@ -62,21 +79,32 @@ def test_score_features(client: Any) -> None:
     assert res[0]["feature_age_seconds"] is None
 
 
-@pytest.mark.parametrize(("path", "body", "loc"), [
-    ("/score", {"customer_ids": []}, ["customer_ids"]),
-    ("/score", {}, ["customer_ids"]),
-    ("/score", {"customer_ids": "c1"}, ["customer_ids"]),
-    ("/score", {"customer_ids": [1]}, ["customer_ids", 0]),
-    ("/score", {"customer_ids": [""]}, ["customer_ids", 0]),
-    ("/score", {"customer_ids": ["c1"], "surprise": 1}, ["surprise"]),
-    ("/score", {"customer_ids": ["c1"], "offers": ["free_lunch"]}, ["offers", 0]),
-    ("/score", {"customer_ids": ["c1"], "as_of": "yesterday"}, ["as_of"]),
-    ("/score", {"customer_ids": ["c1"], "as_of": "5925-01-05T01:05:01-23:47"}, ["as_of"]),  # found by schemathesis
-    ("/score", [1, 2], []),
-    ("/score_features", {"rows": [{"features": {"orders_90d": "many"}}]}, ["rows", 0, "features", "orders_90d"]),
-    ("/score_features", {"rows": [{"features": {"orders_90d": 1}, "extra": 1}]}, ["rows", 0, "extra"]),
-    ("/score_features", {"rows": []}, ["rows"]),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/score", {"customer_ids": []}, ["customer_ids"]),
+        ("/score", {}, ["customer_ids"]),
+        ("/score", {"customer_ids": "c1"}, ["customer_ids"]),
+        ("/score", {"customer_ids": [1]}, ["customer_ids", 0]),
+        ("/score", {"customer_ids": [""]}, ["customer_ids", 0]),
+        ("/score", {"customer_ids": ["c1"], "surprise": 1}, ["surprise"]),
+        ("/score", {"customer_ids": ["c1"], "offers": ["free_lunch"]}, ["offers", 0]),
+        ("/score", {"customer_ids": ["c1"], "as_of": "yesterday"}, ["as_of"]),
+        (
+            "/score",
+            {"customer_ids": ["c1"], "as_of": "5925-01-05T01:05:01-23:47"},
+            ["as_of"],
+        ),  # found by schemathesis
+        ("/score", [1, 2], []),
+        (
+            "/score_features",
+            {"rows": [{"features": {"orders_90d": "many"}}]},
+            ["rows", 0, "features", "orders_90d"],
+        ),
+        ("/score_features", {"rows": [{"features": {"orders_90d": 1}, "extra": 1}]}, ["rows", 0, "extra"]),
+        ("/score_features", {"rows": []}, ["rows"]),
+    ],
+)
 def test_bad_input_is_400_naming_the_field(client: Any, path: str, body: Any, loc: list[Any]) -> None:
     r = post(client, path, body)
     assert r.status_code == 400, r.text
@@ -84,15 +112,18 @@ def test_bad_input_is_400_naming_the_field(client: Any, path: str, body: Any, lo
         assert loc in error_locs(r)
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"customer_ids": ["c1"]',  # truncated
-    b"{'customer_ids': ['c1']}",  # not JSON quotes
-    b"",  # empty body -> {} -> missing field
-    b'{"rows": [{"features": {"orders_90d": NaN}}]}',
-    b'{"rows": [{"features": {"orders_90d": Infinity}}]}',
-    b'{"rows": [{"features": {"orders_90d": 1e999}}]}',
-    b"\xff\xfe\x00garbage",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"customer_ids": ["c1"]',  # truncated
+        b"{'customer_ids': ['c1']}",  # not JSON quotes
+        b"",  # empty body -> {} -> missing field
+        b'{"rows": [{"features": {"orders_90d": NaN}}]}',
+        b'{"rows": [{"features": {"orders_90d": Infinity}}]}',
+        b'{"rows": [{"features": {"orders_90d": 1e999}}]}',
+        b"\xff\xfe\x00garbage",
+    ],
+)
 def test_malformed_or_non_finite_json_is_400(client: Any, raw: bytes) -> None:
     path = "/score_features" if b"rows" in raw else "/score"
     assert post(client, path, raw).status_code == 400
@@ -114,8 +145,16 @@ def test_unknown_feature_and_offer_outside_catalogue_are_400(client: Any) -> Non
     assert r.status_code == 400 and "offers" in r.text
 
 
-@pytest.mark.parametrize("ctype", ["application/vnd.bentoml+pickle", "application/octet-stream", "text/plain",
-                                   "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        "application/vnd.bentoml+pickle",
+        "application/octet-stream",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+    ],
+)
 def test_non_json_payloads_are_415(client: Any, ctype: str) -> None:
     payload = pickle.dumps({"customer_ids": ["c1"]})
     r = client.post("/score", content=payload, headers={"content-type": ctype})
@@ -135,8 +174,16 @@ def test_health_readiness_metrics_and_docs(client: Any) -> None:
     assert int(frozen.split()[1]) > 10_000  # the heap was frozen after warm-up
     spec = client.get("/docs.json").json()
     schemas = spec["components"]["schemas"]
-    for name in ("ScoreRequestIODescriptor", "ScoreFeaturesRequestIODescriptor", "FeatureRow",
-                 "ScoreResponseIODescriptor", "CustomerScore", "OfferEstimate", "Reason", "ReloadResponseIODescriptor"):
+    for name in (
+        "ScoreRequestIODescriptor",
+        "ScoreFeaturesRequestIODescriptor",
+        "FeatureRow",
+        "ScoreResponseIODescriptor",
+        "CustomerScore",
+        "OfferEstimate",
+        "Reason",
+        "ReloadResponseIODescriptor",
+    ):
         props = schemas[name]["properties"]
         undocumented = [p for p, v in props.items() if not v.get("description")]
         assert not undocumented, (name, undocumented)

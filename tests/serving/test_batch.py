@@ -35,14 +35,20 @@ def test_served_equals_batch_equals_offline(client: Any, synth: Any, tmp_path: P
     res = score_to_parquet(cfg_for(tmp_path), AS_OF, tmp_path / "scores.parquet", IDS, scorer=scorer)
     batch = pd.read_parquet(res.path).set_index("customer_id")
     served = client.post("/score", json={"customer_ids": IDS, "as_of": AS_OF.isoformat()}).json()["results"]
-    cols = {"churn": "churn_probability", "repurchase": "repurchase_probability",
-            "days_to_next": "expected_days_to_next_order", "value": "expected_value"}
+    cols = {
+        "churn": "churn_probability",
+        "repurchase": "repurchase_probability",
+        "days_to_next": "expected_days_to_next_order",
+        "value": "expected_value",
+    }
     known = [c for c in IDS if c in table.index]
     for model, col in cols.items():
         m = scorer.models[model]
         offline = m.predict(table.loc[known, list(m.feature_names)].to_numpy(dtype=np.float64))
         np.testing.assert_allclose(batch.loc[known, col].to_numpy(), offline, rtol=0, atol=1e-6)
-        np.testing.assert_allclose([s[col] for s in served], batch.loc[IDS, col].to_numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            [s[col] for s in served], batch.loc[IDS, col].to_numpy(), rtol=0, atol=1e-6
+        )
     for s in served:
         row = batch.loc[s["customer_id"]]
         assert s["segment"] == row["segment"] and s["best_offer"] == row["best_offer"]

@@ -24,8 +24,12 @@ from serving.server import stop_process_group
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 MODELS = ("churn", "repurchase", "days_to_next", "value")
-COLUMNS = {"churn": "churn_probability", "repurchase": "repurchase_probability",
-           "days_to_next": "expected_days_to_next_order", "value": "expected_value"}
+COLUMNS = {
+    "churn": "churn_probability",
+    "repurchase": "repurchase_probability",
+    "days_to_next": "expected_days_to_next_order",
+    "value": "expected_value",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +44,10 @@ def trained(session_tmp: Path, small_shop: Any) -> tuple[Any, pd.Timestamp]:
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
     tables = small_shop.tables
     cutoffs = cutoff_grid(cfg, small_shop.sim.now)
-    sets = {svc: with_rfm(build_training_set(cfg, svc, cutoffs, tables), tables["orders"])
-            for svc in ("churn_v1", "repurchase_v1", "value_v1")}
+    sets = {
+        svc: with_rfm(build_training_set(cfg, svc, cutoffs, tables), tables["orders"])
+        for svc in ("churn_v1", "repurchase_v1", "value_v1")
+    }
     train_specs(cfg, list(MODELS), sets, known_services(), show_progress=False)
     as_of = pd.Timestamp(small_shop.sim.now).tz_convert("UTC")
     materialize(cfg, as_of, tables)
@@ -56,9 +62,22 @@ def serve_and_score(data_dir: Path, ids: list[str], as_of: pd.Timestamp, tmp: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REBUY_", "PROMETHEUS_"))}
     env["BENTOML_HOME"] = str(tmp / "bentoml")
     log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config",
-                             str(cfg_file), "--data-dir", str(data_dir)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from rebuy.cli import main; main()",
+            "serve",
+            "--config",
+            str(cfg_file),
+            "--data-dir",
+            str(data_dir),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 480  # two scorer loads (preflight + worker) on a loaded machine
         while time.monotonic() < deadline and proc.poll() is None:
@@ -73,7 +92,9 @@ def serve_and_score(data_dir: Path, ids: list[str], as_of: pd.Timestamp, tmp: Pa
         served: list[dict[str, Any]] = []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
             for start in range(0, len(ids), 50):
-                r = c.post("/score", json={"customer_ids": ids[start:start + 50], "as_of": as_of.isoformat()})
+                r = c.post(
+                    "/score", json={"customer_ids": ids[start : start + 50], "as_of": as_of.isoformat()}
+                )
                 assert r.status_code == 200, r.text
                 served += r.json()["results"]
         return served
@@ -88,8 +109,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_served_equals_batch_equals_offline_pipeline(trained: tuple[Any, pd.Timestamp], small_shop: Any,
-                                                     tmp_path: Path) -> None:
+def test_served_equals_batch_equals_offline_pipeline(
+    trained: tuple[Any, pd.Timestamp], small_shop: Any, tmp_path: Path
+) -> None:
     from features.training_set import build_training_set
     from serving.batch import score_to_parquet
     from serving.champions import scorer_from_registry
@@ -108,7 +130,9 @@ def test_served_equals_batch_equals_offline_pipeline(trained: tuple[Any, pd.Time
 
     known = [c for c in ids if c != "nobody-at-all"]
     for name, col in COLUMNS.items():
-        np.testing.assert_allclose([s[col] for s in served], batch.loc[ids, col].to_numpy(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            [s[col] for s in served], batch.loc[ids, col].to_numpy(), rtol=0, atol=1e-6
+        )
         m = scorer.models[name]
         ts = build_training_set(cfg, m.feature_service, [as_of], small_shop.tables)
         ts = ts.set_index("customer_id")

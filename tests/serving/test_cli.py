@@ -35,4 +35,6 @@ def test_bentofile_names_the_service_and_its_code() -> None:
     import importlib
 
     assert getattr(importlib.import_module(module), attr).name == "rebuy"
-    assert {"serving/**/*.py", "training/**/*.py", "features/**/*.py", "rebuy/**/*.py"} <= set(build.include or [])
+    assert {"serving/**/*.py", "training/**/*.py", "features/**/*.py", "rebuy/**/*.py"} <= set(
+        build.include or []
+    )

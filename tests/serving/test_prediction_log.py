@@ -35,8 +35,10 @@ def test_rows_carry_scores_and_features_and_skip_cold_start(synth: Any, tmp_path
     churn = df[df["model"] == "churn"].set_index("customer_id")
     np.testing.assert_allclose(churn.loc[["c000001", "c000002"], "score"], batch.churn[:2])
     feats = list(scorer.models["churn"].feature_names)
-    np.testing.assert_array_equal(churn.loc[["c000001", "c000002"], feats].to_numpy(),
-                                  table.loc[["c000001", "c000002"], feats].to_numpy())
+    np.testing.assert_array_equal(
+        churn.loc[["c000001", "c000002"], feats].to_numpy(),
+        table.loc[["c000001", "c000002"], feats].to_numpy(),
+    )
     assert (df["scored_at"] == NOW).all() and (df["version"] == "1").all()
     assert not list(prediction_log.folder(cfg).glob(".*.tmp"))
 

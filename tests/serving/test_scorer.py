@@ -30,14 +30,22 @@ def test_schema_offer_names_are_the_contract_offers() -> None:
 
 def test_greedy_best_hand_rows() -> None:
     offers = ("none", "free_shipping", "coupon_10pct")
-    margins = np.array([
-        [0.0, 1.0, 2.0],      # coupon pays most
-        [0.0, -1.0, -0.5],    # nothing pays -> none
-        [0.0, 0.0, 0.0],      # ties at 0 -> none
-        [0.0, 3.0, 3.0],      # tie between offers -> the one that sorts first (coupon_10pct)
-        [0.0, np.nan, 0.1],   # non-finite never wins
-    ])
-    assert greedy_best(margins, offers).tolist() == ["coupon_10pct", "none", "none", "coupon_10pct", "coupon_10pct"]
+    margins = np.array(
+        [
+            [0.0, 1.0, 2.0],  # coupon pays most
+            [0.0, -1.0, -0.5],  # nothing pays -> none
+            [0.0, 0.0, 0.0],  # ties at 0 -> none
+            [0.0, 3.0, 3.0],  # tie between offers -> the one that sorts first (coupon_10pct)
+            [0.0, np.nan, 0.1],  # non-finite never wins
+        ]
+    )
+    assert greedy_best(margins, offers).tolist() == [
+        "coupon_10pct",
+        "none",
+        "none",
+        "coupon_10pct",
+        "coupon_10pct",
+    ]
     assert greedy_best(np.zeros((2, 1)), ("none",)).tolist() == ["none", "none"]
 
 
@@ -55,8 +63,12 @@ def test_score_ids_equals_direct_model_predictions(synth: tuple[Scorer, pd.DataF
     scorer, table = synth
     ids = ["c000000", "c000005", "c000599"]
     batch = scorer.score_ids(ids, NOW)
-    for name, got in [("churn", batch.churn), ("repurchase", batch.repurchase),
-                      ("days_to_next", batch.days_to_next), ("value", batch.value)]:
+    for name, got in [
+        ("churn", batch.churn),
+        ("repurchase", batch.repurchase),
+        ("days_to_next", batch.days_to_next),
+        ("value", batch.value),
+    ]:
         m = scorer.models[name]
         X = table.loc[ids, list(m.feature_names)].to_numpy(dtype=np.float64)
         np.testing.assert_allclose(got, m.predict(X), rtol=0, atol=1e-12)
@@ -64,7 +76,9 @@ def test_score_ids_equals_direct_model_predictions(synth: tuple[Scorer, pd.DataF
     np.testing.assert_allclose(batch.feature_age, [86400.0] * 3)  # stored a day before NOW
 
 
-def test_unknown_customer_is_cold_start_scored_on_missing_features(synth: tuple[Scorer, pd.DataFrame]) -> None:
+def test_unknown_customer_is_cold_start_scored_on_missing_features(
+    synth: tuple[Scorer, pd.DataFrame],
+) -> None:
     scorer, _ = synth
     batch = scorer.score_ids(["c000001", "nobody"], NOW)
     assert batch.cold_start.tolist() == [False, True]
@@ -80,10 +94,17 @@ def test_unknown_customer_is_cold_start_scored_on_missing_features(synth: tuple[
 def test_rows_and_ids_give_identical_scores(synth: tuple[Scorer, pd.DataFrame]) -> None:
     scorer, table = synth
     ids = ["c000010", "c000011"]
-    rows = [{k: (None if np.isnan(v) else float(v)) for k, v in table.loc[c, list(scorer.feature_names)].items()}
-            for c in ids]
+    rows = [
+        {k: (None if np.isnan(v) else float(v)) for k, v in table.loc[c, list(scorer.feature_names)].items()}
+        for c in ids
+    ]
     a, b = scorer.score_ids(ids, NOW), scorer.score_rows(rows, ids)
-    for x, y in [(a.churn, b.churn), (a.value, b.value), (a.margin, b.margin), (a.days_to_next, b.days_to_next)]:
+    for x, y in [
+        (a.churn, b.churn),
+        (a.value, b.value),
+        (a.margin, b.margin),
+        (a.days_to_next, b.days_to_next),
+    ]:
         np.testing.assert_array_equal(x, y)
     assert [r["reasons"] for r in a.records()] == [r["reasons"] for r in b.records()]
     assert np.isnan(b.feature_age).all()  # freshness is unknown for caller-given rows
@@ -94,6 +115,7 @@ def test_models_see_their_own_column_order(synth: tuple[Scorer, pd.DataFrame]) -
     scorer, _ = synth
     churn: SyntheticModel = scorer.models["churn"]  # type: ignore[assignment]
     perm = list(reversed(churn.feature_names))
+
     class Reversed:
         feature_names, feature_service, version = perm, churn.feature_service, churn.version
 
@@ -137,8 +159,13 @@ def test_records_follow_the_http_contract(synth: tuple[Scorer, pd.DataFrame]) ->
         assert len(r["reasons"]) == 6 and {x["model"] for x in r["reasons"]} == {"churn", "repurchase"}
         contribs = [abs(x["contribution"]) for x in r["reasons"] if x["model"] == "churn"]
         assert contribs == sorted(contribs, reverse=True)
-    assert recs[0]["model_versions"] == {"churn": "1", "days_to_next": "1", "offer": "1", "repurchase": "1",
-                                         "value": "1"}
+    assert recs[0]["model_versions"] == {
+        "churn": "1",
+        "days_to_next": "1",
+        "offer": "1",
+        "repurchase": "1",
+        "value": "1",
+    }
 
 
 def test_reason_contributions_add_up_to_the_raw_score(synth: tuple[Scorer, pd.DataFrame]) -> None:

@@ -27,13 +27,28 @@ def test_rebuy_serve_answers_on_localhost(tmp_path: Path) -> None:
     port = free_port()
     cfg = tmp_path / "rebuy.toml"
     cfg.write_text(f'[serving]\nport = {port}\nadmin_token = "t0k"\nmax_batch = 20\n', encoding="utf-8")
-    env = {**os.environ, "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
-           "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(tmp_path / "bentoml")}
+    env = {
+        **os.environ,
+        "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+    }
     log = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg),
-         "--data-dir", str(tmp_path / "data")],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-c",
+            "from rebuy.cli import main; main()",
+            "serve",
+            "--config",
+            str(cfg),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -54,8 +69,14 @@ def test_rebuy_serve_answers_on_localhost(tmp_path: Path) -> None:
             res = r.json()["results"]
             assert [x["cold_start"] for x in res] == [False, True]
             assert c.post("/score", json={"customer_ids": ["c"] * 21}).status_code == 400
-            assert c.post("/score", content=b"\x80\x04N.",
-                          headers={"content-type": "application/vnd.bentoml+pickle"}).status_code == 415
+            assert (
+                c.post(
+                    "/score",
+                    content=b"\x80\x04N.",
+                    headers={"content-type": "application/vnd.bentoml+pickle"},
+                ).status_code
+                == 415
+            )
             assert c.post("/admin/reload", json={}).status_code == 401
             assert c.post("/admin/reload", json={}, headers={"x-admin-token": "t0k"}).status_code == 200
             assert "rebuy_model_info" in c.get("/metrics").text
@@ -70,9 +91,20 @@ def test_missing_registry_is_a_clear_startup_error(tmp_path: Path) -> None:
     cfg = tmp_path / "rebuy.toml"
     cfg.write_text("[serving]\nport = 1\n", encoding="utf-8")
     out = subprocess.run(
-        [sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg),
-         "--data-dir", str(tmp_path / "empty")],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from rebuy.cli import main; main()",
+            "serve",
+            "--config",
+            str(cfg),
+            "--data-dir",
+            str(tmp_path / "empty"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2
     assert "cannot start serving" in out.stderr and "rebuy train" in out.stderr

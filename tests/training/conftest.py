@@ -34,8 +34,10 @@ def shop_training_sets(cfg: Config, shop, services=SERVICES):  # type: ignore[no
     from training.run import with_rfm
 
     cutoffs = cutoff_grid(cfg, shop.sim.now)
-    return {svc: with_rfm(build_training_set(cfg, svc, cutoffs, shop.tables), shop.tables["orders"])
-            for svc in services}
+    return {
+        svc: with_rfm(build_training_set(cfg, svc, cutoffs, shop.tables), shop.tables["orders"])
+        for svc in services
+    }
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,12 @@ def trained_models(session_tmp, small_shop):
 
     cfg = small_cfg(session_tmp / "trained")
     sets = shop_training_sets(cfg, small_shop)
-    runs = train_specs(cfg, list(MODELS), sets, known_services(), oracle=simulator_oracle(small_shop.sim),
-                       show_progress=False)
+    runs = train_specs(
+        cfg,
+        list(MODELS),
+        sets,
+        known_services(),
+        oracle=simulator_oracle(small_shop.sim),
+        show_progress=False,
+    )
     return cfg, runs

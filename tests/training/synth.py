@@ -33,18 +33,27 @@ def make_orders(n: int, seed: int, days: int = 540) -> tuple[pd.DataFrame, pd.Da
                 break
             rows.append((i, t))
     o = pd.DataFrame(rows, columns=["i", "t"])
-    orders = pd.DataFrame({
-        "customer_id": "c" + o["i"].astype(str),
-        "ordered_at": START + pd.to_timedelta(o["t"], unit="D"),
-        "amount": value[o["i"]] * rng.lognormal(0, 0.3, len(o)),
-    })
-    hidden = pd.DataFrame({"customer_id": "c" + pd.Series(range(n)).astype(str), "lam": lam,
-                           "death": death, "value": value})
+    orders = pd.DataFrame(
+        {
+            "customer_id": "c" + o["i"].astype(str),
+            "ordered_at": START + pd.to_timedelta(o["t"], unit="D"),
+            "amount": value[o["i"]] * rng.lognormal(0, 0.3, len(o)),
+        }
+    )
+    hidden = pd.DataFrame(
+        {"customer_id": "c" + pd.Series(range(n)).astype(str), "lam": lam, "death": death, "value": value}
+    )
     return orders, hidden
 
 
-def training_frame(orders: pd.DataFrame, hidden: pd.DataFrame, cutoffs: list[pd.Timestamp],
-                   h_churn: int = 60, h_rep: int = 30, h_val: int = 180) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def training_frame(
+    orders: pd.DataFrame,
+    hidden: pd.DataFrame,
+    cutoffs: list[pd.Timestamp],
+    h_churn: int = 60,
+    h_rep: int = 30,
+    h_val: int = 180,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Features as of each cutoff, labels after it, and oracle frames per spec name."""
     from training.baselines import rfm_at
 
@@ -60,13 +69,21 @@ def training_frame(orders: pd.DataFrame, hidden: pd.DataFrame, cutoffs: list[pd.
         for d in (30, 90, 365):
             c = past[past["ordered_at"] > k - pd.Timedelta(days=d)].groupby("customer_id").size()
             g[f"orders_{d}d"] = g["customer_id"].map(c).fillna(0).to_numpy()
-        g["spend_365d"] = g["customer_id"].map(
-            past[past["ordered_at"] > k - pd.Timedelta(days=365)].groupby("customer_id")["amount"].sum()).fillna(0)
+        g["spend_365d"] = (
+            g["customer_id"]
+            .map(past[past["ordered_at"] > k - pd.Timedelta(days=365)].groupby("customer_id")["amount"].sum())
+            .fillna(0)
+        )
         g["avg_amount"] = g["customer_id"].map(past.groupby("customer_id")["amount"].mean())
         first_next = fut.groupby("customer_id")["ordered_at"].min()
         g["days_to_next_order"] = ((g["customer_id"].map(first_next) - k) / pd.Timedelta(days=1)).to_numpy()
-        g["spend_next"] = g["customer_id"].map(
-            fut[fut["ordered_at"] <= k + pd.Timedelta(days=h_val)].groupby("customer_id")["amount"].sum()).fillna(0)
+        g["spend_next"] = (
+            g["customer_id"]
+            .map(
+                fut[fut["ordered_at"] <= k + pd.Timedelta(days=h_val)].groupby("customer_id")["amount"].sum()
+            )
+            .fillna(0)
+        )
         feats.append(g.assign(cutoff=k))
         nxt.append(k)
     f = pd.concat(feats, ignore_index=True)
@@ -98,8 +115,18 @@ def training_frame(orders: pd.DataFrame, hidden: pd.DataFrame, cutoffs: list[pd.
     return df, oracles
 
 
-FEATURES = ["orders_30d", "orders_90d", "orders_365d", "spend_365d", "avg_amount", "days_since_last_order",
-            "tenure_days", "frequency", "mean_gap", "overdue"]
+FEATURES = [
+    "orders_30d",
+    "orders_90d",
+    "orders_365d",
+    "spend_365d",
+    "avg_amount",
+    "days_since_last_order",
+    "tenure_days",
+    "frequency",
+    "mean_gap",
+    "overdue",
+]
 
 
 def make_shop(n: int = 3000, seed: int = 3) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:

@@ -10,7 +10,9 @@ from rebuy.errors import RebuyError
 
 def test_models_list_shows_every_registered_model_with_aliases(trained_models):
     cfg, runs = trained_models
-    res = CliRunner().invoke(app, ["models", "list", "--data-dir", str(cfg.paths.data_dir)], env={"COLUMNS": "250"})
+    res = CliRunner().invoke(
+        app, ["models", "list", "--data-dir", str(cfg.paths.data_dir)], env={"COLUMNS": "250"}
+    )
     assert res.exit_code == 0, res.output
     for run in runs.values():
         assert run.outcome.registered_name in res.output
@@ -24,5 +26,7 @@ def test_train_refuses_an_unknown_model_group(tmp_path):
 
 
 def test_rollback_needs_a_champion(tmp_path):
-    res = CliRunner().invoke(app, ["models", "rollback", "churn", "--reason", "x", "--data-dir", str(tmp_path)])
+    res = CliRunner().invoke(
+        app, ["models", "rollback", "churn", "--reason", "x", "--data-dir", str(tmp_path)]
+    )
     assert isinstance(res.exception, RebuyError) and "no @champion" in str(res.exception)

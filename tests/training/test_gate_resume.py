@@ -77,8 +77,14 @@ def test_a_rerun_resumes_the_persistent_study(tmp_path):
     y = (X[:, 0] + rng.normal(size=800) > 0).astype(float)
     spec = get_spec(small_cfg(tmp_path), "churn")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    kw = dict(storage=storage, study_name="churn-test", timeout_seconds=60, early_stopping=10, seed=1,
-              show_progress=False)
+    kw = dict(
+        storage=storage,
+        study_name="churn-test",
+        timeout_seconds=60,
+        early_stopping=10,
+        seed=1,
+        show_progress=False,
+    )
     first = tune(spec, X[:500], y[:500], X[500:], y[500:], ["a", "b", "c"], trials=3, **kw)
     assert first.summary["resumed_from"] == 0 and first.summary["n_trials"] == 3
     second = tune(spec, X[:500], y[:500], X[500:], y[500:], ["a", "b", "c"], trials=5, **kw)

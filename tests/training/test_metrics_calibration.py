@@ -17,7 +17,9 @@ from training.segments import segment, value_cut, value_cut_from_meta
 def test_ece_by_hand():
     # two equal-frequency bins of 2: bin1 p=(0.1,0.3) mean 0.2, y=(0,0) -> |0-0.2|; bin2 p=(0.6,0.8) mean 0.7,
     # y=(1,1) -> |1-0.7| = 0.3. ECE = (2*0.2 + 2*0.3)/4 = 0.25
-    assert expected_calibration_error(np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.6, 0.8]), bins=2) == pytest.approx(0.25)
+    assert expected_calibration_error(
+        np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.6, 0.8]), bins=2
+    ) == pytest.approx(0.25)
 
 
 def test_lift_by_hand():
@@ -71,7 +73,13 @@ def test_segments_by_hand():
     churn = np.array([0.1, 0.1, 0.5, 0.75, 0.39])
     value = np.array([100.0, 5.0, 100.0, 100.0, 50.0])
     # high value & low churn; low value; high value but at risk; dormant regardless of value; 50 == cut
-    assert segment(churn, value, 50.0, cfg).tolist() == ["high_value", "potential", "potential", "dormant", "high_value"]
+    assert segment(churn, value, 50.0, cfg).tolist() == [
+        "high_value",
+        "potential",
+        "potential",
+        "dormant",
+        "high_value",
+    ]
 
 
 def test_value_cut_from_stored_quantiles_interpolates():

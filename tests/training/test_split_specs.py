@@ -14,8 +14,10 @@ D = pd.Timestamp("2025-01-01", tz="UTC")
 
 
 def frame(days: list[int], customers: int = 4) -> pd.DataFrame:
-    return pd.DataFrame([(f"c{i}", D + pd.Timedelta(days=d), i % 2) for d in days for i in range(customers)],
-                        columns=["customer_id", "cutoff", "y"])
+    return pd.DataFrame(
+        [(f"c{i}", D + pd.Timedelta(days=d), i % 2) for d in days for i in range(customers)],
+        columns=["customer_id", "cutoff", "y"],
+    )
 
 
 def test_latest_cutoffs_are_test_then_validation_and_overlapping_training_rows_are_purged():
@@ -38,7 +40,10 @@ def test_latest_cutoffs_are_test_then_validation_and_overlapping_training_rows_a
 def test_horizon_equal_to_gap_keeps_the_row_whose_window_ends_at_validation_start():
     df = frame([0, 10, 20, 30, 40])  # test {30, 40}, validation {20} with valid_cutoffs=1
     sp = time_split(df, horizon_days=10, test_cutoffs=2, valid_cutoffs=1)
-    assert sorted({(c - D).days for c in sp.train["cutoff"]}) == [0, 10]  # 10 + 10 == 20: window ends at start
+    assert sorted({(c - D).days for c in sp.train["cutoff"]}) == [
+        0,
+        10,
+    ]  # 10 + 10 == 20: window ends at start
 
 
 def test_too_few_cutoffs_or_nothing_left_to_train_is_a_clear_error():
@@ -60,8 +65,16 @@ def test_spec_naming_a_missing_feature_service_fails_with_what_exists():
 def test_specs_take_horizons_from_config_and_unknown_models_are_refused():
     cfg = Config.model_validate({"horizons": {"churn_days": 90, "repurchase_days": 14, "value_days": 120}})
     specs = default_specs(cfg)
-    assert (specs["churn"].horizon_days, specs["repurchase"].horizon_days, specs["value"].horizon_days) == (90, 14, 120)
+    assert (specs["churn"].horizon_days, specs["repurchase"].horizon_days, specs["value"].horizon_days) == (
+        90,
+        14,
+        120,
+    )
     assert {s.registered_name for s in specs.values()} == {
-        "rebuy-churn", "rebuy-repurchase", "rebuy-days-to-next", "rebuy-value"}
+        "rebuy-churn",
+        "rebuy-repurchase",
+        "rebuy-days-to-next",
+        "rebuy-value",
+    }
     with pytest.raises(RebuyError, match="unknown model"):
         get_spec(cfg, "lifetime")
