@@ -206,7 +206,7 @@ def _reports(cfg: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], list[dic
         paths["drift_index"] = str(cfg.paths.reports_dir / "drift" / "index.html")
     except RebuyError as exc:  # e.g. no served predictions yet: say so, keep the rest of the demo
         drift_rows = [{"model": "all", "status": "not run", "line": str(exc)}]
-    return dict(report.get("kpis") or {}), drift_rows, paths
+    return dict(report["report"].get("kpis") or {}), drift_rows, paths
 
 
 def _with_progress(console: Console, text: str, work: Callable[[Callable[[int, int], None]], Any]) -> Any:
@@ -255,12 +255,15 @@ def render_summary(res: DemoResult, console: Console) -> None:
     for i, offer in enumerate(lp.get("offer_model") or [], 1):
         u.add_row(f"offer model at retrain {i}", str(offer)[:120])
     console.print(u)
-    if res.kpis:
-        k = Table(title="KPIs (the seeds')")
+    if res.kpis:  # {group: {kpi: value}}
+        groups = list(res.kpis)
+        k = Table(title="KPIs (the seeds'), matured decisions by group")
         k.add_column("KPI")
-        k.add_column("value", justify="right")
-        for name, v in res.kpis.items():
-            k.add_row(name, f"{v:.4g}" if isinstance(v, int | float) else str(v))
+        for g in groups:
+            k.add_column(g, justify="right")
+        for name in dict.fromkeys(n for g in groups for n in (res.kpis[g] or {})):
+            vals = [(res.kpis[g] or {}).get(name) for g in groups]
+            k.add_row(name, *(f"{v:.4g}" if isinstance(v, int | float) else "" for v in vals))
         console.print(k)
     d = Table(title="drift")
     d.add_column("model")
