@@ -593,30 +593,11 @@ def offer_data(cfg: Config, as_of: pd.Timestamp, test_share: float = 0.3) -> Off
     return OfferData(logged.take(np.flatnonzero(~held)), logged.take(np.flatnonzero(held)), len(rows))
 
 
-def _registry_dir(cfg: Config, version: str) -> Path:
-    return cfg.paths.mlflow_dir / "bundles" / REGISTERED_NAME / str(version)
-
-
 def load_offer_version(cfg: Config, version: str) -> OfferModel:
     """One registered offer model version, downloaded once into <mlflow_dir>/bundles/rebuy-offer/<version>."""
-    import mlflow.artifacts
+    from training.registry import download_version
 
-    from training.registry import client
-
-    dest = _registry_dir(cfg, version)
-    if not (dest / "offer.json").is_file():
-        mv = client(cfg).get_model_version(REGISTERED_NAME, str(version))
-        dest.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=mv.source, dst_path=str(dest), tracking_uri=cfg.mlflow_uri
-        )
-        found = list(dest.rglob("offer.json"))
-        if not found:
-            raise RebuyError(f"{REGISTERED_NAME} v{version} has no offer.json; it was not logged by rebuy")
-        if found[0].parent != dest:
-            for p in found[0].parent.iterdir():
-                p.rename(dest / p.name)
-    return OfferModel.load(dest, str(version))
+    return OfferModel.load(download_version(cfg, REGISTERED_NAME, str(version), "offer.json"), str(version))
 
 
 def load_offer_champion(cfg: Config) -> OfferModel | None:

@@ -104,16 +104,19 @@ def read_bundle_dir(path: Path, name: str, version: str) -> ModelBundle:
     )
 
 
-def load_version(cfg: Config, name: str, version: str) -> ModelBundle:
-    """One registered version as a bundle (downloaded once into <mlflow_dir>/bundles/<name>/<version>)."""
+def download_version(cfg: Config, registered: str, version: str, marker: str) -> Path:
+    """A registered version's files in <mlflow_dir>/bundles/<name>/<version>, downloaded once.
+
+    `marker` is the file every rebuy bundle of that model has; a download without it was not logged by
+    rebuy and is refused.
+    """
     import mlflow.artifacts
 
-    reg = registered_name(name)
-    dest = cfg.paths.mlflow_dir / "bundles" / reg / str(version)
-    if not (dest / "model.lgb").is_file():
+    dest = cfg.paths.mlflow_dir / "bundles" / registered / str(version)
+    if not (dest / marker).is_file():
         dest.mkdir(parents=True, exist_ok=True)
         c = client(cfg)
-        source = c.get_model_version(reg, str(version)).source
+        source = c.get_model_version(registered, str(version)).source
         if source.startswith("models:/m-"):
             # resolve the logged model through *this* store: a bare models:/ URI would be looked up in
             # MLflow's global default store (./mlflow.db of whatever directory the process runs in)
@@ -121,13 +124,19 @@ def load_version(cfg: Config, name: str, version: str) -> ModelBundle:
         mlflow.artifacts.download_artifacts(
             artifact_uri=source, dst_path=str(dest), tracking_uri=cfg.mlflow_uri
         )
-        found = list(dest.rglob("model.lgb"))
+        found = list(dest.rglob(marker))
         if not found:
-            raise RebuyError(f"{reg} v{version} has no model.lgb; it was not logged by rebuy's training")
+            raise RebuyError(f"{registered} v{version} has no {marker}; it was not logged by rebuy")
         if found[0].parent != dest:
             for p in found[0].parent.iterdir():
                 p.rename(dest / p.name)
-    return read_bundle_dir(dest, reg, str(version))
+    return dest
+
+
+def load_version(cfg: Config, name: str, version: str) -> ModelBundle:
+    """One registered version as a bundle (downloaded once into <mlflow_dir>/bundles/<name>/<version>)."""
+    reg = registered_name(name)
+    return read_bundle_dir(download_version(cfg, reg, str(version), "model.lgb"), reg, str(version))
 
 
 def alias_version(cfg: Config, name: str, alias: str) -> str | None:

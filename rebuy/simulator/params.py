@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from rebuy.config import OffersConfig
+from rebuy.contract import OFFERS
 
 CATEGORIES: tuple[str, ...] = (
     "fashion",
@@ -24,14 +25,7 @@ CATEGORIES: tuple[str, ...] = (
     "toys",
     "books",
 )
-SIM_OFFERS: tuple[str, ...] = (
-    "none",
-    "care_message",
-    "coupon_10pct",
-    "free_shipping",
-    "points_x2",
-    "wake_up_gift",
-)
+SIM_OFFERS: tuple[str, ...] = OFFERS  # the contract's offers, in the same order
 SIM_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
 # (IANA zone, region, share of customers)
 TIMEZONES: tuple[tuple[str, str, float], ...] = (
