@@ -10,7 +10,6 @@ customers, computed at decision time from its hidden state.
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -57,11 +56,7 @@ def decision_truth(sim: Any, decisions: pd.DataFrame, at: pd.Timestamp, horizon_
     parts = []
     for channel, rows in decisions.groupby("channel", dropna=False):
         offers = sorted(set(rows["offer"]) | {"none"})
-        ch = (
-            None
-            if channel in ("none", None) or (isinstance(channel, float) and math.isnan(channel))
-            else str(channel)
-        )
+        ch = None if pd.isna(channel) or channel == "none" else str(channel)
         t = sim.truth(
             rows["customer_id"].tolist(),
             at,
