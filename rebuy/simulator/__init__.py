@@ -34,7 +34,11 @@ hidden state), `sim.day_of(ts)`, `sim.customer_truth()` (hidden traits, for anal
 Table conventions: customers' consent_* are the consents at signup, `consent_updates` the later
 changes (the current consent is the latest update, else the signup value). Orders' `amount` is the
 order value before discounts; `discount` is the money value of the discounts (coupon, sale, free
-shipping, points). Customers do not sign up after the history ends (the live shop has a fixed base).
+shipping, points). The live shop (`step`) keeps signing customers up at the history's rate over its
+last 91 days (`sim.live_signup_rate` a day), Poisson per day, with traits drawn like the history's
+customers from their own seeded stream (per 28-day block), so without that a closed loop's customer base
+would only age (tenure and recency drift). They join the end of `sim.ids`; `step` returns their
+customers rows, orders and events, and the truth API covers them.
 
 Decisions from `randomized_campaign` carry `distribution`, `model_versions`, `scores` (dicts) and
 `reasons` (list) as Python objects, as `pipelines.decision_log` stores them (`rebuy simulate

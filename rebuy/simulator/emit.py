@@ -348,9 +348,9 @@ def t_of_or(t_end: np.ndarray, ii: np.ndarray, who: np.ndarray) -> np.ndarray:
 # --- assembling tables -----------------------------------------------------------------------------
 
 
-def customer_ids(n: int) -> np.ndarray:
+def customer_ids(n: int, first: int = 0) -> np.ndarray:
     """Stable string ids (object array), shared by every table so no string is built twice."""
-    return np.array([f"C{i:07d}" for i in range(n)], dtype=object)
+    return np.array([f"C{i:07d}" for i in range(first, first + n)], dtype=object)
 
 
 def _cat_names(codes: np.ndarray) -> np.ndarray:

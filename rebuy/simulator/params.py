@@ -48,6 +48,11 @@ STREAM_EVENTS = 3
 STREAM_DECISIONS = 4
 STREAM_TRUTH = 5
 STREAM_CAMPAIGN = 6
+STREAM_SIGNUPS = 8  # customers who sign up while the live shop runs (per block of days)
+# the live shop keeps signing customers up at the history's rate over its last LIVE_RATE_WINDOW days,
+# drawn in blocks of LIVE_BLOCK_DAYS days
+LIVE_RATE_WINDOW = 91
+LIVE_BLOCK_DAYS = 28
 
 
 def day_rng(seed: int, stream: int, day: int, extra: int = 0) -> np.random.Generator:
@@ -135,13 +140,48 @@ class Traits:
     def as_arrays(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v) for k, v in asdict(self).items()}
 
+    def slice(self, start: int, stop: int) -> Traits:
+        return Traits(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+
+    def concat(self, more: Traits) -> Traits:
+        """These customers followed by `more` (new sign-ups join the end: existing indexes stay valid)."""
+        return Traits(
+            **{f.name: np.concatenate([getattr(self, f.name), getattr(more, f.name)]) for f in fields(self)}
+        )
+
 
 def draw_traits(cfg: SimConfig) -> Traits:
-    """All hidden traits from (seed, STREAM_TRAITS): a pure function of the config."""
+    """All hidden traits of the history's customers from (seed, STREAM_TRAITS): a pure function of the config."""
     n, days = cfg.customers, cfg.days
     rng = day_rng(cfg.seed, STREAM_TRAITS, 0)
     # acquisition: steady with mild growth; the last weeks still bring new customers
     signup_day = np.floor(days * rng.random(n) ** 0.9).astype(np.int32)
+    return _traits_of(rng, signup_day, cfg)
+
+
+def live_signup_rate(signup_day: np.ndarray, history_days: int, window: int = LIVE_RATE_WINDOW) -> float:
+    """Sign-ups per day over the history's last `window` days: the rate the live shop keeps acquiring at."""
+    w = max(1, min(window, history_days))
+    return float(np.sum(signup_day >= history_days - w)) / w
+
+
+def draw_live_traits(cfg: SimConfig, block: int, rate: float, block_days: int = LIVE_BLOCK_DAYS) -> Traits:
+    """Customers who sign up in live block `block` (days history + block·block_days onwards), from their own
+    stream (seed, STREAM_SIGNUPS, block): Poisson(`rate`) a day, traits drawn like the history's customers.
+
+    A pure function of (config, block, rate), so the live shop's new customers do not depend on how the
+    days were stepped, and a saved simulator regrows them exactly.
+    """
+    rng = day_rng(cfg.seed, STREAM_SIGNUPS, block)
+    counts = rng.poisson(rate, block_days)
+    first = cfg.days + block * block_days
+    signup_day = (first + np.repeat(np.arange(block_days), counts)).astype(np.int32)
+    return _traits_of(rng, signup_day, cfg)
+
+
+def _traits_of(rng: np.random.Generator, signup_day: np.ndarray, cfg: SimConfig) -> Traits:
+    """Everything but the sign-up day, in a fixed draw order (the history's traits depend on it)."""
+    n = len(signup_day)
     first_at_signup = rng.random(n) < 0.85
     # purchase cycle: log-normal scale (heterogeneous rates), shape around 1 (some regular, some bursty)
     scale = np.exp(rng.normal(np.log(18.0), 0.5, n))

@@ -16,6 +16,7 @@ from rebuy.simulator import dynamics as dyn
 from rebuy.simulator import emit, exact
 from rebuy.simulator.params import (
     CATEGORIES,
+    LIVE_BLOCK_DAYS,
     SIM_CHANNELS,
     SIM_OFFERS,
     STREAM_CAMPAIGN,
@@ -27,12 +28,15 @@ from rebuy.simulator.params import (
     SimConfig,
     Traits,
     day_rng,
+    draw_live_traits,
     draw_traits,
     holiday_sale,
+    live_signup_rate,
     season_factor,
 )
 
 STREAM_ORDERS = 7
+STREAM_SIGNUP_TIMES = 9  # times of day of the live shop's sign-ups (per block)
 SNAPSHOT_EVERY = 28
 MAX_ELEMENTS = 300_000  # customers x paths per oracle chunk (memory and cache friendliness)
 Progress = Callable[[int, int], None]
@@ -60,6 +64,55 @@ class ShopSimulator:
         ] = []  # day, cust, offer, ch
         self._snapshots: dict[int, dyn.State] = {}
         self._all_agents = dyn.Agents.gather(self.traits, np.arange(n))
+        # the live shop keeps signing customers up (see `_grow_to`): sizes of the blocks added so far
+        self.live_signup_rate = live_signup_rate(self.traits.signup_day, self.config.days)
+        self._live_blocks: list[int] = []
+
+    # --- the population: the history's customers, then those who sign up in the live shop -------------
+
+    def _grow_to(self, day: int) -> None:
+        """Add the live sign-up blocks up to the one holding `day` (nothing within the history).
+
+        New customers join the end of every per-customer array, so existing indexes (decisions, replays)
+        stay valid; each block is a pure function of (config, block), so the population on any day does
+        not depend on how the days were stepped, and a saved simulator regrows it exactly.
+        """
+        while day >= self.config.days + len(self._live_blocks) * LIVE_BLOCK_DAYS:
+            more = draw_live_traits(self.config, len(self._live_blocks), self.live_signup_rate)
+            k = len(more.signup_day)
+            n0 = len(self.ids)
+            rng = day_rng(self.config.seed, STREAM_SIGNUP_TIMES, len(self._live_blocks))
+            self.traits = self.traits.concat(more)
+            self.ids = np.concatenate([self.ids, emit.customer_ids(k, first=n0)])
+            self._pos.update({c: n0 + i for i, c in enumerate(self.ids[n0:])})
+            self._signup_tod = np.concatenate(
+                [self._signup_tod, emit.local_times(rng.random(k), rng.random(k), np.zeros(k, np.int64))]
+            )
+            self._all_agents = dyn.Agents.gather(self.traits, np.arange(len(self.ids)))
+            self._live_blocks.append(k)
+            self._fit(self.state)
+
+    def _fit(self, st: dyn.State) -> dyn.State:
+        """Extend a state taken before the latest sign-ups (snapshot, saved state) with them, not signed up yet."""
+        m, n = len(st.s), len(self.ids)
+        if m < n:
+            newcomers = dyn.State.initial(self.traits.slice(m, n))
+            for name, extra in newcomers.arrays().items():
+                setattr(st, name, np.concatenate([getattr(st, name), extra]))
+        return st
+
+    def _draws(self, day: int) -> np.ndarray:
+        """The day's uniforms for every customer: the history's customers from the day's stream, each live
+        block from its own (so sign-ups never shift anyone else's numbers); blocks not open yet get ones
+        (they are not signed up, nothing reads their draws)."""
+        seed = self.config.seed
+        parts = [dyn.draws(day_rng(seed, STREAM_DYNAMICS, day), self.config.customers)]
+        for b, k in enumerate(self._live_blocks):
+            if self.config.days + b * LIVE_BLOCK_DAYS <= day:
+                parts.append(dyn.draws(day_rng(seed, STREAM_DYNAMICS, day, 1 + b), k))
+            else:
+                parts.append(np.ones((dyn.N_DRAWS, k), np.float32))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     # --- calendar -------------------------------------------------------------------------------------
 
@@ -89,7 +142,9 @@ class ShopSimulator:
     def _advance(self, st: dyn.State, day: int, emit_rows: bool) -> emit.DayRows | None:
         """One day of the full shop: logged decisions of the day, then the dynamics, then (maybe) rows."""
         self._ensure_calendar(day)
-        n = self.config.customers
+        self._grow_to(day)
+        self._fit(st)
+        n = len(self.ids)
         sent: list[tuple[np.ndarray, np.ndarray]] = []  # delivered messages (customer, channel) of the day
         for dday, cust, offer, ch in self._decisions:
             sel = dday == day
@@ -100,7 +155,7 @@ class ShopSimulator:
                 )
                 sent.append((cust[sel][ok], ch[sel][ok]))
         n_before = st.n_orders.copy()
-        u = dyn.draws(day_rng(self.config.seed, STREAM_DYNAMICS, day), n)
+        u = self._draws(day)
         out = dyn.step(
             st,
             self._all_agents,
@@ -180,7 +235,9 @@ class ShopSimulator:
         """Advance the live shop by `days`, delivering `decisions` (customer_id, decided_at, offer, channel).
 
         A decision takes effect on the day of its `decided_at` (decisions dated before the current day
-        act today: the past is not rewritten). Returns only the new rows of each table.
+        act today: the past is not rewritten). Returns only the new rows of each table, including the
+        customers who signed up on these days (a live shop keeps acquiring customers at the history's
+        recent rate, `live_signup_rate` a day) with their orders and events; the oracle covers them too.
         """
         if self.day == 0:
             raise RuntimeError("run the history first (run_history())")
@@ -241,12 +298,12 @@ class ShopSimulator:
         if day > self.day:
             raise ValueError(f"day {day} is after the simulated history (now is day {self.day})")
         if day == self.day:
-            return self.state.copy()
+            return self._fit(self.state.copy())
         base = max((d for d in self._snapshots if d <= day), default=None)
         st = self._snapshots[base].copy() if base is not None else dyn.State.initial(self.traits)
         for d in range(base or 0, day):
             self._advance(st, d, emit_rows=False)
-        return st
+        return self._fit(st)
 
     def _replay_days(self, days: Sequence[int]) -> Iterable[tuple[int, dyn.State]]:
         """States at each of the sorted `days`, in one pass."""
@@ -647,9 +704,9 @@ class ShopSimulator:
     # --- hidden truth for inspection, save / load ---------------------------------------------------
 
     def customer_truth(self) -> pd.DataFrame:
-        """Hidden traits and current hidden state per customer (for analysis; never a model input)."""
-        t, st = self.traits, self.state
-        return pd.DataFrame(
+        """Hidden traits and current hidden state per signed-up customer (for analysis; never a model input)."""
+        t, st = self.traits, self._fit(self.state)
+        out = pd.DataFrame(
             {
                 "customer_id": self.ids,
                 "cycle_scale_days": t.scale,
@@ -665,6 +722,7 @@ class ShopSimulator:
                 "days_since_last_order": st.s,
             }
         )
+        return out[t.signup_day < self.day].reset_index(drop=True)
 
     def save(self, directory: str | Path) -> Path:
         """config.json + arrays in .npz (traits, state, snapshots, decision log); no pickle."""
@@ -691,7 +749,8 @@ class ShopSimulator:
             "order_seq": self._order_seq,
             "n_decision_batches": len(self._decisions),
             "snapshots": sorted(self._snapshots),
-            "format": 1,
+            "live_blocks": len(self._live_blocks),
+            "format": 2,
         }
         (d / "simulator.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
         return d
@@ -701,6 +760,9 @@ class ShopSimulator:
         d = Path(directory)
         meta = json.loads((d / "simulator.json").read_text(encoding="utf-8"))
         sim = cls(SimConfig.from_json(meta["config"]))
+        # regrow the live shop's sign-ups (pure functions of the config) before the arrays are matched
+        if meta.get("live_blocks", 0):
+            sim._grow_to(sim.config.days + (int(meta["live_blocks"]) - 1) * LIVE_BLOCK_DAYS)
         with np.load(d / "state.npz", allow_pickle=False) as z:
             names = [f.name for f in fields(dyn.State)]
             sim.state = dyn.State(**{k: z[f"state__{k}"] for k in names})
@@ -713,6 +775,13 @@ class ShopSimulator:
             ]
         sim.day = int(meta["day"])
         sim._order_seq = int(meta["order_seq"])
+        if len(sim.state.s) != len(sim.ids):
+            raise DataError(
+                f"the saved state holds {len(sim.state.s)} customers, its config and sign-up blocks give "
+                f"{len(sim.ids)}",
+                file=str(d / "state.npz"),
+                hint="the folder mixes files of different simulators; simulate again (`rebuy simulate`)",
+            )
         return sim
 
 
