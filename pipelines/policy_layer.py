@@ -209,87 +209,128 @@ def apply_policy(
     )
     cands["group"] = np.where(holdout, "holdout", np.where(control, "control", "treatment"))
 
-    s = sc.reindex(cands["customer_id"])
-    best_margin = [max(est.values(), default=0.0) for est in s["offer_estimates"]]
-    dids = cands["decision_id"].tolist()
-    order = sorted(range(len(cands)), key=lambda i: (-best_margin[i], dids[i]))
-    counts = message_counts(history, as_of, cfg.policy.caps).to_dict("index")
-    used = offer_policy.BudgetUse()
-    rows: list[dict[str, Any]] = [{}] * len(cands)
-    crecs = records(cands)
-    srecs = records(s.reset_index())
-    for i in order:
-        c = crecs[i]
-        sr = srecs[i]
-        did = c["decision_id"]
-        note = ""
-        if c["group"] != "treatment":
-            offer, dist = "none", {"none": 1.0}
-        else:
-            est = {o: float(sr["offer_estimates"][o]) for o in c["offers"] if o in sr["offer_estimates"]}
-            allowed = ["none", *[o for o in c["offers"] if o in est]]
-            blocked = capped(c["customer_id"], c["channel"], counts, cfg.policy.caps)
-            if blocked:
-                allowed, note = ["none"], blocked
-            else:
-                within = offer_policy.within_budget(allowed, used, cfg.offers)
-                if len(within) < len(allowed):
-                    note = "budget:" + ",".join(o for o in allowed if o not in within)
-                allowed = within
-            offer, dist = choose(est, allowed, cfg, did)
-            used = offer_policy.charge(used, offer, cfg.offers)
-        rows[i] = {
-            "decision_id": did,
-            "customer_id": c["customer_id"],
-            "decided_at": as_of,
-            "trigger": c["trigger"],
-            "campaign": c["campaign"],
-            "episode": c["episode"],
-            "offer": offer,
-            "channel": c["channel"],
-            "group": c["group"],
-            "propensity": float(dist[offer]),
-            "distribution": dist,
-            "model_versions": dict(sr["model_versions"]),
-            "scores": {
-                "churn_probability": _num(sr["churn_probability"]),
-                "repurchase_probability": _num(sr["repurchase_probability"]),
-                "expected_days_to_next_order": _num(sr["expected_days_to_next_order"]),
-                "expected_value": _num(sr["expected_value"]),
-                "offer_estimates": {o: float(v) for o, v in sr["offer_estimates"].items()},
-                "cold_start": bool(sr["cold_start"]),
-            },
-            "reasons": list(sr["reasons"]),
-            "segment": sr["segment"],
-            "note": note,
-        }
-    decisions = pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
-    if len(decisions):
-        decisions["decided_at"] = pd.to_datetime(decisions["decided_at"], utc=True)
+    s = sc.reindex(cands["customer_id"]).reset_index()
+    decisions = _decide(cfg, as_of, cands, s, history)
     return PolicyOutcome(
         decisions=decisions.sort_values("decision_id").reset_index(drop=True),
         skipped=skipped.reset_index(drop=True),
     )
 
 
+def capped_batch(
+    customer_ids: pd.Series, channels: pd.Series, counts: pd.DataFrame, caps: CapsConfig
+) -> np.ndarray:
+    """`capped` for many candidates at once: per row "" or the cap one more message would break."""
+    c = counts.reindex(customer_ids.to_numpy()).fillna(0).astype(int)
+    ch = channels.to_numpy(dtype=object)
+    out = np.full(len(ch), "", dtype=object)
+    known = customer_ids.isin(counts.index).to_numpy() & np.isin(ch, MESSAGE_CHANNELS)
+    over_all = known & (c["all"].to_numpy() + 1 > caps.all_channels[0]) if "all" in c else known & False
+    out[over_all] = "cap:all"
+    for name, (limit, _) in caps.per_channel.items():
+        if name in c:
+            out[known & (ch == name) & (c[name].to_numpy() + 1 > limit)] = f"cap:{name}"
+    return out
+
+
+def _decide(
+    cfg: Config, as_of: pd.Timestamp, cands: pd.DataFrame, s: pd.DataFrame, history: pd.DataFrame
+) -> pd.DataFrame:
+    """Caps, budget and the seeded draw for every candidate at once (`training.policy.decide_batch`).
+
+    Treated candidates are ordered by their best estimated margin (ties by decision id) so a scarce budget
+    goes where it is expected to earn most; the result equals deciding them one by one in that order.
+    """
+    n = len(cands)
+    if not n:
+        return pd.DataFrame(columns=list(DECISION_COLUMNS))
+    names = sorted(o for o in cfg.offers.catalogue if o != "none")
+    ests = s["offer_estimates"].tolist()
+    margins = np.array([[e.get(o, np.nan) for o in names] for e in ests], dtype=np.float64).reshape(n, -1)
+    offer_sets = [set(o) for o in cands["offers"]]
+    allowed = np.array([[o in os for o in names] for os in offer_sets], dtype=bool).reshape(n, -1)
+    allowed &= ~np.isnan(margins)  # an offer the service did not estimate is not a candidate
+    treated = (cands["group"] == "treatment").to_numpy()
+    counts = message_counts(history, as_of, cfg.policy.caps)
+    note = capped_batch(cands["customer_id"], cands["channel"], counts, cfg.policy.caps)
+    allowed[~treated | (note != "")] = False
+
+    best = np.array([max(e.values(), default=0.0) for e in ests], dtype=np.float64)
+    dids = cands["decision_id"].tolist()
+    order = np.array(sorted(range(n), key=lambda i: (-best[i], dids[i])), dtype=np.int64)
+    res = offer_policy.decide_batch(
+        np.nan_to_num(margins[order], nan=0.0), allowed[order], cfg.offers, [dids[i] for i in order]
+    )
+    action = np.empty(n, dtype=np.int64)
+    action[order] = res.action
+    probs = np.empty_like(res.probs)
+    probs[order] = res.probs
+    cand = np.empty_like(res.candidates)
+    cand[order] = res.candidates
+    over = np.empty_like(res.over_budget)
+    over[order] = res.over_budget
+    for i in np.flatnonzero(over.any(axis=1)):
+        note[i] = "budget:" + ",".join(o for o, x in zip(names, over[i], strict=True) if x)
+
+    actions = np.array(["none", *names], dtype=object)
+    offer = actions[action]
+    propensity = probs[np.arange(n), action]
+    bad = ~np.isclose(probs.sum(axis=1), 1.0) | (propensity <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise RebuyError(
+            f"policy produced an invalid draw for {dids[i]}: {dict(zip(actions, probs[i], strict=True))}"
+        )
+    dist = [
+        {str(a): float(p) for a, p, c in zip(actions, pr, cm, strict=True) if c}
+        for pr, cm in zip(probs.tolist(), cand.tolist(), strict=True)
+    ]
+    recs = records(
+        s[
+            [
+                "churn_probability",
+                "repurchase_probability",
+                "expected_days_to_next_order",
+                "expected_value",
+                "offer_estimates",
+                "cold_start",
+            ]
+        ]
+    )
+    scores = [
+        {
+            "churn_probability": _num(r["churn_probability"]),
+            "repurchase_probability": _num(r["repurchase_probability"]),
+            "expected_days_to_next_order": _num(r["expected_days_to_next_order"]),
+            "expected_value": _num(r["expected_value"]),
+            "offer_estimates": {o: float(v) for o, v in r["offer_estimates"].items()},
+            "cold_start": bool(r["cold_start"]),
+        }
+        for r in recs
+    ]
+    out = pd.DataFrame(
+        {
+            "decision_id": cands["decision_id"].to_numpy(dtype=object),
+            "customer_id": cands["customer_id"].to_numpy(dtype=object),
+            "decided_at": pd.DatetimeIndex([as_of] * n).tz_convert("UTC"),
+            "trigger": cands["trigger"].to_numpy(dtype=object),
+            "campaign": cands["campaign"].to_numpy(dtype=object),
+            "episode": cands["episode"].to_numpy(dtype=object),
+            "offer": offer,
+            "channel": cands["channel"].to_numpy(dtype=object),
+            "group": cands["group"].to_numpy(dtype=object),
+            "propensity": propensity.astype(float),
+            "distribution": dist,
+            "model_versions": [dict(v) for v in s["model_versions"]],
+            "scores": scores,
+            "reasons": [list(r) for r in s["reasons"]],
+            "segment": s["segment"].to_numpy(dtype=object),
+            "note": note,
+        }
+    )
+    return out[list(DECISION_COLUMNS)]
+
+
 def _num(x: Any) -> float | None:
     x = float(x)
     return None if math.isnan(x) else x
-
-
-def choose(
-    estimates: dict[str, float], allowed: list[str], cfg: Config, did: str
-) -> tuple[str, dict[str, float]]:
-    """Distribution over `allowed` (`training.policy`) and its draw seeded by the decision id, checked
-    before anything is logged."""
-    if allowed == ["none"]:
-        return "none", {"none": 1.0}
-    dist = {
-        str(k): float(v) for k, v in offer_policy.action_distribution(estimates, allowed, cfg.offers).items()
-    }
-    if not set(dist) <= set(allowed) or abs(sum(dist.values()) - 1.0) > 1e-6:
-        raise RebuyError(f"policy returned an invalid distribution {dist} for allowed offers {allowed}")
-    offer = offer_policy.draw(dist, did)
-    if dist.get(offer, 0.0) <= 0.0:
-        raise RebuyError(f"policy drew {offer!r}, which has no probability in {dist}")
-    return offer, dist
