@@ -33,9 +33,18 @@ from training.ope import (
 from training.ope import qini as qini_auc_of
 from training.policy import NONE, greedy_batch
 from training.registry import experiment_id
-from training.uplift import LEARNERS, Selection, UpliftModel, select_learner
+from training.uplift import (
+    ALL_LEARNERS,
+    LEARNERS,
+    Encoder,
+    Selection,
+    UpliftModel,
+    fit_base_learner,
+    select_learner,
+)
 
 KS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+CONVERSION, MARGIN = "conversion", "margin"
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class LoggedSet:
     # per row, which arms were allowed when it was logged (consent, caps, trigger): policies are valued
     # as the orchestrator would run them, choosing only among allowed arms (control always allowed)
     allowed: pd.DataFrame | None = None
+    # per row, (customer_id, cutoff) when the rows come from the decision log: the drift reference's keys
+    keys: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         n = len(self.X)
@@ -73,6 +84,7 @@ class LoggedSet:
 
     def take(self, idx: np.ndarray) -> LoggedSet:
         allowed = self.allowed.iloc[idx].reset_index(drop=True) if self.allowed is not None else None
+        keys = self.keys.iloc[idx].reset_index(drop=True) if self.keys is not None else None
         return LoggedSet(
             self.X.iloc[idx].reset_index(drop=True),
             np.asarray(self.arm, dtype=object)[idx],
@@ -80,6 +92,7 @@ class LoggedSet:
             self.outcomes.iloc[idx].reset_index(drop=True),
             self.categorical,
             allowed,
+            keys,
         )
 
 
@@ -402,9 +415,278 @@ def one_hot(chosen: np.ndarray, actions: Sequence[str]) -> np.ndarray:
     return (chosen[:, None] == np.array(actions, dtype=object)[None, :]).astype(float)
 
 
+# --- incremental margin from incremental conversion ------------------------------------------------------
+
+REVENUE, N_ORDERS = "revenue", "n_orders"
+SHRINK_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Economics:
+    """What one arm costs and keeps: margin share of revenue, redemption share, shipping per order, fixed cost."""
+
+    margin: float
+    redemption_share: float
+    shipping_per_order: float
+    cost: float
+
+    @classmethod
+    def of(cls, arm: str, offers: OffersConfig) -> Economics:
+        oc = offers.catalogue.get(arm)
+        return cls(
+            offers.margin,
+            oc.redemption_share if oc else 0.0,
+            offers.shipping_cost if arm == "free_shipping" else 0.0,
+            oc.cost if oc else 0.0,
+        )
+
+
+@dataclass
+class MarginModel:
+    """Incremental margin per arm = what an arm's conversion probability earns, net of its known costs.
+
+    Why not regress the realised margin: one order's value is far noisier than whether an order happens, and
+    a learner on margins mostly fits basket-size noise (benchmarks/offer.py: a T-learner on margins does worse
+    than the best constant offer). Here the uplift model learns conversion per arm, one pooled model learns
+    revenue and orders *given* a conversion (from every arm's converters), and the catalogue's known costs
+    turn them into money:  level_a(x) = P_a(x)·((margin − redemption_a)·R(x) − shipping_a·K(x)) − cost_a.
+
+    Effects are shrunk toward each arm's average effect on the training rows, `center + shrink·(effect −
+    center)`: with shrink 0 the policy is "the best arm for everyone", with 1 the raw estimates; the value is
+    chosen on validation rows by the doubly robust value of the resulting policy (`choose_shrink`). It
+    presents the UpliftModel interface the evaluation and the policy use (`effects_frame`, `levels_matrix`).
+    """
+
+    conversion: UpliftModel
+    revenue: Any  # lgb.Booster: E[revenue | converted, x]
+    orders: Any  # lgb.Booster: E[orders | converted, x]
+    economics: dict[str, Economics]
+    shrink: float = 1.0
+    center: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=lambda: [MARGIN])
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.conversion.encoder
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.conversion.feature_names
+
+    @property
+    def arms(self) -> list[str]:
+        return self.conversion.arms
+
+    @property
+    def control(self) -> str:
+        return self.conversion.control
+
+    @property
+    def learner(self) -> str:
+        return f"conversion:{self.conversion.learner}"
+
+    def _levels(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        X = self.conversion._check(X)
+        p = {a: v[0] for a, v in self.conversion.predict_levels(X).items()}
+        r = np.maximum(np.asarray(self.revenue.predict(X, num_threads=1), dtype=float), 0.0)
+        k = np.maximum(np.asarray(self.orders.predict(X, num_threads=1), dtype=float), 1.0)
+        out = {}
+        for a, pa in p.items():
+            e = self.economics[a]
+            out[a] = (
+                np.clip(pa, 0.0, 1.0) * ((e.margin - e.redemption_share) * r - e.shipping_per_order * k)
+                - e.cost
+            )
+        return out
+
+    def raw_effects(self, X: np.ndarray) -> pd.DataFrame:
+        lv = self._levels(X)
+        return pd.DataFrame({a: lv[a] - lv[self.control] for a in self.arms})
+
+    def effects_frame(self, X: np.ndarray, target: str = MARGIN) -> pd.DataFrame:
+        self._target(target)
+        raw = self.raw_effects(X)
+        if self.shrink == 1.0 or not self.center:
+            return raw
+        return pd.DataFrame({a: self.center[a] + self.shrink * (raw[a] - self.center[a]) for a in self.arms})
+
+    def predict(self, X: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        eff = self.effects_frame(X)
+        return {a: (eff[a].to_numpy(),) for a in self.arms}
+
+    def levels_matrix(self, X: np.ndarray, target: str, actions: Sequence[str]) -> np.ndarray:
+        self._target(target)
+        lv = self._levels(X)
+        return np.column_stack([lv[a] for a in actions])
+
+    def with_shrink(self, shrink: float) -> MarginModel:
+        return MarginModel(
+            self.conversion, self.revenue, self.orders, self.economics, shrink, self.center, dict(self.meta)
+        )
+
+    def _target(self, target: str) -> None:
+        if target != MARGIN:
+            raise RebuyError(f"the margin model predicts {MARGIN!r}, not {target!r}")
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        self.conversion.save(path / CONVERSION)
+        self.revenue.save_model(str(path / "revenue.txt"))
+        self.orders.save_model(str(path / "orders.txt"))
+        doc = {
+            "format": "rebuy-margin-v1",
+            "economics": {a: vars(e) for a, e in self.economics.items()},
+            "shrink": self.shrink,
+            "center": self.center,
+            "meta": self.meta,
+        }
+        (path / "margin.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> MarginModel:
+        import lightgbm as lgb
+
+        path = Path(path)
+        doc = json.loads((path / "margin.json").read_text(encoding="utf-8"))
+        if doc.get("format") != "rebuy-margin-v1":
+            raise RebuyError(f"{path / 'margin.json'}: unknown format {doc.get('format')!r}")
+        return cls(
+            UpliftModel.load(path / CONVERSION),
+            lgb.Booster(model_file=str(path / "revenue.txt")),
+            lgb.Booster(model_file=str(path / "orders.txt")),
+            {a: Economics(**e) for a, e in doc["economics"].items()},
+            float(doc["shrink"]),
+            {a: float(v) for a, v in doc["center"].items()},
+            dict(doc.get("meta", {})),
+        )
+
+
+def fit_margin_model(
+    conversion: UpliftModel,
+    data: LoggedSet,
+    offers: OffersConfig,
+    *,
+    seed: int = 0,
+    params: Mapping[str, Any] | None = None,
+) -> MarginModel:
+    """The pooled basket models on `data`'s converted rows, around a fitted conversion uplift model.
+
+    `center` (each arm's average effect) is taken on `data`'s own rows, so shrinking never leans on held-out
+    rows.
+    """
+    for c in (CONVERSION, REVENUE, N_ORDERS):
+        if c not in data.outcomes:
+            raise DataError(
+                f"the margin model needs outcome {c!r}",
+                column=c,
+                hint="build logged rows with conversion, revenue and n_orders (decision_outcomes does)",
+            )
+    conv = data.outcomes[CONVERSION].to_numpy(dtype=float) > 0
+    if conv.sum() < 30:
+        raise DataError(
+            f"only {int(conv.sum())} converted rows; the basket model needs at least 30",
+            column=CONVERSION,
+            hint="collect more randomized decisions (a longer exploration or an imported campaign)",
+        )
+    M = conversion.encoder.transform(data.X)
+    cat = conversion.encoder.categorical_indices
+    rev = fit_base_learner(
+        M[conv], data.outcomes[REVENUE].to_numpy(dtype=float)[conv], False, cat, seed + 11, params
+    )
+    ords = fit_base_learner(
+        M[conv], data.outcomes[N_ORDERS].to_numpy(dtype=float)[conv], False, cat, seed + 12, params
+    )
+    arms = [conversion.control, *conversion.arms]
+    model = MarginModel(conversion, rev, ords, {a: Economics.of(a, offers) for a in arms})
+    model.center = {a: float(v) for a, v in model.raw_effects(M).mean().items()}
+    return model
+
+
+def choose_shrink(
+    model: MarginModel, valid: LoggedSet, grid: Sequence[float] = SHRINK_GRID
+) -> tuple[MarginModel, dict[float, float]]:
+    """The shrink whose greedy policy has the highest doubly robust margin on `valid` (first of equals)."""
+    from training.ope import evaluate as ope_evaluate
+
+    actions = [model.control, *model.arms]
+    arm = np.asarray(valid.arm, dtype=object)
+    keep = np.isin(arm, actions)
+    v = valid.take(np.flatnonzero(keep))
+    M = model.encoder.transform(v.X)
+    a_idx = np.array([actions.index(a) for a in np.asarray(v.arm, dtype=object)])
+    y = v.outcomes[MARGIN].to_numpy(dtype=float)
+    q_hat = model.levels_matrix(M, MARGIN, actions)
+    values: dict[float, float] = {}
+    for s in grid:
+        pi = one_hot(personalised_actions(model.with_shrink(s), M, MARGIN, v.allowed), actions)
+        values[float(s)] = float(ope_evaluate(pi, a_idx, v.propensity, y, q_hat)["dr"].value)
+    best = max(values, key=lambda s: (values[s], -list(values).index(s)))
+    chosen = model.with_shrink(best)
+    chosen.meta["shrink_dr_values"] = {str(k): v for k, v in values.items()}
+    return chosen, values
+
+
+@dataclass
+class OfferFit:
+    """A learned offer model and how it did on held-out rows (conversion ranking, margin policy values)."""
+
+    model: OfferModel
+    conversion: OutcomeEvaluation
+    margin: OutcomeEvaluation
+    shrink_values: dict[float, float]
+    tuning: dict[str, Any] = field(default_factory=dict)
+
+
+def learn_offer_model(
+    train: LoggedSet,
+    test: LoggedSet,
+    offers: OffersConfig,
+    *,
+    control: str = NONE,
+    learners: Sequence[str] = ALL_LEARNERS,
+    seed: int = 0,
+    current: Current = None,
+    params: Mapping[str, Any] | None = None,
+    valid_share: float = 0.25,
+    tune: Callable[[LoggedSet, LoggedSet], dict[str, Any]] | None = None,
+) -> OfferFit:
+    """Pure: `train` → conversion uplift model (learner kept by Qini on a validation part of `train`), margin
+    model with its shrink chosen on that validation part, then both valued on `test` (untouched by any
+    choice, so the promotion gate's estimate is honest). `tune(fit, valid)` may return base-learner params
+    (the Optuna step of `train_offer`); `params` are used otherwise.
+    """
+    fit, valid = split_logged(train, valid_share, seed)
+    tuning: dict[str, Any] = {}
+    if tune is not None:
+        tuning = tune(fit, valid)
+        params = tuning.get("best_params", params)
+    sel = select_learner(
+        (fit.X, fit.arm, fit.outcomes[[CONVERSION]]),
+        (valid.X, valid.arm, valid.outcomes[[CONVERSION]]),
+        control,
+        CONVERSION,
+        learners=learners,
+        categorical=train.categorical,
+        test_propensity=valid.propensity,
+        seed=seed,
+        params=params,
+    )
+    margin, values = choose_shrink(fit_margin_model(sel.model, fit, offers, seed=seed, params=params), valid)
+    ev_conv = evaluate_uplift(sel.model, test, control, CONVERSION, train=train)
+    ev_conv.selection = sel
+    ev_marg = evaluate_uplift(margin, test, control, MARGIN, current=current, train=train)  # type: ignore[arg-type]
+    model = OfferModel(
+        sel.model,
+        margin,
+        meta={"learners": {CONVERSION: sel.chosen, MARGIN: margin.learner}, "shrink": margin.shrink},
+    )
+    return OfferFit(model, ev_conv, ev_marg, values, tuning)
+
+
 # --- the served offer model ------------------------------------------------------------------------------
 
-CONVERSION, MARGIN = "conversion", "margin"
 REGISTERED_NAME = "rebuy-offer"
 FEATURE_SERVICE = "offer_v1"
 
@@ -413,12 +695,14 @@ FEATURE_SERVICE = "offer_v1"
 class OfferModel:
     """What serving scores: per offer, the incremental conversion and the incremental margin (net of cost).
 
-    Two uplift models (each outcome keeps the learner that ranked it better) over the same features of
-    `feature_service`; `predict` takes the service's feature matrix (NaN = missing), as serving reads it.
+    The conversion uplift model (the learner that ranked conversion best) and the margin model over the same
+    features of `feature_service` — a `MarginModel` built on that conversion model, or (older versions, and
+    models fitted on margins directly) an `UpliftModel`; `predict` takes the service's feature matrix (NaN =
+    missing), as serving reads it.
     """
 
     conversion: UpliftModel
-    margin: UpliftModel
+    margin: UpliftModel | MarginModel
     feature_service: str = FEATURE_SERVICE
     version: str = "0"
     meta: dict[str, Any] = field(default_factory=dict)
@@ -450,9 +734,15 @@ class OfferModel:
         if not (path / "offer.json").is_file():
             raise RebuyError(f"{path}: no offer.json; not an offer model directory")
         doc = json.loads((path / "offer.json").read_text(encoding="utf-8"))
+        margin_dir = path / MARGIN
+        margin: UpliftModel | MarginModel = (
+            MarginModel.load(margin_dir)
+            if (margin_dir / "margin.json").is_file()
+            else UpliftModel.load(margin_dir)
+        )
         return cls(
             UpliftModel.load(path / CONVERSION),
-            UpliftModel.load(path / MARGIN),
+            margin,
             doc["feature_service"],
             str(version),
             dict(doc.get("meta", {})),
@@ -513,9 +803,10 @@ def logged_from_decisions(
         j[list(feature_names)].astype(float),
         j["offer"].to_numpy(dtype=object),
         j["propensity"].to_numpy(dtype=float),
-        j[[CONVERSION, MARGIN]],
+        j[[CONVERSION, MARGIN, REVENUE, N_ORDERS]].astype(float),
         (),
         allowed,
+        j[["customer_id", "cutoff"]].reset_index(drop=True),
     )
 
 
@@ -664,9 +955,79 @@ def _log_evaluation(evs: Mapping[str, OutcomeEvaluation], tmp: Path) -> None:
             mlflow.log_metric(f"{r['method']}.{name}.{r['policy'].replace(':', '.')}", float(r["value"]))
 
 
-def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str, Any]:
+def optuna_tuner(cfg: Config, *, seed: int = 0) -> Callable[[LoggedSet, LoggedSet], dict[str, Any]]:
+    """The training pipeline's Optuna study (`training.tuning.tune`) over the S-learner's one booster.
+
+    The S-learner is one LightGBM model of conversion with the arm as a feature, so the shared tuning fits
+    it as it is: same search space, pruning, persistent study (keyed by a digest of the rows) and budget
+    (`[training.optuna]`) as the other models. The tuned objective is conversion log loss on the validation
+    rows, not uplift (no per-row uplift label exists); the learner comparison and the shrink that follow
+    are still chosen by Qini and doubly robust value.
+    """
+
+    def tune_on(fit: LoggedSet, valid: LoggedSet) -> dict[str, Any]:
+        from training.pipeline import data_digest
+        from training.specs import ModelSpec
+        from training.tuning import study_storage, tune
+
+        enc = Encoder.fit(fit.X, fit.categorical)
+        arms = [NONE, *sorted(set(np.asarray(fit.arm, dtype=object).tolist()) - {NONE})]
+
+        def mat(ds: LoggedSet) -> np.ndarray:
+            code = np.array([arms.index(a) if a in arms else np.nan for a in ds.arm], dtype=float)
+            return np.column_stack([enc.transform(ds.X), code])
+
+        spec = ModelSpec(
+            name="offer_conversion",
+            registered_name=REGISTERED_NAME,
+            label=CONVERSION,
+            horizon_days=cfg.offers.attribution_days,
+            feature_service=FEATURE_SERVICE,
+            objective="binary",
+            metric="log_loss",
+            population=None,
+            calibrate=False,
+        )
+        frame = fit.X.assign(_arm=fit.arm, _y=fit.outcomes[CONVERSION].to_numpy())
+        digest = data_digest(frame, list(frame.columns))[:16]
+        o = cfg.training.optuna
+        res = tune(
+            spec,
+            mat(fit),
+            fit.outcomes[CONVERSION].to_numpy(dtype=float),
+            mat(valid),
+            valid.outcomes[CONVERSION].to_numpy(dtype=float),
+            [*enc.feature_names, "arm"],
+            storage=study_storage(cfg.paths.data_dir),
+            study_name=f"offer_conversion-{digest}",
+            trials=o.trials,
+            timeout_seconds=o.timeout_seconds,
+            early_stopping=o.early_stopping_rounds,
+            seed=o.seed + seed,
+            show_progress=False,
+        )
+        params = dict(res.best_params)
+        if "bagging_fraction" in params:
+            params["bagging_freq"] = 1  # LightGBM ignores the fraction without a frequency
+        return {"best_params": params, "summary": res.summary}
+
+    return tune_on
+
+
+def reference_sample(data: LoggedSet, n: int, seed: int = 0) -> pd.DataFrame | None:
+    """KEYS + feature columns of a sample of the training rows: the drift reference other models log too."""
+    if data.keys is None:
+        return None
+    ref = pd.concat([data.keys.reset_index(drop=True), data.X.reset_index(drop=True)], axis=1)
+    return ref.sample(min(len(ref), n), random_state=seed).reset_index(drop=True)
+
+
+def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0, tune: bool = True) -> dict[str, Any]:
     """`rebuy train offer`: learn from the decision log, register `rebuy-offer` (@challenger), and make it
-    @champion only if its DR lower bound beats the current policy on held-out decisions."""
+    @champion only if its DR lower bound beats the current policy on held-out decisions.
+
+    `tune`: base-learner params from the shared Optuna study (`optuna_tuner`); off, the fixed BASE_PARAMS.
+    """
     import tempfile
 
     import mlflow
@@ -675,27 +1036,21 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str,
     from training.registry import CHALLENGER, client, record_alias_move
 
     with Progress(transient=True) as bar:
-        task = bar.add_task("reading decisions, orders and offer_v1 features", total=3)
+        task = bar.add_task("reading decisions, orders and offer_v1 features", total=2)
         data = offer_data(cfg, as_of)
         current, champ_version = _current_policy(cfg)
-        bar.update(task, advance=1, description="learning incremental conversion")
-        conv = learn_and_evaluate(data.train, data.test, NONE, CONVERSION, seed=seed)
-        bar.update(task, advance=1, description="learning incremental margin, valuing policies")
-        marg = learn_and_evaluate(data.train, data.test, NONE, MARGIN, seed=seed, current=current)
+        bar.update(task, advance=1, description="tuning, learning conversion and margin, valuing policies")
+        fitted = learn_offer_model(
+            data.train,
+            data.test,
+            cfg.offers,
+            seed=seed,
+            current=current,
+            tune=optuna_tuner(cfg, seed=seed) if tune else None,
+        )
         bar.update(task, advance=1)
-    model = OfferModel(
-        conv.selection.model,
-        marg.selection.model,
-        FEATURE_SERVICE,  # type: ignore[union-attr]
-        meta={
-            "as_of": str(as_of),
-            "decisions": data.n_decisions,
-            "learners": {
-                CONVERSION: conv.selection.chosen,  # type: ignore[union-attr]
-                MARGIN: marg.selection.chosen,
-            },
-        },
-    )  # type: ignore[union-attr]
+    model, conv, marg = fitted.model, fitted.conversion, fitted.margin
+    model.meta.update({"as_of": str(as_of), "decisions": data.n_decisions})
     promoted, reason = promotion_decision(marg)
     cfg.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
@@ -711,9 +1066,21 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0) -> dict[str,
                 "as_of": str(as_of),
                 "learner_conversion": model.meta["learners"][CONVERSION],
                 "learner_margin": model.meta["learners"][MARGIN],
+                "shrink": model.meta["shrink"],
+                "tuned": bool(fitted.tuning),
+                **{f"base_{k}": v for k, v in (fitted.tuning.get("best_params") or {}).items()},
             }
         )
+        for s, v in fitted.shrink_values.items():
+            mlflow.log_metric(f"valid_dr_margin_shrink_{s:g}", v)
         _log_evaluation({CONVERSION: conv, MARGIN: marg}, tmp)
+        if fitted.tuning:
+            (tmp / "optuna_study.json").write_text(json.dumps(fitted.tuning, indent=2, default=str), "utf-8")
+            mlflow.log_artifact(str(tmp / "optuna_study.json"), artifact_path="info")
+        ref = reference_sample(data.train, cfg.drift.reference_sample, seed)
+        if ref is not None:
+            ref.to_parquet(tmp / "reference.parquet", index=False)
+            mlflow.log_artifact(str(tmp / "reference.parquet"), artifact_path="reference")
         model.save(tmp / "offer_model")
         mlflow.log_artifacts(str(tmp / "offer_model"), artifact_path="offer_model")
         mlflow.set_tags({"gate_promoted": str(promoted), "gate_reason": reason})

@@ -3,8 +3,11 @@
 The question is not "who will buy" but "whom does which offer make buy": a T-learner fits one outcome
 model per arm and subtracts; an X-learner then regresses the imputed individual effects on the features
 (once from the treated side, once from the control side) and blends them by the treatment share, which
-helps when an arm is small or the effect is simpler than the outcome. Both are fitted for every
-(arm vs control, outcome) pair and the better one on held-out data by Qini is kept (`select_learner`).
+helps when an arm is small or the effect is simpler than the outcome; an S-learner fits one model with the
+arm as a feature, so every arm shares the baseline learned from all rows and a tree splits on the arm only
+where the data supports an effect (an implicit shrinkage that wins when effects are small next to the
+outcome's noise: benchmarks/offer.py). The candidates are fitted for every (arm vs control, outcome) pair
+and the better one on held-out data by Qini is kept (`select_learner`).
 
 Inputs are a feature frame (numeric and categorical columns), the arm each row got, its logging
 propensity and one or more outcome columns — the same whether the rows come from rebuy's decision log
@@ -29,6 +32,8 @@ from rebuy.errors import DataError, RebuyError
 from training.ope import qini
 
 LEARNERS: tuple[str, ...] = ("t", "x")
+# every learner `fit_uplift` knows; LEARNERS stays the default comparison of imported campaigns
+ALL_LEARNERS: tuple[str, ...] = ("t", "x", "s")
 
 BASE_PARAMS: dict[str, Any] = {
     "learning_rate": 0.05,
@@ -114,6 +119,8 @@ class UpliftModel:
 
     Boosters are keyed "<target>|mu|<arm>" (outcome model of one arm, control included) and, for the
     X-learner, "<target>|tau0|<arm>" / "<target>|tau1|<arm>"; `g[arm]` is the treated share that blends them.
+    The S-learner has one booster per target, "<target>|s", whose last column is the arm's code in
+    [control, *arms].
     """
 
     learner: str
@@ -144,16 +151,24 @@ class UpliftModel:
     def _p(self, key: str, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.boosters[key].predict(X, num_threads=1), dtype=np.float64)
 
+    def _level(self, target: str, arm: str, X: np.ndarray) -> np.ndarray:
+        """Expected outcome of `target` under `arm`: its own model (T, X) or the S-model with the arm set."""
+        if self.learner == "s":
+            code = [self.control, *self.arms].index(arm)
+            return self._p(f"{target}|s", np.column_stack([X, np.full(len(X), float(code))]))
+        return self._p(f"{target}|mu|{arm}", X)
+
     def predict(self, X: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
         """arm → one array of estimated effects vs control per target, in `targets` order."""
         X = self._check(X)
         out: dict[str, tuple[np.ndarray, ...]] = {}
-        mu0 = {t: self._p(f"{t}|mu|{self.control}", X) for t in self.targets} if self.learner == "t" else {}
+        diff = self.learner in ("t", "s")
+        mu0 = {t: self._level(t, self.control, X) for t in self.targets} if diff else {}
         for arm in self.arms:
             per: list[np.ndarray] = []
             for t in self.targets:
-                if self.learner == "t":
-                    per.append(self._p(f"{t}|mu|{arm}", X) - mu0[t])
+                if diff:
+                    per.append(self._level(t, arm, X) - mu0[t])
                 else:
                     g = self.g[arm]
                     per.append(g * self._p(f"{t}|tau0|{arm}", X) + (1 - g) * self._p(f"{t}|tau1|{arm}", X))
@@ -163,7 +178,7 @@ class UpliftModel:
     def predict_levels(self, X: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
         """arm (control included) → expected outcome per target: the reward model of doubly robust OPE."""
         X = self._check(X)
-        return {a: tuple(self._p(f"{t}|mu|{a}", X) for t in self.targets) for a in [self.control, *self.arms]}
+        return {a: tuple(self._level(t, a, X) for t in self.targets) for a in [self.control, *self.arms]}
 
     def effects_frame(self, X: np.ndarray, target: str) -> pd.DataFrame:
         """(rows × arms) frame of one target's effects: the input of `policy.greedy_batch`."""
@@ -267,6 +282,9 @@ def _fit_one(
     return lgb.train(p, dall, rounds)
 
 
+fit_base_learner = _fit_one  # the one base learner every meta-learner (and the offer basket model) uses
+
+
 def _validate(X: pd.DataFrame, arm: np.ndarray, outcomes: pd.DataFrame, control: str, min_rows: int) -> None:
     if not (len(X) == len(arm) == len(outcomes)):
         raise RebuyError(f"uplift: {len(X)} feature rows, {len(arm)} arms, {len(outcomes)} outcome rows")
@@ -307,7 +325,7 @@ def fit_uplift(
     min_rows: int = 30,
     reuse: UpliftModel | None = None,
 ) -> UpliftModel:
-    """Fit a T- or X-learner for every arm vs `control` and every outcome column.
+    """Fit a T-, X- or S-learner for every arm vs `control` and every outcome column.
 
     `reuse`: a model fitted on the same rows whose per-arm outcome models ("mu") are taken instead of
     refitted — the X-learner's first stage is exactly the T-learner, so comparing both costs one fit less.
@@ -316,8 +334,8 @@ def fit_uplift(
     The X-learner's blend weight is the treated share within (arm, control), the constant propensity
     of a randomized design.
     """
-    if learner not in LEARNERS:
-        raise RebuyError(f"unknown uplift learner {learner!r}; known: {list(LEARNERS)}")
+    if learner not in ALL_LEARNERS:
+        raise RebuyError(f"unknown uplift learner {learner!r}; known: {list(ALL_LEARNERS)}")
     arm = np.asarray(arm, dtype=object)
     _validate(X, arm, outcomes, control, min_rows)
     enc = encoder or Encoder.fit(X, categorical)
@@ -328,8 +346,13 @@ def fit_uplift(
     binary = {t: _is_binary(outcomes[t].to_numpy(dtype=float)) for t in targets}
     boosters: dict[str, lgb.Booster] = {}
     g: dict[str, float] = {}
+    codes = np.array([[control, *arms].index(a) for a in arm], dtype=np.float64)
     for ti, t in enumerate(targets):
         y = outcomes[t].to_numpy(dtype=float)
+        if learner == "s":  # one model, the arm a categorical feature after the encoded ones
+            MS = np.column_stack([M, codes])
+            boosters[f"{t}|s"] = _fit_one(MS, y, binary[t], [*cat_idx, M.shape[1]], seed + 101 * ti, params)
+            continue
         for ai, a in enumerate([control, *arms]):
             key = f"{t}|mu|{a}"
             if reuse is not None and key in reuse.boosters:

@@ -20,14 +20,17 @@ def _data(seed: int, swap: bool = False) -> OfferData:
     arm = d["arm"]
     if swap:  # a model trained on this learns the effect of A backwards
         arm = np.where(arm == "A", "none", np.where(arm == "none", "A", arm)).astype(object)
-    out = pd.DataFrame({"conversion": d["outcomes"]["conversion"], "margin": d["outcomes"]["spend"] * 0.35})
-    data = LoggedSet(d["X"], arm, d["propensity"], out, ("seg",))
+    conv, spend = d["outcomes"]["conversion"], d["outcomes"]["spend"]
+    out = pd.DataFrame({"conversion": conv, "margin": spend * 0.35, "revenue": spend, "n_orders": conv})
+    keys = pd.DataFrame({"customer_id": [f"c{i}" for i in range(len(arm))], "cutoff": pd.Timestamp("2025-01-01")})
+    data = LoggedSet(d["X"], arm, d["propensity"], out, ("seg",), keys=keys)
     held = offer.hash_split([f"d{i}" for i in range(len(arm))], 0.3)
     return OfferData(data.take(np.flatnonzero(~held)), data.take(np.flatnonzero(held)), len(arm))
 
 
 def test_train_gate_evaluate_and_refuse(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(None, data_dir=tmp_path)
+    cfg.training.optuna.trials, cfg.training.optuna.timeout_seconds = 3, 30
     good, bad = _data(41), _data(41, swap=True)
     honest_test = good.test
     monkeypatch.setattr(offer, "offer_data", lambda cfg, as_of, test_share=0.3: good)
