@@ -15,12 +15,13 @@ inclusive, later rows are ignored (point in time).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from pipelines.clock import local_clock
-from rebuy.config import Config, TriggerConfig
+from rebuy.config import Config, HolidayConfig, PolicyConfig, TriggerConfig
 
 CANDIDATE_COLUMNS: tuple[str, ...] = (
     "customer_id",
@@ -31,15 +32,6 @@ CANDIDATE_COLUMNS: tuple[str, ...] = (
     "offers",
     "episode",
     "priority",
-)
-# Fixed-date shopping holidays the holiday-eve trigger looks ahead to (month, day, name); the seeds'
-# calendar (618 and Singles' Day) plus the common western ones.
-HOLIDAYS: tuple[tuple[int, int, str], ...] = (
-    (1, 1, "new_year"),
-    (2, 14, "valentines"),
-    (6, 18, "618"),
-    (11, 11, "singles_day"),
-    (12, 25, "christmas"),
 )
 BROWSE_EVENTS: tuple[str, ...] = ("view", "cart")
 AUDIENCE_KINDS: frozenset[str] = frozenset({"churn_risk", "cycle_due"})
@@ -104,8 +96,10 @@ def rule_candidates(
     as_of: pd.Timestamp,
     tables: dict[str, pd.DataFrame],
     summary: pd.DataFrame,
+    holidays: Sequence[HolidayConfig] | None = None,
 ) -> pd.DataFrame:
-    """Candidates of one rule trigger (everything but the model audiences)."""
+    """Candidates of one rule trigger (everything but the model audiences); `holidays` is the shop's
+    calendar (`cfg.policy.holidays`; None: the embedded default)."""
     days = trig.days if trig.days is not None else 1
     window = pd.Timedelta(days=days)
     customers = tables["customers"]
@@ -138,14 +132,20 @@ def rule_candidates(
             return _frame(hit.index.to_series(), trig, "birthday:" + hit.dt.strftime("%Y"), priority)
         buyers = clock.reindex(summary.index)
         parts = []
-        for month, day, name in HOLIDAYS:
-            nxt = _next_date(buyers, month, day)
+        calendar = PolicyConfig().holidays if holidays is None else holidays
+        for h in calendar:
+            if h.date is not None:  # a dated (moving) holiday: only that day
+                nxt = pd.Series(np.datetime64(h.date, "ns"), index=buyers.index, dtype="datetime64[ns]")
+            else:
+                nxt = _next_date(buyers, int(h.month or 1), int(h.day or 1))
             # the eve: the holiday is 1..days local days ahead
             ahead = (nxt - buyers).dt.days
             hit = nxt.loc[(ahead >= 1) & (ahead <= days)]
             parts.append(
-                _frame(hit.index.to_series(), trig, f"holiday:{name}:" + hit.dt.strftime("%Y"), priority)
+                _frame(hit.index.to_series(), trig, f"holiday:{h.name}:" + hit.dt.strftime("%Y"), priority)
             )
+        if not parts:
+            return _frame(pd.Series([], dtype=object), trig, pd.Series([], dtype=object), priority)
         return pd.concat(parts, ignore_index=True).drop_duplicates("customer_id")
     raise ValueError(f"trigger {trig.name!r}: kind {trig.kind!r} is an audience, not a rule")
 
@@ -208,7 +208,7 @@ def all_rule_candidates(
     """Candidates of every rule trigger (one frame each, priority = position in the config)."""
     summary = order_summary(tables["orders"], as_of) if summary is None else summary
     return [
-        rule_candidates(trig, priority, as_of, tables, summary)
+        rule_candidates(trig, priority, as_of, tables, summary, cfg.policy.holidays)
         for priority, trig in enumerate(cfg.policy.triggers)
         if trig.kind not in AUDIENCE_KINDS
     ]

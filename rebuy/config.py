@@ -7,6 +7,7 @@ Nothing here reads the environment or the disk at import time.
 
 from __future__ import annotations
 
+import datetime
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -281,12 +282,60 @@ class CapsConfig(_Section):
     quiet_hours: tuple[int, int] = (21, 8)  # local time [start, end)
 
 
+class HolidayConfig(_Section):
+    """A shopping holiday the holiday-eve trigger looks ahead to: every year on month/day, or once on `date`
+    (for holidays that move, e.g. Black Friday or Lunar New Year: one entry per year)."""
+
+    name: str = Field(min_length=1, max_length=40)
+    month: int | None = Field(default=None, ge=1, le=12)
+    day: int | None = Field(default=None, ge=1, le=31)
+    date: datetime.date | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_date(self) -> HolidayConfig:
+        if self.date is not None and (self.month is not None or self.day is not None):
+            raise ValueError(f"holiday {self.name!r}: give either month and day (every year) or date (once)")
+        if self.date is None:
+            if self.month is None or self.day is None:
+                raise ValueError(f"holiday {self.name!r}: needs month and day, or date")
+            try:
+                datetime.date(2024, self.month, self.day)  # a leap year: 29 Feb is allowed, 31 Apr is not
+            except ValueError:
+                raise ValueError(
+                    f"holiday {self.name!r}: month {self.month}, day {self.day} is no date"
+                ) from None
+        return self
+
+
+def _default_holidays() -> list[HolidayConfig]:
+    # the seeds' calendar (618 and Singles' Day) plus the common western ones
+    return [
+        HolidayConfig(name="new_year", month=1, day=1),
+        HolidayConfig(name="valentines", month=2, day=14),
+        HolidayConfig(name="618", month=6, day=18),
+        HolidayConfig(name="singles_day", month=11, day=11),
+        HolidayConfig(name="christmas", month=12, day=25),
+    ]
+
+
 class PolicyConfig(_Section):
     holdout_share: float = 0.05
     holdout_salt: str = "rebuy-holdout-v1"
     caps: CapsConfig = Field(default_factory=CapsConfig)
     triggers: list[TriggerConfig] = Field(default_factory=_default_triggers)
     score_batch_size: int = 500
+    holidays: list[HolidayConfig] = Field(default_factory=_default_holidays)
+
+    @model_validator(mode="after")
+    def _holidays_unique(self) -> PolicyConfig:
+        # the holiday's name and year make the decision id: two entries sharing both would collide
+        keys = [(h.name, h.date.year if h.date else None) for h in self.holidays]
+        dup = sorted({k[0] for k in keys if keys.count(k) > 1 or (k[1] is not None and (k[0], None) in keys)})
+        if dup:
+            raise ValueError(
+                f"policy.holidays: {dup} given twice (a moving holiday: one dated entry per year)"
+            )
+        return self
 
 
 class StoresConfig(_Section):

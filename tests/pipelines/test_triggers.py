@@ -127,3 +127,41 @@ def test_audiences_from_scores_and_priority() -> None:
 def test_exclude_removes_forgotten_customers() -> None:
     got = select_candidates(Config(), AS_OF, tables(), None, exclude={"A", "C"})
     assert not {"A", "C"} & set(got["customer_id"])
+
+
+def test_a_shops_own_holiday_calendar_replaces_the_default(tmp_path) -> None:
+    from rebuy.config import load_config
+
+    path = tmp_path / "rebuy.toml"
+    path.write_text(
+        '[[policy.holidays]]\nname = "black_friday"\ndate = 2025-06-13\n\n'
+        '[[policy.holidays]]\nname = "shop_day"\nmonth = 7\nday = 1\n'
+    )
+    cfg = load_config(path)
+    # C (UTC, one order on 06-01, no birthday) is only a holiday candidate; worked out per local date
+    on_11th = select_candidates(cfg, T("2025-06-11 12:00"), tables(), None).set_index("customer_id")
+    assert on_11th.loc["C", "episode"] == "holiday:black_friday:2025"  # dated holiday two days ahead
+    on_29th = select_candidates(cfg, T("2025-06-29 12:00"), tables(), None).set_index("customer_id")
+    assert on_29th.loc["C", "episode"] == "holiday:shop_day:2025"  # recurring 07-01, two days ahead
+    # 618 is not in this shop's calendar any more; the default calendar still has it
+    assert "holiday_eve" not in set(select_candidates(cfg, T("2025-06-16 12:00"), tables(), None)["trigger"])
+    assert "holiday_eve" in set(select_candidates(Config(), T("2025-06-16 12:00"), tables(), None)["trigger"])
+
+
+def test_holiday_config_refuses_impossible_or_ambiguous_dates() -> None:
+    import pytest
+
+    from rebuy.config import HolidayConfig, PolicyConfig
+
+    with pytest.raises(ValueError, match="no date"):
+        HolidayConfig(name="x", month=4, day=31)
+    with pytest.raises(ValueError, match="either month and day"):
+        HolidayConfig(name="x", month=1, day=1, date="2025-01-01")
+    with pytest.raises(ValueError, match="given twice"):
+        PolicyConfig(
+            holidays=[HolidayConfig(name="x", month=1, day=2), HolidayConfig(name="x", month=3, day=4)]
+        )
+    # a moving holiday: one dated entry per year is fine
+    PolicyConfig(
+        holidays=[HolidayConfig(name="bf", date="2025-11-28"), HolidayConfig(name="bf", date="2026-11-27")]
+    )
