@@ -62,9 +62,11 @@ def run_one(customers: int, months: int, seed: int, events: bool, trials: int | 
             finally:
                 oracle_s += time.perf_counter() - t
 
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), _cpu_seconds()
+        load_before = os.getloadavg()
         runs = train_command(cfg, "all", sim.now, oracle=timed_oracle, show_progress=True)
-        total = time.perf_counter() - t1
+        total, cpu = time.perf_counter() - t1, _cpu_seconds() - c1
+        load_after = os.getloadavg()
     rows = quality_rows(runs)
     extra = {
         name: {
@@ -85,11 +87,24 @@ def run_one(customers: int, months: int, seed: int, events: bool, trials: int | 
         "events_rows": len(tables["events"]),
         "simulate_s": round(sim_s, 1),
         "train_all_s": round(total - oracle_s, 1),
+        "train_all_cpu_s": round(cpu, 1),  # oracle replay included (it runs in this process)
         "oracle_s": round(oracle_s, 1),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "cutoffs": {name: r.result.split_info.get("test_start") for name, r in runs.items()},
         "quality": rows,
         "models": extra,
         "bars": bars(rows),
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its children: wall time alone misleads on a shared 2-core machine."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def bars(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -119,14 +134,16 @@ def markdown(results: list[dict[str, Any]]) -> str:
         lines += [
             f"## {res['customers']:,} customers × {res['months']} months, {kind}",
             "",
-            f"`rebuy train all`: **{res['train_all_s']} s** (oracle replay {res['oracle_s']} s excluded; "
-            f"simulation {res['simulate_s']} s; {res['orders']:,} orders, {res['events_rows']:,} events)",
+            f"`rebuy train all`: **{res['train_all_s']} s** wall (oracle replay {res['oracle_s']} s excluded; "
+            f"simulation {res['simulate_s']} s; {res['orders']:,} orders, {res['events_rows']:,} events); "
+            f"CPU {res.get('train_all_cpu_s', '?')} s incl. the oracle; load average (1/5/15 min) "
+            f"{res.get('load_average_before')} before, {res.get('load_average_after')} after",
             "",
-            "| model | scorer | ROC AUC | ECE | PR AUC | MAE | Spearman |",
-            "|---|---|---|---|---|---|---|",
+            "| model | scorer | ROC AUC | ECE | PR AUC | MAE | RMSE | Spearman |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in res["quality"]:
-            cells = [r.get(k) for k in ("roc_auc", "ece", "pr_auc", "mae", "spearman")]
+            cells = [r.get(k) for k in ("roc_auc", "ece", "pr_auc", "mae", "rmse", "spearman")]
             lines.append(
                 f"| {r['model']} | {r['scorer']} | "
                 + " | ".join("" if c is None else f"{c:.4f}" for c in cells)
@@ -149,13 +166,23 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--trials", type=int, default=None, help="override the Optuna trial budget")
     ap.add_argument("--skip-orders-only", action="store_true")
+    ap.add_argument(
+        "--only",
+        choices=("events", "orders"),
+        default=None,
+        help="run one kind of shop (written to its own result files, so both can run side by side)",
+    )
     args = ap.parse_args()
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stem = "train" if args.customers == 200_000 else f"train-{args.customers}"
+    kinds = [True] if args.skip_orders_only else [True, False]
+    if args.only is not None:
+        kinds = [args.only == "events"]
+        stem += "-with-events" if args.only == "events" else "-orders-only"
     results: list[dict[str, Any]] = []
     md = ""
-    for events in [True] if args.skip_orders_only else [True, False]:
+    for events in kinds:
         results.append(run_one(args.customers, args.months, args.seed, events, args.trials))
         # written after each run, so a long orders-only run never loses the first table
         (out / f"{stem}.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")

@@ -78,11 +78,27 @@ ENGAGEMENT: tuple[str, ...] = (
     "open_rate_trend",
     "click_rate_trend",
 )
+ACTIVITY: tuple[str, ...] = (
+    "engagements_total",
+    "engagements_30d",
+    "engagements_90d",
+    "engagements_since_order",
+    "engagement_gap_days",
+    "views_total",
+    "views_30d",
+    "views_90d",
+    "views_since_order",
+    "view_gap_days",
+    "active_days_30d",
+    "active_days_total",
+    "last_event_at",
+)
 FAMILIES: dict[str, tuple[str, ...]] = {
     "order_history": ORDER_HISTORY,
     "view_bursts": VIEW_BURSTS,
     "lookups": LOOKUPS,
     "engagement": ENGAGEMENT,
+    "activity": ACTIVITY,
 }
 # request-time feature -> (the instant it is measured from, the stored feature it divides by or None)
 REQUEST_TIME: dict[str, tuple[str, str | None]] = {
@@ -91,6 +107,8 @@ REQUEST_TIME: dict[str, tuple[str, str | None]] = {
     "days_since_order_history_view": ("last_order_history_view_at", None),
     "days_since_delivery_check": ("last_delivery_check_at", None),
     "days_since_engagement": ("last_engagement_at", None),
+    "days_since_event": ("last_event_at", None),
+    "engagement_overdue": ("last_engagement_at", "engagement_gap_days"),
 }
 
 Cutoffs = pd.DataFrame | Sequence[pd.Timestamp]
@@ -518,6 +536,69 @@ def _engagement(
     return _assemble(inp.pairs, _query(sql, inp.frames, con), ENGAGEMENT)
 
 
+def activity_features(
+    events: pd.DataFrame,
+    orders: pd.DataFrame,
+    customers: pd.DataFrame,
+    cutoffs: Cutoffs,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pd.DataFrame:
+    """Lifetime activity against silence since the last order: is the customer still there?
+
+    Customers who are still "alive" keep opening emails, using the app and browsing at their own pace;
+    those who have quietly left fade out, mostly right after their last order. A churn model can only
+    tell the two apart by comparing the recent silence with the customer's own lifetime rhythm, which is
+    what these features expose: lifetime and recent counts, counts since the last order, the customer's
+    own mean days between engagements (`engagement_gap_days` = tenure / engagements, NaN without any)
+    and distinct active days. Views and engagements are the event types of `view` and
+    `rebuy.contract.ENGAGEMENT_EVENTS`; "since order" counts events after the last order at the cutoff
+    (all events when there is no order yet).
+    """
+    _require(customers, "customers", REQUIRED["customers"])
+    pairs = pairs_frame(cutoffs, customers["customer_id"])
+    return _activity(_Inputs.build(pairs, events=events, orders=orders, customers=customers), con)
+
+
+def _activity(inp: _Inputs, con: duckdb.DuckDBPyConnection | None) -> pd.DataFrame:
+    if not inp.has_events:
+        return _all_missing(inp.pairs, ACTIVITY)
+    kinds = ", ".join(str(ET[k]) for k in ENGAGEMENT_EVENTS)
+    view = ET["view"]
+    since = "e.t > coalesce(lo.last_o, -1)"
+    sql = f"""
+    WITH lo AS (
+        SELECT p.pid, max(o.t) AS last_o
+        FROM pairs p LEFT JOIN orders o ON o.customer_id = p.customer_id AND o.t <= p.c
+        GROUP BY p.pid
+    ), agg AS (
+        SELECT p.pid, p.c,
+            count(e.t) FILTER (WHERE e.event_type IN ({kinds})) AS engagements_total,
+            count(e.t) FILTER (WHERE e.event_type IN ({kinds}) AND e.t > p.c - 30 * {DAY_NS}) AS engagements_30d,
+            count(e.t) FILTER (WHERE e.event_type IN ({kinds}) AND e.t > p.c - 90 * {DAY_NS}) AS engagements_90d,
+            count(e.t) FILTER (WHERE e.event_type IN ({kinds}) AND {since}) AS engagements_since_order,
+            count(e.t) FILTER (WHERE e.event_type = {view}) AS views_total,
+            count(e.t) FILTER (WHERE e.event_type = {view} AND e.t > p.c - 30 * {DAY_NS}) AS views_30d,
+            count(e.t) FILTER (WHERE e.event_type = {view} AND e.t > p.c - 90 * {DAY_NS}) AS views_90d,
+            count(e.t) FILTER (WHERE e.event_type = {view} AND {since}) AS views_since_order,
+            count(DISTINCT e.t // {DAY_NS}) FILTER (WHERE e.t > p.c - 30 * {DAY_NS}) AS active_days_30d,
+            count(DISTINCT e.t // {DAY_NS}) AS active_days_total,
+            max(e.t) / 1e9 AS last_event_at
+        FROM pairs p JOIN lo USING (pid)
+            LEFT JOIN events e ON e.customer_id = p.customer_id AND e.t <= p.c
+        GROUP BY p.pid, p.c
+    )
+    SELECT agg.* EXCLUDE (c),
+        CASE WHEN agg.engagements_total > 0
+            THEN greatest((agg.c - cust.signup)::DOUBLE / {DAY_NS}, 1.0) / agg.engagements_total END
+            AS engagement_gap_days,
+        CASE WHEN agg.views_total > 0
+            THEN greatest((agg.c - cust.signup)::DOUBLE / {DAY_NS}, 1.0) / agg.views_total END AS view_gap_days
+    FROM agg JOIN pairs p USING (pid) LEFT JOIN customers cust ON cust.customer_id = p.customer_id
+    """
+    return _assemble(inp.pairs, _query(sql, inp.frames, con), ACTIVITY)
+
+
 # --- all families, request-time features --------------------------------------------------------------
 
 
@@ -538,7 +619,7 @@ def compute_features(
     baseline_days: int = 56,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
-    """All four families joined: one row per (customer_id, cutoff) in the order of the pairs.
+    """All families joined: one row per (customer_id, cutoff) in the order of the pairs.
 
     A list of cutoffs means every customer signed up by that cutoff; a frame gives the pairs.
     """
@@ -558,6 +639,7 @@ def compute_features(
             _view_bursts(inp, con, burst_minutes),
             _lookups(inp, con, INTENT_HOURS, BURST_VIEWS),
             _engagement(inp, con, recent_days, baseline_days),
+            _activity(inp, con),
         ]
     finally:
         if own:

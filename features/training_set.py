@@ -28,21 +28,25 @@ def feature_names(cfg: Config, service: str) -> list[str]:
 def cutoff_grid(cfg: Config, as_of: pd.Timestamp, horizon_days: int | None = None) -> list[pd.Timestamp]:
     """Rolling cutoffs every `cutoff_step_days` over `history_days`, midnight UTC, ascending.
 
-    Only cutoffs whose label windows have matured by `as_of` are kept: the last cutoff is at least
-    `horizon_days` (default: the longest of cfg.horizons) before `as_of`.
+    Each model's grid ends at its own horizon: the latest cutoffs whose label window (c, c + h] is over
+    by `as_of` (`horizon_days`, default the longest of cfg.horizons), so a 30-day model is tested on data
+    150 days fresher than a 180-day one. All grids lie on one lattice (every step back from the latest
+    midnight the shortest horizon allows), so the models of one run share their feature snapshots: the
+    union of the grids costs a few more snapshots, not one set per model. The price is that a grid may
+    end up to `cutoff_step_days - 1` days before its horizon strictly requires.
     """
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
-    h = (
-        horizon_days
-        if horizon_days is not None
-        else max(cfg.horizons.churn_days, cfg.horizons.repurchase_days, cfg.horizons.value_days)
-    )
-    last = (as_of - pd.Timedelta(days=h)).floor("D")
-    if last + pd.Timedelta(days=h) > as_of:
-        last -= pd.Timedelta(days=1)
-    step = cfg.features.cutoff_step_days
-    n = cfg.features.history_days // step + 1
-    return [last - pd.Timedelta(days=step * i) for i in reversed(range(n))]
+    hz = cfg.horizons
+    h = horizon_days if horizon_days is not None else max(hz.churn_days, hz.repurchase_days, hz.value_days)
+    shortest = min(hz.churn_days, hz.repurchase_days, hz.value_days, h)
+    anchor = (as_of - pd.Timedelta(days=shortest)).floor("D")
+    if anchor + pd.Timedelta(days=shortest) > as_of:
+        anchor -= pd.Timedelta(days=1)
+    step = pd.Timedelta(days=cfg.features.cutoff_step_days)
+    behind = max(pd.Timedelta(0), anchor + pd.Timedelta(days=h) - as_of)
+    last = anchor - step * int(np.ceil(behind / step))
+    n = cfg.features.history_days // cfg.features.cutoff_step_days + 1
+    return [last - step * i for i in reversed(range(n))]
 
 
 def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:

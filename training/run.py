@@ -58,9 +58,10 @@ class ModelRun:
 
 def known_services() -> dict[str, list[str]]:
     """FeatureService name -> model feature columns, from the Feast definitions in features/."""
-    from features.feature_repo.definitions import SERVICES, service_features, service_name
+    from features.feature_repo.definitions import VERSIONS, service_features
 
-    return {service_name(m): [f for _, f in service_features(service_name(m))] for m in SERVICES}
+    names = [f"{m}_{v}" for v, models in VERSIONS.items() for m in models]
+    return {n: [f for _, f in service_features(n)] for n in names}
 
 
 def with_rfm(training_set: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
@@ -79,14 +80,21 @@ def train_specs(
     oracle: OracleFn | None = None,
     show_progress: bool = True,
     register: bool = True,
+    grids: Mapping[str, Sequence[pd.Timestamp]] | None = None,
 ) -> dict[str, ModelRun | TrainResult]:
-    """Train the named specs on prepared training sets (keyed by FeatureService), log and gate each."""
+    """Train the named specs on prepared training sets (keyed by FeatureService), log and gate each.
+
+    `grids` (spec name -> cutoffs) restricts a spec to its own cutoffs when several specs with different
+    horizons share one training set; without it every cutoff of the set is used.
+    """
     specs = default_specs(cfg)
     out: dict[str, ModelRun | TrainResult] = {}
     for name in names:
         spec = specs[name]
         feats = resolve_features(spec, services)
         ts = training_sets[spec.feature_service]
+        if grids is not None and name in grids:
+            ts = ts[ts["cutoff"].isin(pd.DatetimeIndex(grids[name]))]
         orc = None if oracle is None else (lambda keys, spec=spec: oracle(keys, spec))
         result = train(cfg, spec, ts, orc, feature_names=feats, show_progress=show_progress)
         out[name] = ModelRun(result, log_run(cfg, result)) if register else result
@@ -118,18 +126,49 @@ def train_command(
     names = list(TRAIN_GROUPS[which])
     for n in names:
         resolve_features(specs[n], services)  # fail before any expensive work
-    cutoffs = cutoff_grid(cfg, as_of)
+    # each spec's grid ends at its own horizon; the grids share one lattice, so their union is small
+    grids = {n: cutoff_grid(cfg, as_of, specs[n].maturity_days) for n in names}
+    build_snapshot_grid(cfg, tables, sorted(set().union(*grids.values())), show_progress=show_progress)
     sets: dict[str, pd.DataFrame] = {}
-    from features.store import build as build_snapshots
-
-    build_snapshots(cfg, tables, cutoffs)  # every service reads the same snapshots: compute them once
     for svc in dict.fromkeys(specs[n].feature_service for n in names):
-        sets[svc] = with_rfm(build_training_set(cfg, svc, cutoffs, tables, build=False), tables["orders"])
-    runs = train_specs(cfg, names, sets, services, oracle=oracle, show_progress=show_progress)
+        cut = sorted({c for n in names if specs[n].feature_service == svc for c in grids[n]})
+        sets[svc] = with_rfm(build_training_set(cfg, svc, cut, tables, build=False), tables["orders"])
+    runs = train_specs(cfg, names, sets, services, oracle=oracle, show_progress=show_progress, grids=grids)
     return {k: v for k, v in runs.items() if isinstance(v, ModelRun)}
 
 
-QUALITY_COLUMNS = ("roc_auc", "pr_auc", "ece", "brier", "lift_at_10", "mae", "spearman")
+def build_snapshot_grid(
+    cfg: Config,
+    tables: Mapping[str, pd.DataFrame],
+    cutoffs: Sequence[pd.Timestamp],
+    *,
+    chunk: int = 6,
+    show_progress: bool = True,
+) -> None:
+    """Feature snapshots at every cutoff of the run, computed once for all services, a few cutoffs at a time.
+
+    Chunks keep memory flat on large shops (all cutoffs at once would hold every customer x cutoff row).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from features.store import build as build_snapshots
+
+    with Progress(
+        TextColumn("[bold]feature snapshots"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} cutoffs"),
+        TimeElapsedColumn(),
+        disable=not show_progress,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("snapshots", total=len(cutoffs))
+        for i in range(0, len(cutoffs), chunk):
+            part = list(cutoffs[i : i + chunk])
+            build_snapshots(cfg, dict(tables), part)
+            progress.advance(task, len(part))
+
+
+QUALITY_COLUMNS = ("roc_auc", "pr_auc", "ece", "brier", "lift_at_10", "mae", "rmse", "spearman")
 
 
 def quality_rows(runs: Mapping[str, ModelRun | TrainResult]) -> list[dict[str, object]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rebuy.config import SegmentsConfig
+from rebuy.errors import RebuyError
 
 SEGMENTS = ("high_value", "potential", "dormant")
 
@@ -29,9 +30,19 @@ def segment(churn: np.ndarray, value: np.ndarray, cut: float, cfg: SegmentsConfi
 
 
 def value_cut_from_meta(meta: dict, cfg: SegmentsConfig) -> float:
-    """The high-value cut from a value model's stored test-prediction quantiles (0, 0.05, …, 1).
+    """The high-value cut a value model carries: `value_cut` written at training time (training.tracking),
+    or, for a model logged without it, interpolated from its test-prediction quantiles (0, 0.05, …, 1).
 
+    The stored cut wins even when the configured quantile changed since: a segment must not move because
+    a config was edited after the model was trained (retrain to apply a new quantile).
     Serving calls this once at model load with `bundle.meta`, then `segment` per request.
     """
+    if meta.get("value_cut") is not None:
+        return float(meta["value_cut"])
+    if "prediction_quantiles" not in meta:
+        raise RebuyError(
+            "the value model's metadata has neither value_cut nor prediction_quantiles; "
+            "retrain it with `rebuy train value`"
+        )
     qs = np.asarray(meta["prediction_quantiles"], dtype=float)
     return float(np.interp(cfg.high_value_quantile, np.linspace(0, 1, len(qs)), qs))

@@ -28,6 +28,7 @@ from training.registry import (
     load_version,
     record_alias_move,
 )
+from training.segments import value_cut
 
 EXPERIMENT = "rebuy-training"
 
@@ -146,6 +147,12 @@ def log_run(cfg: Config, result: TrainResult) -> RunOutcome:
             # test-prediction quantiles (0, 0.05, …, 1): segments' value cut, drift of predictions
             "prediction_quantiles": np.quantile(result.test_pred, np.linspace(0, 1, 21)).tolist(),
         }
+        if spec.sets_value_cut:
+            # the segments' high-value threshold travels with the model, so serving labels the same
+            # customers high_value as training would, one customer at a time or in a batch
+            meta["value_cut"] = value_cut(result.test_pred, cfg.training.segments)
+            meta["value_cut_quantile"] = cfg.training.segments.high_value_quantile
+            mlflow.log_metric("value_cut", meta["value_cut"])
         _write_json(tmp / "meta.json", meta)
         _write_json(tmp / "calibrator.json", result.calibrator)
         example = pd.DataFrame(result.test_X[:5], columns=result.feature_names)

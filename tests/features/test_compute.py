@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from features.compute import (
+    ACTIVITY,
     ENGAGEMENT,
     LOOKUPS,
     VIEW_BURSTS,
+    activity_features,
     compute_features,
     customer_pairs,
     engagement_features,
@@ -196,11 +198,62 @@ def test_engagement_by_hand(tables, pairs):
     _check(_row(out, "c"), {"engagement_ratio": NAN, "last_engagement_at": NAN})
 
 
+def test_activity_by_hand(tables, pairs):
+    out = activity_features(tables["events"], tables["orders"], tables["customers"], pairs)
+    # a signed up 2024-01-01: tenure 425 days at C. Engagements <= C: email opens -1d, -20d, -30d, the click
+    # at -40d, the app_open at C, the push_open at -80d (6); -30d is outside (C-30d, C]. Views <= C: -3d,
+    # -2h, -30min, -10min and at C (5; the one at C+1min is later). The last order is at C itself, so
+    # nothing is strictly after it. Active days: Feb 28, Mar 1, Feb 26, Feb 27, Feb 19, Feb 9 inside 30 days,
+    # plus Jan 30, Jan 20 and Dec 11 in total.
+    _check(
+        _row(out, "a"),
+        {
+            "engagements_total": 6,
+            "engagements_30d": 3,
+            "engagements_90d": 6,
+            "engagements_since_order": 0,
+            "engagement_gap_days": 425 / 6,
+            "views_total": 5,
+            "views_30d": 5,
+            "views_90d": 5,
+            "views_since_order": 0,
+            "view_gap_days": 85.0,
+            "active_days_30d": 6,
+            "active_days_total": 9,
+            "last_event_at": C.value / 1e9,
+        },
+    )
+    # b (tenure 59 days): one push_open 80 days ago (before the last order, Feb 10), one lookup 2 days ago
+    _check(
+        _row(out, "b"),
+        {
+            "engagements_total": 1,
+            "engagements_30d": 0,
+            "engagements_90d": 1,
+            "engagements_since_order": 0,
+            "engagement_gap_days": 59.0,
+            "views_total": 0,
+            "view_gap_days": NAN,
+            "active_days_30d": 1,
+            "active_days_total": 2,
+            "last_event_at": (C - 2 * D).value / 1e9,
+        },
+    )
+    # c: no events at all -> counts 0, the customer's own rhythm and last event unknown (missing)
+    _check(
+        _row(out, "c"),
+        {"engagements_total": 0, "active_days_total": 0, "engagement_gap_days": NAN, "last_event_at": NAN},
+    )
+    # two hours after C the view at C+1min is after the last order (still the one at C; o4 is Mar 2)
+    later = activity_features(tables["events"], tables["orders"], tables["customers"], [C + 2 * H], con=None)
+    _check(_row(later, "a"), {"views_since_order": 1, "engagements_since_order": 0, "views_total": 6})
+
+
 def test_orders_only_event_features_missing(tables, pairs):
     orders_only = dict(tables, events=empty("events"))
     out = compute_features(orders_only, pairs)
     assert len(out) == 3
-    assert out[list(VIEW_BURSTS + LOOKUPS + ENGAGEMENT)].isna().all().all()
+    assert out[list(VIEW_BURSTS + LOOKUPS + ENGAGEMENT + ACTIVITY)].isna().all().all()
     assert out["orders_total"].tolist() == [3, 1, 0]
 
 
@@ -227,13 +280,18 @@ def test_request_time_features():
         "gap_mean_days": np.array([5.0, np.nan]),
         "last_order_history_view_at": np.array([np.nan, C.value / 1e9]),
         "last_delivery_check_at": np.array([np.nan, np.nan]),
-        "last_engagement_at": np.array([now, np.nan]),
+        "last_engagement_at": np.array([now - 5 * 86_400, np.nan]),
+        "engagement_gap_days": np.array([2.5, 4.0]),
+        "last_event_at": np.array([now - 86_400 / 2, C.value / 1e9]),
     }
     out = request_time_features(stored, now)
     np.testing.assert_allclose(out["days_since_last_order"], [10.0, np.nan])
     np.testing.assert_allclose(out["overdue_ratio"], [2.0, np.nan])  # 10 days since / 5-day cycle
     np.testing.assert_allclose(out["days_since_order_history_view"], [np.nan, 10.0])
-    np.testing.assert_allclose(out["days_since_engagement"], [0.0, np.nan])
+    np.testing.assert_allclose(out["days_since_engagement"], [5.0, np.nan])
+    np.testing.assert_allclose(out["days_since_event"], [0.5, 10.0])
+    # 5 silent days against one engagement every 2.5 days on average: two engagements overdue
+    np.testing.assert_allclose(out["engagement_overdue"], [2.0, np.nan])
 
 
 def test_naive_cutoff_is_a_clear_error(tables):

@@ -35,19 +35,36 @@ def test_feature_names_are_the_service_contract(cfg):
     )
 
 
-def test_cutoff_grid_matures_before_as_of():
+def test_cutoff_grid_matures_before_as_of_and_ends_at_each_horizon():
     cfg = Config(
         horizons=HorizonsConfig(churn_days=60, repurchase_days=30, value_days=90),
         features=FeaturesConfig(cutoff_step_days=14, history_days=56),
     )
     as_of = pd.Timestamp("2025-06-30 15:00", tz="UTC")
+    # the lattice: back from 2025-05-31, the latest midnight with 30 days (the shortest horizon) before as_of
+    short = cutoff_grid(cfg, as_of, horizon_days=30)
+    assert short == [
+        pd.Timestamp(d, tz="UTC")
+        for d in ("2025-04-05", "2025-04-19", "2025-05-03", "2025-05-17", "2025-05-31")
+    ]
+    # 60 days: 2025-05-03 + 60 d is after as_of, so the grid ends one step earlier, at 2025-04-19
+    assert cutoff_grid(cfg, as_of, horizon_days=60)[-1] == pd.Timestamp("2025-04-19", tz="UTC")
+    # default = the longest horizon (90 d: the latest lattice point <= 2025-04-01 15:00)
     grid = cutoff_grid(cfg, as_of)
-    assert grid[-1] == pd.Timestamp("2025-04-01", tz="UTC")  # 90 days before as_of, at midnight
+    assert grid == cutoff_grid(cfg, as_of, horizon_days=90)
+    assert grid[-1] == pd.Timestamp("2025-03-22", tz="UTC")
     assert [(b - a).days for a, b in itertools.pairwise(grid)] == [14] * 4
     assert len(grid) == 5 and grid[0] == grid[-1] - pd.Timedelta(days=56)
-    assert cutoff_grid(cfg, as_of, horizon_days=30)[-1] == pd.Timestamp("2025-05-31", tz="UTC")
+    # all horizons share the lattice, so a run's snapshots are the union of few extra cutoffs
+    assert all((short[-1] - c).days % 14 == 0 for h in (30, 60, 90) for c in cutoff_grid(cfg, as_of, h))
     # a cutoff exactly `horizon` before as_of is mature
-    assert cutoff_grid(cfg, pd.Timestamp("2025-06-30", tz="UTC"))[-1] == pd.Timestamp("2025-04-01", tz="UTC")
+    exact = Config(
+        horizons=HorizonsConfig(churn_days=58, repurchase_days=30, value_days=86),
+        features=FeaturesConfig(cutoff_step_days=14, history_days=56),
+    )
+    midnight = pd.Timestamp("2025-06-30", tz="UTC")
+    assert cutoff_grid(exact, midnight, horizon_days=58)[-1] == pd.Timestamp("2025-05-03", tz="UTC")
+    assert cutoff_grid(exact, midnight)[-1] == pd.Timestamp("2025-04-05", tz="UTC")
 
 
 def test_training_set_equals_a_hand_written_as_of_join(cfg, make_shop):
