@@ -25,6 +25,21 @@ Seasonality
   depend on the weekday, so both samples are drawn with the same weekday mix (the reference's mix
   over the weekdays both sides have); when they share no weekday the report says that too.
 
+Time of day
+  Reference rows are features at midnight-UTC cutoffs; served rows come at any hour. A feature over a
+  window shorter than a day (`views_1h`: `Roles.hour_sensitive`, found by `hour_sensitive()` from the
+  name) measures the hour it is computed at as much as the customer: views in the hour before
+  midnight UTC (1 a.m. in Berlin) are rarer than in the hour before 8 p.m., so served rows from the
+  evening would "drift" on it every day. We considered reweighting by hour (impossible: the reference
+  has one hour only) and recomputing served customers' features at reference-like times (that monitors
+  the batch path, not what the model was served). Instead, hour-sensitive features are judged only on
+  current rows whose time of day is within HOUR_TOLERANCE_MINUTES of a time of day the reference has;
+  with fewer than MIN_HOUR_ROWS such rows they are left out of the status and the report names them.
+  Every other feature is compared on all rows: windows of a day or more cover each hour once wherever
+  they end, so their distribution does not depend on the hour (on the simulator, served rows at
+  uniformly random hours against midnight cutoffs move none of them beyond noise, `tests/drift/
+  test_hours.py`). Rows recomputed at midnights (the fallback current) match on every feature.
+
 Labels
   Target and performance drift need labels, which mature `horizon_days` after the row's time:
   only current rows with timestamp + horizon ≤ as-of count; until enough have matured the report
@@ -41,6 +56,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -67,6 +83,11 @@ if TYPE_CHECKING:
     from evidently.core.report import Snapshot
 
 STAT_TEST_NAME = "rebuy_effect"
+# time-of-day matching of hour-sensitive features (see "Time of day" in the module docstring)
+HOUR_TOLERANCE_MINUTES = 60
+MIN_HOUR_ROWS = 200
+MINUTES_PER_DAY = 24 * 60
+_SHORT_WINDOW = re.compile(r"_(\d+)h$")
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 DRIFT_EXPERIMENT = "rebuy-drift"
 
@@ -82,13 +103,19 @@ class Roles:
     timestamp: str | None = None
     task: Literal["binary", "regression"] = "binary"
     horizon_days: int | None = None
+    # further prediction columns (a multi-output model: the offer model's margin per offer); drift only
+    predictions: tuple[str, ...] = ()
+    # features whose value depends on the time of day they are computed at (windows shorter than a day):
+    # compared only on current rows from the reference's times of day (see "Time of day" above)
+    hour_sensitive: tuple[str, ...] = ()
+
+    @property
+    def prediction_columns(self) -> list[str]:
+        return list(dict.fromkeys(([self.prediction] if self.prediction else []) + list(self.predictions)))
 
     @property
     def monitored(self) -> list[str]:
-        cols = list(self.features)
-        if self.prediction:
-            cols.append(self.prediction)
-        return cols
+        return list(self.features) + [c for c in self.prediction_columns if c not in self.features]
 
 
 @dataclass
@@ -258,6 +285,43 @@ def sample_matched(
     return ref_s, cur_s, note
 
 
+def hour_sensitive(features: Sequence[str]) -> tuple[str, ...]:
+    """Features over windows shorter than a day (name ends in `_<n>h` with n < 24, e.g. `views_1h`)."""
+    out = []
+    for f in features:
+        m = _SHORT_WINDOW.search(f)
+        if m and int(m.group(1)) < 24:
+            out.append(f)
+    return tuple(out)
+
+
+def _minute_of_day(ts: pd.Series) -> np.ndarray:
+    return (ts.dt.hour * 60 + ts.dt.minute).to_numpy()
+
+
+def time_of_day_matched(
+    reference: pd.DataFrame, current: pd.DataFrame, timestamp: str | None, tolerance_minutes: int
+) -> pd.DataFrame | None:
+    """Current rows whose time of day (UTC) lies within `tolerance_minutes` of one the reference has.
+
+    None when a side has no timestamp (nothing to match on). The distance is circular: 23:30 is 30
+    minutes from a midnight cutoff.
+    """
+    if not timestamp or timestamp not in reference.columns or timestamp not in current.columns:
+        return None
+    ref_minutes = np.unique(_minute_of_day(reference[timestamp]))
+    cur = _minute_of_day(current[timestamp])
+    d = np.abs(cur[:, None] - ref_minutes[None, :]) % MINUTES_PER_DAY
+    near = np.minimum(d, MINUTES_PER_DAY - d).min(axis=1) <= tolerance_minutes
+    return current[near]
+
+
+def _times_of_day(frame: pd.DataFrame, timestamp: str) -> str:
+    minutes = sorted(set(_minute_of_day(frame[timestamp]).tolist()))
+    shown = ", ".join(f"{m // 60:02d}:{m % 60:02d}" for m in minutes[:4])
+    return shown + (f" and {len(minutes) - 4} more" if len(minutes) > 4 else "")
+
+
 def mature_labels(current: pd.DataFrame, roles: Roles, as_of: pd.Timestamp) -> pd.DataFrame:
     """Blank the target where its horizon has not passed by `as_of`: an immature label is not a label."""
     if not roles.target or roles.target not in current.columns:
@@ -310,6 +374,42 @@ def performance(
     return {"reference_mae": ref_mae, "current_mae": cur_mae, "mae_rise": rise}, level, None
 
 
+def _hour_sensitive_table(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    hourly: list[str],
+    roles: Roles,
+    cfg: DriftConfig,
+    th: Thresholds,
+    role_of: dict[str, str],
+) -> tuple[pd.DataFrame | None, str | None]:
+    """Hour-sensitive columns judged on current rows from the reference's times of day only.
+
+    (None, note) when every current row is from those times (they are judged with the rest);
+    (empty table, note) when fewer than MIN_HOUR_ROWS are: they are left out of the status.
+    """
+    if not hourly or not roles.timestamp:
+        return None, None
+    matched = time_of_day_matched(reference, current, roles.timestamp, HOUR_TOLERANCE_MINUTES)
+    if matched is None or len(matched) == len(current):
+        return None, None
+    when = _times_of_day(reference, roles.timestamp)
+    if len(matched) < MIN_HOUR_ROWS:
+        return pd.DataFrame(), (
+            f"hour-sensitive {hourly} not compared: {len(matched)} of {len(current)} current rows are within "
+            f"±{HOUR_TOLERANCE_MINUTES} min of the reference's times of day ({when} UTC), fewer than "
+            f"{MIN_HOUR_ROWS}; windows shorter than a day depend on the hour they are computed at"
+        )
+    ref_h, cur_h, _ = sample_matched(
+        reference, matched, roles.timestamp, cfg.reference_sample, cfg.current_sample, cfg.seed
+    )
+    table = column_table(ref_h, cur_h, hourly, roles.categorical, th, role_of)
+    return table, (
+        f"hour-sensitive {hourly} compared on the {len(cur_h)} current rows within ±{HOUR_TOLERANCE_MINUTES} min "
+        f"of the reference's times of day ({when} UTC); the other columns on all rows"
+    )
+
+
 def analyse(
     model: str,
     reference: pd.DataFrame,
@@ -340,15 +440,23 @@ def analyse(
     notes.append(note)
     cur_s = mature_labels(cur_s, roles, as_of)
     cols = [c for c in roles.monitored if c in ref_s.columns and c in cur_s.columns]
-    if roles.prediction and roles.prediction not in cols:
-        notes.append(
-            f"prediction column {roles.prediction!r} not on both sides: prediction drift not measured"
-        )
+    absent = [c for c in roles.prediction_columns if c not in cols]
+    if absent:
+        notes.append(f"prediction column(s) {absent} not on both sides: their drift is not measured")
     role_of = {c: "feature" for c in roles.features}
-    if roles.prediction:
-        role_of[roles.prediction] = "prediction"
+    role_of.update({c: "prediction" for c in roles.prediction_columns})
     th = thresholds(cfg)
+    hourly = [c for c in roles.hour_sensitive if c in cols]
+    by_hour, note = _hour_sensitive_table(ref, current, hourly, roles, cfg, th, role_of)
+    if note:
+        notes.append(note)
+    if by_hour is not None:
+        cols = [c for c in cols if c not in hourly]
     table = column_table(ref_s, cur_s, cols, roles.categorical, th, role_of)
+    if by_hour is not None and len(by_hour):
+        table = pd.concat([table, by_hour], ignore_index=True).sort_values(
+            "effect", ascending=False, na_position="last", ignore_index=True
+        )
     target_level: Level = "ok"
     lab = mature_labels(labelled, roles, as_of) if labelled is not None else cur_s
     if roles.target and roles.target in ref_s.columns and roles.target in lab.columns:
@@ -577,8 +685,16 @@ def latest_by_model(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Mapping
 _COLOURS = {"ok": "#1a7f37", "warning": "#b7791f", "drift": "#c62828"}
 
 
-def render_index(summaries: Sequence[Mapping[str, Any]], generated_at: pd.Timestamp) -> str:
-    """The reviewer's one page: every model's latest status, why, top moved columns, history, links."""
+def render_index(
+    summaries: Sequence[Mapping[str, Any]],
+    generated_at: pd.Timestamp,
+    unmonitored: Mapping[str, str] | None = None,
+) -> str:
+    """The reviewer's one page: every model's latest status, why, top moved columns, history, links.
+
+    `unmonitored`: models the latest run could not analyse and why (e.g. no champion yet), so a model
+    missing from the page is never mistaken for a model without drift.
+    """
     esc = html.escape
     latest = latest_by_model(summaries)
     history: dict[str, list[Mapping[str, Any]]] = {}
@@ -634,6 +750,14 @@ def render_index(summaries: Sequence[Mapping[str, Any]], generated_at: pd.Timest
             )
             + "</p></section>"
         )
+    for model, reason in sorted((unmonitored or {}).items()):
+        if model in latest:
+            continue
+        cards.append(
+            f"<section class=card style='border-top:6px solid #555'><header><h2>{esc(model)}</h2>"
+            f"<span class='pill big none'>not monitored</span></header><ul class=reasons><li>{esc(reason)}"
+            f"</li></ul></section>"
+        )
     tally = " · ".join(f"<span class='pill {lv}'>{n} {lv}</span>" for lv, n in counts.items())
     body = "".join(cards) or "<p>No drift reports yet: run <code>rebuy drift</code>.</p>"
     return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>rebuy — drift</title>
@@ -650,7 +774,7 @@ th{{color:#57606a;font-weight:600;border-bottom:1px solid #d0d7de}} .num{{text-a
 .bar span{{display:block;height:8px;border-radius:3px}}
 .pill{{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px}}
 .pill.big{{font-size:14px;padding:3px 12px}} .ok{{background:#1a7f37}} .warning{{background:#b7791f}}
-.drift{{background:#c62828}} .dot{{display:inline-block;width:11px;height:11px;border-radius:50%;margin-right:3px}}
+.drift{{background:#c62828}} .none{{background:#555}} .dot{{display:inline-block;width:11px;height:11px;border-radius:50%;margin-right:3px}}
 .history,.links{{font-size:13px;color:#57606a}} a{{color:#0969da}}
 details{{font-size:13px;color:#57606a;margin-top:8px}} summary{{cursor:pointer}}
 </style></head><body><main><h1>rebuy — drift</h1>
@@ -660,10 +784,12 @@ flagged only above its permutation noise floor.</p><div class=grid>{body}</div><
 """
 
 
-def write_index(drift_dir: Path, generated_at: pd.Timestamp) -> Path:
-    """(Re)write drift_dir/index.html atomically from every summary on disk."""
+def write_index(
+    drift_dir: Path, generated_at: pd.Timestamp, unmonitored: Mapping[str, str] | None = None
+) -> Path:
+    """(Re)write drift_dir/index.html atomically from every summary on disk (and the unmonitored models)."""
     drift_dir.mkdir(parents=True, exist_ok=True)
-    page = render_index(read_summaries(drift_dir), generated_at)
+    page = render_index(read_summaries(drift_dir), generated_at, unmonitored)
     target = drift_dir / "index.html"
     fd, tmp = tempfile.mkstemp(prefix=".index.", dir=drift_dir)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -775,6 +901,7 @@ def run_drift(
         load_source = load_model_source
     drift_dir = cfg.paths.reports_dir / "drift"
     rows = []
+    unmonitored: dict[str, str] = {}
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("drift reports", total=len(models))
         for model in models:
@@ -782,6 +909,7 @@ def run_drift(
             try:
                 src = load_source(cfg, model, as_of)
             except RebuyError as exc:  # e.g. no champion yet: say so and monitor the others
+                unmonitored[model] = str(exc)
                 rows.append(
                     {
                         "model": model,
@@ -819,7 +947,7 @@ def run_drift(
                 }
             )
             bar.advance(task)
-    write_index(drift_dir, as_of)
+    write_index(drift_dir, as_of, unmonitored)
     return pd.DataFrame(rows)
 
 

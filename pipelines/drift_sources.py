@@ -12,21 +12,32 @@ Current, in order of preference:
    model's population and scored by the champion.
 Matured labels: rows at the latest such midnight at least one horizon before `--as-of` and after the
 reference's last cutoff (never rows the model was trained or tested on), with their labels.
+
+The offer model (`rebuy-offer`) learns from randomized decisions, so its population is not "every
+customer" but the customers the orchestrator decided on with a choice of offers. Its reference is the
+logged sample of those training rows (features at the midnight before each decision); its current rows
+are the randomized decisions of the last `drift.current_window_days`, with features recomputed at the
+same midnights (so no time-of-day mismatch). Its predictions are the estimated incremental margin of
+each offer (`margin__<offer>`): the served estimates from the decision log where the champion version
+served them, else the champion's estimates on the recomputed features. Its quality is an off-policy
+value, not a per-row label: `rebuy evaluate-policy` measures it, drift does not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipelines.drift import REFERENCE_ARTIFACT, ModelSource, Roles
+from pipelines.drift import REFERENCE_ARTIFACT, ModelSource, Roles, hour_sensitive
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
-MONITORED_MODELS: tuple[str, ...] = ("churn", "repurchase", "days_to_next", "value")
+OFFER = "offer"
+MONITORED_MODELS: tuple[str, ...] = ("churn", "repurchase", "days_to_next", "value", OFFER)
+MARGIN_PREFIX = "margin__"
 
 
 def window_cutoffs(reference_cutoffs: pd.Series, as_of: pd.Timestamp, window_days: int) -> list[pd.Timestamp]:
@@ -52,7 +63,10 @@ def matured_cutoff(
     return day
 
 
-def _features_at(cfg: Config, tables: dict[str, pd.DataFrame], cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+def _features_at(
+    cfg: Config, tables: dict[str, pd.DataFrame], cutoffs: list[pd.Timestamp] | pd.DataFrame
+) -> pd.DataFrame:
+    """Features (and their request-time columns) at every customer × cutoff, or at given (customer_id, cutoff) pairs."""
     from features.compute import compute_features, epoch_seconds, request_time_features
 
     f = cfg.features
@@ -136,6 +150,8 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
     from training.registry import load_champion, registered_name
     from training.specs import get_spec
 
+    if model == OFFER:
+        return load_offer_source(cfg, as_of)
     spec = get_spec(cfg, model)
     reg = registered_name(model)
     bundle = load_champion(cfg, model)
@@ -174,6 +190,7 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
 
     roles = Roles(
         features=tuple(feats),
+        hour_sensitive=hour_sensitive(feats),
         prediction="prediction",
         target=spec.label,
         timestamp="cutoff",
@@ -190,6 +207,149 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
         current_name=where,
         labelled=labelled,
         notes=tuple(notes),
+    )
+
+
+# --- the offer model --------------------------------------------------------------------------------------
+
+
+def margin_columns(offers: Sequence[str]) -> list[str]:
+    return [f"{MARGIN_PREFIX}{o}" for o in offers if o != "none"]
+
+
+def offer_margins(model: Any, frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's estimated incremental margin of each offer per row (`margin__<offer>`), frame's index."""
+    missing = [c for c in model.feature_names if c not in frame.columns]
+    if missing:
+        raise RebuyError(
+            f"rows lack features of rebuy-offer v{model.version}: {missing[:5]}; what to do: the feature "
+            "definitions changed since training — retrain (`rebuy train offer`) before monitoring"
+        )
+    est = model.predict(frame[list(model.feature_names)].to_numpy(dtype=np.float64))
+    return pd.DataFrame(
+        {f"{MARGIN_PREFIX}{o}": np.asarray(est[o][1], dtype=float) for o in model.offers if o != "none"},
+        index=frame.index,
+    )
+
+
+def _randomized(distribution: Any) -> bool:
+    """More than one action had a chance: the rows the offer model learns from (as training.offer selects)."""
+    return isinstance(distribution, Mapping) and sum(1 for v in distribution.values() if v and v > 0) > 1
+
+
+def offer_current_rows(
+    decisions: pd.DataFrame, as_of: pd.Timestamp, window_days: int, version: str, offers: Sequence[str]
+) -> pd.DataFrame:
+    """Randomized decisions in (as_of − window, as_of]: decision_id, customer_id, cutoff (the midnight
+    before the decision, as training takes its features), and `margin__<offer>` as served where the
+    champion `version` served them (NaN elsewhere, to be estimated). Pure."""
+    cols = ["decision_id", "customer_id", "cutoff", *margin_columns(offers)]
+    if decisions.empty:
+        return pd.DataFrame(columns=cols)
+    at = pd.to_datetime(decisions["decided_at"], utc=True)
+    keep = (at > as_of - pd.Timedelta(days=window_days)) & (at <= as_of)
+    keep &= decisions["distribution"].map(_randomized).astype(bool)
+    d = decisions.loc[keep]
+    out = pd.DataFrame(
+        {
+            "decision_id": d["decision_id"].to_numpy(),
+            "customer_id": d["customer_id"].astype(str).to_numpy(),
+            "cutoff": at[keep].dt.floor("D").to_numpy(),
+        }
+    )
+    out["cutoff"] = pd.to_datetime(out["cutoff"], utc=True)
+    scores = d["scores"] if "scores" in d.columns else pd.Series([{}] * len(d), index=d.index)
+    served_by = (
+        d["model_versions"].map(lambda mv: str((mv or {}).get(OFFER, "")))
+        if "model_versions" in d.columns
+        else pd.Series([""] * len(d), index=d.index)
+    )
+    same = (served_by == str(version)).to_numpy()
+    for o in offers:
+        if o == "none":
+            continue
+        est = scores.map(lambda sc, o=o: ((sc or {}).get("offer_estimates") or {}).get(o)).to_numpy()
+        out[f"{MARGIN_PREFIX}{o}"] = np.where(same, pd.to_numeric(est, errors="coerce"), np.nan)
+    return out[cols].reset_index(drop=True)
+
+
+def _decision_log(cfg: Config) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    from pipelines.decision_log import engine_for, read_decisions
+
+    engine = engine_for(cfg.decision_log_url, create=False)
+    try:
+        if not sa.inspect(engine).has_table("decisions"):
+            return pd.DataFrame()
+        with engine.connect() as conn:
+            return read_decisions(conn)
+    finally:
+        engine.dispose()
+
+
+def _offer_features(cfg: Config, pairs: pd.DataFrame) -> pd.DataFrame:
+    from rebuy.ingest import read_canonical
+
+    return _features_at(cfg, read_canonical(cfg.paths.data_dir), pairs)
+
+
+def load_offer_source(cfg: Config, as_of: pd.Timestamp) -> ModelSource:
+    """Reference and current rows of the @champion offer model (see the module docstring)."""
+    from training.offer import REGISTERED_NAME, load_offer_champion
+
+    model = load_offer_champion(cfg)
+    if model is None:
+        raise RebuyError(
+            f"no @champion for {REGISTERED_NAME} in {cfg.mlflow_uri}; run `rebuy train offer` once randomized "
+            "decisions have matured (or `rebuy evaluate-policy` to promote a candidate)"
+        )
+    feats = list(model.feature_names)
+    offers = [o for o in model.offers if o != "none"]
+    margins = margin_columns(offers)
+    reference = load_reference(cfg, REGISTERED_NAME, model.version)
+    reference["cutoff"] = pd.to_datetime(reference["cutoff"], utc=True)
+    reference[margins] = offer_margins(model, reference)
+    window = cfg.drift.current_window_days
+    rows = offer_current_rows(_decision_log(cfg), as_of, window, model.version, offers)
+    if rows.empty:
+        raise RebuyError(
+            f"no randomized decisions in the {window} days before {as_of:%Y-%m-%d %H:%M} in "
+            f"{cfg.decision_log_url}: nothing current to compare {REGISTERED_NAME} with; what to do: run "
+            "`rebuy run` / `rebuy loop`, or pass an --as-of inside a period with decisions"
+        )
+    pairs = rows[["customer_id", "cutoff"]].drop_duplicates().reset_index(drop=True)
+    feats_now = _offer_features(cfg, pairs)
+    current = rows.merge(
+        feats_now.drop(columns=margins, errors="ignore"), on=["customer_id", "cutoff"], how="left"
+    )
+    served = current[margins].notna().all(axis=1).to_numpy()
+    if (~served).any():
+        current.loc[~served, margins] = offer_margins(model, current.loc[~served]).to_numpy()
+    cutoffs = sorted(set(pairs["cutoff"]))
+    where = f"{len(current)} randomized decisions of the last {window} days ({cfg.decision_log_url})"
+    notes = (
+        f"current = {where}, features at the midnight before each decision "
+        f"({cutoffs[0]:%Y-%m-%d} … {cutoffs[-1]:%Y-%m-%d})",
+        f"offer margins: {int(served.sum())} rows as served by v{model.version}, {int((~served).sum())} "
+        "estimated by the champion on the recomputed features",
+        "performance: the offer model's quality is an off-policy value (`rebuy evaluate-policy`), not measured here",
+    )
+    roles = Roles(
+        features=tuple(feats),
+        predictions=tuple(margins),
+        timestamp="cutoff",
+        hour_sensitive=hour_sensitive(feats),
+    )
+    return ModelSource(
+        model=OFFER,
+        reference=reference,
+        current=current,
+        roles=roles,
+        version=model.version,
+        reference_name=f"MLflow {REGISTERED_NAME} v{model.version} {REFERENCE_ARTIFACT}",
+        current_name=where,
+        notes=notes,
     )
 
 
@@ -224,9 +384,14 @@ def train_model(cfg: Config, model: str, as_of: pd.Timestamp) -> Mapping[str, An
 
 __all__ = [
     "MONITORED_MODELS",
+    "OFFER",
     "load_model_source",
+    "load_offer_source",
     "load_reference",
+    "margin_columns",
     "matured_cutoff",
+    "offer_current_rows",
+    "offer_margins",
     "train_model",
     "window_cutoffs",
 ]

@@ -23,6 +23,16 @@ ENGAGEMENT = {
     "days_since_engagement",
     "open_rate_trend",
     "click_rate_trend",
+    # counts and rhythm of engagement events, and activity that includes them
+    "engagements_30d",
+    "engagements_90d",
+    "engagements_total",
+    "engagements_since_order",
+    "engagement_gap_days",
+    "engagement_overdue",
+    "active_days_30d",
+    "active_days_total",
+    "days_since_event",
 }
 # a younger customer base moves what accumulates with customer age: the order history and how long
 # ago the customer last did anything (a new customer has not looked up past orders for long, or ever)
@@ -47,6 +57,16 @@ HISTORY = {
     "days_since_order_history_view",
     "days_since_delivery_check",
     "days_since_engagement",
+    # totals, rhythms and since-the-last-order counts of events accumulate with customer age too
+    "engagements_total",
+    "views_total",
+    "active_days_total",
+    "engagement_gap_days",
+    "view_gap_days",
+    "engagements_since_order",
+    "views_since_order",
+    "engagement_overdue",
+    "days_since_event",
 }
 
 

@@ -44,15 +44,17 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     from rebuy.config import load_config
     from rebuy.ingest import write_canonical
     from training.run import known_services, train_specs, with_rfm
+    from training.specs import get_spec
 
     cfg = load_config(None, data_dir=session_tmp / "drift_champion")
     opt = cfg.training.optuna.model_copy(update={"trials": 2, "timeout_seconds": 60})
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
     write_canonical(small_shop.tables, cfg.paths.data_dir)
     now = small_shop.sim.now
+    service = get_spec(cfg, "churn").feature_service
     sets = {
-        "churn_v1": with_rfm(
-            build_training_set(cfg, "churn_v1", cutoff_grid(cfg, now), small_shop.tables),
+        service: with_rfm(
+            build_training_set(cfg, service, cutoff_grid(cfg, now), small_shop.tables),
             small_shop.tables["orders"],
         )
     }
