@@ -9,8 +9,10 @@ and historical retrieval.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,21 +22,48 @@ from features.online_store import connect, entity_key_prefix, entity_keys, layou
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
 _INSTANTS = sorted({s for s, _ in REQUEST_TIME.values()} | {d for _, d in REQUEST_TIME.values() if d})
+
+
+Rows = dict[str, list[tuple[bytes, bytes, float | None]]]
+
+
+def _query(conn: sqlite3.Connection, lock: threading.Lock, tables: Sequence[str], keys: list[bytes]) -> Rows:
+    """One primary-key query per table for distinct keys -> table -> [(entity_key, vals, event_ts)]."""
+    marks = ",".join("?" * len(keys))
+    with lock:
+        return {
+            table: conn.execute(
+                f'SELECT entity_key, vals, event_ts FROM "{table}" WHERE entity_key IN ({marks})', keys
+            ).fetchall()
+            for table in tables
+        }
 
 
 class OnlineFeatureReader:
     """Reads one FeatureService for a batch of customers; thread-safe, one read-only SQLite connection.
 
-    `feature_names` is the model column order (features.training_set.feature_names).
+    `feature_names` is the model column order (features.training_set.feature_names). Built by
+    `OnlineStoreReader` it shares that reader's store connection and is read through it (`shared`).
     """
 
-    def __init__(self, cfg: Config, service: str) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        service: str,
+        *,
+        store: FeatureStore | None = None,
+        conn: sqlite3.Connection | None = None,
+        lock: threading.Lock | None = None,
+    ) -> None:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
         from features.store import feature_store
 
-        store = feature_store(cfg)
+        store = store if store is not None else feature_store(cfg)
         try:
             fs = store.get_feature_service(service)
         except Exception as exc:  # Feast raises its own not-found errors
@@ -42,6 +71,7 @@ class OnlineFeatureReader:
                 f"FeatureService {service!r} is not registered: run `rebuy features apply`"
             ) from exc
         self.service = service
+        self.shared: OnlineStoreReader | None = None
         projections = {p.name: [f.name for f in p.features] for p in fs.feature_view_projections}
         self.feature_names: list[str] = [n for names in projections.values() for n in names]
         odfvs = {v.name for v in store.list_on_demand_feature_views()}
@@ -69,8 +99,16 @@ class OnlineFeatureReader:
         self._out_request = [(j, n) for j, n in enumerate(self.feature_names) if n in request_time]
         self._instant_cols = {n: col.get(n) for n in _INSTANTS}
         self._prefix = entity_key_prefix()
-        self._conn = connect(SqliteOnlineStore._get_db_path(store.config), read_only=True)
-        self._lock = threading.Lock()
+        self._conn = (
+            conn
+            if conn is not None
+            else connect(SqliteOnlineStore._get_db_path(store.config), read_only=True)
+        )
+        self._lock = lock if lock is not None else threading.Lock()
+
+    @property
+    def tables(self) -> list[str]:
+        return [table for table, _, _ in self._views]
 
     def close(self) -> None:
         self._conn.close()
@@ -82,35 +120,30 @@ class OnlineFeatureReader:
         found_mask [n] bool; feature_age_seconds [n] = now - the oldest snapshot read, NaN if not found).
 
         `now` is the request time (a UTC timestamp or epoch seconds) for the request-time features.
+        A customer id given twice gets the same row twice.
         """
-        now_s = float(now) if isinstance(now, (int, float)) else pd.Timestamp(now).timestamp()
-        keys = entity_keys(customer_ids, self._prefix)
+        keys, inverse = _distinct_keys(customer_ids, self._prefix)
+        rows = _query(self._conn, self._lock, self.tables, keys)
+        return self.assemble(keys, inverse, rows, _epoch_seconds(now))
+
+    def assemble(
+        self, keys: list[bytes], inverse: np.ndarray | None, rows: Rows, now_s: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This service's matrix from query results (per distinct key), expanded back to request order."""
         n = len(keys)
         stored = np.full((n, len(self._stored_names)), np.nan)
         oldest = np.full(n, np.inf)
         found = np.zeros(n, dtype=bool)
         row_of = {k: i for i, k in enumerate(keys)}
-        marks = ",".join("?" * n)
-        with self._lock:
-            results = [
-                (
-                    pos,
-                    dest,
-                    self._conn.execute(
-                        f'SELECT entity_key, vals, event_ts FROM "{table}" WHERE entity_key IN ({marks})',
-                        keys,
-                    ).fetchall(),
-                )
-                for table, pos, dest in self._views
-            ]
-        for pos, dest, rows in results:
-            if not rows:
+        for table, pos, dest in self._views:
+            got = rows[table]
+            if not got:
                 continue
-            idx = np.fromiter((row_of[r[0]] for r in rows), dtype=np.int64, count=len(rows))
-            mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f8").reshape(len(rows), -1)
+            idx = np.fromiter((row_of[r[0]] for r in got), dtype=np.int64, count=len(got))
+            mat = np.frombuffer(b"".join(r[1] for r in got), dtype="<f8").reshape(len(got), -1)
             stored[np.ix_(idx, dest)] = mat[:, pos]
             found[idx] = True
-            ts = np.array([np.inf if r[2] is None else r[2] for r in rows], dtype=np.float64)
+            ts = np.array([np.inf if r[2] is None else r[2] for r in got], dtype=np.float64)
             np.minimum.at(oldest, idx, ts)
         out = np.full((n, len(self.feature_names)), np.nan)
         out[:, self._out_stored] = stored[:, self._src_stored]
@@ -123,7 +156,67 @@ class OnlineFeatureReader:
             for j, name in self._out_request:
                 out[:, j] = rt[name]
         age = np.where(found & np.isfinite(oldest), now_s - oldest, np.nan)
+        if inverse is not None:
+            return out[inverse], found[inverse], age[inverse]
         return out, found, age
+
+
+class OnlineStoreReader:
+    """Several FeatureServices over one online store: each feature view is queried once per request.
+
+    The services overlap (churn, repurchase, value and offer all read the order-history view, ...), so
+    reading them one by one repeats most queries; serving reads all its services through here. The
+    per-service readers (`reader(service)`) assemble exactly what `OnlineFeatureReader.read` returns.
+    """
+
+    def __init__(self, cfg: Config, services: Sequence[str]) -> None:
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+        from features.store import feature_store
+
+        store = feature_store(cfg)
+        self._conn = connect(SqliteOnlineStore._get_db_path(store.config), read_only=True)
+        self._lock = threading.Lock()
+        self._prefix = entity_key_prefix()
+        self.readers: dict[str, OnlineFeatureReader] = {}
+        try:
+            for svc in services:
+                r = OnlineFeatureReader(cfg, svc, store=store, conn=self._conn, lock=self._lock)
+                r.shared = self
+                self.readers[svc] = r
+        except Exception:
+            self._conn.close()
+            raise
+
+    def reader(self, service: str) -> OnlineFeatureReader:
+        return self.readers[service]
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def read_services(
+        self, services: Sequence[str], customer_ids: Sequence[str], now: pd.Timestamp | float
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """service -> (X, found, age) as `OnlineFeatureReader.read` gives, from one query per view."""
+        keys, inverse = _distinct_keys(customer_ids, self._prefix)
+        tables = list(dict.fromkeys(t for svc in services for t in self.readers[svc].tables))
+        rows = _query(self._conn, self._lock, tables, keys)
+        now_s = _epoch_seconds(now)
+        return {svc: self.readers[svc].assemble(keys, inverse, rows, now_s) for svc in services}
+
+
+def _epoch_seconds(now: pd.Timestamp | float) -> float:
+    return float(now) if isinstance(now, (int, float)) else pd.Timestamp(now).timestamp()
+
+
+def _distinct_keys(customer_ids: Sequence[str], prefix: bytes) -> tuple[list[bytes], np.ndarray | None]:
+    """Entity keys without repeats, and where each requested id sits among them (None: no repeats)."""
+    keys = entity_keys(customer_ids, prefix)
+    if len(set(keys)) == len(keys):
+        return keys, None
+    first: dict[bytes, int] = {}
+    inverse = np.fromiter((first.setdefault(k, len(first)) for k in keys), dtype=np.int64, count=len(keys))
+    return list(first), inverse
 
 
 def forget_customers(cfg: Config, customer_ids: Sequence[str]) -> int:

@@ -66,26 +66,27 @@ def load_offer_model(cfg: Config) -> Any | None:
 
 
 def load_readers(cfg: Config, services: set[str]) -> dict[str, Any]:
-    """One online reader per FeatureService; fails when the store was never applied/materialized."""
+    """One online reader per FeatureService, all over one store connection (features.online.OnlineStoreReader:
+    each feature view is read once per request however many services use it); fails when the store was
+    never applied/materialized.
+    """
     try:
-        from features.online import OnlineFeatureReader  # type: ignore[import-not-found]
+        from features.online import OnlineStoreReader
     except ImportError as exc:
         raise StartupError(
             f"cannot start serving: the online feature reader is not available ({exc})"
         ) from exc
-    readers = {}
-    for svc in sorted(services):
-        try:
-            readers[svc] = OnlineFeatureReader(cfg, svc)
-        except RebuyError as exc:
-            raise StartupError(f"cannot start serving: online store for {svc!r}: {exc}") from exc
-        except Exception as exc:  # e.g. sqlite or Feast registry errors: say which store
-            raise StartupError(
-                f"cannot start serving: online store for {svc!r} under {cfg.paths.feast_dir}: "
-                f"{type(exc).__name__}: {exc}\nwhat to do: run `rebuy features apply` and "
-                "`rebuy features materialize` first"
-            ) from exc
-    return readers
+    try:
+        shared = OnlineStoreReader(cfg, sorted(services))
+    except RebuyError as exc:
+        raise StartupError(f"cannot start serving: online store: {exc}") from exc
+    except Exception as exc:  # e.g. sqlite or Feast registry errors: say which store
+        raise StartupError(
+            f"cannot start serving: online store for {sorted(services)} under {cfg.paths.feast_dir}: "
+            f"{type(exc).__name__}: {exc}\nwhat to do: run `rebuy features apply` and "
+            "`rebuy features materialize` first"
+        ) from exc
+    return dict(shared.readers)
 
 
 def champion_versions(cfg: Config) -> dict[str, str]:
@@ -102,6 +103,19 @@ def champion_versions(cfg: Config) -> dict[str, str]:
     return {k: str(v) for k, v in out.items() if v is not None}
 
 
+def high_value_cut(meta: dict[str, Any], cfg: Config) -> float:
+    """The value model's high-value threshold: `value_cut` written at training, else derived from its stored
+    test-prediction quantiles (older versions), else +inf (nobody is high_value, said loudly)."""
+    from training.segments import value_cut_from_meta
+
+    if meta.get("value_cut") is not None:
+        return float(meta["value_cut"])
+    if meta.get("prediction_quantiles"):
+        return value_cut_from_meta(meta, cfg.training.segments)
+    log.warning("serving: the value champion has no 'value_cut' in its metadata; no customer is high_value")
+    return float("inf")
+
+
 def scorer_from_registry(cfg: Config) -> Scorer:
     """The default REBUY_SCORER_FACTORY: champions + their FeatureServices' online readers."""
     from training.segments import segment
@@ -111,12 +125,7 @@ def scorer_from_registry(cfg: Config) -> Scorer:
     services = {m.feature_service for m in models.values()}
     if offer is not None:
         services.add(offer.feature_service)
-    cut = models["value"].meta.get("value_cut")
-    if cut is None:
-        log.warning(
-            "serving: the value champion has no 'value_cut' in its metadata; no customer is high_value"
-        )
-        cut = float("inf")
+    cut = high_value_cut(models["value"].meta, cfg)
     return Scorer(
         models=models,
         readers=load_readers(cfg, services),
@@ -129,6 +138,7 @@ def scorer_from_registry(cfg: Config) -> Scorer:
 __all__ = [
     "OFFER_MODEL",
     "champion_versions",
+    "high_value_cut",
     "load_models",
     "load_offer_model",
     "load_readers",

@@ -30,26 +30,51 @@ def folder(cfg: Config) -> Path:
     return cfg.paths.runtime_dir / FOLDER
 
 
+Item = tuple["Scorer", "ScoreBatch", dict[str, np.ndarray], pd.Timestamp, np.ndarray]
+
+
 def batch_rows(
     scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp, keep: np.ndarray
 ) -> pd.DataFrame:
     """Long rows (one per customer and model) of the kept customers, features by name."""
-    if not keep.any():
-        return pd.DataFrame()
-    ids = np.asarray(batch.customer_ids, dtype=object)[keep]
+    return items_rows([(scorer, batch, mats, scored_at, keep)])
+
+
+def items_rows(items: list[Item]) -> pd.DataFrame:
+    """Long rows of many buffered requests at once: one DataFrame per (scorer, model), not per request.
+
+    Building frames per request cost ~2 ms of CPU for a one-customer request (four small frames with
+    column inserts) — more than scoring it; stacking the kept rows with numpy first makes the log's
+    cost per request a few microseconds. Rows come grouped by scorer (a reload starts a new group)
+    and model, in request order within a group.
+    """
+    groups: dict[int, list[Item]] = {}
+    for item in items:
+        if item[4].any():
+            groups.setdefault(id(item[0]), []).append(item)
     frames = []
-    for name, model in scorer.models.items():
-        X = scorer.model_matrix(name, mats)[keep]
-        df = pd.DataFrame(X, columns=list(model.feature_names))
-        df.insert(0, "customer_id", ids)
-        df.insert(1, "model", name)
-        df.insert(2, "version", str(model.version))
-        df.insert(3, "scored_at", scored_at)
-        df.insert(4, "score", getattr(batch, name)[keep])  # ScoreBatch names its columns after the models
-        frames.append(df)
-    out = pd.concat(frames, ignore_index=True)
-    out["scored_at"] = pd.to_datetime(out["scored_at"], utc=True)
-    return out
+    for group in groups.values():
+        scorer = group[0][0]
+        ids = np.concatenate([np.asarray(b.customer_ids, dtype=object)[k] for _, b, _, _, k in group])
+        at = np.concatenate(
+            [np.full(int(k.sum()), pd.Timestamp(t).value, dtype=np.int64) for _, _, _, t, k in group]
+        )
+        scored_at = pd.to_datetime(at, utc=True)
+        for name, model in scorer.models.items():
+            X = np.concatenate([scorer.model_matrix(name, m)[k] for _, _, m, _, k in group])
+            score = np.concatenate([getattr(b, name)[k] for _, b, _, _, k in group])
+            cols: dict[str, object] = {
+                "customer_id": ids,
+                "model": name,
+                "version": str(model.version),
+                "scored_at": scored_at,
+                "score": score,  # ScoreBatch names its columns after the models
+            }
+            cols |= {f: X[:, j] for j, f in enumerate(model.feature_names)}
+            frames.append(pd.DataFrame(cols))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
 
 
 class PredictionLog:
@@ -73,7 +98,7 @@ class PredictionLog:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self._rng = np.random.default_rng(seed)
-        self._buffer: list[tuple[Scorer, ScoreBatch, dict[str, np.ndarray], pd.Timestamp, np.ndarray]] = []
+        self._buffer: list[Item] = []
         self._pending = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -123,7 +148,7 @@ class PredictionLog:
             items, self._buffer, self._pending = self._buffer, [], 0
         if not items:
             return 0
-        frame = pd.concat([batch_rows(*item) for item in items], ignore_index=True)
+        frame = items_rows(items)
         if frame.empty:
             return 0
         self.path.mkdir(parents=True, exist_ok=True)
