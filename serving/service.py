@@ -6,11 +6,14 @@ the class without arguments in each worker process:
 
 - REBUY_CONFIG: path of rebuy.toml (optional), REBUY_DATA_DIR: overrides paths.data_dir;
 - REBUY_SCORER_FACTORY: "module:function" building the Scorer from a Config
-  (default `serving.champions:scorer_from_registry`; tests use `serving.synthetic:scorer_from_config`).
+  (default `serving.champions:scorer_from_registry`; tests use `serving.synthetic:scorer_from_config`);
+- REBUY_VERSIONS_FN: "module:function" Config -> {model: version} saying where @champion points now
+  (default `serving.champions:champion_versions` with the default factory; none otherwise).
 
-Reload: a watcher thread polls where @champion points (REBUY_RELOAD_POLL_SECONDS, default 30) and
-swaps in a new Scorer when it moves; POST /admin/reload does the same at once. Requests take one
-Scorer reference each, so none is dropped and each response names the versions that served it.
+Reload: a watcher thread polls the versions function (REBUY_RELOAD_POLL_SECONDS, default 30) and
+swaps in a new Scorer when they differ from the served ones; POST /admin/reload does the same at once.
+Requests take one Scorer reference each, so none is dropped and each response names the versions
+that served it.
 
 Latency choices (see DESIGN.md, measured facts): endpoints are `async` and score inline (one row
 through four boosters is ~0.2 ms, less than a thread hop under load); responses are serialised
@@ -28,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -51,7 +55,9 @@ log = logging.getLogger(__name__)
 ENV_CONFIG = "REBUY_CONFIG"
 ENV_DATA_DIR = "REBUY_DATA_DIR"
 ENV_FACTORY = "REBUY_SCORER_FACTORY"
+ENV_VERSIONS = "REBUY_VERSIONS_FN"
 DEFAULT_FACTORY = "serving.champions:scorer_from_registry"
+DEFAULT_VERSIONS = "serving.champions:champion_versions"
 # Requests after start-up before the heap is frozen a second time (lazy imports, first-request caches).
 REFREEZE_AFTER = 200
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -65,13 +71,24 @@ def config_from_env() -> Config:
     return load_config(Path(path) if path else None, data_dir=Path(data_dir) if data_dir else None)
 
 
-def factory_from_env() -> ScorerFactory:
-    spec = os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY
+def _resolve(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+    return obj
+
+
+def factory_from_env() -> ScorerFactory:
+    return _resolve(os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY)  # type: ignore[no-any-return]
+
+
+def versions_fn_from_env() -> Callable[[Config], dict[str, str]] | None:
+    """Where the champions point now, for the watcher; None = no watcher (a custom factory without one)."""
+    spec = os.environ.get(ENV_VERSIONS)
+    if not spec and (os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY) == DEFAULT_FACTORY:
+        spec = DEFAULT_VERSIONS
+    return _resolve(spec) if spec else None  # type: ignore[no-any-return]
 
 
 def freeze_heap() -> None:
@@ -231,26 +248,32 @@ class RebuyService:
         self._start_champion_watch()
 
     def _start_champion_watch(self) -> None:
-        """Poll where @champion points (production factory only) and reload when it moves.
+        """Poll where @champion points and reload when it moves (see the module docstring).
 
         Every REBUY_RELOAD_POLL_SECONDS (default 30; 0 = off, then only /admin/reload reloads).
         """
         every = float(os.environ.get("REBUY_RELOAD_POLL_SECONDS", "30"))
-        if every <= 0 or (os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY) != DEFAULT_FACTORY:
+        versions = versions_fn_from_env()
+        if every <= 0 or versions is None:
             return
-        from serving.champions import champion_versions
 
         def watch() -> None:
             while not self._stop.wait(every):
-                try:
-                    if champion_versions(self.cfg) != self.scorer.model_versions:
-                        self._reload()
-                except Exception:  # a flaky registry must not kill the watcher; the old models keep serving
-                    log.exception(
-                        "champion watch: reload failed; still serving %s", self.scorer.model_versions
-                    )
+                self.poll_champions(versions)
 
         threading.Thread(target=watch, name="rebuy-champion-watch", daemon=True).start()
+
+    def poll_champions(self, versions: Callable[[Config], dict[str, str]]) -> bool:
+        """One watcher step: reload when the champions differ from what is served; True if it reloaded.
+
+        A flaky registry must not kill the watcher: the error is logged and the old models keep serving.
+        """
+        try:
+            if versions(self.cfg) != self.scorer.model_versions:
+                return self._reload()
+        except Exception:
+            log.exception("champion watch: reload failed; still serving %s", self.scorer.model_versions)
+        return False
 
     @bentoml.on_shutdown
     def _stop_watch(self) -> None:
@@ -367,4 +390,4 @@ class RebuyService:
 
 RebuyService.add_asgi_middleware(JsonOnly)
 
-__all__ = ["RebuyService", "config_from_env", "factory_from_env", "freeze_heap"]
+__all__ = ["RebuyService", "config_from_env", "factory_from_env", "freeze_heap", "versions_fn_from_env"]

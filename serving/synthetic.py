@@ -194,14 +194,26 @@ def synthetic_scorer(
     return scorer, table
 
 
-def scorer_from_config(cfg: Config) -> Scorer:
-    """REBUY_SCORER_FACTORY=serving.synthetic:scorer_from_config — a synthetic scorer for a server test.
-
-    The version comes from REBUY_SYNTHETIC_VERSION so a test can "promote" a new one and reload.
-    """
+def synthetic_version() -> str:
+    """The synthetic "champion" version: the file REBUY_SYNTHETIC_VERSION_FILE if set (a test moves the
+    champion by rewriting it while a server runs), else REBUY_SYNTHETIC_VERSION, else "1"."""
     import os
+    from pathlib import Path
 
-    return synthetic_scorer(version=os.environ.get("REBUY_SYNTHETIC_VERSION", "1"))[0]
+    path = os.environ.get("REBUY_SYNTHETIC_VERSION_FILE")
+    if path and Path(path).is_file():
+        return Path(path).read_text(encoding="utf-8").strip()
+    return os.environ.get("REBUY_SYNTHETIC_VERSION", "1")
+
+
+def scorer_from_config(cfg: Config) -> Scorer:
+    """REBUY_SCORER_FACTORY=serving.synthetic:scorer_from_config — a synthetic scorer for a server test."""
+    return synthetic_scorer(version=synthetic_version())[0]
+
+
+def champion_versions(cfg: Config) -> dict[str, str]:
+    """REBUY_VERSIONS_FN=serving.synthetic:champion_versions — where the synthetic "@champion" points now."""
+    return {name: synthetic_version() for name in ("churn", "days_to_next", "offer", "repurchase", "value")}
 
 
 def bench_scorer(cfg: Config) -> Scorer:
