@@ -1,8 +1,15 @@
 """`make demo` / `rebuy demo`: the whole loop on a simulated shop, with the embedded defaults.
 
-simulate → validate/import → features apply/build/materialize → train (with the simulator as oracle)
-→ start the service on 127.0.0.1 → closed loop over simulated days → uplift and drift reports →
-stop the service → a summary of model quality, measured vs true uplift, and where to look.
+simulate → a randomized campaign the shop ran before rebuy (on the live simulated shop, so its orders are
+in the tables) → validate/import, import its decisions into the decision log → features
+apply/build/materialize → train (with the simulator as oracle) and train the offer model from those
+decisions → start the service on 127.0.0.1 → closed loop over simulated days → uplift and drift reports →
+stop the service → a summary of model quality, the offer model, measured vs true uplift, and where to look.
+
+Why the past campaign: the offer model learns from randomized decisions whose attribution window is over;
+rebuy's own exploration has none matured before the loop's first retrain, so without a past campaign
+offers would only be explored, never targeted. A real shop imports its past randomized campaigns the same
+way (`rebuy import-decisions`).
 
 The demo owns its data directory: a rerun starts clean on purpose (and says so). It refuses to
 clear a directory it did not create.
@@ -42,6 +49,8 @@ class DemoOptions:
     trials: int = 4
     trial_timeout_seconds: int = 20
     cutoff_step_days: int = 28
+    # share of the customers with an order that the pre-rebuy randomized campaign reached (0 = none)
+    past_campaign_share: float = 1.0
 
 
 @dataclass
@@ -50,6 +59,7 @@ class DemoResult:
     config_path: Path
     timings: dict[str, float] = field(default_factory=dict)
     quality: list[dict[str, Any]] = field(default_factory=list)
+    offer: dict[str, Any] = field(default_factory=dict)
     loop: dict[str, Any] = field(default_factory=dict)
     kpis: dict[str, Any] = field(default_factory=dict)
     drift: list[dict[str, Any]] = field(default_factory=list)
@@ -115,6 +125,7 @@ def _timed(timings: dict[str, float], name: str, console: Console) -> Iterator[N
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     from features.jobs import apply_job, materialize_job
+    from pipelines.decision_import import import_decisions
     from pipelines.loop import closed_loop, retrain_and_reload, running_service
     from pipelines.score_client import HttpScoreClient
     from rebuy.ingest import Sources, import_inputs, validate_inputs, write_canonical
@@ -133,6 +144,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     with _timed(t, "simulate", console):
         sim = ShopSimulator(SimConfig(customers=opts.customers, months=opts.months, seed=opts.seed))
         tables = _with_progress(console, "simulating days", lambda cb: sim.run_history(progress=cb))
+        if opts.past_campaign_share > 0:
+            tables = past_campaign(sim, tables, cfg, opts, data_dir / "raw" / "past_decisions.parquet")
         raw = write_tables(tables, data_dir / "raw")
         sim.save(data_dir / "raw" / "truth")
     as_of = sim.now
@@ -146,6 +159,11 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         validate_inputs(cfg, sources, as_of)
         imported = import_inputs(cfg, sources, as_of, progress=True)
         tables = imported.tables
+        past = data_dir / "raw" / "past_decisions.parquet"
+        if past.is_file():
+            res.paths["past_decisions"] = str(past)
+            imp = import_decisions(cfg, past, as_of)
+            console.print(f"imported {imp.written:,} past decisions ({imp.randomized:,} randomized)")
     with _timed(t, "features", console):
         apply_job(cfg)  # training builds the offline snapshots at its cutoffs itself
         materialize_job(cfg, as_of, incremental=False)
@@ -153,6 +171,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     with _timed(t, "train", console):
         runs = train_command(cfg, "all", as_of, oracle=oracle, show_progress=True)
         res.quality = quality_rows(runs)
+        res.offer = _train_offer(cfg, as_of)
 
     def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
         return retrain_and_reload(cfg, now, grown, url)
@@ -191,6 +210,49 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     res.paths["config"] = str(config_path)
     res.paths["mlflow_ui"] = f".venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_uri}"
     return res
+
+
+def past_campaign(
+    sim: Any, tables: dict[str, pd.DataFrame], cfg: Config, opts: DemoOptions, out: Path
+) -> dict[str, pd.DataFrame]:
+    """A randomized campaign over every offer at the end of the history, delivered on the live shop.
+
+    The simulator's `randomized_campaign` draws the assignment (decision-log shape); stepping the live shop
+    through the attribution window with those decisions puts their effects into the orders, which is what
+    `rebuy train offer` joins them to. (Its own `export` is a separate branch of the history, so its rows
+    are not used here.) The decisions are written as a shop's export would be, JSON columns as text.
+    """
+    import json
+
+    from rebuy.simulator import SIM_OFFERS
+
+    eligible = int((sim.state.active & (sim.state.n_orders >= 1)).sum())
+    n = max(1, round(opts.past_campaign_share * eligible))
+    decisions, _ = sim.randomized_campaign(
+        sim.now, SIM_OFFERS, n_customers=n, seed=opts.seed, campaign="pre_rebuy_campaign"
+    )
+    new = sim.step(days=cfg.offers.attribution_days, decisions=decisions)
+    grown = {
+        k: pd.concat([tables[k], new[k]], ignore_index=True) if k in new and len(new[k]) else tables[k]
+        for k in tables
+    }
+    flat = decisions.copy()
+    for col in ("distribution", "model_versions", "scores", "reasons"):
+        flat[col] = [json.dumps(v, sort_keys=True) for v in flat[col]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    flat.to_parquet(out, index=False)
+    return grown
+
+
+def _train_offer(cfg: Config, as_of: pd.Timestamp) -> dict[str, Any]:
+    """The offer model from the imported decisions; the demo goes on (offers explored only) if it cannot."""
+    from training.offer import train_offer
+
+    try:
+        out = train_offer(cfg, as_of)
+    except RebuyError as exc:
+        return {"trained": False, "reason": str(exc).splitlines()[0]}
+    return {"trained": True, **{k: out[k] for k in ("version", "promoted", "reason", "learners") if k in out}}
 
 
 def _reports(cfg: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
@@ -234,6 +296,16 @@ def render_summary(res: DemoResult, console: Console) -> None:
             ),
         )
     console.print(q)
+    if res.offer:
+        o = Table(title="offer model (learned from the pre-rebuy randomized campaign)")
+        o.add_column("what")
+        o.add_column("value")
+        if res.offer.get("trained"):
+            o.add_row("rebuy-offer version", str(res.offer.get("version")))
+            o.add_row("champion", "yes" if res.offer.get("promoted") else "no (challenger only)")
+            o.add_row("learners", str(res.offer.get("learners", "")))
+        o.add_row("gate", str(res.offer.get("reason", "")))
+        console.print(o)
     lp = res.loop
     u = Table(
         title=f"closed loop: {lp.get('days')} simulated days, {lp.get('decisions')} decisions, "

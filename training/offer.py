@@ -451,10 +451,14 @@ class MarginModel:
     revenue and orders *given* a conversion (from every arm's converters), and the catalogue's known costs
     turn them into money:  level_a(x) = P_a(x)·((margin − redemption_a)·R(x) − shipping_a·K(x)) − cost_a.
 
-    Effects are shrunk toward each arm's average effect on the training rows, `center + shrink·(effect −
-    center)`: with shrink 0 the policy is "the best arm for everyone", with 1 the raw estimates; the value is
-    chosen on validation rows by the doubly robust value of the resulting policy (`choose_shrink`). It
-    presents the UpliftModel interface the evaluation and the policy use (`effects_frame`, `levels_matrix`).
+    Effects are `center + shrink·(effect(x) − model_mean)`: `center` is each arm's average effect on the
+    realised margin estimated straight from the randomized rows (difference of propensity-weighted means:
+    unbiased, where the model's own average can be off — an offer that moves revenue more than conversion,
+    like points for high-value customers, is the measured case), `model_mean` the model's average effect on
+    the same rows, and the model only says who gains more or less than average. With shrink 0 the policy is
+    "the best arm for everyone", with 1 the full estimated spread; shrink is chosen on validation rows by the
+    doubly robust value of the resulting policy (`choose_shrink`). It presents the UpliftModel interface the
+    evaluation and the policy use (`effects_frame`, `levels_matrix`).
     """
 
     conversion: UpliftModel
@@ -463,6 +467,7 @@ class MarginModel:
     economics: dict[str, Economics]
     shrink: float = 1.0
     center: dict[str, float] = field(default_factory=dict)
+    model_mean: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     targets: list[str] = field(default_factory=lambda: [MARGIN])
 
@@ -507,9 +512,10 @@ class MarginModel:
     def effects_frame(self, X: np.ndarray, target: str = MARGIN) -> pd.DataFrame:
         self._target(target)
         raw = self.raw_effects(X)
-        if self.shrink == 1.0 or not self.center:
+        if not self.center:
             return raw
-        return pd.DataFrame({a: self.center[a] + self.shrink * (raw[a] - self.center[a]) for a in self.arms})
+        c, mm, k = self.center, self.model_mean, self.shrink
+        return pd.DataFrame({a: c[a] + k * (raw[a] - mm.get(a, c[a])) for a in self.arms})
 
     def predict(self, X: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
         eff = self.effects_frame(X)
@@ -522,7 +528,14 @@ class MarginModel:
 
     def with_shrink(self, shrink: float) -> MarginModel:
         return MarginModel(
-            self.conversion, self.revenue, self.orders, self.economics, shrink, self.center, dict(self.meta)
+            self.conversion,
+            self.revenue,
+            self.orders,
+            self.economics,
+            shrink,
+            self.center,
+            self.model_mean,
+            dict(self.meta),
         )
 
     def _target(self, target: str) -> None:
@@ -539,6 +552,7 @@ class MarginModel:
             "economics": {a: vars(e) for a, e in self.economics.items()},
             "shrink": self.shrink,
             "center": self.center,
+            "model_mean": self.model_mean,
             "meta": self.meta,
         }
         (path / "margin.json").write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
@@ -559,6 +573,7 @@ class MarginModel:
             {a: Economics(**e) for a, e in doc["economics"].items()},
             float(doc["shrink"]),
             {a: float(v) for a, v in doc["center"].items()},
+            {a: float(v) for a, v in doc.get("model_mean", {}).items()},
             dict(doc.get("meta", {})),
         )
 
@@ -573,10 +588,10 @@ def fit_margin_model(
 ) -> MarginModel:
     """The pooled basket models on `data`'s converted rows, around a fitted conversion uplift model.
 
-    `center` (each arm's average effect) is taken on `data`'s own rows, so shrinking never leans on held-out
-    rows.
+    `center` (each arm's measured average effect on the margin) and `model_mean` are taken on `data`'s own
+    rows, so shrinking never leans on held-out rows.
     """
-    for c in (CONVERSION, REVENUE, N_ORDERS):
+    for c in (CONVERSION, MARGIN, REVENUE, N_ORDERS):
         if c not in data.outcomes:
             raise DataError(
                 f"the margin model needs outcome {c!r}",
@@ -600,31 +615,55 @@ def fit_margin_model(
     )
     arms = [conversion.control, *conversion.arms]
     model = MarginModel(conversion, rev, ords, {a: Economics.of(a, offers) for a in arms})
-    model.center = {a: float(v) for a, v in model.raw_effects(M).mean().items()}
+    model.model_mean = {a: float(v) for a, v in model.raw_effects(M).mean().items()}
+    model.center = measured_effects(data, MARGIN, conversion.control, conversion.arms)
     return model
+
+
+def measured_effects(data: LoggedSet, outcome: str, control: str, arms: Sequence[str]) -> dict[str, float]:
+    """Each arm's average effect vs control: difference of propensity-weighted (Hajek) means of the outcome."""
+    y = data.outcomes[outcome].to_numpy(dtype=float)
+    arm = np.asarray(data.arm, dtype=object)
+    w = 1.0 / np.asarray(data.propensity, dtype=float)
+
+    def mean(a: str) -> float:
+        m = arm == a
+        if not m.any():
+            raise DataError(f"no rows in arm {a!r}", column="arm", hint="every arm needs logged rows")
+        return float(np.sum(w[m] * y[m]) / np.sum(w[m]))
+
+    base = mean(control)
+    return {a: mean(a) - base for a in arms}
 
 
 def choose_shrink(
     model: MarginModel, valid: LoggedSet, grid: Sequence[float] = SHRINK_GRID
 ) -> tuple[MarginModel, dict[float, float]]:
-    """The shrink whose greedy policy has the highest doubly robust margin on `valid` (first of equals)."""
-    from training.ope import evaluate as ope_evaluate
+    """The shrink whose greedy policy has the highest doubly robust margin on `valid`, among those that
+    surely beat the best-arm-for-everyone policy (shrink 0): the paired DR difference's lower 95% bound must
+    be > 0, else shrink 0 is kept.
 
+    Why the bound: the gains personalising can buy are small next to the noise of a margin (benchmarks/offer.py:
+    a few percent of the oracle), and picking the best of five noisy values otherwise moves the policy away
+    from the best constant on noise alone.
+    """
     actions = [model.control, *model.arms]
     arm = np.asarray(valid.arm, dtype=object)
-    keep = np.isin(arm, actions)
-    v = valid.take(np.flatnonzero(keep))
+    v = valid.take(np.flatnonzero(np.isin(arm, actions)))
     M = model.encoder.transform(v.X)
     a_idx = np.array([actions.index(a) for a in np.asarray(v.arm, dtype=object)])
     y = v.outcomes[MARGIN].to_numpy(dtype=float)
     q_hat = model.levels_matrix(M, MARGIN, actions)
-    values: dict[float, float] = {}
-    for s in grid:
-        pi = one_hot(personalised_actions(model.with_shrink(s), M, MARGIN, v.allowed), actions)
-        values[float(s)] = float(ope_evaluate(pi, a_idx, v.propensity, y, q_hat)["dr"].value)
-    best = max(values, key=lambda s: (values[s], -list(values).index(s)))
+    grid = sorted({0.0, *map(float, grid)})
+    pis = {
+        s: one_hot(personalised_actions(model.with_shrink(s), M, MARGIN, v.allowed), actions) for s in grid
+    }
+    values = {s: float(dr_difference(pis[s], pis[0.0], a_idx, v.propensity, y, q_hat).value) for s in grid}
+    lows = {s: float(dr_difference(pis[s], pis[0.0], a_idx, v.propensity, y, q_hat).low) for s in grid}
+    sure = [s for s in grid if s == 0.0 or lows[s] > 0]
+    best = max(sure, key=lambda s: (values[s], -s))
     chosen = model.with_shrink(best)
-    chosen.meta["shrink_dr_values"] = {str(k): v for k, v in values.items()}
+    chosen.meta["shrink_vs_constant_dr"] = {f"{k:g}": {"value": values[k], "low": lows[k]} for k in grid}
     return chosen, values
 
 
@@ -1102,6 +1141,7 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0, tune: bool =
         "run_id": run_id,
         "previous_champion": champ_version,
         "recommendation": marg.recommendation,
+        "learners": {**model.meta["learners"], "shrink": model.meta["shrink"]},
     }
 
 
