@@ -631,6 +631,29 @@ def demo_cli(
     render_summary(res, Console())
 
 
+@app.command("import-decisions")
+def import_decisions_cli(
+    file: Annotated[Path, typer.Argument(help="Past decisions in the decision-log shape (Parquet or CSV).")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Import a past randomized campaign's decisions into the decision log (validated, all or nothing)."""
+    from pipelines.decision_import import import_decisions
+
+    cfg = load(config, data_dir)
+    try:
+        res = import_decisions(cfg, file, parse_as_of(as_of))
+    except RebuyError as exc:  # shown plainly under CliRunner too, not only through main()
+        console.print(Text("error: ", style="bold red") + Text(str(exc)))
+        raise typer.Exit(2) from exc
+    console.print(
+        f"{res.file}: {res.rows:,} decisions ({res.randomized:,} randomized), {res.written:,} written, "
+        f"{res.already_logged:,} already in the log; campaigns {res.campaigns}; offers {res.offers}",
+        markup=False,
+    )
+
+
 def main() -> None:
     """Entry point: user-facing errors are printed plainly, with a non-zero exit and no traceback."""
     try:
