@@ -1,0 +1,89 @@
+"""Serving's store read: every FeatureService from one query per feature view (features.online.OnlineStoreReader).
+
+It must return exactly what the per-service `OnlineFeatureReader` returns (that reader is the one the
+features tests check against Feast's online and historical retrieval), for known, unknown and repeated
+customers; and the scorer must read a shared store once per request for all its services.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.online import OnlineFeatureReader, OnlineStoreReader
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
+
+SERVICES = ["churn_v1", "offer_v1", "repurchase_v1", "value_v1"]
+
+
+@pytest.fixture(scope="module")
+def store(small_shop: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, pd.Timestamp, list[str]]:
+    from features.store import materialize
+    from rebuy.config import Config, PathsConfig
+
+    cfg = Config(paths=PathsConfig(data_dir=tmp_path_factory.mktemp("online") / "data"))
+    as_of = pd.Timestamp(small_shop.sim.now).tz_convert("UTC")
+    materialize(cfg, as_of, small_shop.tables)
+    return cfg, as_of, small_shop.tables["customers"]["customer_id"].astype(str).tolist()
+
+
+def test_shared_read_equals_per_service_reads(store: tuple[Any, pd.Timestamp, list[str]]) -> None:
+    cfg, as_of, customers = store
+    ids = [customers[0], "nobody", customers[5], customers[0], customers[9]]  # a repeat and an unknown
+    now = as_of + pd.Timedelta(hours=3)
+    shared = OnlineStoreReader(cfg, SERVICES)
+    got = shared.read_services(SERVICES, ids, now)
+    for svc in SERVICES:
+        want = OnlineFeatureReader(cfg, svc).read(ids, now)
+        for g, w in zip(got[svc], want, strict=True):
+            np.testing.assert_array_equal(g, w)
+        X, found, age = got[svc]
+        assert found.tolist() == [True, False, True, True, True]
+        np.testing.assert_array_equal(X[0], X[3])  # the repeated customer gets the same row both times
+        assert np.isnan(X[1]).all() and np.isnan(age[1])
+        # a per-service reader built by the shared one reads the same on its own
+        for g, w in zip(shared.reader(svc).read(ids, now), want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_per_service_reader_handles_repeated_ids(store: tuple[Any, pd.Timestamp, list[str]]) -> None:
+    """Before: the SQL IN-list returned one row per key, so the first of two equal ids came back cold."""
+    cfg, as_of, customers = store
+    X, found, age = OnlineFeatureReader(cfg, "churn_v1").read([customers[1], customers[1]], as_of)
+    assert found.tolist() == [True, True]
+    np.testing.assert_array_equal(X[0], X[1])
+    np.testing.assert_array_equal(age[0], age[1])
+
+
+def test_scorer_reads_a_shared_store_once_per_request() -> None:
+    """Services whose readers share a store are answered by one `read_services` call, in service order."""
+    from serving.synthetic import synthetic_scorer
+
+    scorer, _ = synthetic_scorer(n_customers=50, rounds=3)
+    calls: list[list[str]] = []
+
+    class Shared:
+        def read_services(self, svcs: list[str], ids: list[str], now: pd.Timestamp) -> dict[str, Any]:
+            calls.append(list(svcs))
+            return {s: scorer.readers[s].read(ids, now) for s in svcs}
+
+    class View:
+        def __init__(self, shared: Shared, svc: str) -> None:
+            self.shared, self.feature_names = shared, scorer.readers[svc].feature_names
+
+        def read(self, ids: list[str], now: pd.Timestamp) -> Any:
+            raise AssertionError("a shared reader is read through its store, not one by one")
+
+    shared = Shared()
+    from dataclasses import replace
+
+    viewed = replace(scorer, readers={s: View(shared, s) for s in scorer.readers})
+    now = pd.Timestamp("2025-07-01T00:00:00Z")
+    a, b = viewed.score_ids(["c000001", "zz"], now), scorer.score_ids(["c000001", "zz"], now)
+    assert calls == [sorted(scorer.readers)]
+    np.testing.assert_array_equal(a.churn, b.churn)
+    np.testing.assert_array_equal(a.cold_start, b.cold_start)
