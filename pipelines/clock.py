@@ -61,3 +61,21 @@ def in_quiet_hours(hours: pd.Series, quiet: tuple[int, int]) -> pd.Series:
     if start < end:
         return (hours >= start) & (hours < end)
     return (hours >= start) | (hours < end)
+
+
+def daily_slot(
+    as_of: pd.Timestamp, customers: pd.DataFrame, quiet: tuple[int, int], every_hours: int
+) -> pd.Series:
+    """True for the customers whose once-a-day moment falls in the pass at `as_of` (index as `customers`).
+
+    With passes every `every_hours` (a divisor of 24), a customer's local hour runs through one residue class
+    modulo `every_hours`, so exactly one pass a day lands in [end of quiet hours, + every_hours) local time:
+    their morning. Slow-moving work (the model audiences) is done for each customer there, once a local day,
+    always outside quiet hours, instead of in all 24 hourly passes. A day with a daylight-saving change can
+    give 0 or 2 such passes; `every_hours >= 24` selects everyone.
+    """
+    if every_hours >= 24:
+        return pd.Series(True, index=customers.index)
+    anchor = quiet[1] if quiet[0] != quiet[1] else 0
+    hours = local_clock(as_of, customers)["local_hour"]
+    return ((hours - anchor) % 24) < every_hours

@@ -1,7 +1,8 @@
 """The closed loop: rebuy decides, the simulated shop reacts, and the measured uplift meets the truth.
 
-Each simulated day: one orchestration pass at the day's run hour (scoring over HTTP like a real
-deployment), the simulator steps one day with the messages that were sent, the new orders and events
+Each simulated day: orchestration passes on the configured schedule (`policy.schedule`: hourly by default,
+so every customer is reached at a waking hour of their own timezone; scoring over HTTP like a real
+deployment), the simulator steps one day with the messages those passes sent, the new orders and events
 reach the online store through the push path, and models retrain on a schedule (the service reloads
 its champions). At the end the uplift measured from the decision log (treatment vs randomized
 control) is set beside the truth: the simulator's expected effect of the actions taken, on the same
@@ -25,8 +26,6 @@ import pandas as pd
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
-
-RUN_HOUR = 10  # UTC hour of the daily pass: outside quiet hours for most of the simulated timezones
 
 
 @dataclass
@@ -119,6 +118,29 @@ def compare_with_truth(
     }
 
 
+def pass_times(cfg: Config, day_start: pd.Timestamp) -> list[pd.Timestamp]:
+    """The UTC instants of one day's passes: `start_hour + k * every_hours` (`policy.schedule`)."""
+    sched = cfg.policy.schedule
+    hours = range(sched.start_hour, 24, sched.every_hours) if sched.every_hours < 24 else [sched.start_hour]
+    return [day_start + pd.Timedelta(hours=h) for h in hours]
+
+
+def day_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One day's pass summaries added up: counts summed, per-key tallies merged, `as_of` of the first."""
+    out: dict[str, Any] = {"as_of": summaries[0]["as_of"], "passes": len(summaries)}
+    for s in summaries:
+        for k, v in s.items():
+            if k in ("as_of", "dry_run"):
+                continue
+            if isinstance(v, dict):
+                acc = out.setdefault(k, {})
+                for kk, vv in v.items():
+                    acc[kk] = acc.get(kk, 0) + vv
+            else:
+                out[k] = out.get(k, 0) + v
+    return out
+
+
 def closed_loop(
     cfg: Config,
     sim: Any,
@@ -141,14 +163,17 @@ def closed_loop(
     retrains: list[dict[str, Any]] = []
     for d in range(days):
         day_start = sim.now
-        as_of = day_start + pd.Timedelta(hours=RUN_HOUR)
-        res = run_pass(cfg, as_of, tables, client)
-        decisions = res.decisions
+        results = [run_pass(cfg, as_of, tables, client) for as_of in pass_times(cfg, day_start)]
+        decisions = pd.concat([r.decisions for r in results if len(r.decisions)] or [results[0].decisions])
         truths.append(decision_truth(sim, decisions, day_start, cfg.offers.attribution_days))
         new = sim.step(1, messages_for_sim(decisions) if len(decisions) else None)
         push(cfg, new, sim.now, history=tables)
         tables = merge_new_rows(tables, new)
-        summary = {"day": d + 1, **res.summary(), "new_orders": len(new["orders"])}
+        summary = {
+            "day": d + 1,
+            **day_summary([r.summary() for r in results]),
+            "new_orders": len(new["orders"]),
+        }
         passes.append(summary)
         if retrain is not None and retrain_every_days and (d + 1) % retrain_every_days == 0 and d + 1 < days:
             retrains.append({"day": d + 1, **retrain(sim.now, tables)})

@@ -7,6 +7,14 @@ transaction; delivery marks a message sent only after the sink has it. A crash a
 repaired by running the same pass again: decided episodes are recognised by their ids and skipped,
 pending messages are delivered, and the sinks drop what they already hold.
 
+Schedule (`policy.schedule`): run a pass every hour — `rebuy loop` does; for `rebuy run` a cron line such as
+`0 * * * * rebuy run --data-dir /srv/rebuy` — so that every customer is reached at a waking hour of their own
+timezone (quiet hours are local; a single daily pass at a fixed UTC hour falls into some customers' night
+every day). A customer decided by one pass rests for `spacing_hours` (24 by default: one decision per
+customer per day), and the model audiences, which move slowly, are scored once per customer per local day
+in their first waking slot (`clock.daily_slot`), so hourly passes cost about what one daily pass did. A shop
+that runs one pass a day sets `every_hours = 24` (then every pass scores every buyer's audiences).
+
 `checkpoint(step)` is called after each step ("decided", "logged", "sink_written",
 "before_mark_sent"); the crash tests raise from it to fail deterministically at each one.
 """
@@ -26,10 +34,17 @@ import pandas as pd
 import sqlalchemy as sa
 
 from pipelines import decision_log as dl
-from pipelines.policy_layer import apply_policy
+from pipelines.clock import daily_slot, in_quiet_hours, local_clock
+from pipelines.policy_layer import MESSAGE_CHANNELS, apply_policy, eligibility, resting
 from pipelines.score_client import ScoreClient, score_frame
 from pipelines.sinks import JsonlSink, Sink, make_sink, sink_path
-from pipelines.triggers import all_rule_candidates, audience_pool, decision_id, select_candidates
+from pipelines.triggers import (
+    AUDIENCE_KINDS,
+    all_rule_candidates,
+    audience_pool,
+    decision_id,
+    select_candidates,
+)
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
@@ -170,7 +185,8 @@ def run_pass(
 
         rules = all_rule_candidates(cfg, as_of, tables)
         rule = select_candidates(cfg, as_of, tables, None, exclude=excluded, rules=rules)
-        pool = sorted((set(rule["customer_id"]) | set(audience_pool(tables, as_of))) - excluded)
+        pool = scoring_pool(cfg, as_of, tables, rule, history) - excluded
+        pool = sorted(pool)
         timings["read_state_and_rules"] = clock() - t0
         task = progress.add_task("scoring", total=len(pool)) if progress else None
         t0 = clock()
@@ -227,6 +243,42 @@ def run_pass(
         finally:
             engine.dispose()
     return result
+
+
+def scoring_pool(
+    cfg: Config,
+    as_of: pd.Timestamp,
+    tables: dict[str, pd.DataFrame],
+    rule: pd.DataFrame,
+    history: pd.DataFrame,
+) -> set[str]:
+    """The customers this pass must score: those it may still decide, and no others.
+
+    Rule candidates whose episode is not decided yet and who are eligible now (consent, quiet hours, rest),
+    plus the model-audience pool (customers with an order) in their daily slot (`clock.daily_slot`), when
+    they are not resting and, if every trigger messages, not in quiet hours. With hourly passes this scores
+    each customer's audiences once a local day instead of 24 times, and never someone the pass would skip.
+    """
+    if len(rule):
+        dids = [
+            decision_id(c, k, e)
+            for c, k, e in zip(rule["customer_id"], rule["campaign"], rule["episode"], strict=True)
+        ]
+        open_ = rule.loc[~pd.Series(dids, index=rule.index).isin(set(history["decision_id"]))]
+        ok = eligibility(cfg, as_of, open_, tables, history) == "" if len(open_) else pd.Series(dtype=bool)
+        pool = set(open_.loc[ok, "customer_id"])
+    else:
+        pool = set()
+    if not any(t.kind in AUDIENCE_KINDS for t in cfg.policy.triggers):
+        return pool
+    buyers = set(audience_pool(tables, as_of))
+    cust = tables["customers"].loc[tables["customers"]["customer_id"].isin(buyers)]
+    sched, quiet = cfg.policy.schedule, cfg.policy.caps.quiet_hours
+    due = daily_slot(as_of, cust, quiet, sched.every_hours).to_numpy()
+    if all(t.channel in MESSAGE_CHANNELS for t in cfg.policy.triggers):
+        hours = local_clock(as_of, cust)["local_hour"]
+        due &= ~in_quiet_hours(hours, quiet).to_numpy()
+    return pool | (set(cust.loc[due, "customer_id"]) - resting(history, as_of, sched.spacing_hours))
 
 
 def deliver(

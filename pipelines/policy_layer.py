@@ -4,8 +4,10 @@ Order matters for measuring uplift honestly:
 
 1. **Eligibility now** — consent on the campaign's channel as of the pass time (customer consents,
    overridden by the latest consent update at or before it) and quiet hours in the customer's own
-   timezone. These do not depend on past treatment, so they are applied *before* randomisation:
-   ineligible candidates are skipped (not decided; quiet hours retry on a later pass).
+   timezone, and rest: a customer decided by another pass within `policy.schedule.spacing_hours` is not
+   decided again (one decision per customer per day with hourly passes). None of these depends on
+   which group past decisions fell into, so they are applied *before* randomisation: ineligible
+   candidates are skipped (not decided; a later pass retries).
 2. **Assignment** — a global holdout (hash of salt + customer id: stable over time and across
    campaigns) and a per-campaign control group (hash of salt + campaign + customer id). Both are
    logged with offer `none` and propensity 1.
@@ -149,16 +151,37 @@ class PolicyOutcome:
     skipped: pd.DataFrame
 
 
+def resting(history: pd.DataFrame, as_of: pd.Timestamp, hours: int) -> set[str]:
+    """Customers decided (any group, any campaign) less than `hours` before or after `as_of`, by another pass.
+
+    Either side, like the caps, so "at most one decision per customer per `hours`" holds whatever order
+    passes run in; decisions made at `as_of` itself are this very pass (a rerun), which must stay idempotent.
+    """
+    if hours <= 0 or not len(history):
+        return set()
+    at = pd.to_datetime(history["decided_at"], utc=True)
+    near = ((at - as_of).abs() < pd.Timedelta(hours=hours)) & (at != as_of)
+    return set(history.loc[near.to_numpy(), "customer_id"])
+
+
 def eligibility(
-    cfg: Config, as_of: pd.Timestamp, candidates: pd.DataFrame, tables: dict[str, pd.DataFrame]
+    cfg: Config,
+    as_of: pd.Timestamp,
+    candidates: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    history: pd.DataFrame | None = None,
 ) -> pd.Series:
-    """Per candidate: "" if it may be decided now, else the reason (`no_consent:<ch>`, `quiet_hours`)."""
+    """Per candidate: "" if it may be decided now, else the reason (`no_consent:<ch>`, `quiet_hours`,
+    `rested` — decided by another pass within `policy.schedule.spacing_hours`, when `history` is given)."""
     consent = consent_as_of(tables["customers"], tables["consent_updates"], as_of)
     reason = pd.Series("", index=candidates.index, dtype=object)
+    if history is not None:
+        rested = resting(history, as_of, cfg.policy.schedule.spacing_hours)
+        reason[candidates["customer_id"].isin(rested).to_numpy()] = "rested"
     for ch in MESSAGE_CHANNELS:
         on_ch = candidates["channel"] == ch
         ok = consent[ch].reindex(candidates["customer_id"]).fillna(False).to_numpy(dtype=bool)
-        reason[on_ch.to_numpy() & ~ok] = f"no_consent:{ch}"
+        reason[on_ch.to_numpy() & ~ok & (reason == "").to_numpy()] = f"no_consent:{ch}"
     cust = tables["customers"].loc[tables["customers"]["customer_id"].isin(candidates["customer_id"])]
     clock = local_clock(as_of, cust).set_index("customer_id")["local_hour"]
     hours = clock.reindex(candidates["customer_id"]).fillna(as_of.hour)
@@ -187,7 +210,7 @@ def apply_policy(
         decision_id(c, k, e)
         for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
     ]
-    reason = eligibility(cfg, as_of, cands, tables) if len(cands) else pd.Series(dtype=object)
+    reason = eligibility(cfg, as_of, cands, tables, history) if len(cands) else pd.Series(dtype=object)
     skipped = cands.loc[reason != "", ["customer_id", "trigger", "campaign", "decision_id"]].assign(
         reason=reason[reason != ""]
     )

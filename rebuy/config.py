@@ -318,6 +318,28 @@ def _default_holidays() -> list[HolidayConfig]:
     ]
 
 
+class ScheduleConfig(_Section):
+    """When passes run. Quiet hours are local, so a once-a-day pass at a fixed UTC hour never reaches the
+    customers whose night it is then; hourly passes (cron `0 * * * *` for `rebuy run`, or `rebuy loop`)
+    reach everyone at some waking hour, and `spacing_hours` keeps it to one decision per customer per day."""
+
+    # hours between passes (a divisor of 24); the closed loop runs passes at start_hour + k * every_hours UTC
+    every_hours: int = 1
+    start_hour: int = Field(default=0, ge=0, le=23)
+    # a customer decided (any group, any campaign) less than this many hours before or after a pass is
+    # not decided again by it
+    spacing_hours: int = Field(default=24, ge=0)
+
+    @model_validator(mode="after")
+    def _divides_the_day(self) -> ScheduleConfig:
+        if self.every_hours < 1 or 24 % self.every_hours:
+            raise ValueError(
+                f"policy.schedule.every_hours must divide 24 (1, 2, 3, 4, 6, 8, 12, 24), "
+                f"got {self.every_hours}"
+            )
+        return self
+
+
 class PolicyConfig(_Section):
     holdout_share: float = 0.05
     holdout_salt: str = "rebuy-holdout-v1"
@@ -325,6 +347,7 @@ class PolicyConfig(_Section):
     triggers: list[TriggerConfig] = Field(default_factory=_default_triggers)
     score_batch_size: int = 500
     holidays: list[HolidayConfig] = Field(default_factory=_default_holidays)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @model_validator(mode="after")
     def _holidays_unique(self) -> PolicyConfig:

@@ -13,10 +13,14 @@ from pipelines.score_client import FakeScoreClient
 from rebuy.config import Config, load_config
 
 
-def _cfg(tmp_path: Path, attribution_days: int) -> Config:
+def _cfg(tmp_path: Path, attribution_days: int, every_hours: int = 1) -> Config:
     cfg = load_config(data_dir=tmp_path)
+    schedule = cfg.policy.schedule.model_copy(update={"every_hours": every_hours})
     return cfg.model_copy(
-        update={"offers": cfg.offers.model_copy(update={"attribution_days": attribution_days})}
+        update={
+            "offers": cfg.offers.model_copy(update={"attribution_days": attribution_days}),
+            "policy": cfg.policy.model_copy(update={"schedule": schedule}),
+        }
     )
 
 
@@ -81,7 +85,7 @@ def test_closed_loop_decides_the_shop_reacts_and_truth_sits_beside_each_decision
 
     sim = ShopSimulator(SimConfig(customers=800, months=12, seed=5))
     tables = sim.run_history()
-    cfg = _cfg(tmp_path, attribution_days=2)
+    cfg = _cfg(tmp_path, attribution_days=2, every_hours=6)  # passes at 00, 06, 12, 18 UTC
     write_canonical(tables, cfg.paths.data_dir)
     apply(cfg)
     start, n_orders = sim.now, len(tables["orders"])
@@ -92,7 +96,7 @@ def test_closed_loop_decides_the_shop_reacts_and_truth_sits_beside_each_decision
     )
 
     assert sim.now == start + pd.Timedelta(days=5) and days == [0, 1, 2, 3, 4]
-    assert len(result.passes) == 5
+    assert len(result.passes) == 5 and all(p["passes"] == 4 for p in result.passes)
     assert len(grown["orders"]) > n_orders  # the shop kept buying, and the orders came back
     assert grown["orders"]["ordered_at"].max() <= sim.now
     engine = engine_for(cfg.decision_log_url)
@@ -100,6 +104,16 @@ def test_closed_loop_decides_the_shop_reacts_and_truth_sits_beside_each_decision
         logged = read_decisions(conn)
     engine.dispose()
     assert len(logged) > 0
+    # every customer decided at most once a day, always at a waking hour of their own timezone -- including
+    # Sydney, whose evening 21:00 (quiet) is when the old once-a-day 10:00 UTC pass ran
+    zone = grown["customers"].set_index("customer_id")["timezone"]
+    local = [
+        t.tz_convert(zone[c]).hour for c, t in zip(logged["customer_id"], logged["decided_at"], strict=True)
+    ]
+    assert all(8 <= h < 21 for h in local)
+    assert (zone.reindex(logged["customer_id"]) == "Australia/Sydney").any()
+    gaps = logged.sort_values("decided_at").groupby("customer_id")["decided_at"].diff().dropna()
+    assert (gaps >= pd.Timedelta(hours=24)).all()
     assert sorted(result.truth["decision_id"]) == sorted(logged["decision_id"])
     t = result.truth
     assert t["p_offer"].between(0, 1).all() and t["p_none"].between(0, 1).all()

@@ -211,3 +211,41 @@ def test_forget_asks_the_features_stage_to_delete_online_rows(tmp_path: Path, mo
     online_path(cfg).touch()
     out = forget(cfg, "c-42", AS_OF)
     assert calls == [["c-42"]] and out["online_store"].startswith("removed 7 online rows")
+
+
+def test_bulk_logged_decisions_read_back_exactly(tmp_path: Path) -> None:
+    at = pd.Timestamp("2025-06-10 12:34:56.789", tz="UTC")
+    d = pd.DataFrame(
+        {
+            "decision_id": ["d1", "d2"],
+            "customer_id": ["a", "b"],
+            "decided_at": [at, at],
+            "trigger": ["t", "t"],
+            "campaign": ["k", "k"],
+            "episode": ["e1", "e2"],
+            "offer": ["coupon_10pct", "none"],
+            "channel": ["email", "email"],
+            "group": ["treatment", "control"],
+            "propensity": [0.8, 1.0],
+            "distribution": [{"none": 0.2, "coupon_10pct": 0.8}, {"none": 1.0}],
+            "model_versions": [{"churn": "3"}, {"churn": "3"}],
+            "scores": [{"churn_probability": 0.25, "offer_estimates": {"coupon_10pct": 1.5}}, {}],
+            "reasons": [[{"feature": "x", "contribution": -0.5}], []],
+            "segment": ["potential", None],
+            "note": ["", "cap:email"],
+        }
+    )
+    eng = dl.engine_for(f"sqlite:///{tmp_path / 'log.db'}")
+    with eng.begin() as conn:
+        assert dl.log_decisions(conn, d) == 1  # only the treated coupon is a message
+        assert dl.log_decisions(conn, d) == 0  # ids already present: nothing again
+    with eng.connect() as conn:
+        back, box = dl.read_decisions(conn), dl.read_outbox(conn)
+    eng.dispose()
+    assert back["decided_at"].tolist() == [at, at]
+    for c in ("distribution", "model_versions", "scores", "reasons", "note", "offer", "propensity"):
+        assert back[c].tolist() == d[c].tolist(), c
+    assert back["segment"].tolist()[0] == "potential" and back["segment"].isna().tolist()[1]
+    assert not back["pseudonymised"].any()
+    assert box["decision_id"].tolist() == ["d1"] and box["status"].tolist() == ["pending"]
+    assert json.loads(box["payload"][0])["decided_at"] == at.isoformat()
