@@ -184,6 +184,8 @@ class ScoreBatch:
         cols["best_offer"] = self.best_offer
         cols["reasons"] = [
             json.dumps([{"model": m, "feature": f, "value": v, "contribution": c} for m, f, v, c in r])
+            if r
+            else "[]"
             for r in self.reasons
         ]
         cols["model_versions"] = json.dumps(self.model_versions, sort_keys=True)
