@@ -7,7 +7,7 @@ come from orders strictly after the cutoff (features.labels).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,8 @@ def cutoff_grid(cfg: Config, as_of: pd.Timestamp, horizon_days: int | None = Non
     return [last - step * i for i in reversed(range(n))]
 
 
-def _data_end(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
+def data_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
+    """The latest order or event: labels are only known up to here, whatever the as-of of the run."""
     ends = [tables["orders"]["ordered_at"].max()]
     events = tables.get("events")
     if events is not None and len(events):
@@ -98,7 +99,7 @@ def build_training_set(
     hist[TIMESTAMP_FIELD] = pd.to_datetime(hist[TIMESTAMP_FIELD], utc=True).dt.as_unit("ns")
     hist = hist.rename(columns={TIMESTAMP_FIELD: "cutoff"})
     labels = compute_labels(
-        tables["orders"], pairs, cfg.horizons, as_of if as_of is not None else _data_end(tables)
+        tables["orders"], pairs, cfg.horizons, as_of if as_of is not None else data_end(tables)
     )
     out = labels.merge(
         hist[[JOIN_KEY, "cutoff", *names]], on=[JOIN_KEY, "cutoff"], how="left", validate="1:1"

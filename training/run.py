@@ -112,29 +112,50 @@ def train_command(
     """`rebuy train WHICH`: one training set per FeatureService, shared by the specs that use it."""
     if which not in TRAIN_GROUPS:
         raise RebuyError(f"unknown model group {which!r}; use one of {sorted(TRAIN_GROUPS)}")
-    try:
-        from features.training_set import build_training_set, cutoff_grid
-    except ImportError as exc:
-        raise RebuyError(
-            f"the features stage is not available ({exc}); training needs features.training_set"
-        ) from exc
     from rebuy.ingest import read_canonical
 
-    tables = read_canonical(cfg.paths.data_dir)
     services = known_services()
     specs = default_specs(cfg)
     names = list(TRAIN_GROUPS[which])
     for n in names:
         resolve_features(specs[n], services)  # fail before any expensive work
-    # each spec's grid ends at its own horizon; the grids share one lattice, so their union is small
-    grids = {n: cutoff_grid(cfg, as_of, specs[n].maturity_days) for n in names}
+    tables = read_canonical(cfg.paths.data_dir)
+    sets, grids = training_sets(cfg, names, tables, as_of, show_progress=show_progress)
+    runs = train_specs(cfg, names, sets, services, oracle=oracle, show_progress=show_progress, grids=grids)
+    return {k: v for k, v in runs.items() if isinstance(v, ModelRun)}
+
+
+def training_sets(
+    cfg: Config,
+    names: Sequence[str],
+    tables: Mapping[str, pd.DataFrame],
+    as_of: pd.Timestamp,
+    *,
+    show_progress: bool = True,
+) -> tuple[dict[str, pd.DataFrame], dict[str, list[pd.Timestamp]]]:
+    """The training sets of the named specs (keyed by FeatureService, with rfm_* columns) and each spec's grid.
+
+    Each spec's cutoffs end at its own label maturity before `as_of` (features.training_set.cutoff_grid);
+    the grids share one lattice, so the snapshots of all services are computed once, over their union.
+    Pass both to `train_specs(..., grids=grids)`.
+    """
+    try:
+        from features.training_set import build_training_set, cutoff_grid, data_end
+    except ImportError as exc:
+        raise RebuyError(
+            f"the features stage is not available ({exc}); training needs features.training_set"
+        ) from exc
+    specs = default_specs(cfg)
+    # labels are known up to the latest order/event: a grid ending later would lose its last cutoffs
+    end = min(pd.Timestamp(as_of).tz_convert("UTC"), data_end(tables))
+    grids = {n: cutoff_grid(cfg, end, specs[n].maturity_days) for n in names}
     build_snapshot_grid(cfg, tables, sorted(set().union(*grids.values())), show_progress=show_progress)
     sets: dict[str, pd.DataFrame] = {}
     for svc in dict.fromkeys(specs[n].feature_service for n in names):
         cut = sorted({c for n in names if specs[n].feature_service == svc for c in grids[n]})
-        sets[svc] = with_rfm(build_training_set(cfg, svc, cut, tables, build=False), tables["orders"])
-    runs = train_specs(cfg, names, sets, services, oracle=oracle, show_progress=show_progress, grids=grids)
-    return {k: v for k, v in runs.items() if isinstance(v, ModelRun)}
+        ts = build_training_set(cfg, svc, cut, dict(tables), as_of=end, build=False)
+        sets[svc] = with_rfm(ts, tables["orders"])
+    return sets, grids
 
 
 def build_snapshot_grid(

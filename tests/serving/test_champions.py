@@ -38,6 +38,7 @@ def trained(session_tmp: Path, small_shop: Any) -> tuple[Any, pd.Timestamp]:
     from features.training_set import build_training_set, cutoff_grid
     from rebuy.config import load_config
     from training.run import known_services, train_specs, with_rfm
+    from training.specs import get_spec
 
     cfg = load_config(None, data_dir=session_tmp / "serving-e2e")
     opt = cfg.training.optuna.model_copy(update={"trials": 3, "timeout_seconds": 60})
@@ -46,7 +47,7 @@ def trained(session_tmp: Path, small_shop: Any) -> tuple[Any, pd.Timestamp]:
     cutoffs = cutoff_grid(cfg, small_shop.sim.now)
     sets = {
         svc: with_rfm(build_training_set(cfg, svc, cutoffs, tables), tables["orders"])
-        for svc in ("churn_v1", "repurchase_v1", "value_v1")
+        for svc in dict.fromkeys(get_spec(cfg, m).feature_service for m in MODELS)
     }
     train_specs(cfg, list(MODELS), sets, known_services(), show_progress=False)
     as_of = pd.Timestamp(small_shop.sim.now).tz_convert("UTC")

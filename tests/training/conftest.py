@@ -19,7 +19,6 @@ from synth import make_shop
 from rebuy.config import Config, load_config
 
 MODELS = ("churn", "repurchase", "days_to_next", "value")
-SERVICES = ("churn_v1", "repurchase_v1", "value_v1")
 
 
 def small_cfg(data_dir: Path, trials: int = 6) -> Config:
@@ -28,16 +27,12 @@ def small_cfg(data_dir: Path, trials: int = 6) -> Config:
     return cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
 
 
-def shop_training_sets(cfg: Config, shop, services=SERVICES):  # type: ignore[no-untyped-def]
-    """Point-in-time training sets of the shop through Feast (features.training_set), plus rfm_* columns."""
-    from features.training_set import build_training_set, cutoff_grid
-    from training.run import with_rfm
+def shop_training_sets(cfg: Config, shop, models=MODELS):  # type: ignore[no-untyped-def]
+    """Point-in-time training sets of the shop through Feast and each spec's cutoff grid, as `rebuy train`
+    builds them (training.run.training_sets)."""
+    from training.run import training_sets
 
-    cutoffs = cutoff_grid(cfg, shop.sim.now)
-    return {
-        svc: with_rfm(build_training_set(cfg, svc, cutoffs, shop.tables), shop.tables["orders"])
-        for svc in services
-    }
+    return training_sets(cfg, list(models), shop.tables, shop.sim.now, show_progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +47,7 @@ def trained_models(session_tmp, small_shop):
     from training.run import known_services, simulator_oracle, train_specs
 
     cfg = small_cfg(session_tmp / "trained")
-    sets = shop_training_sets(cfg, small_shop)
+    sets, grids = shop_training_sets(cfg, small_shop)
     runs = train_specs(
         cfg,
         list(MODELS),
@@ -60,5 +55,6 @@ def trained_models(session_tmp, small_shop):
         known_services(),
         oracle=simulator_oracle(small_shop.sim),
         show_progress=False,
+        grids=grids,
     )
     return cfg, runs

@@ -89,7 +89,7 @@ def test_everything_is_tracked_in_mlflow(trained_models):
         "oracle_roc_auc",
     ):
         assert key in run.data.metrics, key
-    assert run.data.tags["feature_service"] == "churn_v1"
+    assert run.data.tags["feature_service"] == "churn_v2"
     assert len(run.data.tags["data_digest"]) == 64
     assert "mae" in c.get_run(runs["value"].outcome.run_id).data.metrics
     arts = {
@@ -122,7 +122,7 @@ def test_champion_bundle_predicts_what_training_evaluated_and_gives_reasons(trai
     cfg, runs = trained_models
     res = runs["churn"].result
     bundle = load_champion(cfg, "churn")
-    assert bundle.feature_names == res.feature_names and bundle.feature_service == "churn_v1"
+    assert bundle.feature_names == res.feature_names and bundle.feature_service == "churn_v2"
     np.testing.assert_allclose(bundle.predict(res.test_X), res.test_pred, rtol=1e-9)
     names, contrib = top_reasons(bundle, res.test_X[:50], k=3)
     assert names.shape == contrib.shape == (50, 3)
@@ -132,6 +132,41 @@ def test_champion_bundle_predicts_what_training_evaluated_and_gives_reasons(trai
     assert (np.abs(contrib[:, 0]) >= np.abs(contrib[:, 1])).all()
     i = int(np.argmax(np.abs(full[0, :-1])))
     assert names[0, 0] == res.feature_names[i]
+
+
+def test_each_model_is_tested_on_the_latest_cutoffs_its_horizon_allows(trained_models, small_shop):
+    from training.specs import default_specs
+
+    cfg, runs = trained_models
+    end = pd.Timestamp(small_shop.sim.now).tz_convert("UTC")
+    specs = default_specs(cfg)
+    step = pd.Timedelta(days=cfg.features.cutoff_step_days)
+    for name, run in runs.items():
+        mature = run.result.test_keys["cutoff"].max() + pd.Timedelta(days=specs[name].maturity_days)
+        # the label window is over by the end of the history, and one lattice step later it would not be
+        assert mature <= end < mature + step, name
+    start = {name: pd.Timestamp(run.result.split_info["test_start"]) for name, run in runs.items()}
+    assert start["repurchase"] > start["churn"] > start["value"]
+    # the censored days-to-next label needs its 180-day cap to have passed, like the value label
+    assert specs["days_to_next"].maturity_days == specs["value"].maturity_days == cfg.horizons.value_days
+
+
+def test_value_cut_travels_with_the_value_model_and_segments_use_it(trained_models):
+    from training.segments import segment, value_cut, value_cut_from_meta
+
+    cfg, runs = trained_models
+    res = runs["value"].result
+    meta = load_champion(cfg, "value").meta
+    assert meta["value_cut"] == pytest.approx(value_cut(res.test_pred, cfg.training.segments))
+    assert meta["value_cut_quantile"] == cfg.training.segments.high_value_quantile
+    cut = value_cut_from_meta(meta, cfg.training.segments)
+    assert cut == meta["value_cut"]
+    # about the configured share of test rows is at or above the cut; with low churn they are high_value
+    share = float(np.mean(res.test_pred >= cut))
+    assert abs(share - (1 - cfg.training.segments.high_value_quantile)) < 0.02
+    seg = segment(np.zeros(len(res.test_pred)), res.test_pred, cut, cfg.training.segments)
+    assert (seg == "high_value").sum() == (res.test_pred >= cut).sum() > 0
+    assert "value_cut" not in load_champion(cfg, "churn").meta  # only the value spec sets it
 
 
 def test_no_artifact_is_a_pickle(trained_models):
@@ -160,7 +195,7 @@ def test_orders_only_data_trains_and_reports_the_same_table(tmp_path, small_shop
 
     cfg = small_cfg(tmp_path, trials=3)
     shop = type(small_shop)(small_shop.sim, {**small_shop.tables, "events": empty("events")})
-    sets = shop_training_sets(cfg, shop, services=("churn_v1",))
+    sets, grids = shop_training_sets(cfg, shop, models=("churn",))
     runs = train_specs(
         cfg,
         ["churn"],
@@ -169,6 +204,7 @@ def test_orders_only_data_trains_and_reports_the_same_table(tmp_path, small_shop
         oracle=simulator_oracle(shop.sim),
         show_progress=False,
         register=False,
+        grids=grids,
     )
     scorers = {r["scorer"] for r in quality_rows(runs)}
     assert scorers == {"model", "recency", "bgnbd", "oracle"}
