@@ -9,12 +9,16 @@ import pytest
 from rebuy.config import OffersConfig
 from tests.offer.synth import make_campaign
 from training.offer import (
+    Economics,
     LoggedSet,
     OfferModel,
     decision_outcomes,
     evaluate_uplift,
     hash_split,
     learn_and_evaluate,
+    learn_offer_model,
+    measured_effects,
+    personalised_actions,
     promotion_decision,
     realised_margin,
     split_logged,
@@ -130,3 +134,51 @@ def test_allowed_arms_restrict_every_policy(logged) -> None:
     ips = ev.policies[(ev.policies["method"] == "ips")].set_index("policy")["value"]
     # "everyone gets A" is not allowed anywhere, so it is valued as "nobody"
     assert ips["everyone:A"] == pytest.approx(ips["everyone:none"])
+
+
+def _margin_set(n: int, seed: int, scenario: str) -> LoggedSet:
+    d = make_campaign(n, seed=seed, scenario=scenario)
+    conv, spend = d["outcomes"]["conversion"], d["outcomes"]["spend"]
+    out = pd.DataFrame({"conversion": conv, "margin": spend * 0.35, "revenue": spend, "n_orders": conv})
+    return LoggedSet(d["X"], d["arm"], d["propensity"], out, ("seg",))
+
+
+def test_economics_and_measured_effects_by_hand() -> None:
+    offers = OffersConfig()
+    assert Economics.of("coupon_10pct", offers) == Economics(0.35, 0.10, 0.0, 0.02)
+    assert Economics.of("free_shipping", offers) == Economics(0.35, 0.0, offers.shipping_cost, 0.02)
+    assert Economics.of("an_arm_not_in_the_catalogue", offers) == Economics(0.35, 0.0, 0.0, 0.0)
+    # Hajek means, weights 1/propensity: control (2·1 + 2·3)/(2+2) = 2; arm A (4·10 + 1·0)/(4+1) = 8
+    data = LoggedSet(
+        pd.DataFrame({"x": [0.0] * 4}),
+        np.array(["none", "none", "A", "A"], dtype=object),
+        np.array([0.5, 0.5, 0.25, 1.0]),
+        pd.DataFrame({"margin": [1.0, 3.0, 10.0, 0.0]}),
+    )
+    assert measured_effects(data, "margin", "none", ["A"]) == {"A": pytest.approx(6.0)}
+
+
+def test_margin_model_personalises_only_when_it_surely_pays(tmp_path) -> None:
+    offers = OffersConfig()
+    got = {}
+    for scenario in ("personalise", "one_arm"):
+        data = _margin_set(8000, 53, scenario)
+        train, test = split_logged(data, 0.3, seed=0)
+        fit = learn_offer_model(train, test, offers, learners=("t", "s"), seed=0)
+        got[scenario] = fit
+    pers, one = got["personalise"], got["one_arm"]
+    # A helps half the customers and hurts the others: the spread is worth keeping, and the kept model
+    # sends A to the helped half far more than to the hurt half
+    assert pers.model.margin.shrink > 0, pers.shrink_values
+    X = make_campaign(3000, seed=54)["X"]
+    acts = personalised_actions(pers.model.margin, pers.model.margin.encoder.transform(X), "margin")
+    helped = X["x1"].to_numpy() > 0.5
+    assert (acts[helped] == "A").mean() > 0.8 > 0.3 > (acts[~helped] == "A").mean()
+    # the same effect for everyone: the policy is (nearly) "A for everyone"
+    acts1 = personalised_actions(one.model.margin, one.model.margin.encoder.transform(X), "margin")
+    assert (acts1 == "A").mean() > 0.9
+    # the saved model (LightGBM text + JSON) predicts the same
+    back = OfferModel.load(pers.model.save(tmp_path / "m"), "2")
+    M = pers.model.margin.encoder.transform(X.head(50))
+    np.testing.assert_allclose(back.predict(M)["A"][1], pers.model.predict(M)["A"][1])
+    assert back.margin.shrink == pers.model.margin.shrink

@@ -23,7 +23,7 @@ def heldout() -> dict:
     return make_campaign(3000, seed=12)
 
 
-@pytest.mark.parametrize("learner", ["t", "x"])
+@pytest.mark.parametrize("learner", ["t", "x", "s"])
 def test_average_effects_within_simultaneous_intervals_of_truth(data, heldout, learner) -> None:
     model = fit_uplift(data["X"], data["arm"], data["outcomes"][["conversion"]], "none", learner=learner)
     eff = model.effects_frame(model.encoder.transform(heldout["X"]), "conversion")
