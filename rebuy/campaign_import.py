@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Group
 from rich.table import Table
@@ -21,7 +22,7 @@ from rich.text import Text
 
 from rebuy.config import CampaignImportConfig, Config, DialectConfig
 from rebuy.errors import DataError, combine
-from rebuy.ingest import parse_numbers, read_raw, swap_in_dir
+from rebuy.ingest import _FALSE, _TRUE, parse_numbers, read_raw, swap_in_dir
 
 ARM = "arm"
 PROPENSITY = "propensity"
@@ -29,6 +30,7 @@ CUSTOMER_ID = "customer_id"
 FRAME_FILE = "campaign.parquet"
 ROLES_FILE = "roles.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+YES_NO = "yes/no values (true/false, yes/no, t/f, y/n, 1/0)"
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,7 @@ def build_campaign(
         frame[CUSTOMER_ID] = ids.where(ids.notna(), None)
 
     numeric_of: dict[str, tuple[pd.Series, pd.Series]] = {
-        c: parse_numbers(raw[c], dialect) for c in attributes
+        c: parse_values(raw[c], dialect) for c in attributes
     }
     if roles.categorical is not None:
         unknown_cat = sorted(set(roles.categorical) - set(attributes))
@@ -314,14 +316,14 @@ def build_campaign(
         frame[c] = values
     frame[ARM] = arm_text
     for c in roles.outcomes:
-        values, bad = parse_numbers(raw[c], dialect)
+        values, bad = parse_values(raw[c], dialect)
         if bad.any():
             problems.append(
                 err(
                     "non-numeric outcome",
                     c,
                     bad,
-                    "outcomes must be numbers (0/1 for converted, an amount for spend)",
+                    f"outcomes must be numbers (an amount for spend) or, in the whole column, {YES_NO}",
                 )
             )
         elif values.isna().any():
@@ -366,6 +368,31 @@ def build_campaign(
         name=name,
         source=source,
     )
+
+
+def parse_values(s: pd.Series, dialect: DialectConfig) -> tuple[pd.Series, pd.Series]:
+    """A column -> float, and the mask of filled cells that are not values.
+
+    A column whose every filled cell is a yes/no word (true/false, yes/no, t/f, y/n, 1/0, any case) is
+    read as 1/0: that is how shops and the simulator export "converted" or a consent flag, and a
+    boolean is a 0/1 outcome to every learner. Any other column is read as numbers in the export's
+    locale; its error rows are the cells that are neither numbers nor yes/no words, or, when there are
+    none, the words among the numbers.
+    """
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(float), pd.Series(False, index=s.index)
+    if pd.api.types.is_object_dtype(s) or pd.api.types.is_string_dtype(s):
+        text = s.astype("string[pyarrow]").str.strip().str.lower()
+        filled = text.notna() & (text != "")
+        yes, no = text.isin(_TRUE).fillna(False), text.isin(_FALSE).fillna(False)
+        if filled.any() and bool((yes | no)[filled].all()):
+            values = pd.Series(np.where(yes, 1.0, np.where(no, 0.0, np.nan)), index=s.index)
+            return values, pd.Series(False, index=s.index)
+        values, bad = parse_numbers(s, dialect)
+        odd = bad & ~(yes | no)
+        # yes, no, maybe: point at "maybe", not at every yes and no
+        return values, odd if odd.any() else bad
+    return parse_numbers(s, dialect)
 
 
 def roles_with(cfg: Config, **flags: object) -> CampaignImportConfig:

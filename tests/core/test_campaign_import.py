@@ -104,11 +104,33 @@ BAD = {
     "unknown arm": (EXPORT, {"arms": ["none", "coupon"]}, "unknown arm(s) ['gift']", "offer", [4]),
     "control arm missing": (EXPORT, {"control": "holdout"}, "control arm 'holdout'", "offer", None),
     "non-numeric outcome": (
-        EXPORT.replace("010;7,25;;gift;0;0", "010;7,25;;gift;yes;0"),
+        EXPORT.replace("010;7,25;;gift;0;0", "010;7,25;;gift;yes;0").replace(
+            "012;1;bronze;none;0;0", "012;1;bronze;none;0;n/a"
+        ),
         {},
         "non-numeric outcome",
-        "bought",
-        [4],
+        "spend",
+        [6],
+    ),
+    "a word among numbers": (
+        EXPORT.replace("008;20;silver;coupon;1;12,5", "008;20;silver;coupon;1;12,5 EUR"),
+        {},
+        "non-numeric outcome",
+        "spend",
+        [2],
+    ),
+    "a yes/no column with another word": (
+        EXPORT.replace("basket;tier", "basket;vip;tier")
+        .replace("007;10,5;", "007;10,5;yes;")
+        .replace("008;20;", "008;20;no;")
+        .replace("009;;", "009;;maybe;")
+        .replace("010;7,25;", "010;7,25;yes;")
+        .replace("011;3;", "011;3;no;")
+        .replace("012;1;", "012;1;no;"),
+        {"categorical": ["tier"]},
+        "non-numbers",
+        "vip",
+        [3],
     ),
     "missing outcome": (
         EXPORT.replace("011;3;silver;coupon;0;0", "011;3;silver;coupon;;0"),
@@ -201,6 +223,41 @@ def test_cli_imports_and_reports_assumed_randomisation(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, [*args, "--control", "holdout", "--name", "autumn"])
     assert res.exit_code != 0 and "control arm 'holdout'" in " ".join(res.output.split())
     assert not (tmp_path / "data" / "campaigns" / "autumn").exists()
+
+
+def test_yes_no_columns_are_read_as_one_and_zero(tmp_path: Path) -> None:
+    """The simulator's CSV writes converted as True/False; shops write yes/no, Y/N or 1/0."""
+    text = (
+        "arm,converted,clicked,vip,spend\n"
+        "none,True,yes,Y,0\n"
+        "coupon,False,NO,n,12.5\n"
+        "coupon, true ,,1,3\n"
+        "none,FALSE,Yes,0,0\n"
+    )
+    cfg, path = setup(tmp_path, text)
+    roles = CampaignImportConfig(outcomes=["converted", "spend"], min_rows_per_arm=1)
+    data = validate_campaign(cfg, path, roles)
+    assert data.frame["converted"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert data.frame["spend"].tolist() == [0.0, 12.5, 3.0, 0.0]
+    # yes/no attributes are numbers too (a missing one stays missing), not two-level categories
+    assert data.categorical == [] and data.numeric == ["clicked", "vip"]
+    assert data.frame["vip"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert data.frame["clicked"].tolist()[:2] == [1.0, 0.0] and pd.isna(data.frame.loc[2, "clicked"])
+    # a yes/no outcome must still be filled in: an empty cell is not a "no"
+    cfg, path = setup(tmp_path, text.replace("coupon, true ,", "coupon,,"))
+    with pytest.raises(DataError, match="missing outcome") as err:
+        validate_campaign(cfg, path, roles)
+    assert err.value.column == "converted" and err.value.row_numbers == [3]
+
+
+def test_boolean_parquet_outcome(tmp_path: Path) -> None:
+    path = tmp_path / "campaign.parquet"
+    pd.DataFrame(
+        {"arm": ["none", "a", "a"], "converted": [True, False, True], "x": [1.0, 2.0, 3.0]}
+    ).to_parquet(path)
+    cfg = load_config(data_dir=tmp_path / "data")
+    data = validate_campaign(cfg, path, CampaignImportConfig(outcomes=["converted"], min_rows_per_arm=1))
+    assert data.frame["converted"].tolist() == [1.0, 0.0, 1.0]
 
 
 def test_a_customer_id_column_is_the_id_not_an_attribute(tmp_path: Path) -> None:

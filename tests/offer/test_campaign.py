@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ from rebuy.campaign_import import CampaignData
 from rebuy.cli import app
 from rebuy.config import Config
 from tests.offer.synth import make_campaign
-from training.campaign import learn_campaign, write_report
+from training.campaign import _ticks, learn_campaign, svg_intervals, svg_lines, write_report
 
 
 def _campaign(n: int, seed: int, scenario: str) -> tuple[CampaignData, dict]:
@@ -96,7 +98,12 @@ def test_report_files(tmp_path) -> None:
     arms = {r["arm"] for r in doc["outcomes"]["converted"]["arm_effects"]}
     assert arms == {"A", "B"}
     page = files["html"].read_text()
-    assert "randomisation is assumed" in page and page.count("data:image/png;base64") == 8
+    assert "randomisation is assumed" in page
+    # four plots per outcome (effects, Qini, cumulative uplift, policy values), each well-formed SVG
+    svgs = re.findall(r"<svg.*?</svg>", page, flags=re.S)
+    assert len(svgs) == 8
+    for svg in svgs:
+        ET.fromstring(svg)
 
 
 def test_cli_import_then_report_logs_to_mlflow(tmp_path) -> None:
@@ -146,3 +153,30 @@ def test_unseen_category_scores(tmp_path) -> None:
     new = pd.DataFrame({"x1": [0.7], "x2": [0.1], "seg": ["brand-new"]})
     out = model.predict(model.encoder.transform(new))
     assert np.isfinite(out["A"][0]).all()
+
+
+def test_ticks_are_round_numbers_covering_the_range() -> None:
+    assert _ticks(0.0, 1.0) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    # span 0.55 -> raw step 0.11 -> 0.2; first tick at ceil(-0.13 / 0.2) * 0.2 = 0 (not -0.0)
+    assert _ticks(-0.13, 0.42) == [0.0, 0.2, 0.4]
+    assert _ticks(-30.0, 70.0) == [-20.0, 0.0, 20.0, 40.0, 60.0]
+
+
+def test_svg_intervals_places_values_on_the_axis() -> None:
+    rows = pd.DataFrame({"label": ["A", "B<&"], "value": [0.0, 0.5], "low": [-1.0, 0.0], "high": [1.0, 1.0]})
+    svg = svg_intervals(rows, "effect", [("low", "high", "95%")])
+    root = ET.fromstring(svg)  # labels are escaped
+    ns = "{http://www.w3.org/2000/svg}"
+    dots = [(float(c.get("cx")), float(c.get("cy"))) for c in root.iter(f"{ns}circle")]
+    # range [-1, 1] padded by 5% each side -> [-1.1, 1.1] over x in [150, 600]: 0 -> 375, 0.5 -> 477.3
+    assert dots == [(375.0, 44.0), (pytest.approx(477.3, abs=0.05), 70.0)]  # rows 26 px apart
+    assert "B&lt;&amp;" in svg
+
+
+def test_svg_lines_thins_long_curves_and_skips_gaps() -> None:
+    x = np.linspace(0, 1, 10_001)
+    y = np.where(x < 0.1, np.nan, x)
+    svg = svg_lines({"A": (x, y)}, "share", "uplift", points=101)
+    (line,) = ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}polyline")
+    # 101 evenly spaced of 10,001 points, minus the 10 that fall where y is NaN (x < 0.1)
+    assert len(line.get("points").split()) == 91

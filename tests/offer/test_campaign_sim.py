@@ -42,9 +42,12 @@ def scenario(request, tmp_path_factory):
     sim.run_history()
     _, export = sim.randomized_campaign(sim.now, offers=OFFERS, seed=1)
     cfg = Config()
-    export["converted"] = export["converted"].astype(int)  # the importer wants numbers, not True/False
-    export["margin"] = realised_margin(export["spend"], export["orders"], export["arm"], cfg.offers)
+    # a customer without consent on any channel got no message: no cost, as in the truth
+    reachable = export[["consent_email", "consent_sms", "consent_push"]].any(axis=1)
+    sent = export["arm"].where(reachable, "none")
+    export["margin"] = realised_margin(export["spend"], export["orders"], sent, cfg.offers)
     path = tmp_path_factory.mktemp(effects) / "campaign.csv"
+    # as the simulator writes it: converted and the consents are True/False, read as 1/0
     export[["customer_id", *ATTRS, "arm", "propensity", "converted", "margin"]].to_csv(path, index=False)
     roles = CampaignImportConfig(
         customer_id="customer_id",
@@ -63,17 +66,25 @@ def scenario(request, tmp_path_factory):
     return effects, report, truth, X
 
 
-def test_arm_effects_cover_the_truth(scenario) -> None:
+@pytest.mark.parametrize(
+    ("outcome", "true_effect"),
+    [
+        ("converted", lambda truth, arm: truth[f"p_order__{arm}"] - truth["p_order"]),
+        ("margin", lambda truth, arm: truth[f"expected_margin__{arm}"]),  # already incremental, net of cost
+    ],
+)
+def test_arm_effects_cover_the_truth(scenario, outcome, true_effect) -> None:
     _, report, truth, _ = scenario
-    eff = report.outcomes["converted"].effects.set_index("arm")
+    eff = report.outcomes[outcome].effects.set_index("arm")
     for arm in OFFERS[1:]:
-        true_ate = float((truth[f"p_order__{arm}"] - truth["p_order"]).mean())
+        diff = true_effect(truth, arm)
+        true_ate = float(diff.mean())
         # simultaneous over arms, widened by the truth sample's own standard error (3000 of ~19k customers)
-        sd = float((truth[f"p_order__{arm}"] - truth["p_order"]).std()) / np.sqrt(len(truth))
-        slack = norm.ppf(1 - 0.05 / 4) * sd
+        slack = norm.ppf(1 - 0.05 / 4) * float(diff.std()) / np.sqrt(len(truth))
         assert eff.loc[arm, "sim_low"] - slack <= true_ate <= eff.loc[arm, "sim_high"] + slack, (
             arm,
             true_ate,
+            eff.loc[arm].to_dict(),
         )
 
 
@@ -108,3 +119,15 @@ def test_model_average_effects_cover_the_truth(scenario) -> None:
         diff = truth[f"p_order__{arm}"] - truth["p_order"]
         slack = z * float(diff.std()) / np.sqrt(len(diff))  # the truth sample's own error
         assert abs(est[arm].mean() - diff.mean()) <= z * se[arm] + slack, (arm, est[arm].mean(), diff.mean())
+
+
+def test_values_unseen_in_the_campaign_do_not_crash_scoring(scenario) -> None:
+    """A region, a category and a consent value the campaign never had: finite effects, not an error."""
+    _, report, _, X = scenario
+    model = report.outcomes["margin"].selection.model
+    new = X.head(3).copy()
+    new["region"] = ["ZZ", None, "north pole"]
+    new["last_category"] = ["garden-furniture", "toys", None]
+    new["age"] = [np.nan, 200.0, 18.0]
+    est = model.effects_frame(model.encoder.transform(new), "margin")
+    assert len(est) == 3 and np.isfinite(est[list(OFFERS[1:])].to_numpy()).all()
