@@ -54,9 +54,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def shop(n: int, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """n customers, each with 1-3 orders in the last 200 days (so every one is scored), a few views."""
+    """n customers, each with 1-3 orders in the last 200 days (so every one is scored), a few views; the first
+    ids match serving.synthetic's feature table, so a synthetic service scores them on features."""
     rng = np.random.default_rng(seed)
-    ids = np.array([f"c{i:07d}" for i in range(n)], dtype=object)
+    ids = np.array([f"c{i:06d}" for i in range(n)], dtype=object)  # serving.synthetic ids: c000000..
     zones = np.array(["UTC", "Europe/Berlin", "America/New_York", "Asia/Shanghai"], dtype=object)
     customers = pd.DataFrame(
         {
@@ -399,15 +400,20 @@ def main() -> None:
     telemetry_off()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "loop.json"
-    out = json.loads(path.read_text()) if path.exists() else {}
-    out = {k: v for k, v in out.items() if k in ("coverage", "pass")}  # earlier layouts are dropped
-    out["machine"] = _machine()
-    if args.part in ("all", "coverage"):
-        out["coverage"] = coverage(args)
+
+    def save(part: str, result: dict) -> dict:
+        # re-read first: the other part may have been saved by another run meanwhile
+        out = json.loads(path.read_text()) if path.exists() else {}
+        out = {k: v for k, v in out.items() if k in ("coverage", "pass")}  # earlier layouts are dropped
+        out.update({"machine": _machine(), part: result})
         path.write_text(json.dumps(out, indent=2))
+        return out
+
+    out: dict = {}
+    if args.part in ("all", "coverage"):
+        out = save("coverage", coverage(args))
     if args.part in ("all", "pass"):
-        out["pass"] = one_pass(args)
-    path.write_text(json.dumps(out, indent=2))
+        out = save("pass", one_pass(args))
     md = markdown(out)
     (RESULTS / "loop.md").write_text(md)
     print(md)
