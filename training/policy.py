@@ -285,7 +285,7 @@ def decide_batch(
         action[start : start + stop] = a[:stop]
         probs[start : start + stop] = p[:stop]
         cand[start : start + stop] = c[:stop]
-        start += stop if stop < len(a) else len(a)
+        start += stop
     return BatchDecisions(action, probs, cand, over)
 
 
