@@ -419,6 +419,13 @@ def one_hot(chosen: np.ndarray, actions: Sequence[str]) -> np.ndarray:
 
 REVENUE, N_ORDERS = "revenue", "n_orders"
 SHRINK_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_BASKET_ROWS = 200  # converted rows below which revenue and orders per converter are plain averages
+
+
+def _basket(b: Any, X: np.ndarray) -> np.ndarray:
+    if isinstance(b, float):
+        return np.full(len(X), b)
+    return np.asarray(b.predict(X, num_threads=1), dtype=float)
 
 
 @dataclass(frozen=True)
@@ -462,8 +469,8 @@ class MarginModel:
     """
 
     conversion: UpliftModel
-    revenue: Any  # lgb.Booster: E[revenue | converted, x]
-    orders: Any  # lgb.Booster: E[orders | converted, x]
+    revenue: Any  # lgb.Booster: E[revenue | converted, x], or a float (too few converters for a model)
+    orders: Any  # lgb.Booster: E[orders | converted, x], or a float
     economics: dict[str, Economics]
     shrink: float = 1.0
     center: dict[str, float] = field(default_factory=dict)
@@ -494,8 +501,8 @@ class MarginModel:
     def _levels(self, X: np.ndarray) -> dict[str, np.ndarray]:
         X = self.conversion._check(X)
         p = {a: v[0] for a, v in self.conversion.predict_levels(X).items()}
-        r = np.maximum(np.asarray(self.revenue.predict(X, num_threads=1), dtype=float), 0.0)
-        k = np.maximum(np.asarray(self.orders.predict(X, num_threads=1), dtype=float), 1.0)
+        r = np.maximum(_basket(self.revenue, X), 0.0)
+        k = np.maximum(_basket(self.orders, X), 1.0)
         out = {}
         for a, pa in p.items():
             e = self.economics[a]
@@ -545,10 +552,16 @@ class MarginModel:
     def save(self, path: Path) -> Path:
         path = Path(path)
         self.conversion.save(path / CONVERSION)
-        self.revenue.save_model(str(path / "revenue.txt"))
-        self.orders.save_model(str(path / "orders.txt"))
+        basket = {}
+        for name, b in (("revenue", self.revenue), ("orders", self.orders)):
+            if isinstance(b, float):
+                basket[name] = b
+            else:
+                b.save_model(str(path / f"{name}.txt"))
+                basket[name] = f"{name}.txt"
         doc = {
             "format": "rebuy-margin-v1",
+            "basket": basket,
             "economics": {a: vars(e) for a, e in self.economics.items()},
             "shrink": self.shrink,
             "center": self.center,
@@ -566,10 +579,14 @@ class MarginModel:
         doc = json.loads((path / "margin.json").read_text(encoding="utf-8"))
         if doc.get("format") != "rebuy-margin-v1":
             raise RebuyError(f"{path / 'margin.json'}: unknown format {doc.get('format')!r}")
+        basket = {
+            k: float(v) if isinstance(v, int | float) else lgb.Booster(model_file=str(path / v))
+            for k, v in doc["basket"].items()
+        }
         return cls(
             UpliftModel.load(path / CONVERSION),
-            lgb.Booster(model_file=str(path / "revenue.txt")),
-            lgb.Booster(model_file=str(path / "orders.txt")),
+            basket["revenue"],
+            basket["orders"],
             {a: Economics(**e) for a, e in doc["economics"].items()},
             float(doc["shrink"]),
             {a: float(v) for a, v in doc["center"].items()},
@@ -599,20 +616,22 @@ def fit_margin_model(
                 hint="build logged rows with conversion, revenue and n_orders (decision_outcomes does)",
             )
     conv = data.outcomes[CONVERSION].to_numpy(dtype=float) > 0
-    if conv.sum() < 30:
+    if not conv.any():
         raise DataError(
-            f"only {int(conv.sum())} converted rows; the basket model needs at least 30",
+            "no converted rows: nothing says what an order is worth",
             column=CONVERSION,
             hint="collect more randomized decisions (a longer exploration or an imported campaign)",
         )
     M = conversion.encoder.transform(data.X)
     cat = conversion.encoder.categorical_indices
-    rev = fit_base_learner(
-        M[conv], data.outcomes[REVENUE].to_numpy(dtype=float)[conv], False, cat, seed + 11, params
-    )
-    ords = fit_base_learner(
-        M[conv], data.outcomes[N_ORDERS].to_numpy(dtype=float)[conv], False, cat, seed + 12, params
-    )
+    rev_y = data.outcomes[REVENUE].to_numpy(dtype=float)[conv]
+    ord_y = data.outcomes[N_ORDERS].to_numpy(dtype=float)[conv]
+    if conv.sum() < MIN_BASKET_ROWS:  # a small shop: the average basket beats a model of a few rows
+        rev: Any = float(rev_y.mean())
+        ords: Any = float(ord_y.mean())
+    else:
+        rev = fit_base_learner(M[conv], rev_y, False, cat, seed + 11, params)
+        ords = fit_base_learner(M[conv], ord_y, False, cat, seed + 12, params)
     arms = [conversion.control, *conversion.arms]
     model = MarginModel(conversion, rev, ords, {a: Economics.of(a, offers) for a in arms})
     model.model_mean = {a: float(v) for a, v in model.raw_effects(M).mean().items()}

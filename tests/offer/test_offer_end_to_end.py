@@ -31,7 +31,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.Timestamp, 
     sim = ShopSimulator(SimConfig(customers=1500, months=12, seed=23, events=False, effect_scale=6.0))
     tables = sim.run_history()
     sent_at = sim.now
-    tables = past_campaign(sim, tables, cfg, DemoOptions(seed=23), root / "past_decisions.parquet")
+    tables = past_campaign(
+        sim, tables, cfg, DemoOptions(seed=23, past_campaign_weeks=1), root / "past_decisions.parquet"
+    )
     write_canonical(tables, cfg.paths.data_dir)
     return root, sent_at, sim.now
 
