@@ -15,10 +15,14 @@ swaps in a new Scorer when they differ from the served ones; POST /admin/reload 
 Requests take one Scorer reference each, so none is dropped and each response names the versions
 that served it.
 
-Latency choices (see DESIGN.md, measured facts): endpoints are `async` and score inline (one row
-through four boosters is ~0.2 ms, less than a thread hop under load); responses are serialised
-with `json.dumps` from plain lists; and the cyclic GC is frozen after warm-up, because gen-2
-passes over BentoML's heap are what cause the periodic 50-350 ms stalls.
+Latency choices (see DESIGN.md, measured facts; benchmarks/serve.py measures them): endpoints are
+`async` and score inline (a one-customer request is ~0.5 ms of CPU in process, less than a thread hop
+under load); one-row predictions go through LightGBM's prebuilt single-row predictor
+(serving.fastpredict); every FeatureService is read with one query per feature view
+(features.online.OnlineStoreReader); responses are serialised with `json.dumps` from plain lists; the
+prediction log only keeps references on the request path; the scoring routes skip OpenTelemetry spans
+(no exporter is configured); and the cyclic GC is frozen after warm-up (and its gen-0 threshold
+raised), because gen-2 passes over BentoML's heap are what cause the periodic 50-350 ms stalls.
 """
 
 from __future__ import annotations
@@ -206,6 +210,10 @@ class JsonOnly:
     workers=1,
     traffic={"timeout": 60},
     logging={"access": {"enabled": False}},
+    # No tracing exporter is configured, yet BentoML's OpenTelemetry middleware still builds four spans
+    # per request (~10-15% of a scoring request's CPU); the scoring routes skip it. To trace them,
+    # configure an exporter and drop this line.
+    tracing={"excluded_urls": ["/score", "/score_features"]},
 )
 class RebuyService:
     """Scores customers for the orchestrator; see serving.schemas for the contract."""
