@@ -57,21 +57,23 @@ def write_export(folder: Path, n_orders: int, n_events: int, customers: int, see
 
 def config(data_dir: Path) -> Config:
     cols = {"customer_id": "Kunde"}
-    return Config(
-        paths={"data_dir": data_dir},  # type: ignore[arg-type]
-        import_=ImportConfig(
-            dialect=DialectConfig(
-                delimiter=";", decimal=",", date_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin"
+    return Config.model_validate(
+        {
+            "paths": {"data_dir": data_dir},
+            "import": ImportConfig(
+                dialect=DialectConfig(
+                    delimiter=";", decimal=",", date_format="%d.%m.%Y %H:%M", timezone="Europe/Berlin"
+                ),
+                orders=TableSource(columns={**cols, "ordered_at": "Zeitpunkt", "amount": "Betrag"}),
+                events=TableSource(columns={**cols, "occurred_at": "Zeitpunkt", "event_type": "Ereignis"}),
+                event_type_map={
+                    "seite": "view",
+                    "warenkorb": "cart",
+                    "bestellungen": "order_history_view",
+                    "lieferung": "delivery_check",
+                },
             ),
-            orders=TableSource(columns={**cols, "ordered_at": "Zeitpunkt", "amount": "Betrag"}),
-            events=TableSource(columns={**cols, "occurred_at": "Zeitpunkt", "event_type": "Ereignis"}),
-            event_type_map={
-                "seite": "view",
-                "warenkorb": "cart",
-                "bestellungen": "order_history_view",
-                "lieferung": "delivery_check",
-            },
-        ),
+        }
     )
 
 

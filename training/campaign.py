@@ -224,11 +224,7 @@ def svg_lines(
     thin: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, (xs, ys) in series.items():
         xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-        keep = (
-            np.unique(np.linspace(0, len(xs) - 1, min(points, len(xs))).round().astype(int))
-            if len(xs)
-            else []
-        )
+        keep = np.unique(np.linspace(0, max(len(xs) - 1, 0), min(points, len(xs))).round().astype(int))
         xs, ys = xs[keep], ys[keep]
         ok = np.isfinite(xs) & np.isfinite(ys)
         thin[name] = (xs[ok], ys[ok])
@@ -324,7 +320,8 @@ def render_html(report: CampaignReport) -> str:
     for name, ev in report.outcomes.items():
         imgs = plot_outcome(ev)
         pol = ev.policies.pivot_table(index="policy", columns="method", values=["value", "low", "high"])
-        pol.columns = [f"{m}_{s}" for s, m in pol.columns]
+        stats, methods = pol.columns.get_level_values(0), pol.columns.get_level_values(1)
+        pol.columns = pd.Index([f"{m}_{s}" for s, m in zip(stats, methods, strict=True)])
         pol = pol.reset_index()
         parts += [
             f"<h2>Outcome: {html.escape(name)}</h2>",

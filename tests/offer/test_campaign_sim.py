@@ -45,7 +45,9 @@ def scenario(request, tmp_path_factory):
     # a customer without consent on any channel got no message: no cost, as in the truth
     reachable = export[["consent_email", "consent_sms", "consent_push"]].any(axis=1)
     sent = export["arm"].where(reachable, "none")
-    export["margin"] = realised_margin(export["spend"], export["orders"], sent, cfg.offers)
+    export["margin"] = realised_margin(
+        export["spend"].to_numpy(), export["orders"].to_numpy(), sent.to_numpy(), cfg.offers
+    )
     path = tmp_path_factory.mktemp(effects) / "campaign.csv"
     # as the simulator writes it: converted and the consents are True/False, read as 1/0
     export[["customer_id", *ATTRS, "arm", "propensity", "converted", "margin"]].to_csv(path, index=False)
