@@ -23,7 +23,7 @@ from training.baselines import RFM_COLUMNS, bgnbd_baseline, recency_baseline
 from training.calibration import apply_calibrator, fit_calibrator
 from training.specs import ModelSpec
 from training.split import time_split
-from training.tuning import base_params, fit_booster, study_storage, tune
+from training.tuning import LGB_METRIC, base_params, fit_booster, study_storage, tune
 
 KEYS = ("customer_id", "cutoff")
 # columns that are never features even when no feature list is given (labels of features.labels, keys)
@@ -184,7 +184,8 @@ def train(
         yva,
         feats,
         storage=study_storage(cfg.paths.data_dir),
-        study_name=f"{spec.name}-{digest[:16]}",
+        # the metric is part of the name: a study must never mix trials scored by different metrics
+        study_name=f"{spec.name}-{LGB_METRIC[spec.objective]}-{digest[:16]}",
         trials=o.trials,
         timeout_seconds=o.timeout_seconds,
         early_stopping=o.early_stopping_rounds,

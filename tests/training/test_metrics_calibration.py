@@ -9,6 +9,7 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from rebuy.config import SegmentsConfig
+from rebuy.errors import RebuyError
 from training.calibration import apply_calibrator, fit_calibrator
 from training.metrics import bootstrap_auc_diff, expected_calibration_error, lift_at, roc_auc
 from training.segments import segment, value_cut, value_cut_from_meta
@@ -87,3 +88,11 @@ def test_value_cut_from_stored_quantiles_interpolates():
     meta = {"prediction_quantiles": np.linspace(0, 100, 21).tolist()}
     assert value_cut_from_meta(meta, SegmentsConfig(high_value_quantile=0.8)) == pytest.approx(80.0)
     assert value_cut_from_meta(meta, SegmentsConfig(high_value_quantile=0.825)) == pytest.approx(82.5)
+
+
+def test_stored_value_cut_wins_and_a_model_without_either_is_refused():
+    # the cut written at training time stays, even if the configured quantile changed since
+    meta = {"value_cut": 42.0, "prediction_quantiles": np.linspace(0, 100, 21).tolist()}
+    assert value_cut_from_meta(meta, SegmentsConfig(high_value_quantile=0.5)) == 42.0
+    with pytest.raises(RebuyError, match="retrain"):
+        value_cut_from_meta({"feature_names": ["x"]}, SegmentsConfig())

@@ -21,8 +21,12 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".pt", ".sav")
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "open: on the 3,000-customer shop the model reaches ~0.90-0.91 of the oracle's AUC (e.g. churn 0.810 vs "
-        "0.889), well above recency and BG/NBD; the oracle sees hidden alive/intent state the features do not"
+        "open: on the 3,000-customer shop (each model tested on the latest cutoffs its horizon allows) the "
+        "model reaches ~0.87-0.88 of the oracle's AUC (churn 0.759 vs 0.873, repurchase 0.754 vs 0.854), "
+        "above recency and BG/NBD. The gap is hidden per-customer traits, not missing features: with the "
+        "simulator's TRUE alive and intent state added as features a LightGBM on the same rows reaches only "
+        "0.88-0.91 of the oracle, and ~0.96 only once the hidden cycle scale/shape and conversion are added "
+        "(benchmarks/results/train-oracle-gap.md)"
     ),
 )
 @pytest.mark.parametrize("name", ["churn", "repurchase"])

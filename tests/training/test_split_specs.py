@@ -56,10 +56,33 @@ def test_too_few_cutoffs_or_nothing_left_to_train_is_a_clear_error():
 def test_spec_naming_a_missing_feature_service_fails_with_what_exists():
     spec = get_spec(Config(), "churn")
     with pytest.raises(RebuyError) as err:
-        resolve_features(spec, {"repurchase_v1": ["a"], "value_v1": ["b"]})
+        resolve_features(spec, {"repurchase_v2": ["a"], "churn_v1": ["b"]})
     msg = str(err.value)
-    assert "churn_v1" in msg and "repurchase_v1" in msg and "value_v1" in msg and "what to do" in msg
-    assert resolve_features(spec, {"churn_v1": ["x", "y"]}) == ["x", "y"]
+    assert "churn_v2" in msg and "repurchase_v2" in msg and "churn_v1" in msg and "what to do" in msg
+    assert resolve_features(spec, {"churn_v2": ["x", "y"]}) == ["x", "y"]
+
+
+def test_known_services_keep_every_version_so_older_champions_still_resolve():
+    from training.run import known_services
+
+    services = known_services()
+    assert {
+        "churn_v1",
+        "repurchase_v1",
+        "value_v1",
+        "offer_v1",
+        "churn_v2",
+        "repurchase_v2",
+        "value_v2",
+    } <= set(services)
+    # v2 = v1 + the activity family and its request-time features; v1 is unchanged (32 churn features)
+    assert len(services["churn_v1"]) == 32 and "engagements_total" not in services["churn_v1"]
+    added = [f for f in services["churn_v2"] if f not in services["churn_v1"]]
+    assert {"engagements_total", "views_since_order", "days_since_event", "engagement_overdue"} <= set(added)
+    assert [f for f in services["churn_v2"] if f in services["churn_v1"]] == services["churn_v1"]
+    assert all(
+        get_spec(Config(), m).feature_service.endswith("_v2") for m in ("churn", "repurchase", "value")
+    )
 
 
 def test_specs_take_horizons_from_config_and_unknown_models_are_refused():
