@@ -195,6 +195,7 @@ def run_pass(
             pool,
             as_of,
             batch_size=cfg.policy.score_batch_size,
+            concurrency=cfg.policy.score_concurrency,
             progress=(lambda n: progress.advance(task, n)) if progress else None,
         )
         timings["scoring"] = clock() - t0

@@ -346,6 +346,8 @@ class PolicyConfig(_Section):
     caps: CapsConfig = Field(default_factory=CapsConfig)
     triggers: list[TriggerConfig] = Field(default_factory=_default_triggers)
     score_batch_size: int = 500
+    # /score requests in flight at once: the service scores one batch while the orchestrator decodes another
+    score_concurrency: int = Field(default=2, ge=1, le=16)
     holidays: list[HolidayConfig] = Field(default_factory=_default_holidays)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 

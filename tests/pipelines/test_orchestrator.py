@@ -249,3 +249,21 @@ def test_bulk_logged_decisions_read_back_exactly(tmp_path: Path) -> None:
     assert not back["pseudonymised"].any()
     assert box["decision_id"].tolist() == ["d1"] and box["status"].tolist() == ["pending"]
     assert json.loads(box["payload"][0])["decided_at"] == at.isoformat()
+
+
+def test_concurrent_scoring_returns_the_same_frame_in_batch_order() -> None:
+    from pipelines.score_client import score_frame
+
+    ids = [f"c{i}" for i in range(23)]
+    done: list[int] = []
+    one = score_frame(FakeScoreClient(), ids, AS_OF, batch_size=5)
+    two = score_frame(FakeScoreClient(), ids, AS_OF, batch_size=5, concurrency=3, progress=done.append)
+    pd.testing.assert_frame_equal(one, two)
+    assert two["customer_id"].tolist() == ids and done == [5, 5, 5, 5, 3]
+
+    class Down:
+        def score(self, batch, offers, as_of):  # type: ignore[no-untyped-def]
+            raise ScoringError("service down")
+
+    with pytest.raises(ScoringError, match="down"):
+        score_frame(Down(), ids, AS_OF, batch_size=5, concurrency=2)
