@@ -84,6 +84,24 @@ def _next_date(local_dates: pd.Series, month: int, day: int) -> pd.Series:
     return pd.Series(nxt[codes] if len(codes) else nxt[:0], index=local_dates.index)
 
 
+def _next_dates(today: pd.Series, month: np.ndarray, day: np.ndarray) -> pd.Series:
+    """`_next_one` per row with its own month/day, vectorised (birthdays: one per customer)."""
+
+    def on(year: np.ndarray) -> pd.Series:
+        leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+        d = np.where((month == 2) & (day == 29) & ~leap, 28, day)
+        return pd.Series(
+            pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": d})).to_numpy(),
+            index=today.index,
+        )
+
+    if not len(today):
+        return pd.Series(np.array([], dtype="datetime64[ns]"), index=today.index)
+    year = today.dt.year.to_numpy()
+    this = on(year)
+    return this.where(this >= today, on(year + 1))
+
+
 def _safe_date(year: int, month: int, day: int) -> pd.Timestamp:
     if month == 2 and day == 29 and not pd.Timestamp(year=year, month=1, day=1).is_leap_year:
         day = 28
@@ -123,11 +141,7 @@ def rule_candidates(
         if trig.kind == "birthday":
             bday = pd.to_datetime(customers.set_index("customer_id")["birthday"], errors="coerce").dropna()
             today = clock.reindex(bday.index)
-            nxt = pd.Series(
-                [_next_one(t, b.month, b.day) for t, b in zip(today, bday, strict=True)],
-                index=bday.index,
-                dtype="datetime64[ns]",
-            )
+            nxt = _next_dates(today, bday.dt.month.to_numpy(), bday.dt.day.to_numpy())
             hit = nxt.loc[(nxt - today) < window]
             return _frame(hit.index.to_series(), trig, "birthday:" + hit.dt.strftime("%Y"), priority)
         buyers = clock.reindex(summary.index)

@@ -165,3 +165,17 @@ def test_holiday_config_refuses_impossible_or_ambiguous_dates() -> None:
     PolicyConfig(
         holidays=[HolidayConfig(name="bf", date="2025-11-28"), HolidayConfig(name="bf", date="2026-11-27")]
     )
+
+
+def test_vectorised_next_birthday_equals_the_one_by_one_rule() -> None:
+    import numpy as np
+
+    from pipelines.triggers import _next_dates, _next_one
+
+    rng = np.random.default_rng(3)
+    today = pd.Series(pd.to_datetime("2023-01-01") + pd.to_timedelta(rng.integers(0, 2000, 500), unit="D"))
+    bday = pd.Series(pd.to_datetime("1960-01-01") + pd.to_timedelta(rng.integers(0, 20000, 500), unit="D"))
+    bday.iloc[:40] = pd.Timestamp("1992-02-29")  # falls on 28 Feb in other years
+    got = _next_dates(today, bday.dt.month.to_numpy(), bday.dt.day.to_numpy())
+    want = [_next_one(t, b.month, b.day) for t, b in zip(today, bday, strict=True)]
+    assert got.tolist() == want
