@@ -22,7 +22,9 @@ def _data(seed: int, swap: bool = False) -> OfferData:
         arm = np.where(arm == "A", "none", np.where(arm == "none", "A", arm)).astype(object)
     conv, spend = d["outcomes"]["conversion"], d["outcomes"]["spend"]
     out = pd.DataFrame({"conversion": conv, "margin": spend * 0.35, "revenue": spend, "n_orders": conv})
-    keys = pd.DataFrame({"customer_id": [f"c{i}" for i in range(len(arm))], "cutoff": pd.Timestamp("2025-01-01")})
+    keys = pd.DataFrame(
+        {"customer_id": [f"c{i}" for i in range(len(arm))], "cutoff": pd.Timestamp("2025-01-01")}
+    )
     data = LoggedSet(d["X"], arm, d["propensity"], out, ("seg",), keys=keys)
     held = offer.hash_split([f"d{i}" for i in range(len(arm))], 0.3)
     return OfferData(data.take(np.flatnonzero(~held)), data.take(np.flatnonzero(held)), len(arm))
