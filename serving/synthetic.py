@@ -80,6 +80,7 @@ class InMemoryReader:
 
     table: pd.DataFrame
     feature_names: tuple[str, ...]
+    shared: InMemoryStore | None = None
     _pos: dict[str, int] = field(init=False, repr=False)
     _X: np.ndarray = field(init=False, repr=False)
     _ts: np.ndarray = field(init=False, repr=False)
@@ -99,6 +100,34 @@ class InMemoryReader:
         age = np.full(len(idx), np.nan)
         age[found] = (now.value - self._ts[idx[found]]) / 1e9
         return X, found, age
+
+
+class InMemoryStore:
+    """Several services over one feature table, read with one id lookup per request for all of them.
+
+    The in-memory counterpart of features.online.OnlineStoreReader (the scorer calls `read_services`
+    for readers whose `shared` is this store); results equal each InMemoryReader's own `read`.
+    """
+
+    def __init__(self, table: pd.DataFrame, services: Mapping[str, Sequence[str]]) -> None:
+        names = list(dict.fromkeys(f for fs in services.values() for f in fs))
+        self.readers = {svc: InMemoryReader(table, tuple(fs), shared=self) for svc, fs in services.items()}
+        self._cols = {svc: np.array([names.index(f) for f in fs]) for svc, fs in services.items()}
+        self._pos = {str(c): i for i, c in enumerate(table.index)}
+        self._X = table.loc[:, names].to_numpy(dtype=np.float64)
+        self._ts = table["updated_at"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+    def read_services(
+        self, services: Sequence[str], customer_ids: Sequence[str], now: pd.Timestamp
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        get = self._pos.get
+        idx = np.array([get(c, -1) for c in customer_ids], dtype=np.int64)
+        found = idx >= 0
+        rows = np.full((len(idx), self._X.shape[1]), np.nan)
+        rows[found] = self._X[idx[found]]
+        age = np.full(len(idx), np.nan)
+        age[found] = (now.value - self._ts[idx[found]]) / 1e9
+        return {svc: (rows[:, self._cols[svc]], found, age) for svc in services}
 
 
 def feature_table(n: int, seed: int, updated_at: str = "2025-06-30T00:00:00Z") -> pd.DataFrame:
@@ -181,7 +210,7 @@ def synthetic_scorer(
     offer_model = SyntheticOfferModel(
         boosters, FEATURES["offer_v1"], "offer_v1", version, costs={"coupon_10pct": 0.5, "free_shipping": 0.3}
     )
-    readers = {svc: InMemoryReader(table, FEATURES[svc]) for svc in FEATURES}
+    readers = InMemoryStore(table, FEATURES).readers
     seg_cfg = SegmentsConfig()
     cut = value_cut(models["value"].predict(X("value_v1")), seg_cfg)
     scorer = Scorer(

@@ -87,3 +87,18 @@ def test_scorer_reads_a_shared_store_once_per_request() -> None:
     assert calls == [sorted(scorer.readers)]
     np.testing.assert_array_equal(a.churn, b.churn)
     np.testing.assert_array_equal(a.cold_start, b.cold_start)
+
+
+def test_in_memory_store_shared_read_equals_each_readers_own() -> None:
+    """The synthetic store (tests, benchmark) follows the same contract as the online one."""
+    from serving.synthetic import FEATURES, InMemoryReader, InMemoryStore, feature_table
+
+    table = feature_table(40, seed=2)
+    store = InMemoryStore(table, FEATURES)
+    ids = ["c000003", "ghost", "c000039", "c000003"]
+    now = pd.Timestamp("2025-07-01T00:00:00Z")
+    got = store.read_services(list(FEATURES), ids, now)
+    for svc, names in FEATURES.items():
+        for g, w in zip(got[svc], InMemoryReader(table, names).read(ids, now), strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert got["churn_v1"][1].tolist() == [True, False, True, True]
