@@ -84,7 +84,8 @@ def _resolve(spec: str) -> Any:
 
 
 def factory_from_env() -> ScorerFactory:
-    return _resolve(os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY)  # type: ignore[no-any-return]
+    factory: ScorerFactory = _resolve(os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY)
+    return factory
 
 
 def versions_fn_from_env() -> Callable[[Config], dict[str, str]] | None:
@@ -92,7 +93,7 @@ def versions_fn_from_env() -> Callable[[Config], dict[str, str]] | None:
     spec = os.environ.get(ENV_VERSIONS)
     if not spec and (os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY) == DEFAULT_FACTORY:
         spec = DEFAULT_VERSIONS
-    return _resolve(spec) if spec else None  # type: ignore[no-any-return]
+    return _resolve(spec) if spec else None
 
 
 def freeze_heap() -> None:
