@@ -202,7 +202,7 @@ def validate_decisions(
             rows=d.loc[~okd, ["decision_id", "offer", "propensity", "distribution"]].head(5),
             hint="export the randomization's probabilities per offer for every decision",
         )
-    d["distribution"] = [{str(k): float(x) for k, x in v.items()} for v in dist]
+    d["distribution"] = pd.Series([{str(k): float(x) for k, x in v.items()} for v in dist], index=d.index)
     if known_customers is not None:
         unknown_c = ~d["customer_id"].isin(set(known_customers.astype(str)))
         if unknown_c.any():
@@ -270,8 +270,8 @@ def import_decisions(cfg: Config, path: Path, as_of: pd.Timestamp) -> DecisionIm
         before = dlog.existing_ids(conn, d["decision_id"].tolist())
         new = d[~d["decision_id"].isin(before)]
         dlog.log_decisions(conn, new)
-        for at, ids in new.groupby("decided_at")["decision_id"]:
-            dlog.mark_sent(conn, ids.tolist(), pd.Timestamp(at))
+        for at in pd.DatetimeIndex(new["decided_at"]).unique():
+            dlog.mark_sent(conn, new.loc[new["decided_at"] == at, "decision_id"].tolist(), at)
     randomized = int(sum(sum(1 for v in dist.values() if v > 0) > 1 for dist in d["distribution"]))
     return DecisionImport(
         file=str(path),
@@ -279,6 +279,6 @@ def import_decisions(cfg: Config, path: Path, as_of: pd.Timestamp) -> DecisionIm
         randomized=randomized,
         already_logged=len(before),
         written=len(new),
-        campaigns=d["campaign"].value_counts().to_dict(),
-        offers=d["offer"].value_counts().to_dict(),
+        campaigns={str(k): int(v) for k, v in d["campaign"].value_counts().items()},
+        offers={str(k): int(v) for k, v in d["offer"].value_counts().items()},
     )

@@ -275,7 +275,7 @@ def _actions(train: LoggedSet | None, test: LoggedSet, control: str) -> list[str
 
 
 def evaluate_uplift(
-    model: UpliftModel,
+    model: UpliftModel | MarginModel,
     test: LoggedSet,
     control: str,
     outcome: str,
@@ -374,7 +374,7 @@ def _on_policy(y: np.ndarray) -> Estimate:
 
 
 def personalised_actions(
-    model: UpliftModel, M: np.ndarray, target: str, allowed: pd.DataFrame | None = None
+    model: UpliftModel | MarginModel, M: np.ndarray, target: str, allowed: pd.DataFrame | None = None
 ) -> np.ndarray:
     """The greedy policy per row: the allowed arm with the highest positive estimated effect, else control.
 
@@ -552,7 +552,7 @@ class MarginModel:
     def save(self, path: Path) -> Path:
         path = Path(path)
         self.conversion.save(path / CONVERSION)
-        basket = {}
+        basket: dict[str, float | str] = {}
         for name, b in (("revenue", self.revenue), ("orders", self.orders)):
             if isinstance(b, float):
                 basket[name] = b
@@ -634,7 +634,7 @@ def fit_margin_model(
         ords = fit_base_learner(M[conv], ord_y, False, cat, seed + 12, params)
     arms = [conversion.control, *conversion.arms]
     model = MarginModel(conversion, rev, ords, {a: Economics.of(a, offers) for a in arms})
-    model.model_mean = {a: float(v) for a, v in model.raw_effects(M).mean().items()}
+    model.model_mean = {str(a): float(v) for a, v in model.raw_effects(M).mean().items()}
     model.center = measured_effects(data, MARGIN, conversion.control, conversion.arms)
     return model
 
@@ -734,7 +734,7 @@ def learn_offer_model(
     margin, values = choose_shrink(fit_margin_model(sel.model, fit, offers, seed=seed, params=params), valid)
     ev_conv = evaluate_uplift(sel.model, test, control, CONVERSION, train=train)
     ev_conv.selection = sel
-    ev_marg = evaluate_uplift(margin, test, control, MARGIN, current=current, train=train)  # type: ignore[arg-type]
+    ev_marg = evaluate_uplift(margin, test, control, MARGIN, current=current, train=train)
     model = OfferModel(
         sel.model,
         margin,
