@@ -6,6 +6,12 @@ through `learn_and_evaluate`: split off held-out rows, fit every learner on the 
 Qini, then value the greedy policy, every constant policy ("everyone gets X", "nobody") and any other
 candidate with IPS, SNIPS and doubly robust estimates on the held-out rows. There is no second
 implementation for campaigns: `training.campaign` calls the same function.
+
+The served offer model (`rebuy train offer`, `learn_offer_model`) adds what the benchmark showed a margin
+needs: the incremental margin comes from the incremental *conversion* times the catalogue's known margin
+and costs (`MarginModel`), centred on each arm's measured average effect, with its spread kept only where
+validation rows surely favour it; learner, tuning and shrink are chosen on a validation part of the
+training rows, so the held-out rows the promotion gate values on stay untouched.
 """
 
 from __future__ import annotations
