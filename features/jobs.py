@@ -61,12 +61,13 @@ def apply_job(cfg: Config) -> dict[str, object]:
 def build_job(cfg: Config, as_of: pd.Timestamp) -> dict[str, object]:
     """Offline feature snapshots at the training cutoffs and at `as_of` (the latest)."""
     from features.store import apply, build
-    from features.training_set import cutoff_grid
+    from features.training_set import cutoff_grid, data_end
 
     with _progress() as progress:
         tables = _read(cfg, progress)
         horizons = {cfg.horizons.churn_days, cfg.horizons.repurchase_days, cfg.horizons.value_days}
-        grid = {c for h in horizons for c in cutoff_grid(cfg, as_of, horizon_days=h)}
+        end = min(as_of, data_end(tables))  # labels are known up to the latest row, as in `rebuy train`
+        grid = {c for h in horizons for c in cutoff_grid(cfg, end, horizon_days=h)}
         snapshots = [*sorted(grid), as_of]  # every model's training cutoffs, then the latest
         apply(cfg)
         task = progress.add_task(f"features at {len(snapshots)} snapshots", total=len(snapshots))

@@ -55,7 +55,14 @@ def data_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
     events = tables.get("events")
     if events is not None and len(events):
         ends.append(events["occurred_at"].max())
-    return max(e for e in ends if pd.notna(e))
+    known = [e for e in ends if pd.notna(e)]
+    if not known:
+        raise DataError(
+            "there are no orders or events, so no label can be known",
+            file="orders",
+            hint="import the shop's orders first (rebuy import)",
+        )
+    return max(known)
 
 
 def build_training_set(

@@ -12,7 +12,7 @@ from features.compute import REQUEST_TIME, compute_features, epoch_seconds, requ
 from features.feature_repo.definitions import SERVICES, model_features, service_name
 from features.labels import LABELS
 from features.store import build, offline_dir
-from features.training_set import build_training_set, cutoff_grid, feature_names
+from features.training_set import build_training_set, cutoff_grid, data_end, feature_names
 from rebuy.config import Config, FeaturesConfig, HorizonsConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
@@ -65,6 +65,19 @@ def test_cutoff_grid_matures_before_as_of_and_ends_at_each_horizon():
     midnight = pd.Timestamp("2025-06-30", tz="UTC")
     assert cutoff_grid(exact, midnight, horizon_days=58)[-1] == pd.Timestamp("2025-05-03", tz="UTC")
     assert cutoff_grid(exact, midnight)[-1] == pd.Timestamp("2025-04-05", tz="UTC")
+
+
+def test_labels_are_known_up_to_the_latest_order_or_event(tables):
+    from rebuy.contract import empty
+    from rebuy.errors import DataError
+
+    # the hand-written shop's latest row is the order of Mar 2 (the events end at C + 1 h, Mar 1)
+    assert data_end(tables) == pd.Timestamp("2025-03-02", tz="UTC")
+    later = tables["events"].iloc[:1].assign(occurred_at=pd.Timestamp("2025-03-05 10:00", tz="UTC"))
+    with_later = dict(tables, events=pd.concat([tables["events"], later], ignore_index=True))
+    assert data_end(with_later) == pd.Timestamp("2025-03-05 10:00", tz="UTC")
+    with pytest.raises(DataError, match="no orders or events"):
+        data_end({"orders": empty("orders"), "events": empty("events")})
 
 
 def test_training_set_equals_a_hand_written_as_of_join(cfg, make_shop):
