@@ -1,7 +1,8 @@
 """Probability calibration stored as plain data, so serving applies exactly the transform training fitted.
 
-A calibrator is a JSON-able dict: {"method": "isotonic", "x": [...], "y": [...]} (piecewise-linear
-interpolation, clipped at the ends — what sklearn's IsotonicRegression predicts) or
+A calibrator is a JSON-able dict: {"method": "isotonic", "x": [...], "y": [...], "tie_break": 1e-6}
+(piecewise-linear interpolation, clipped at the ends — what sklearn's IsotonicRegression predicts — plus
+a tiny slope on the raw score that keeps the booster's ranking inside isotonic's flat steps) or
 {"method": "platt", "a": .., "b": ..} (sigmoid of a·logit(p)+b), or {"method": "identity"}.
 """
 
@@ -17,6 +18,10 @@ from rebuy.errors import RebuyError
 
 # below this many held-out rows isotonic steps overfit; a two-parameter Platt fit is steadier
 MIN_ISOTONIC_ROWS = 1000
+# isotonic regression is flat between its steps, so it ties customers the booster ranked apart and costs
+# AUC (measured 0.003-0.004 on simulated shops); this slope on the raw score breaks the ties in the
+# booster's order while moving no probability by more than 1e-6
+TIE_BREAK = 1e-6
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -38,7 +43,12 @@ def fit_calibrator(p: np.ndarray, y: np.ndarray, method: str = "auto") -> dict[s
         return {"method": "identity"}
     if method == "isotonic":
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, y)
-        return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+        return {
+            "method": "isotonic",
+            "x": iso.X_thresholds_.tolist(),
+            "y": iso.y_thresholds_.tolist(),
+            "tie_break": TIE_BREAK,
+        }
     if method == "platt":
         z = _logit(p)
 
@@ -57,7 +67,11 @@ def apply_calibrator(cal: dict[str, Any], p: np.ndarray) -> np.ndarray:
     if method == "identity":
         return np.asarray(p, dtype=float)
     if method == "isotonic":
-        return np.interp(p, cal["x"], cal["y"])
+        p = np.asarray(p, dtype=float)
+        out = np.interp(p, cal["x"], cal["y"])
+        # calibrators stored before the tie-break existed apply as they were fitted
+        slope = float(cal.get("tie_break", 0.0))
+        return np.clip(out + slope * np.clip(p, 0.0, 1.0), 0.0, 1.0) if slope else out
     if method == "platt":
         return 1 / (1 + np.exp(-(cal["a"] * _logit(np.asarray(p, dtype=float)) + cal["b"])))
     raise RebuyError(f"calibrator with unknown method {method!r}; retrain the model")

@@ -53,7 +53,9 @@ def test_isotonic_calibrator_is_json_and_matches_sklearn():
     assert cal["method"] == "isotonic"
     iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(p, y)
     grid = np.linspace(-0.1, 1.1, 57)
-    np.testing.assert_allclose(apply_calibrator(cal, grid), iso.predict(grid), atol=1e-12)
+    # sklearn's isotonic prediction, up to the tie-break slope (at most 1e-6)
+    np.testing.assert_allclose(apply_calibrator(cal, grid), iso.predict(grid), rtol=0, atol=1e-6 + 1e-12)
+    assert not np.allclose(apply_calibrator(cal, grid), iso.predict(grid), rtol=0, atol=1e-12)
     assert expected_calibration_error(y, apply_calibrator(cal, p)) < expected_calibration_error(y, p)
 
 
@@ -96,3 +98,14 @@ def test_stored_value_cut_wins_and_a_model_without_either_is_refused():
     assert value_cut_from_meta(meta, SegmentsConfig(high_value_quantile=0.5)) == 42.0
     with pytest.raises(RebuyError, match="retrain"):
         value_cut_from_meta({"feature_names": ["x"]}, SegmentsConfig())
+
+
+def test_isotonic_keeps_the_booster_ranking_inside_its_flat_steps():
+    # y = 0, 1, 0, 1 on raw scores 0.1 .. 0.4: isotonic pools the middle two to 0.5 (a flat step)
+    cal = fit_calibrator(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.0, 1.0, 0.0, 1.0]), method="isotonic")
+    out = apply_calibrator(cal, np.array([0.2, 0.25, 0.3]))
+    assert np.all(np.diff(out) > 0)  # still in the raw order, no ties
+    np.testing.assert_allclose(out, [0.5, 0.5, 0.5], atol=1e-6)  # and still the calibrated probability
+    # a calibrator stored without the tie-break (older models) applies exactly as fitted
+    old = {k: v for k, v in cal.items() if k != "tie_break"}
+    assert apply_calibrator(old, np.array([0.2, 0.3])).tolist() == [0.5, 0.5]
