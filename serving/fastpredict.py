@@ -78,8 +78,11 @@ class FastBooster:
         self._fast_fn = _FAST_PROTO(("LGBM_BoosterPredictForMatSingleRowFast", _LIB))
 
     def __del__(self) -> None:
-        for handle in getattr(self, "_configs", {}).values():
-            _LIB.LGBM_FastConfigFree(handle)
+        try:
+            for handle in getattr(self, "_configs", {}).values():
+                _LIB.LGBM_FastConfigFree(handle)
+        except Exception:  # interpreter shutdown may have torn down ctypes/lightgbm already
+            pass
 
     def __getattr__(self, name: str) -> Any:
         # everything but predict (num_feature, feature_name, dump_model, ...) is the booster's
