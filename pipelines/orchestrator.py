@@ -43,6 +43,7 @@ from pipelines.triggers import (
     all_rule_candidates,
     audience_pool,
     decision_id,
+    order_summary,
     select_candidates,
 )
 from rebuy.config import Config
@@ -183,8 +184,9 @@ def run_pass(
         ids = tables["customers"]["customer_id"].astype(str)
         excluded = {c for c in ids if dl.forget_hash(c, salt) in forgotten} if forgotten else set()
 
-        rules = all_rule_candidates(cfg, as_of, tables)
-        rule = select_candidates(cfg, as_of, tables, None, exclude=excluded, rules=rules)
+        summary = order_summary(tables["orders"], as_of)
+        rules = all_rule_candidates(cfg, as_of, tables, summary)
+        rule = select_candidates(cfg, as_of, tables, None, exclude=excluded, rules=rules, summary=summary)
         pool = scoring_pool(cfg, as_of, tables, rule, history) - excluded
         pool = sorted(pool)
         timings["read_state_and_rules"] = clock() - t0
@@ -200,7 +202,7 @@ def run_pass(
         )
         timings["scoring"] = clock() - t0
         t0 = clock()
-        cands = select_candidates(cfg, as_of, tables, scores, exclude=excluded, rules=rules)
+        cands = select_candidates(cfg, as_of, tables, scores, exclude=excluded, rules=rules, summary=summary)
         n_cands = len(cands)
         if n_cands:
             dids = [

@@ -68,13 +68,22 @@ class HttpScoreClient:
             "offers": list(offers) if offers is not None else None,
             "as_of": as_of.isoformat() if as_of is not None else None,
         }
-        try:
-            resp = self._client.post(f"{self.url}/score", json=body)
-        except httpx.HTTPError as exc:
-            raise ScoringError(
-                f"cannot reach the scoring service at {self.url}: {exc}. "
-                "Start it with `rebuy serve` or set serving.url in rebuy.toml."
-            ) from exc
+        for attempt in range(2):
+            try:
+                resp = self._client.post(f"{self.url}/score", json=body)
+                break
+            except httpx.RemoteProtocolError:
+                # the server closed a kept-alive connection as it was reused (idle while the pass decided);
+                # scoring is read-only, so asking once more on a fresh connection is safe
+                if attempt:
+                    raise ScoringError(
+                        f"the scoring service at {self.url} dropped the request twice"
+                    ) from None
+            except httpx.HTTPError as exc:
+                raise ScoringError(
+                    f"cannot reach the scoring service at {self.url}: {exc}. "
+                    "Start it with `rebuy serve` or set serving.url in rebuy.toml."
+                ) from exc
         if resp.status_code != 200:
             raise ScoringError(f"{self.url}/score answered {resp.status_code}: {resp.text[:500]}")
         results = resp.json().get("results")

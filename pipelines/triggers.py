@@ -193,13 +193,15 @@ def select_candidates(
     *,
     exclude: set[str] | frozenset[str] = frozenset(),
     rules: list[pd.DataFrame] | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per customer: the highest-priority trigger that fires for them at `as_of`.
 
     `scores` (from `score_frame`) feeds the audience triggers; None leaves them out. Customers in
-    `exclude` (the forget list) never appear. `rules` reuses `all_rule_candidates` already computed.
+    `exclude` (the forget list) never appear. `rules` and `summary` reuse `all_rule_candidates` and
+    `order_summary` already computed for this `as_of`.
     """
-    summary = order_summary(tables["orders"], as_of)
+    summary = order_summary(tables["orders"], as_of) if summary is None else summary
     known = set(tables["customers"]["customer_id"])
     parts = list(rules) if rules is not None else all_rule_candidates(cfg, as_of, tables, summary)
     if scores is not None and len(scores):

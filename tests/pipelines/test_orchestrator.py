@@ -267,3 +267,23 @@ def test_concurrent_scoring_returns_the_same_frame_in_batch_order() -> None:
 
     with pytest.raises(ScoringError, match="down"):
         score_frame(Down(), ids, AS_OF, batch_size=5, concurrency=2)
+
+
+def test_http_score_client_asks_again_once_when_a_kept_alive_connection_was_dropped() -> None:
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json={"results": FakeScoreClient().score(["a"], None, None)})
+
+    ok = HttpScoreClient("http://127.0.0.1:1", client=httpx.Client(transport=httpx.MockTransport(flaky)))
+    assert ok.score(["a"], None, AS_OF)[0]["customer_id"] == "a" and calls["n"] == 2
+
+    def gone(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    bad = HttpScoreClient("http://127.0.0.1:1", client=httpx.Client(transport=httpx.MockTransport(gone)))
+    with pytest.raises(ScoringError, match="twice"):
+        bad.score(["a"], None, AS_OF)
