@@ -113,6 +113,9 @@ def test_served_rows_window_model_and_latest_per_customer(monkeypatch: pytest.Mo
     assert rows is not None
     assert dict(zip(rows["customer_id"], rows["prediction"], strict=True)) == {"a": 0.2, "b": 0.3}
     assert "cutoff" in rows.columns
+    # a reference cut on Saturdays only (Mar 1 is one): a's Saturday score, not its later Wednesday one
+    sat = drift_sources._served_rows(cfg, "churn", "rebuy-churn", pd.Timestamp("2025-03-06", tz="UTC"), {5})
+    assert sat is not None and dict(zip(sat["customer_id"], sat["prediction"], strict=True)) == {"a": 0.1}
 
 
 def test_cli_drift_without_champions_says_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
