@@ -394,6 +394,8 @@ def markdown(out: dict) -> str:
             f"of this process; load average {p['load_average_start']} → {p['load_average_end']} on 2 cores) |",
             *[f"| — {k} | {v:.2f} s |" for k, v in p["step_seconds"].items()],
             f"| CPU seconds of the service's processes during the pass | {p.get('service_cpu_seconds')} |",
+            f"| CPU seconds, orchestrator + service (what a quiet 2-core machine must fit in the bar) | "
+            f"{p['pass_cpu_seconds'] + (p.get('service_cpu_seconds') or 0):.1f} |",
             f"| rerun of the same pass (idempotent) | {p['rerun_seconds']:.1f} s, {p['rerun_new_decisions']} new |",
             "",
         ]
