@@ -187,8 +187,7 @@ def run_pass(
         summary = order_summary(tables["orders"], as_of)
         rules = all_rule_candidates(cfg, as_of, tables, summary)
         rule = select_candidates(cfg, as_of, tables, None, exclude=excluded, rules=rules, summary=summary)
-        pool = scoring_pool(cfg, as_of, tables, rule, history) - excluded
-        pool = sorted(pool)
+        pool = sorted(scoring_pool(cfg, as_of, tables, rule, history) - excluded)
         timings["read_state_and_rules"] = clock() - t0
         task = progress.add_task("scoring", total=len(pool)) if progress else None
         t0 = clock()

@@ -131,9 +131,8 @@ def capped(
 ) -> str | None:
     """Which cap one more message on `channel` would break, or None (`counts` from `message_counts`,
     as a frame or as its `to_dict("index")`)."""
-    if isinstance(counts, pd.DataFrame):
-        counts = counts.to_dict("index")
-    row = counts.get(customer_id)
+    table: Any = counts.to_dict("index") if isinstance(counts, pd.DataFrame) else counts
+    row = table.get(customer_id)
     if channel not in MESSAGE_CHANNELS or row is None:
         return None
     if channel in caps.per_channel and row.get(channel, 0) + 1 > caps.per_channel[channel][0]:
@@ -300,9 +299,9 @@ def _decide(
     propensity = probs[np.arange(n), action]
     bad = ~np.isclose(probs.sum(axis=1), 1.0) | (propensity <= 0)
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        first = int(np.flatnonzero(bad)[0])
         raise RebuyError(
-            f"policy produced an invalid draw for {dids[i]}: {dict(zip(actions, probs[i], strict=True))}"
+            f"policy produced an invalid draw for {dids[first]}: {dict(zip(actions, probs[first], strict=True))}"
         )
     dist = [
         {str(a): float(p) for a, p, c in zip(actions, pr, cm, strict=True) if c}
