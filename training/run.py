@@ -94,7 +94,7 @@ def train_specs(
         feats = resolve_features(spec, services)
         ts = training_sets[spec.feature_service]
         if grids is not None and name in grids:
-            ts = ts[ts["cutoff"].isin(pd.DatetimeIndex(grids[name]))]
+            ts = ts[ts["cutoff"].isin(pd.DatetimeIndex(list(grids[name])))]
         orc = None if oracle is None else (lambda keys, spec=spec: oracle(keys, spec))
         result = train(cfg, spec, ts, orc, feature_names=feats, show_progress=show_progress)
         out[name] = ModelRun(result, log_run(cfg, result)) if register else result
