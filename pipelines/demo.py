@@ -49,6 +49,7 @@ class DemoOptions:
     trials: int = 4
     trial_timeout_seconds: int = 20
     cutoff_step_days: int = 28
+    every_hours: int = 6
     # the pre-rebuy randomized campaigns: one a week for this many weeks (0 = none), each reaching this
     # share of the customers with an order. Four weeks of a 5k shop give the gate ~6k held-out decisions,
     # enough to tell the learned policy from uniformly random offers (one week was not: measured)
@@ -103,6 +104,10 @@ def demo_config_text(opts: DemoOptions, port: int, token: str) -> str:
             "",
             "[offers]",
             f"attribution_days = {opts.attribution_days}",
+            "",
+            "# a pass every 6 h still reaches every timezone's waking hours; hourly passes would cost 24 a day",
+            "[policy.schedule]",
+            f"every_hours = {opts.every_hours}",
             "",
             "[training.optuna]",
             f"trials = {opts.trials}",

@@ -153,7 +153,7 @@ def closed_loop(
     on_day: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> tuple[LoopResult, dict[str, pd.DataFrame]]:
     """Run `days` simulated days; returns the result and the grown canonical tables."""
-    from features.store import merge_new_rows, push
+    from features.store import materialize, merge_new_rows, push
     from pipelines.decision_log import engine_for, read_decisions
     from pipelines.orchestrator import run_pass
 
@@ -169,6 +169,9 @@ def closed_loop(
         new = sim.step(1, messages_for_sim(decisions) if len(decisions) else None)
         push(cfg, new, sim.now, history=tables)
         tables = merge_new_rows(tables, new)
+        # the nightly refresh a shop runs from cron: pushes only touch customers with new rows, so without
+        # it a quiet customer's windowed counts (views in 24 h, orders in 30 d) would never slide
+        materialize(cfg, sim.now, tables)
         summary = {
             "day": d + 1,
             **day_summary([r.summary() for r in results]),
