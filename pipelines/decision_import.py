@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.policy_layer import DECISION_COLUMNS
 from rebuy.config import Config
 from rebuy.errors import DataError, RebuyError
 
@@ -230,27 +231,9 @@ def validate_decisions(
     if "segment" not in d:
         d["segment"] = None
     d["note"] = ("imported from " + Path(file).name)[:128]
-    cols = [
-        "decision_id",
-        "customer_id",
-        "decided_at",
-        "trigger",
-        "campaign",
-        "episode",
-        "offer",
-        "channel",
-        "group",
-        "propensity",
-        "distribution",
-        "model_versions",
-        "scores",
-        "reasons",
-        "segment",
-        "note",
-    ]
     for c in ("trigger", "campaign", "episode", "channel", "group"):
         d[c] = d[c].astype(str)
-    return d[cols]
+    return d[list(DECISION_COLUMNS)]
 
 
 def import_decisions(cfg: Config, path: Path, as_of: pd.Timestamp) -> DecisionImport:
