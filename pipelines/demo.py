@@ -270,13 +270,14 @@ def _train_offer(cfg: Config, as_of: pd.Timestamp) -> dict[str, Any]:
 
 def _reports(cfg: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
     from pipelines.drift import run_drift
+    from pipelines.drift_sources import MONITORED_MODELS
     from pipelines.uplift_report import report_uplift
 
     report = report_uplift(cfg, as_of)
     paths = {k: str(v) for k, v in (report.get("paths") or {}).items()}
     paths.setdefault("uplift_report", str(cfg.paths.reports_dir / "uplift"))
     try:
-        drift = run_drift(cfg, as_of, ["churn", "repurchase", "value"], progress=True)
+        drift = run_drift(cfg, as_of, list(MONITORED_MODELS), progress=True)
         drift_rows = drift.to_dict("records")
         paths["drift_index"] = str(cfg.paths.reports_dir / "drift" / "index.html")
     except RebuyError as exc:  # e.g. no served predictions yet: say so, keep the rest of the demo
@@ -353,8 +354,13 @@ def render_summary(res: DemoResult, console: Console) -> None:
     d = Table(title="drift")
     d.add_column("model")
     d.add_column("status")
+    d.add_column("why (the report has the rest)")
     for row in res.drift:
-        d.add_row(str(row.get("model")), str(row.get("status", row.get("line", ""))))
+        d.add_row(
+            str(row.get("model")),
+            str(row.get("status", "")),
+            str(row.get("line", "")).split(" — ", 1)[-1][:160],
+        )
     console.print(d)
     w = Table(title="where to look")
     w.add_column("what")
