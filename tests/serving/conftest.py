@@ -7,9 +7,14 @@ real server (subprocess) instead.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -45,3 +50,45 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         c.max_batch = MAX_BATCH  # type: ignore[attr-defined]
         yield c
     mp.undo()
+
+
+@pytest.fixture
+def rebuy_serve(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
+    """Starts `rebuy serve` on the synthetic scorer in a subprocess on a free 127.0.0.1 port; always killed.
+
+    `start(serving_toml, **env)` writes `[serving]` with the port plus `serving_toml`, and returns the
+    process and its base URL; the server's output goes to tmp_path/server.log.
+    """
+    from serving.server import stop_process_group
+
+    started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def start(serving_toml: str = "", **env: str) -> tuple[subprocess.Popen[bytes], str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        cfg = tmp_path / "rebuy.toml"
+        cfg.write_text(f"[serving]\nport = {port}\n{serving_toml}", encoding="utf-8")
+        full_env = {
+            **os.environ,
+            "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
+            "BENTOML_DO_NOT_TRACK": "True",
+            "BENTOML_HOME": str(tmp_path / "bentoml"),
+            **env,
+        }
+        log = (tmp_path / "server.log").open("wb")
+        args = ["-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg)]
+        proc = subprocess.Popen(
+            [sys.executable, *args, "--data-dir", str(tmp_path / "data")],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append((proc, log))
+        return proc, f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc, log in started:
+        stop_process_group(proc)
+        log.close()

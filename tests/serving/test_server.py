@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,40 +16,8 @@ from serving.server import stop_process_group
 pytestmark = pytest.mark.server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_rebuy_serve_answers_on_localhost(tmp_path: Path) -> None:
-    port = free_port()
-    cfg = tmp_path / "rebuy.toml"
-    cfg.write_text(f'[serving]\nport = {port}\nadmin_token = "t0k"\nmax_batch = 20\n', encoding="utf-8")
-    env = {
-        **os.environ,
-        "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
-        "BENTOML_DO_NOT_TRACK": "True",
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-    }
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from rebuy.cli import main; main()",
-            "serve",
-            "--config",
-            str(cfg),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+def test_rebuy_serve_answers_on_localhost(tmp_path: Path, rebuy_serve) -> None:
+    proc, base = rebuy_serve('admin_token = "t0k"\nmax_batch = 20\n')
     try:
         deadline = time.monotonic() + 120
         ready = False
@@ -82,7 +49,6 @@ def test_rebuy_serve_answers_on_localhost(tmp_path: Path) -> None:
             assert "rebuy_model_info" in c.get("/metrics").text
     finally:
         stop_process_group(proc)
-        log.close()
 
 
 def test_missing_registry_is_a_clear_startup_error(tmp_path: Path) -> None:

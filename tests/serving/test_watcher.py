@@ -8,10 +8,6 @@ exactly one reload.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,45 +24,14 @@ pytestmark = pytest.mark.server
 MODELS = ("churn", "days_to_next", "offer", "repurchase", "value")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_champion_move_is_picked_up_without_a_failed_request(tmp_path: Path) -> None:
-    port = free_port()
-    cfg = tmp_path / "rebuy.toml"
-    cfg.write_text(f"[serving]\nport = {port}\n", encoding="utf-8")
+def test_champion_move_is_picked_up_without_a_failed_request(tmp_path: Path, rebuy_serve) -> None:
     version_file = tmp_path / "champion"
     version_file.write_text("7", encoding="utf-8")
-    env = {
-        **os.environ,
-        "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
-        "REBUY_VERSIONS_FN": "serving.synthetic:champion_versions",
-        "REBUY_SYNTHETIC_VERSION_FILE": str(version_file),
-        "REBUY_RELOAD_POLL_SECONDS": "0.5",
-        "BENTOML_DO_NOT_TRACK": "True",
-        "BENTOML_HOME": str(tmp_path / "bentoml"),
-    }
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from rebuy.cli import main; main()",
-            "serve",
-            "--config",
-            str(cfg),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    proc, base = rebuy_serve(
+        REBUY_VERSIONS_FN="serving.synthetic:champion_versions",
+        REBUY_SYNTHETIC_VERSION_FILE=str(version_file),
+        REBUY_RELOAD_POLL_SECONDS="0.5",
     )
-    base = f"http://127.0.0.1:{port}"
     seen: list[tuple[int, dict[str, str] | None]] = []
     stop = threading.Event()
 
@@ -115,7 +80,6 @@ def test_champion_move_is_picked_up_without_a_failed_request(tmp_path: Path) -> 
         assert 'rebuy_model_info{model="churn",version="8"} 1' in metrics
     finally:
         stop_process_group(proc)
-        log.close()
 
 
 def test_poll_reloads_only_when_the_champions_move(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
