@@ -447,9 +447,9 @@ def analyse(
     role_of.update({c: "prediction" for c in roles.prediction_columns})
     th = thresholds(cfg)
     hourly = [c for c in roles.hour_sensitive if c in cols]
-    by_hour, note = _hour_sensitive_table(ref, current, hourly, roles, cfg, th, role_of)
-    if note:
-        notes.append(note)
+    by_hour, hour_note = _hour_sensitive_table(ref, current, hourly, roles, cfg, th, role_of)
+    if hour_note:
+        notes.append(hour_note)
     if by_hour is not None:
         cols = [c for c in cols if c not in hourly]
     table = column_table(ref_s, cur_s, cols, roles.categorical, th, role_of)
@@ -550,7 +550,11 @@ def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
     from evidently.presets import DataDriftPreset, DatasetStats, ValueStats
 
     th = thresholds(cfg)
-    known = {str(r.column): (float(r.effect), float(r.noise_floor)) for r in result.table.itertuples()}
+    t = result.table
+    known = {
+        str(c): (float(e), float(f))
+        for c, e, f in zip(t["column"], t["effect"], t["noise_floor"], strict=True)
+    }
     _register_stat_test(th, known)
     roles = result.roles
     cols = list(result.table["column"]) if not result.table.empty else []
@@ -579,7 +583,7 @@ def evidently_report(result: DriftResult, cfg: DriftConfig) -> Snapshot:
         DatasetStats(),
         *[ValueStats(column=c) for c in _detail_columns(result, cfg.detail_columns) if c not in empty],
     ]
-    if extra and result.current[roles.target].notna().sum() >= cfg.min_labelled_rows:  # type: ignore[index]
+    if extra and result.current[roles.target].notna().sum() >= cfg.min_labelled_rows:
         metrics.append(ValueDrift(column=roles.target, method=STAT_TEST_NAME, threshold=th.warning_effect))
     report = Report(metrics, metadata={"model": result.model, "status": result.status.level})
     cur = result.current[keep]
@@ -821,9 +825,9 @@ def log_to_mlflow(cfg: Config, result: DriftResult, report_dir: Path) -> str:
         if len(t):
             feats = t[t["role"] == "feature"]
             metrics["share_flagged"] = float((feats["level"] != "ok").mean()) if len(feats) else 0.0
-            for r in t.itertuples():
-                if np.isfinite(r.effect):
-                    metrics[f"effect.{r.column}"] = float(r.effect)
+            for col, eff in zip(t["column"], t["effect"].astype(float), strict=True):
+                if np.isfinite(eff):
+                    metrics[f"effect.{col}"] = float(eff)
         metrics.update({f"performance.{k}": v for k, v in result.performance.items()})
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(report_dir), artifact_path="drift")
@@ -1021,7 +1025,7 @@ def run_retrain(
             except RebuyError as exc:  # recorded, and the other models still get their turn
                 outcome = {"trained": False, "error": str(exc)}
         outcomes.append(dict(outcome))
-    decisions["outcome"] = outcomes
+    decisions["outcome"] = pd.Series(outcomes, index=decisions.index, dtype=object)
     record = {
         "as_of": as_of.isoformat(),
         "if_drift": if_drift,

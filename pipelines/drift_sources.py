@@ -106,7 +106,7 @@ def _served_rows(
 ) -> pd.DataFrame | None:
     """Served rows of the window, one per customer: the latest on one of `weekdays` (the reference's)."""
     try:
-        from serving import prediction_log  # type: ignore[attr-defined]
+        from serving import prediction_log
     except ImportError:
         return None
     log = prediction_log.read(cfg)

@@ -585,11 +585,11 @@ def retrain_cli(
 
     cfg = load(config, data_dir)
     out = run_retrain(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), if_drift=if_drift)
-    for r in out.itertuples():
-        verdict = "retrain" if r.retrain else "keep"
+    for r in out.to_dict("records"):
+        verdict = "retrain" if r["retrain"] else "keep"
         Console().print(
-            f"{r.model}: {verdict} ({r.status or 'no report'}) — {'; '.join(r.reasons[:2])}"
-            + (f" → {r.outcome}" if r.outcome else ""),
+            f"{r['model']}: {verdict} ({r['status'] or 'no report'}) — {'; '.join(r['reasons'][:2])}"
+            + (f" → {r['outcome']}" if r["outcome"] else ""),
             markup=False,
         )
 

@@ -173,7 +173,7 @@ def _active_events(
         day_ns,
         off[a],
         lb[a],
-        np.searchsorted(a, oi),  # type: ignore[arg-type]
+        np.searchsorted(a, oi),
         t_order,
         rng,
         len(a),
@@ -183,9 +183,9 @@ def _active_events(
 
 
 def _events(
-    traits: Traits,
-    st: State,
-    out: DayOut,
+    traits: Traits | SimpleNamespace,  # the namespaces: the same fields compressed to active customers
+    st: State | SimpleNamespace,
+    out: DayOut | SimpleNamespace,
     n_before: np.ndarray,
     day: int,
     day_ns: int,
