@@ -37,7 +37,7 @@ def run_one(customers: int, months: int, seed: int, events: bool, trials: int | 
     from rebuy.contract import empty
     from rebuy.ingest import write_canonical
     from rebuy.simulator import ShopSimulator, SimConfig
-    from training.run import quality_rows, simulator_oracle, train_command
+    from training.run import quality_rows, simulator_oracle
 
     t0 = time.perf_counter()
     sim = ShopSimulator(SimConfig(customers=customers, months=months, seed=seed, events=events))
@@ -64,7 +64,7 @@ def run_one(customers: int, months: int, seed: int, events: bool, trials: int | 
 
         t1, c1 = time.perf_counter(), _cpu_seconds()
         load_before = os.getloadavg()
-        runs = train_command(cfg, "all", sim.now, oracle=timed_oracle, show_progress=True)
+        runs, stages = train_all_timed(cfg, sim.now, timed_oracle)
         total, cpu = time.perf_counter() - t1, _cpu_seconds() - c1
         load_after = os.getloadavg()
     rows = quality_rows(runs)
@@ -89,6 +89,8 @@ def run_one(customers: int, months: int, seed: int, events: bool, trials: int | 
         "train_all_s": round(total - oracle_s, 1),
         "train_all_cpu_s": round(cpu, 1),  # oracle replay included (it runs in this process)
         "oracle_s": round(oracle_s, 1),
+        # wall and CPU seconds per stage (the oracle replay is inside the per-model `train` stages)
+        "stages": stages,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "cutoffs": {name: r.result.split_info.get("test_start") for name, r in runs.items()},
@@ -96,6 +98,45 @@ def run_one(customers: int, months: int, seed: int, events: bool, trials: int | 
         "models": extra,
         "bars": bars(rows),
     }
+
+
+def train_all_timed(
+    cfg: Any, as_of: pd.Timestamp, oracle: Any
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """What `rebuy train all` runs (training.run.train_command), step by step, with wall and CPU per step."""
+    from rebuy.ingest import read_canonical
+    from training.run import ModelRun, known_services, train_specs, training_sets
+    from training.specs import TRAIN_GROUPS
+    from training.tracking import log_run
+
+    stages: dict[str, dict[str, float]] = {}
+
+    def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        t, c = time.perf_counter(), _cpu_seconds()
+        out = fn(*args, **kw)
+        stages[name] = {"wall_s": round(time.perf_counter() - t, 1), "cpu_s": round(_cpu_seconds() - c, 1)}
+        print(f"  {name}: {stages[name]}", flush=True)
+        return out
+
+    names = list(TRAIN_GROUPS["all"])
+    services = known_services()
+    tables = timed("read canonical tables", read_canonical, cfg.paths.data_dir)
+    sets, grids = timed("feature snapshots + training sets", training_sets, cfg, names, tables, as_of)
+    runs: dict[str, Any] = {}
+    for name in names:
+        res = timed(
+            f"{name}: tune, fit, calibrate, evaluate",
+            train_specs,
+            cfg,
+            [name],
+            sets,
+            services,
+            oracle=oracle,
+            register=False,
+            grids=grids,
+        )[name]
+        runs[name] = ModelRun(res, timed(f"{name}: MLflow log + gate", log_run, cfg, res))
+    return runs, stages
 
 
 def _cpu_seconds() -> float:
@@ -149,6 +190,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 + " | ".join("" if c is None else f"{c:.4f}" for c in cells)
                 + " |"
             )
+        if res.get("stages"):
+            lines += ["", "| stage | wall s | CPU s |", "|---|---|---|"] + [
+                f"| {k} | {v['wall_s']} | {v['cpu_s']} |" for k, v in res["stages"].items()
+            ]
         lines += ["", "| bar | met |", "|---|---|"] + [
             f"| {k} | {'yes' if v else '**no**'} |" for k, v in res["bars"].items()
         ]

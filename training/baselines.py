@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import OptimizeResult, minimize
 from scipy.special import gammaln
 from sklearn.linear_model import LogisticRegression
 
@@ -43,9 +43,12 @@ def rfm_at(orders: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
         res = pd.DataFrame({"customer_id": g["customer_id"].to_numpy(), "cutoff": g["cutoff"].to_numpy()})
         res["rfm_orders"] = n.to_numpy()
         res["rfm_x"] = np.where(n > 0, n - 1, np.nan)
-        res["rfm_t_x"] = ((g["max"] - g["min"]) / DAY).to_numpy()
-        res["rfm_T"] = ((cutoff - g["min"]) / DAY).to_numpy()
-        res["rfm_recency"] = ((cutoff - g["max"]) / DAY).to_numpy()
+        first = pd.DatetimeIndex(g["min"])
+        last = pd.DatetimeIndex(g["max"])
+        at = pd.Timestamp(cutoff)  # type: ignore[arg-type]
+        res["rfm_t_x"] = ((last - first) / DAY).to_numpy()
+        res["rfm_T"] = ((at - first) / DAY).to_numpy()
+        res["rfm_recency"] = ((at - last) / DAY).to_numpy()
         out.append(res)
     if not out:
         return pd.DataFrame(columns=["customer_id", "cutoff", *RFM_COLUMNS])
@@ -104,7 +107,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BGNBD:
         val = -np.sum(bgnbd_loglik(np.exp(logp), x, t_x, T)) / len(x)
         return float(val) if np.isfinite(val) else 1e10
 
-    best = None
+    best: OptimizeResult | None = None
     for start in ([0.0, np.log(max(T.mean(), 1.0)), 0.0, 0.0], [-1.0, np.log(30.0), -1.0, 1.0]):
         res = minimize(
             nll,
@@ -114,6 +117,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BGNBD:
         )
         if best is None or res.fun < best.fun:
             best = res
+    assert best is not None  # the loop above ran twice
     r, alpha, a, b = np.exp(best.x)
     return BGNBD(float(r), float(alpha), float(a), float(b))
 
@@ -148,7 +152,8 @@ def bgnbd_baseline(
     fit_rows = train[(train["cutoff"] == train["cutoff"].max()) & (train["rfm_orders"] >= 1)]
     if len(fit_rows) > max_fit_rows:
         fit_rows = fit_rows.sample(max_fit_rows, random_state=seed)
-    model = fit_bgnbd(fit_rows["rfm_x"], fit_rows["rfm_t_x"], fit_rows["rfm_T"])
-    p = model.p_order_within(horizon_days, apply_to["rfm_x"], apply_to["rfm_t_x"], apply_to["rfm_T"])
+    model = fit_bgnbd(*(fit_rows[c].to_numpy(dtype=float) for c in ("rfm_x", "rfm_t_x", "rfm_T")))
+    x, t_x, T = (apply_to[c].to_numpy(dtype=float) for c in ("rfm_x", "rfm_t_x", "rfm_T"))
+    p = model.p_order_within(horizon_days, x, t_x, T)
     p = np.nan_to_num(p, nan=0.0)
     return (1.0 - p if kind == "churn" else p), model

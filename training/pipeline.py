@@ -20,7 +20,7 @@ from rebuy.config import Config
 from rebuy.errors import DataError
 from training import metrics as M
 from training.baselines import RFM_COLUMNS, bgnbd_baseline, recency_baseline
-from training.calibration import apply_calibrator, fit_calibrator
+from training.calibration import apply_calibrator, select_calibrator
 from training.specs import ModelSpec
 from training.split import time_split
 from training.tuning import LGB_METRIC, base_params, fit_booster, study_storage, tune
@@ -55,7 +55,7 @@ class TrainResult:
     test_shap: np.ndarray | None = None
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        raw = self.booster.predict(X, num_threads=1)
+        raw = np.asarray(self.booster.predict(X, num_threads=1))
         return apply_calibrator(self.calibrator, raw) if self.spec.is_binary else raw
 
 
@@ -141,7 +141,7 @@ def _matrix(df: pd.DataFrame, feature_names: list[str]) -> np.ndarray:
 
 
 # the truth for test rows: a frame (customer_id, cutoff, oracle) or a function of the test keys returning one
-Oracle = pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame]
+Oracle = pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame | None]
 
 
 def train(
@@ -201,14 +201,24 @@ def train(
     booster = _truncate(booster)
 
     if spec.is_binary and spec.calibrate:
-        calibrator = fit_calibrator(
-            booster.predict(_matrix(calib_rows, feats), num_threads=1),
-            calib_rows[spec.label].to_numpy(dtype=float),
+        # both halves of the validation customers: the early-stopping half only chose the number of trees
+        # (no tree was fitted on it), and twice the rows steady the calibrator; the method is chosen
+        # across the two halves (training.calibration.select_calibrator)
+        calibrator = select_calibrator(
+            [
+                (
+                    np.asarray(
+                        booster.predict(Xva if part is valid else _matrix(part, feats), num_threads=1)
+                    ),
+                    part[spec.label].to_numpy(dtype=float),
+                )
+                for part in (valid, calib_rows)
+            ]
         )
     else:
         calibrator = {"method": "identity"}
     Xte, yte = _matrix(sp.test, feats), sp.test[spec.label].to_numpy(dtype=float)
-    raw = booster.predict(Xte, num_threads=1)
+    raw = np.asarray(booster.predict(Xte, num_threads=1))
     pred = apply_calibrator(calibrator, raw) if spec.is_binary else raw
     metrics = M.binary_metrics(yte, pred) if spec.is_binary else M.regression_metrics(yte, pred)
     quality = {"model": dict(metrics)}
@@ -224,7 +234,7 @@ def train(
         flat["auc_ratio_to_oracle"] = metrics["roc_auc"] / quality["oracle"]["roc_auc"]
 
     contrib_rows = Xte[: min(len(Xte), 2000)]
-    contrib = booster.predict(contrib_rows, pred_contrib=True, num_threads=1)[:, :-1]
+    contrib = np.asarray(booster.predict(contrib_rows, pred_contrib=True, num_threads=1))[:, :-1]
     shap_mean = dict(zip(feats, np.abs(contrib).mean(axis=0).round(6).tolist(), strict=True))
     importance = dict(zip(feats, booster.feature_importance("gain").round(4).tolist(), strict=True))
     ref = sp.train.sample(min(len(sp.train), cfg.drift.reference_sample), random_state=o.seed)
@@ -248,7 +258,8 @@ def train(
         split_info={
             "train_rows": len(sp.train),
             "valid_rows": len(valid),
-            "calib_rows": len(calib_rows),
+            # rows the calibrator was fitted on (both validation halves; 0 without calibration)
+            "calib_rows": len(valid) + len(calib_rows) if spec.is_binary and spec.calibrate else 0,
             "test_rows": len(sp.test),
             "purged_rows": sp.purged_rows,
             "valid_start": str(sp.valid_start),
@@ -296,14 +307,13 @@ def _baselines(
 def _oracle_quality(
     spec: ModelSpec, test: pd.DataFrame, yte: np.ndarray, oracle: Oracle
 ) -> dict[str, float] | None:
-    if callable(oracle):
-        oracle = oracle(test[list(KEYS)].reset_index(drop=True))
-        if oracle is None:
-            return None
+    frame = oracle(test[list(KEYS)].reset_index(drop=True)) if callable(oracle) else oracle
+    if frame is None:
+        return None
     need = {"customer_id", "cutoff", "oracle"}
-    if not need <= set(oracle.columns):
-        raise DataError(f"oracle frame lacks columns {sorted(need - set(oracle.columns))}")
-    o = test[list(KEYS)].merge(oracle[["customer_id", "cutoff", "oracle"]], on=list(KEYS), how="left")
+    if not need <= set(frame.columns):
+        raise DataError(f"oracle frame lacks columns {sorted(need - set(frame.columns))}")
+    o = test[list(KEYS)].merge(frame[["customer_id", "cutoff", "oracle"]], on=list(KEYS), how="left")
     if o["oracle"].isna().any():
         raise DataError(
             f"oracle has no value for {int(o['oracle'].isna().sum())} test rows",

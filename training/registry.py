@@ -76,15 +76,17 @@ class ModelBundle:
                 f"{self.name} v{self.version} expects {len(self.feature_names)} features "
                 f"({self.feature_service}), got {X.shape[1]}"
             )
-        raw = self.booster.predict(X, num_threads=1)
+        raw = np.asarray(self.booster.predict(X, num_threads=1))
         return apply_calibrator(self.calibrator, raw) if self.is_binary else raw
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the raw score (last column = expected value), via pred_contrib."""
-        return self.booster.predict(
-            np.asarray(X, dtype=np.float64).reshape(-1, len(self.feature_names)),
-            pred_contrib=True,
-            num_threads=1,
+        return np.asarray(
+            self.booster.predict(
+                np.asarray(X, dtype=np.float64).reshape(-1, len(self.feature_names)),
+                pred_contrib=True,
+                num_threads=1,
+            )
         )
 
 

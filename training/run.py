@@ -95,10 +95,19 @@ def train_specs(
         ts = training_sets[spec.feature_service]
         if grids is not None and name in grids:
             ts = ts[ts["cutoff"].isin(pd.DatetimeIndex(list(grids[name])))]
-        orc = None if oracle is None else (lambda keys, spec=spec: oracle(keys, spec))
+        orc = None if oracle is None else _for_spec(oracle, spec)
         result = train(cfg, spec, ts, orc, feature_names=feats, show_progress=show_progress)
         out[name] = ModelRun(result, log_run(cfg, result)) if register else result
     return out
+
+
+def _for_spec(oracle: OracleFn, spec: ModelSpec) -> Callable[[pd.DataFrame], pd.DataFrame | None]:
+    """The oracle bound to one spec: the pipeline asks it for test keys only."""
+
+    def bound(keys: pd.DataFrame) -> pd.DataFrame | None:
+        return oracle(keys, spec)
+
+    return bound
 
 
 def train_command(

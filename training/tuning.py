@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -73,7 +73,10 @@ def fit_booster(
     max_rounds: int = 2000,
     extra_callbacks: list[Callable[[Any], None]] | None = None,
 ) -> lgb.Booster:
-    callbacks = [lgb.early_stopping(early_stopping, verbose=False), *(extra_callbacks or [])]
+    callbacks: list[Callable[..., Any]] = [
+        lgb.early_stopping(early_stopping, verbose=False),
+        *(extra_callbacks or []),
+    ]
     return lgb.train(
         dict(params),
         dtrain,
@@ -117,7 +120,7 @@ def tune(
     """Run (or resume) the study until it holds `trials` finished trials or the time budget is spent."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = LGB_METRIC[spec.objective]
-    direction = "maximize" if metric == "auc" else "minimize"
+    direction: Literal["maximize", "minimize"] = "maximize" if metric == "auc" else "minimize"
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
@@ -191,7 +194,7 @@ def tune(
         )
     else:
         best = study.best_trial
-        best_params, best_value = dict(best.params), float(best.value)
+        best_params, best_value = dict(best.params), float(study.best_value)
         best_iter = int(best.user_attrs.get("best_iteration", 100))
     states = [t.state.name for t in all_trials]
     summary = {

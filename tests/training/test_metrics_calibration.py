@@ -10,7 +10,7 @@ from sklearn.isotonic import IsotonicRegression
 
 from rebuy.config import SegmentsConfig
 from rebuy.errors import RebuyError
-from training.calibration import apply_calibrator, fit_calibrator
+from training.calibration import apply_calibrator, fit_calibrator, select_calibrator
 from training.metrics import bootstrap_auc_diff, expected_calibration_error, lift_at, roc_auc
 from training.segments import segment, value_cut, value_cut_from_meta
 
@@ -109,3 +109,48 @@ def test_isotonic_keeps_the_booster_ranking_inside_its_flat_steps():
     # a calibrator stored without the tie-break (older models) applies exactly as fitted
     old = {k: v for k, v in cal.items() if k != "tie_break"}
     assert apply_calibrator(old, np.array([0.2, 0.3])).tolist() == [0.5, 0.5]
+
+
+def test_select_calibrator_prefers_isotonic_on_a_shape_platt_cannot_follow():
+    # true probability: a step (0.2 below raw 0.5, 0.8 above): no sigmoid of logit(p) follows a jump,
+    # isotonic does; two folds of 5,000 rows each, so the cross-fitted log loss must pick isotonic
+    rng = np.random.default_rng(4)
+    folds = []
+    for _ in range(2):
+        p = rng.uniform(0, 1, 5000)
+        y = (rng.uniform(0, 1, 5000) < np.where(p < 0.5, 0.2, 0.8)).astype(float)
+        folds.append((p, y))
+    cal = json.loads(json.dumps(select_calibrator(folds)))
+    assert cal["method"] == "isotonic"
+    scores = cal["selection"]["cross_fitted_log_loss"]
+    assert scores["isotonic"] < scores["platt"]
+    assert cal["selection"]["rows"] == 10_000  # refitted on both folds
+    out = apply_calibrator(cal, np.array([0.25, 0.75]))
+    np.testing.assert_allclose(out, [0.2, 0.8], atol=0.03)
+
+
+def test_select_calibrator_prefers_platt_when_the_truth_is_a_sigmoid():
+    # true probability sigmoid(2·logit(p) − 1): Platt's own family, so its two parameters beat isotonic's steps
+    rng = np.random.default_rng(5)
+    folds = []
+    for _ in range(2):
+        z = rng.normal(0, 1.5, 1500)
+        p = 1 / (1 + np.exp(-z))
+        y = (rng.uniform(0, 1, len(z)) < 1 / (1 + np.exp(-(2 * z - 1)))).astype(float)
+        folds.append((p, y))
+    cal = select_calibrator(folds)
+    assert cal["method"] == "platt"
+    assert cal["a"] == pytest.approx(2.0, abs=0.25) and cal["b"] == pytest.approx(-1.0, abs=0.25)
+
+
+def test_select_calibrator_on_small_folds_and_bad_input():
+    # 2 x 300 rows: isotonic would be fitted on 300 rows (< 1000), so only Platt is scored
+    rng = np.random.default_rng(6)
+    p = rng.uniform(0.05, 0.95, 600)
+    y = (rng.uniform(0, 1, 600) < p).astype(float)
+    cal = select_calibrator([(p[:300], y[:300]), (p[300:], y[300:])])
+    assert cal["method"] == "platt" and list(cal["selection"]["cross_fitted_log_loss"]) == ["platt"]
+    # one fold: no cross-fitting possible, the plain rule by row count (600 < 1000 -> Platt)
+    assert select_calibrator([(p, y)])["method"] == "platt"
+    with pytest.raises(RebuyError, match="non-empty fold"):
+        select_calibrator([(np.array([]), np.array([]))])
