@@ -179,7 +179,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     with _timed(t, "train", console):
         runs = train_command(cfg, "all", as_of, oracle=oracle, show_progress=True)
         res.quality = quality_rows(runs)
-        res.offer = _train_offer(cfg, as_of)
+        res.offer = train_offer_or_reason(cfg, as_of)
 
     def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
         return retrain_and_reload(cfg, now, grown, url)
@@ -257,7 +257,7 @@ def past_campaign(
     return grown
 
 
-def _train_offer(cfg: Config, as_of: pd.Timestamp) -> dict[str, Any]:
+def train_offer_or_reason(cfg: Config, as_of: pd.Timestamp) -> dict[str, Any]:
     """The offer model from the imported decisions; the demo goes on (offers explored only) if it cannot."""
     from training.offer import train_offer
 

@@ -132,18 +132,18 @@ def rule_candidates(
         ev = ev.loc[ev["event_type"].isin(BROWSE_EVENTS) & (ev["occurred_at"] <= as_of)]
         last_browse = ev.groupby("customer_id", sort=True)["occurred_at"].max()
         # browsed, then `days` passed without a new browse or an order; looked back one window wide
-        hit = last_browse.loc[(last_browse <= as_of - window) & (last_browse > as_of - 2 * window)]
-        last_order = summary["last_order_at"].reindex(hit.index)
-        hit = hit.loc[~(last_order >= hit)]
-        return _frame(hit.index.to_series(), trig, "browse:" + _day(hit), priority)
+        browsed = last_browse.loc[(last_browse <= as_of - window) & (last_browse > as_of - 2 * window)]
+        last_order = summary["last_order_at"].reindex(browsed.index)
+        browsed = browsed.loc[~(last_order >= browsed)]
+        return _frame(browsed.index.to_series(), trig, "browse:" + _day(browsed), priority)
     if trig.kind in ("birthday", "holiday_eve"):
         clock = local_clock(as_of, customers).set_index("customer_id")["local_date"]
         if trig.kind == "birthday":
             bday = pd.to_datetime(customers.set_index("customer_id")["birthday"], errors="coerce").dropna()
             today = clock.reindex(bday.index)
             nxt = _next_dates(today, bday.dt.month.to_numpy(), bday.dt.day.to_numpy())
-            hit = nxt.loc[(nxt - today) < window]
-            return _frame(hit.index.to_series(), trig, "birthday:" + hit.dt.strftime("%Y"), priority)
+            due = nxt.loc[(nxt - today) < window]
+            return _frame(due.index.to_series(), trig, "birthday:" + due.dt.strftime("%Y"), priority)
         buyers = clock.reindex(summary.index)
         parts = []
         calendar = PolicyConfig().holidays if holidays is None else holidays
@@ -154,9 +154,9 @@ def rule_candidates(
                 nxt = _next_date(buyers, int(h.month or 1), int(h.day or 1))
             # the eve: the holiday is 1..days local days ahead
             ahead = (nxt - buyers).dt.days
-            hit = nxt.loc[(ahead >= 1) & (ahead <= days)]
+            eve = nxt.loc[(ahead >= 1) & (ahead <= days)]
             parts.append(
-                _frame(hit.index.to_series(), trig, f"holiday:{h.name}:" + hit.dt.strftime("%Y"), priority)
+                _frame(eve.index.to_series(), trig, f"holiday:{h.name}:" + eve.dt.strftime("%Y"), priority)
             )
         if not parts:
             return _frame(pd.Series([], dtype=object), trig, pd.Series([], dtype=object), priority)
