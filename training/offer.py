@@ -11,7 +11,9 @@ The served offer model (`rebuy train offer`, `learn_offer_model`) adds what the 
 needs: the incremental margin comes from the incremental *conversion* times the catalogue's known margin
 and costs (`MarginModel`), centred on each arm's measured average effect, with its spread kept only where
 validation rows surely favour it; learner, tuning and shrink are chosen on a validation part of the
-training rows, so the held-out rows the promotion gate values on stay untouched.
+training rows, so the held-out rows the promotion gate values on stay untouched. A T-learner on the realised
+margin competes with it on those validation rows (paired doubly robust value, `choose_margin_path`): where
+offers also move what a converter spends (large effects), only the realised margin sees it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from training.uplift import (
     Selection,
     UpliftModel,
     fit_base_learner,
+    fit_uplift,
     select_learner,
 )
 
@@ -518,6 +521,27 @@ class MarginModel:
             )
         return out
 
+    def modelled_margin(self, X: np.ndarray, arm: np.ndarray, converted: np.ndarray) -> np.ndarray:
+        """Per row: converted × what a converter of these features earns under its arm, net of the arm's cost.
+
+        A lower-variance outcome for off-policy evaluation than the realised margin: the basket-size noise
+        is replaced by the basket models' expectation (known economics, revenue and orders per converter
+        from the training rows). Its price: unbiased only if an offer does not change what a converter of
+        the same features spends (the basket models are pooled over arms).
+        """
+        X = self.conversion._check(X)
+        arm = np.asarray(arm, dtype=object)
+        r = np.maximum(_basket(self.revenue, X), 0.0)
+        k = np.maximum(_basket(self.orders, X), 1.0)
+        out = np.zeros(len(X))
+        conv = np.asarray(converted, dtype=float)
+        for a in set(arm.tolist()):
+            if a not in self.economics:
+                raise RebuyError(f"the margin model knows no economics for arm {a!r}")
+            e, m = self.economics[a], arm == a
+            out[m] = conv[m] * ((e.margin - e.redemption_share) * r[m] - e.shipping_per_order * k[m]) - e.cost
+        return out
+
     def raw_effects(self, X: np.ndarray) -> pd.DataFrame:
         lv = self._levels(X)
         return pd.DataFrame({a: lv[a] - lv[self.control] for a in self.arms})
@@ -692,15 +716,76 @@ def choose_shrink(
     return chosen, values
 
 
+MARGIN_PATHS: tuple[str, ...] = ("conversion_economics", "realised_margin_t")
+PATH_RULES: tuple[str, ...] = ("lower_bound", "point")
+
+
+def choose_margin_path(
+    candidates: Mapping[str, UpliftModel | MarginModel],
+    valid: LoggedSet,
+    incumbent: str,
+    rule: str = "lower_bound",
+) -> tuple[str, pd.DataFrame]:
+    """Which margin model's greedy policy to keep, by the paired doubly robust difference on `valid`.
+
+    Every candidate's policy is valued against the incumbent's on the same randomized rows (paired: the
+    margin's own noise, shared by both, cancels). `rule="lower_bound"` switches away from the incumbent
+    only when the difference's lower 95% bound is above 0 (as the shrink and the promotion gate do);
+    `"point"` keeps the highest point estimate. The reward model q̂ is the incumbent's (any q̂ leaves a
+    DR difference unbiased under known propensities; it only changes the variance). If `valid` also chose
+    the incumbent's shrink, the incumbent carries that choice's small optimism: the comparison leans
+    towards keeping it.
+
+    Returns the chosen name and a table: path, value, se, low, high, n (candidate − incumbent) and dr
+    (the candidate's own DR value).
+    """
+    if rule not in PATH_RULES:
+        raise RebuyError(f"unknown path rule {rule!r}; known: {list(PATH_RULES)}")
+    if incumbent not in candidates:
+        raise RebuyError(f"incumbent {incumbent!r} is not among the candidates {sorted(candidates)}")
+    base = candidates[incumbent]
+    actions = [base.control, *base.arms]
+    arm = np.asarray(valid.arm, dtype=object)
+    v = valid.take(np.flatnonzero(np.isin(arm, actions)))
+    M = base.encoder.transform(v.X)
+    a_idx = np.array([actions.index(a) for a in np.asarray(v.arm, dtype=object)])
+    y = v.outcomes[MARGIN].to_numpy(dtype=float)
+    q_hat = base.levels_matrix(M, MARGIN, actions)
+
+    def pi(model: UpliftModel | MarginModel) -> np.ndarray:
+        acts = personalised_actions(model, model.encoder.transform(v.X), MARGIN, v.allowed)
+        return one_hot(restrict(acts, v.allowed, base.control), actions)
+
+    pis = {name: pi(m) for name, m in candidates.items()}
+    rows = []
+    for name in candidates:
+        d = dr_difference(pis[name], pis[incumbent], a_idx, v.propensity, y, q_hat)
+        own = evaluate(pis[name], a_idx, v.propensity, y, q_hat)["dr"]
+        rows.append({"path": name, **{k: d.to_dict()[k] for k in ("value", "se", "low", "high", "n")}})
+        rows[-1]["dr"] = own.value
+    table = pd.DataFrame(rows)
+    score = table["low"] if rule == "lower_bound" else table["value"]
+    ok = table[(score > 0) | (table["path"] == incumbent)]
+    chosen = str(ok["path"].to_numpy()[int(np.argmax(ok["value"].to_numpy()))])
+    table["chosen"] = table["path"] == chosen
+    return chosen, table
+
+
 @dataclass
 class OfferFit:
-    """A learned offer model and how it did on held-out rows (conversion ranking, margin policy values)."""
+    """A learned offer model and how it did on held-out rows (conversion ranking, margin policy values).
+
+    `paths`: the margin candidates' paired DR comparison on the validation rows (`choose_margin_path`);
+    `candidates`: every fitted margin model by path name (the kept one is `model.margin`).
+    """
 
     model: OfferModel
     conversion: OutcomeEvaluation
     margin: OutcomeEvaluation
     shrink_values: dict[float, float]
     tuning: dict[str, Any] = field(default_factory=dict)
+    paths: pd.DataFrame = field(default_factory=pd.DataFrame)
+    candidates: dict[str, UpliftModel | MarginModel] = field(default_factory=dict)
 
 
 def learn_offer_model(
@@ -715,12 +800,23 @@ def learn_offer_model(
     params: Mapping[str, Any] | None = None,
     valid_share: float = 0.25,
     tune: Callable[[LoggedSet, LoggedSet], dict[str, Any]] | None = None,
+    margin_paths: Sequence[str] = MARGIN_PATHS,
+    path_rule: str = "lower_bound",
 ) -> OfferFit:
     """Pure: `train` → conversion uplift model (learner kept by Qini on a validation part of `train`), margin
     model with its shrink chosen on that validation part, then both valued on `test` (untouched by any
     choice, so the promotion gate's estimate is honest). `tune(fit, valid)` may return base-learner params
     (the Optuna step of `train_offer`); `params` are used otherwise.
+
+    Two margin paths compete on the validation rows by paired DR (`choose_margin_path`, `path_rule`):
+    "conversion_economics" (incremental conversion × known economics, shrunk; the incumbent) and
+    "realised_margin_t" (a T-learner on the realised margin). Which wins depends on the shop: with small
+    effects a margin's noise swamps the T-learner, with large ones the offer also moves what a converter
+    spends, which only the realised margin sees (benchmarks/offer.py at effect scale 1 and 6).
     """
+    unknown = sorted(set(margin_paths) - set(MARGIN_PATHS))
+    if unknown or MARGIN_PATHS[0] not in margin_paths:
+        raise RebuyError(f"margin paths must include {MARGIN_PATHS[0]!r} and be among {list(MARGIN_PATHS)}")
     fit, valid = split_logged(train, valid_share, seed)
     tuning: dict[str, Any] = {}
     if tune is not None:
@@ -738,15 +834,36 @@ def learn_offer_model(
         params=params,
     )
     margin, values = choose_shrink(fit_margin_model(sel.model, fit, offers, seed=seed, params=params), valid)
+    candidates: dict[str, UpliftModel | MarginModel] = {MARGIN_PATHS[0]: margin}
+    if "realised_margin_t" in margin_paths:
+        candidates["realised_margin_t"] = fit_uplift(
+            fit.X,
+            fit.arm,
+            fit.outcomes[[MARGIN]],
+            control,
+            learner="t",
+            encoder=sel.model.encoder,
+            seed=seed,
+            params=params,
+        )
+    path, paths = choose_margin_path(candidates, valid, MARGIN_PATHS[0], path_rule)
+    kept = candidates[path]
     ev_conv = evaluate_uplift(sel.model, test, control, CONVERSION, train=train)
     ev_conv.selection = sel
-    ev_marg = evaluate_uplift(margin, test, control, MARGIN, current=current, train=train)
+    ev_marg = evaluate_uplift(kept, test, control, MARGIN, current=current, train=train)
+    shrink = kept.shrink if isinstance(kept, MarginModel) else None
     model = OfferModel(
         sel.model,
-        margin,
-        meta={"learners": {CONVERSION: sel.chosen, MARGIN: margin.learner}, "shrink": margin.shrink},
+        kept,
+        meta={
+            "learners": {CONVERSION: sel.chosen, MARGIN: kept.learner},
+            "shrink": shrink,
+            "margin_path": path,
+            "path_rule": path_rule,
+            "margin_paths_valid_dr": paths.to_dict(orient="records"),
+        },
     )
-    return OfferFit(model, ev_conv, ev_marg, values, tuning)
+    return OfferFit(model, ev_conv, ev_marg, values, tuning, paths, candidates)
 
 
 # --- the served offer model ------------------------------------------------------------------------------
@@ -1130,13 +1247,23 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0, tune: bool =
                 "as_of": str(as_of),
                 "learner_conversion": model.meta["learners"][CONVERSION],
                 "learner_margin": model.meta["learners"][MARGIN],
-                "shrink": model.meta["shrink"],
+                "shrink": model.meta["shrink"] if model.meta["shrink"] is not None else "n/a",
+                "margin_path": model.meta["margin_path"],
+                "margin_path_rule": model.meta["path_rule"],
                 "tuned": bool(fitted.tuning),
                 **{f"base_{k}": v for k, v in (fitted.tuning.get("best_params") or {}).items()},
             }
         )
         for s, v in fitted.shrink_values.items():
             mlflow.log_metric(f"valid_dr_margin_shrink_{s:g}", v)
+        # the margin paths' paired DR comparison on the validation rows (candidate − incumbent)
+        for _, r in fitted.paths.iterrows():
+            for k in ("value", "low", "high", "dr"):
+                mlflow.log_metric(f"valid_dr_path.{r['path']}.{k}", float(r[k]))
+        (tmp / "margin_paths.json").write_text(
+            fitted.paths.to_json(orient="records", indent=2), encoding="utf-8"
+        )
+        mlflow.log_artifact(str(tmp / "margin_paths.json"), artifact_path="info")
         _log_evaluation({CONVERSION: conv, MARGIN: marg}, tmp)
         if fitted.tuning:
             (tmp / "optuna_study.json").write_text(json.dumps(fitted.tuning, indent=2, default=str), "utf-8")
@@ -1167,6 +1294,7 @@ def train_offer(cfg: Config, as_of: pd.Timestamp, *, seed: int = 0, tune: bool =
         "previous_champion": champ_version,
         "recommendation": marg.recommendation,
         "learners": {**model.meta["learners"], "shrink": model.meta["shrink"]},
+        "margin_path": model.meta["margin_path"],
     }
 
 

@@ -7,13 +7,17 @@ import pandas as pd
 import pytest
 
 from rebuy.config import OffersConfig
+from rebuy.errors import RebuyError
 from tests.offer.synth import make_campaign
 from training.offer import (
     Economics,
     LoggedSet,
+    MarginModel,
     OfferModel,
+    choose_margin_path,
     decision_outcomes,
     evaluate_uplift,
+    fit_margin_model,
     hash_split,
     learn_and_evaluate,
     learn_offer_model,
@@ -23,7 +27,7 @@ from training.offer import (
     realised_margin,
     split_logged,
 )
-from training.uplift import fit_uplift
+from training.uplift import UpliftModel, fit_uplift
 
 T0 = pd.Timestamp("2025-03-01 09:00", tz="UTC")
 
@@ -182,3 +186,100 @@ def test_margin_model_personalises_only_when_it_surely_pays(tmp_path) -> None:
     M = pers.model.margin.encoder.transform(X.head(50))
     np.testing.assert_allclose(back.predict(M)["A"][1], pers.model.predict(M)["A"][1])
     assert back.margin.shrink == pers.model.margin.shrink
+
+
+def _basket_shift_set(n: int, seed: int) -> LoggedSet:
+    """Arm A leaves conversion alone (30% in both arms) but triples the basket where x1 > 0.5 and cuts it to
+    0.3x elsewhere: only a model of the realised margin can see whom A pays for."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.random(n)
+    arm = rng.choice(np.array(["none", "A"], dtype=object), n)
+    conv = (rng.random(n) < 0.3).astype(float)
+    mult = np.where(arm == "A", np.where(x1 > 0.5, 3.0, 0.3), 1.0)
+    revenue = conv * np.exp(rng.normal(3.0, 0.3, n)) * mult
+    out = pd.DataFrame({"conversion": conv, "margin": 0.35 * revenue, "revenue": revenue, "n_orders": conv})
+    return LoggedSet(pd.DataFrame({"x1": x1, "x2": rng.normal(size=n)}), arm, np.full(n, 0.5), out)
+
+
+def test_validation_keeps_the_realised_margin_path_when_offers_move_baskets(tmp_path) -> None:
+    train, test = split_logged(_basket_shift_set(8000, 7), 0.25, seed=0)
+    fit = learn_offer_model(train, test, OffersConfig(), learners=("t",), seed=0)
+    paths = fit.paths.set_index("path")
+    # conversion × economics sees no conversion effect, so at best "A for everyone"; the T-learner on margins
+    # withholds A from the x1 <= 0.5 half, where it loses 0.35·0.3·e^3.045·0.7 ≈ 1.5 per customer
+    assert fit.model.meta["margin_path"] == "realised_margin_t"
+    assert paths.loc["realised_margin_t", "low"] > 0 and bool(paths.loc["realised_margin_t", "chosen"])
+    assert paths.loc["conversion_economics", "value"] == 0.0  # the incumbent against itself
+    assert isinstance(fit.model.margin, UpliftModel) and fit.model.meta["shrink"] is None
+    X = pd.DataFrame({"x1": np.linspace(0.01, 0.99, 99), "x2": 0.0})
+    acts = personalised_actions(fit.model.margin, fit.model.margin.encoder.transform(X), "margin")
+    hi = X["x1"].to_numpy() > 0.5
+    assert (acts[hi] == "A").mean() > 0.9 and (acts[~hi] == "A").mean() < 0.1
+    # the kept model is what is saved and served
+    back = OfferModel.load(fit.model.save(tmp_path / "m"), "1")
+    M = fit.model.margin.encoder.transform(X)
+    np.testing.assert_allclose(back.predict(M)["A"][1], fit.model.predict(M)["A"][1])
+    assert back.meta["margin_path"] == "realised_margin_t"
+
+
+def test_the_incumbent_path_stays_unless_the_other_surely_wins() -> None:
+    # basket independent of the arm: conversion × economics is right, and the noisier T-learner on margins
+    # must not replace it on a noisy validation win
+    data = _margin_set(6000, 61, "one_arm")
+    train, test = split_logged(data, 0.3, seed=0)
+    fit = learn_offer_model(train, test, OffersConfig(), learners=("t",), seed=0)
+    paths = fit.paths.set_index("path")
+    assert fit.model.meta["margin_path"] == "conversion_economics"
+    assert not paths.loc["realised_margin_t", "low"] > 0
+    assert isinstance(fit.model.margin, MarginModel)
+    only = learn_offer_model(
+        train, test, OffersConfig(), learners=("t",), margin_paths=("conversion_economics",)
+    )
+    assert list(only.paths["path"]) == ["conversion_economics"] and set(only.candidates) == {
+        "conversion_economics"
+    }
+
+
+def test_choose_margin_path_rules() -> None:
+    data = _basket_shift_set(4000, 8)
+    fit, valid = split_logged(data, 0.3, seed=0)
+    t = fit_uplift(fit.X, fit.arm, fit.outcomes[["margin"]], "none")
+    backwards = fit_uplift(
+        fit.X, np.where(fit.arm == "A", "none", "A"), fit.outcomes[["margin"]], "none"
+    )  # arms swapped: sends A exactly where it hurts
+    name, table = choose_margin_path({"t": t, "backwards": backwards}, valid, "backwards", "point")
+    assert name == "t" and table.set_index("path").loc["t", "value"] > 0
+    # a candidate that is worse is never chosen, whichever the rule
+    for rule in ("point", "lower_bound"):
+        assert choose_margin_path({"t": t, "backwards": backwards}, valid, "t", rule)[0] == "t"
+    with pytest.raises(RebuyError, match="path rule"):
+        choose_margin_path({"t": t}, valid, "t", "best_of_three")
+    with pytest.raises(RebuyError, match="incumbent"):
+        choose_margin_path({"t": t}, valid, "backwards")
+
+
+def test_modelled_margin_by_hand() -> None:
+    # fewer than MIN_BASKET_ROWS converters: the basket "models" are the converters' mean revenue and orders
+    rng = np.random.default_rng(0)
+    n = 120
+    arm = np.array(["none", "coupon_10pct", "free_shipping"] * 40, dtype=object)
+    conv = (np.arange(n) % 4 == 0).astype(float)  # 30 converters
+    revenue = conv * np.where(np.arange(n) % 8 == 0, 100.0, 60.0)  # 15 at 100, 15 at 60: mean 80
+    n_orders = conv * np.where(np.arange(n) % 8 == 0, 1.0, 3.0)  # mean 2
+    out = pd.DataFrame(
+        {"conversion": conv, "margin": 0.35 * revenue, "revenue": revenue, "n_orders": n_orders}
+    )
+    data = LoggedSet(pd.DataFrame({"x": rng.random(n)}), arm, np.full(n, 1 / 3), out)
+    offers = OffersConfig()
+    conversion = fit_uplift(data.X, arm, out[["conversion"]], "none", min_rows=10)
+    model = fit_margin_model(conversion, data, offers)
+    assert model.revenue == pytest.approx(80.0) and model.orders == pytest.approx(2.0)
+    M = conversion.encoder.transform(data.X.head(6))
+    got = model.modelled_margin(
+        M, np.array(["none", "coupon_10pct", "free_shipping"] * 2), [1, 1, 1, 0, 0, 0]
+    )
+    ship = offers.shipping_cost
+    want = [0.35 * 80, 0.25 * 80 - 0.02, 0.35 * 80 - 2 * ship - 0.02, 0.0, -0.02, -0.02]
+    np.testing.assert_allclose(got, want)
+    with pytest.raises(RebuyError, match="economics"):
+        model.modelled_margin(M[:1], np.array(["mystery"]), [1])

@@ -10,12 +10,15 @@ from training.ope import (
     Z95,
     Estimate,
     arm_effects,
+    difference,
     dr,
     dr_difference,
+    estimator_terms,
     ips,
     qini,
     qini_curve,
     should_promote,
+    sndr_terms,
     snips,
     uplift_at_k,
 )
@@ -105,3 +108,42 @@ def test_arm_effects_by_hand() -> None:
     assert eff.loc["B", "effect"] == pytest.approx(1 - 1 / 3)
     # simultaneous intervals are wider than per-arm ones
     assert eff.loc["A", "sim_low"] < eff.loc["A", "low"]
+
+
+def test_sndr_by_hand() -> None:
+    # direct terms 6, 6, 1, 1 (mean 3.5); residuals r − q̂(a_i) = 4, −2, 1, 2 with weights 2, 0, 0, 4/3:
+    # Σ w e = 8 + 8/3 = 32/3, Σ w = 10/3, so the normalised correction is 3.2 (DR's is (32/3)/4 = 2.667)
+    terms = sndr_terms(PI, ACTION, PROP, REWARD, Q_HAT)
+    # linearised: d + 3.2 + w (e − 3.2) / (5/6) = 11.12, 9.2, 4.2, 2.28
+    np.testing.assert_allclose(terms, [11.12, 9.2, 4.2, 2.28])
+    assert terms.mean() == pytest.approx(6.7)
+    assert estimator_terms("dr", PI, ACTION, PROP, REWARD, Q_HAT).mean() == pytest.approx((22 + 8 / 3) / 4)
+
+
+def test_every_estimator_difference_is_paired() -> None:
+    nobody = np.array([[1, 0]] * 4, dtype=float)
+    # nobody's SNIPS: w = 0, 2, 0, 4/3 -> (0 + 4) / (10/3) = 1.2; the candidate's is 7.2
+    d = difference("snips", PI, nobody, ACTION, PROP, REWARD)
+    assert d.value == pytest.approx(7.2 - 1.2) and d.method == "snips_diff"
+    # IPS: 6 − (0 + 0 + 0 + 4)/4 = 5
+    assert difference("ips", PI, nobody, ACTION, PROP, REWARD).value == pytest.approx(5.0)
+    for m in ("dr", "sndr"):
+        a = estimator_terms(m, PI, ACTION, PROP, REWARD, Q_HAT)
+        b = estimator_terms(m, nobody, ACTION, PROP, REWARD, Q_HAT)
+        e = difference(m, PI, nobody, ACTION, PROP, REWARD, Q_HAT)
+        assert e.value == pytest.approx(a.mean() - b.mean())
+        assert e.se == pytest.approx(np.std(a - b, ddof=1) / 2)
+    with pytest.raises(RebuyError, match="reward model"):
+        difference("dr", PI, nobody, ACTION, PROP, REWARD)
+    with pytest.raises(RebuyError, match="unknown estimator"):
+        estimator_terms("magic", PI, ACTION, PROP, REWARD, Q_HAT)
+
+
+def test_z95_without_scipy() -> None:
+    import subprocess
+    import sys
+
+    assert pytest.approx(1.959964, abs=1e-6) == Z95
+    code = "import sys, training.ope; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
