@@ -13,6 +13,14 @@ transform, same iteration range), so results are bit-identical; `tests/serving/t
 checks that on every prediction type. `accelerate` swaps every booster inside a model bundle (a
 dataclass, possibly nested, with boosters as fields or in dicts) for a FastBooster, so the models'
 own `predict` code — calibration, uplift arithmetic — runs unchanged on top of it.
+
+Batches (`rebuy score`'s chunks) take two more shortcuts. From `table_min_rows` rows on, a booster whose
+trees tabulate well answers from look-up tables (serving.treetables: the same numbers up to summation
+order, ~1e-15); the first such batch is also predicted by LightGBM, and the tables are kept only if they
+agree (1e-9) and were faster. And inside `shared_predictions()` a booster asked twice for the same input
+array answers from memory: the offer model's margin part predicts the conversion learners' levels that
+its conversion part has just predicted (two copies of one learner; `accelerate(..., shared=)` makes them
+one FastBooster).
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import lightgbm as lgb
@@ -31,6 +42,26 @@ _DTYPE_FLOAT64 = 1
 _NORMAL, _RAW, _CONTRIB = 0, 1, 3
 _FAST_KWARGS = frozenset({"num_threads"})
 # int LGBM_BoosterPredictForMatSingleRowFast(FastConfigHandle, const void* data, int64_t* out_len, double* out)
+# batches at least this large may use serving.treetables (the service's batches stay far below it)
+TABLE_MIN_ROWS = 5_000
+# (booster id, input id, kind) -> (input, output) while a shared_predictions() block runs in this context
+_SHARED: ContextVar[dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] | None] = ContextVar(
+    "rebuy_shared_predictions", default=None
+)
+_UNTRIED = object()
+
+
+@contextmanager
+def shared_predictions() -> Iterator[None]:
+    """Within the block, a FastBooster asked again for the same (unchanged) input array returns its first
+    answer. The caller promises not to modify the arrays it passes while the block runs."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 _FAST_PROTO = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p
 )
@@ -44,8 +75,11 @@ class FastBooster:
     batches go to the wrapped booster and do not take it).
     """
 
-    def __init__(self, booster: lgb.Booster) -> None:
+    def __init__(self, booster: lgb.Booster, table_min_rows: int | None = TABLE_MIN_ROWS) -> None:
         self.booster = booster
+        self.table_min_rows = table_min_rows
+        self._tables: Any = _UNTRIED
+        self._tables_lock = threading.Lock()
         self.ncol = int(booster.num_feature())
         # the iteration Booster.predict uses when num_iteration is None (what every caller passes)
         self._num_iteration = int(booster.best_iteration)
@@ -99,28 +133,76 @@ class FastBooster:
         **kwargs: Any,
     ) -> Any:
         """Same contract as `lgb.Booster.predict`; one numpy row takes the fast path."""
-        if (
-            self._single
-            and type(data) is np.ndarray
-            and data.ndim == 2
-            and data.shape[0] == 1
-            and data.shape[1] == self.ncol
+        plain = (
+            type(data) is np.ndarray
             and start_iteration == 0
             and num_iteration is None
             and not pred_leaf
             and kwargs.keys() <= _FAST_KWARGS
-        ):
-            kind = _CONTRIB if pred_contrib else _RAW if raw_score else _NORMAL
-            return self.predict_row(data[0], kind)
-        return self.booster.predict(
-            data,
-            start_iteration=start_iteration,
-            num_iteration=num_iteration,
-            raw_score=raw_score,
-            pred_leaf=pred_leaf,
-            pred_contrib=pred_contrib,
-            **kwargs,
         )
+        if not plain:
+            return self.booster.predict(
+                data,
+                start_iteration=start_iteration,
+                num_iteration=num_iteration,
+                raw_score=raw_score,
+                pred_leaf=pred_leaf,
+                pred_contrib=pred_contrib,
+                **kwargs,
+            )
+        kind = _CONTRIB if pred_contrib else _RAW if raw_score else _NORMAL
+        memo = _SHARED.get()
+        if memo is None:
+            return self._predict(data, kind, kwargs)
+        key = (id(self), id(data), kind)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is data:
+            return hit[1].copy()
+        out = self._predict(data, kind, kwargs)
+        memo[key] = (data, out)  # holding `data` keeps its id from being reused inside the block
+        return out.copy()
+
+    def _predict(self, data: np.ndarray, kind: int, kwargs: dict[str, Any]) -> Any:
+        if self._single and data.ndim == 2 and data.shape[0] == 1 and data.shape[1] == self.ncol:
+            return self.predict_row(data[0], kind)
+        if (
+            kind != _CONTRIB
+            and self.table_min_rows is not None
+            and data.ndim == 2
+            and data.shape[0] >= self.table_min_rows
+        ):
+            out = self._table_predict(data, kind == _RAW)
+            if out is not None:
+                return out
+        return self.booster.predict(data, raw_score=kind == _RAW, pred_contrib=kind == _CONTRIB, **kwargs)
+
+    def _table_predict(self, data: np.ndarray, raw_score: bool) -> np.ndarray | None:
+        """The batch from look-up tables, or None to use LightGBM. The first call builds the tables and
+        checks them against LightGBM on this batch (same numbers, and faster) before trusting them."""
+        tables = self._tables
+        if tables is None:
+            return None
+        if tables is not _UNTRIED:
+            return np.asarray(tables.predict(data, raw_score=raw_score))
+        with self._tables_lock:
+            if self._tables is not _UNTRIED:
+                return self._table_predict(data, raw_score)
+            from serving.treetables import TreeTables
+
+            built = TreeTables.build(self.booster)
+            t0 = time.thread_time()
+            want = np.asarray(self.booster.predict(data, raw_score=raw_score, num_threads=1))
+            t1 = time.thread_time()
+            got = built.predict(data, raw_score=raw_score) if built is not None else None
+            t2 = time.thread_time()
+            agree = got is not None and bool(np.all(np.abs(got - want) <= 1e-9 * (1.0 + np.abs(want))))
+            self._tables = built if agree and t2 - t1 < t1 - t0 else None
+            return want
+
+    @property
+    def uses_tables(self) -> bool | None:
+        """True/False once a large batch decided it; None before."""
+        return None if self._tables is _UNTRIED else self._tables is not None
 
     def predict_row(self, row: np.ndarray, kind: int = _NORMAL) -> np.ndarray:
         """One row -> shape (1,) for normal/raw, (1, ncol + 1) for contributions (as Booster.predict)."""
@@ -135,14 +217,25 @@ class FastBooster:
         return out.reshape(1, -1) if kind == _CONTRIB else out
 
 
-def _fast_value(value: Any) -> Any:
+def _fast_booster(booster: lgb.Booster, shared: dict[str, FastBooster] | None) -> FastBooster:
+    """A FastBooster for `booster`; the same one for every booster with the same trees when `shared`."""
+    if shared is None:
+        return FastBooster(booster)
+    key = booster.model_to_string()
+    fast = shared.get(key)
+    if fast is None:
+        fast = shared[key] = FastBooster(booster)
+    return fast
+
+
+def _fast_value(value: Any, shared: dict[str, FastBooster] | None = None) -> Any:
     """A field value with its boosters wrapped (recursing into dicts and dataclasses), or itself."""
     if isinstance(value, lgb.Booster):
-        return FastBooster(value)
+        return _fast_booster(value, shared)
     if isinstance(value, Mapping) and value and all(isinstance(v, lgb.Booster) for v in value.values()):
-        return {k: FastBooster(v) for k, v in value.items()}
+        return {k: _fast_booster(v, shared) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return accelerate(value)
+        return accelerate(value, shared)
     return value
 
 
@@ -157,8 +250,11 @@ def _fast_calibrator(cal: Any) -> Any:
     return cal
 
 
-def accelerate(model: Any) -> Any:
+def accelerate(model: Any, shared: dict[str, FastBooster] | None = None) -> Any:
     """A shallow copy of a model dataclass with every LightGBM booster inside it made a FastBooster.
+
+    Pass one `shared` dict for all the models of a scorer so that identical boosters (the offer model keeps
+    two copies of its conversion learner) become one FastBooster, whose answers `shared_predictions` reuses.
 
     Models that are not dataclasses (or hold no booster) are returned as they are: the fast path is an
     optimisation, never a requirement. The copy predicts exactly what the original predicts.
@@ -170,10 +266,10 @@ def accelerate(model: Any) -> Any:
         if not f.init:
             continue
         value = getattr(model, f.name)
-        new = _fast_calibrator(value) if f.name == "calibrator" else _fast_value(value)
+        new = _fast_calibrator(value) if f.name == "calibrator" else _fast_value(value, shared)
         if new is not value:
             changes[f.name] = new
     return dataclasses.replace(model, **changes) if changes else model
 
 
-__all__ = ["FastBooster", "accelerate"]
+__all__ = ["TABLE_MIN_ROWS", "FastBooster", "accelerate", "shared_predictions"]

@@ -24,7 +24,8 @@ CustomerId = Annotated[str, Field(min_length=1, max_length=256, examples=["c0000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strict=True)
+    # (pydantic 2 already refuses numbers for str fields; the former `str_strict=True` was no pydantic option)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ScoreRequest(_Strict):

@@ -55,9 +55,10 @@ def serve(
     if not 1 <= n <= MAX_WORKERS:
         raise RebuyError(f"workers={n}: use 1..{MAX_WORKERS} on this machine")
     os.environ.update(serve_env(config_path, cfg.paths.data_dir, os.environ.get("REBUY_SCORER_FACTORY")))
-    from serving.service import RebuyService, factory_from_env
+    from serving.service import bento_service, factory_from_env
 
     if preflight:
         factory_from_env()(cfg)  # raises StartupError with what to run
-    RebuyService.config["workers"] = n
-    RebuyService.serve_http(host=cfg.serving.host, port=cfg.serving.port)
+    service = bento_service()
+    service.config["workers"] = n
+    service.serve_http(host=cfg.serving.host, port=cfg.serving.port)

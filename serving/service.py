@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 import pandas as pd
@@ -397,6 +397,18 @@ class RebuyService:
         return content + "\n".join(lines) + "\n"
 
 
-RebuyService.add_asgi_middleware(JsonOnly)
+def bento_service() -> bentoml.Service[Any]:
+    """RebuyService as the `bentoml.Service` the decorator made of it (mypy does not apply class decorators)."""
+    return cast("bentoml.Service[Any]", RebuyService)
 
-__all__ = ["RebuyService", "config_from_env", "factory_from_env", "freeze_heap", "versions_fn_from_env"]
+
+bento_service().add_asgi_middleware(JsonOnly)
+
+__all__ = [
+    "RebuyService",
+    "bento_service",
+    "config_from_env",
+    "factory_from_env",
+    "freeze_heap",
+    "versions_fn_from_env",
+]
