@@ -154,7 +154,9 @@ def is_message(row: dict[str, Any]) -> bool:
 
 
 def message_payload(row: dict[str, Any]) -> dict[str, Any]:
-    """What the channel sink receives: enough to send, nothing the channel does not need."""
+    """What the channel sink receives: enough to send, nothing the channel does not need.
+    `decided_at` may already be ISO text (a pass converts its one instant once, not per message)."""
+    at = row["decided_at"]
     return {
         "decision_id": row["decision_id"],
         "customer_id": row["customer_id"],
@@ -162,7 +164,7 @@ def message_payload(row: dict[str, Any]) -> dict[str, Any]:
         "campaign": row["campaign"],
         "trigger": row["trigger"],
         "offer": row["offer"],
-        "decided_at": pd.Timestamp(row["decided_at"]).isoformat(),
+        "decided_at": at if isinstance(at, str) else pd.Timestamp(at).isoformat(),
     }
 
 
@@ -172,30 +174,36 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(cols, row, strict=True)) for row in zip(*(df[c].tolist() for c in cols), strict=True)]
 
 
-def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT many rows with one driver-level executemany, in the caller's transaction.
+def insert_columns(conn: Connection, table: sa.Table, cols: dict[str, list[Any]]) -> None:
+    """INSERT many rows given column by column, with one driver-level executemany in the caller's transaction.
 
     Core's `execute(insert, rows)` builds and processes parameters per row in Python (~20 µs each, most of
     a 100k-decision log write). This compiles the statement once for the connection's dialect, applies
-    each column type's own bind processor (e.g. SQLite's datetime-to-text) and hands the driver plain
-    tuples or dicts, so it stays correct on any SQLAlchemy backend. Rows must share one key set.
+    each column type's own bind processor (e.g. SQLite's datetime-to-text) to its whole column, and hands
+    the driver plain tuples or dicts, so it stays correct on any SQLAlchemy backend. Columns share a length.
     """
-    if not rows:
+    keys = list(cols)
+    n = len(cols[keys[0]]) if keys else 0
+    if not n:
         return
-    keys = list(rows[0])
     dialect = conn.dialect
     compiled = sa.insert(table).compile(dialect=dialect, column_keys=keys)
-    procs = {k: table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys}
     order = list(compiled.positiontup or []) if dialect.positional else keys
-    fns = [procs[k] for k in order]
-    if all(f is None for f in fns):
-        values = [tuple(r[k] for k in order) for r in rows]
-    else:
-        values = [
-            tuple(r[k] if f is None else f(r[k]) for k, f in zip(order, fns, strict=True)) for r in rows
-        ]
+    columns = []
+    for k in order:
+        if len(cols[k]) != n:
+            raise ValueError(f"insert_columns: column {k!r} has {len(cols[k])} values, expected {n}")
+        f = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+        columns.append(cols[k] if f is None else [f(v) for v in cols[k]])
+    values = list(zip(*columns, strict=True))
     params: Any = values if dialect.positional else [dict(zip(order, v, strict=True)) for v in values]
     conn.exec_driver_sql(str(compiled), params)
+
+
+def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """`insert_columns` for rows as dicts (all with the same keys)."""
+    if rows:
+        insert_columns(conn, table, {k: [r[k] for r in rows] for k in rows[0]})
 
 
 def _encoded(values: list[Any]) -> list[str]:
@@ -215,6 +223,7 @@ def log_decisions(conn: Connection, decisions: pd.DataFrame) -> int:
     """Insert decisions and their outbox rows in the caller's transaction; returns messages queued.
 
     Ids already present are skipped, so calling this twice with the same frame changes nothing.
+    Built column by column: a pass decides at one instant, so times are converted once per distinct value.
     """
     if not len(decisions):
         return 0
@@ -222,14 +231,15 @@ def log_decisions(conn: Connection, decisions: pd.DataFrame) -> int:
     d = decisions.loc[~decisions["decision_id"].isin(done)] if done else decisions
     if not len(d):
         return 0
-    at = pd.to_datetime(d["decided_at"], utc=True)
-    naive = {t: _naive_utc(t) for t in set(at)}
-    when = [naive[t] for t in at]
+    codes, instants = pd.factorize(pd.to_datetime(d["decided_at"], utc=True))
+    naive = [_naive_utc(t) for t in instants]
+    iso = [pd.Timestamp(t).isoformat() for t in instants]
+    idx = codes.tolist()
     plain = ("decision_id", "customer_id", "trigger", "campaign", "episode", "offer", "channel", "group")
     cols: dict[str, list[Any]] = {c: d[c].astype(object).tolist() for c in plain}
     cols["segment"] = [None if pd.isna(v) else str(v) for v in d["segment"]]
     cols["note"] = [str(v) for v in d["note"]]
-    cols["decided_at"] = when
+    cols["decided_at"] = [naive[i] for i in idx]
     cols["propensity"] = [float(v) for v in d["propensity"]]
     for c in JSON_COLUMNS:
         cols[c] = (
@@ -238,23 +248,29 @@ def log_decisions(conn: Connection, decisions: pd.DataFrame) -> int:
             else [_JSON.encode(v) for v in d[c]]
         )
     cols["pseudonymised"] = [False] * len(d)
-    names = list(cols)
-    rows = [dict(zip(names, r, strict=True)) for r in zip(*cols.values(), strict=True)]
-    bulk_insert(conn, DECISIONS, rows)
-    msgs = [
-        {
-            "decision_id": r["decision_id"],
-            "created_at": r["decided_at"],
-            "payload": _JSON.encode(message_payload({**r, "decided_at": t})),
-            "status": "pending",
-            "sent_at": None,
-            "attempts": 0,
-        }
-        for r, t in zip(rows, at, strict=True)
-        if is_message(r)
+    insert_columns(conn, DECISIONS, cols)
+    msg = [
+        i
+        for i, (g, o, ch) in enumerate(zip(cols["group"], cols["offer"], cols["channel"], strict=True))
+        if is_message({"group": g, "offer": o, "channel": ch})
     ]
-    bulk_insert(conn, OUTBOX, msgs)
-    return len(msgs)
+    keys = ("decision_id", "customer_id", "channel", "campaign", "trigger", "offer")
+    insert_columns(
+        conn,
+        OUTBOX,
+        {
+            "decision_id": [cols["decision_id"][i] for i in msg],
+            "created_at": [cols["decided_at"][i] for i in msg],
+            "payload": [
+                _JSON.encode(message_payload({**{k: cols[k][i] for k in keys}, "decided_at": iso[idx[i]]}))
+                for i in msg
+            ],
+            "status": ["pending"] * len(msg),
+            "sent_at": [None] * len(msg),
+            "attempts": [0] * len(msg),
+        },
+    )
+    return len(msg)
 
 
 def pending(

@@ -50,13 +50,23 @@ class ScoringError(RebuyError):
 
 
 class HttpScoreClient:
-    """`POST {url}/score` with httpx; a connection per client, reused across batches."""
+    """`POST {url}/score` with httpx, a fresh connection per batch unless `keep_alive`.
 
-    def __init__(self, url: str, *, timeout: float = 60.0, client: Any | None = None) -> None:
+    Why not keep-alive: the service's workers (BentoML, one event loop each) score a batch inside the loop,
+    so a busy worker accepts nothing and a new connection is taken by an idle one. A kept-alive connection
+    stays pinned to whichever worker accepted it first, and two of them can both land on one worker while the
+    other idles (measured on the 100k pass: 0.8 vs 41.9 CPU s across two workers). A local connect costs well
+    under a millisecond next to a batch's hundreds.
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 60.0, client: Any | None = None, keep_alive: bool = False
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
-        self._client = client or httpx.Client(timeout=timeout)
+        limits = httpx.Limits(max_keepalive_connections=None if keep_alive else 0)
+        self._client = client or httpx.Client(timeout=timeout, limits=limits)
 
     def score(
         self, customer_ids: Sequence[str], offers: Sequence[str] | None, as_of: pd.Timestamp | None
@@ -95,11 +105,6 @@ class HttpScoreClient:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _float(x: Any) -> float:
-    """JSON null (unknown) becomes NaN, so one float column holds every row."""
-    return float("nan") if x is None else float(x)
 
 
 class InProcessScoreClient:
@@ -209,7 +214,6 @@ def score_frame(
     flight at once (threads; results kept in batch order), so the service scores the next batch while
     this process decodes the last one -- on one machine the two halves then overlap instead of taking turns.
     """
-    rows: list[dict[str, Any]] = []
     ids = list(dict.fromkeys(customer_ids))
     size = max(1, batch_size)
     batches = [ids[i : i + size] for i in range(0, len(ids), size)]
@@ -220,15 +224,16 @@ def score_frame(
         answers = pool.map(lambda b: client.score(b, None, as_of), batches)
     else:
         pool, answers = None, (client.score(b, None, as_of) for b in batches)
+    results: list[dict[str, Any]] = []
     try:
         for batch, answer in zip(batches, answers, strict=True):
-            _add_rows(rows, answer)
+            results.extend(answer)
             if progress is not None:
                 progress(len(batch))
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    frame = _frame(results)
     missing = sorted(set(ids) - set(frame["customer_id"]))
     if missing:
         raise ScoringError(
@@ -237,23 +242,33 @@ def score_frame(
     return frame
 
 
-def _add_rows(rows: list[dict[str, Any]], answer: list[dict[str, Any]]) -> None:
-    """One `/score` answer as `SCORE_COLUMNS` rows (missing numbers become NaN)."""
-    for r in answer:
-        est = {o: float(v.get("incremental_margin", 0.0)) for o, v in (r.get("offers") or {}).items()}
-        rows.append(
-            {
-                "customer_id": str(r["customer_id"]),
-                "churn_probability": _float(r.get("churn_probability")),
-                "repurchase_probability": _float(r.get("repurchase_probability")),
-                "expected_days_to_next_order": _float(r.get("expected_days_to_next_order")),
-                "expected_value": _float(r.get("expected_value")),
-                "segment": r.get("segment") or "unknown",
-                "offer_estimates": est,
-                "best_offer": r.get("best_offer") or "none",
-                "reasons": list(r.get("reasons") or []),
-                "model_versions": dict(r.get("model_versions") or {}),
-                "feature_age_seconds": _float(r.get("feature_age_seconds")),
-                "cold_start": bool(r.get("cold_start", False)),
-            }
-        )
+def _numbers(results: list[dict[str, Any]], key: str) -> np.ndarray:
+    """One float column from the answers: JSON null or an absent key becomes NaN."""
+    return np.array([r.get(key) for r in results], dtype=np.float64)
+
+
+def _frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """`/score` answers as `SCORE_COLUMNS`, built column by column (a dict per row cost ~2x as much).
+
+    The offer estimates keep the incremental margin per offer (what the policy ranks by).
+    """
+    return pd.DataFrame(
+        {
+            "customer_id": [str(r["customer_id"]) for r in results],
+            "churn_probability": _numbers(results, "churn_probability"),
+            "repurchase_probability": _numbers(results, "repurchase_probability"),
+            "expected_days_to_next_order": _numbers(results, "expected_days_to_next_order"),
+            "expected_value": _numbers(results, "expected_value"),
+            "segment": [r.get("segment") or "unknown" for r in results],
+            "offer_estimates": [
+                {o: float(v.get("incremental_margin", 0.0)) for o, v in (r.get("offers") or {}).items()}
+                for r in results
+            ],
+            "best_offer": [r.get("best_offer") or "none" for r in results],
+            "reasons": [list(r.get("reasons") or []) for r in results],
+            "model_versions": [dict(r.get("model_versions") or {}) for r in results],
+            "feature_age_seconds": _numbers(results, "feature_age_seconds"),
+            "cold_start": [bool(r.get("cold_start", False)) for r in results],
+        },
+        columns=list(SCORE_COLUMNS),
+    )

@@ -66,7 +66,13 @@ def _frame(ids: pd.Series, trig: TriggerConfig, episode: pd.Series, priority: in
 
 
 def _day(ts: pd.Series) -> pd.Series:
-    return ts.dt.strftime("%Y-%m-%d")
+    """The date as YYYY-MM-DD in the series' own zone (UTC for canonical tables); NaT stays missing.
+    numpy's day-unit text conversion gives the same text as `strftime("%Y-%m-%d")` at a fraction of its
+    cost (it runs on every buyer each pass)."""
+    days = ts.dt.tz_localize(None) if ts.dt.tz is not None else ts
+    text = days.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype(str).astype(object)
+    text[ts.isna().to_numpy()] = np.nan
+    return pd.Series(text, index=ts.index)
 
 
 def _next_one(today: pd.Timestamp, month: int, day: int) -> pd.Timestamp:
