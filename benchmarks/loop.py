@@ -25,10 +25,12 @@ the window) and revenue are compared: ratio with / without.
 
 **pass** (bar: <= 60 s): one production `run_pass` over a shop where 100k customers are scored, with
 `policy.schedule.every_hours = 24` (a daily pass: every buyer's audiences are due in it; with hourly passes
-each pass scores about 1/24 of them). Scorers: `fake` — deterministic hash scores in-process (the
-orchestrator alone); `inprocess` — serving's own Scorer (synthetic LightGBM, in-memory features) without
-HTTP; `http` — a running `rebuy serve` at --url on this machine (start it yourself; this script does not
-start servers). CPU seconds of this process are recorded beside wall time; the load average is recorded.
+each pass scores about 1/24 of them). Scorers: `service` (default) — this script starts `rebuy serve` with
+`--service-workers` workers and serving.synthetic's benchmark scorer on a free port, scores over HTTP and
+stops it; `http` — a running service at --url (pass its worker pids as --service-pids for their CPU);
+`fake` — deterministic hash scores in-process (the orchestrator alone); `inprocess` — serving's Scorer
+without HTTP. `--score-batch` / `--score-concurrency` set `policy.score_batch_size` / `score_concurrency`.
+CPU seconds of this process and of the service are recorded beside wall time, and the load average.
 
 Writes benchmarks/results/loop.json and loop.md (each part updates its own section). Machine: 2 cores,
 shared with other work.
@@ -43,7 +45,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 # this folder holds scripts named like packages (features.py, train.py): keep it off the import path
@@ -457,22 +461,96 @@ def _cpu_of(pids: list[int]) -> float:
     return total / tick
 
 
+def _descendants_cpu() -> float:
+    """user + system CPU seconds of every process under this one (the service and its workers), from /proc."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry)] = int(fields[1])
+            ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    me, total = os.getpid(), 0
+    for pid, t in ticks.items():
+        p = parent.get(pid)
+        while p is not None and p not in (0, 1, me):
+            p = parent.get(p)
+        total += t if p == me and pid != me else 0
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def synthetic_service(tmp: Path, workers: int) -> Iterator[str]:
+    """`rebuy serve` with serving.synthetic's benchmark scorer (20k customers' features, 100 trees per booster)
+    on a free port, `workers` workers, GC frozen after start (the serving default); always stopped."""
+    from pipelines.demo import free_port
+    from pipelines.loop import running_service
+    from rebuy.config import load_config
+
+    toml = tmp / "serve.toml"
+    toml.write_text(
+        f"[serving]\nport = {free_port()}\nworkers = {workers}\nmax_batch = 1000\n", encoding="utf-8"
+    )
+    env = {
+        "REBUY_SCORER_FACTORY": "serving.synthetic:bench_scorer",
+        "REBUY_GC_FREEZE": "1",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_HOME": str(tmp / "bentoml"),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # running_service hands its environment to the child
+    try:
+        with running_service(
+            load_config(toml, data_dir=tmp / "service"), toml, log_path=tmp / "service.log"
+        ) as url:
+            yield url
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def one_pass(args: argparse.Namespace) -> dict:
     from pipelines.orchestrator import run_pass
+    from pipelines.score_client import HttpScoreClient
 
     t0 = time.perf_counter()
     tables = shop(args.customers)
     build_s = time.perf_counter() - t0
-    client, scorer_desc = client_for(args.scorer, args.url, args.customers)
-    load_start = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = _with_schedule(Config(paths=PathsConfig(data_dir=Path(tmp))), 24)
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        if args.scorer == "service":
+            url = stack.enter_context(synthetic_service(Path(tmp), args.service_workers))
+            client = HttpScoreClient(url)
+            stack.callback(client.close)
+            client.score(["c000000", "c999999"], None, AS_OF)  # warm: a running service has answered before
+            scorer_desc = (
+                f"HTTP /score of a `rebuy serve` with {args.service_workers} workers started by this script "
+                "(serving.synthetic:bench_scorer: 20k customers' features, 100 trees per booster; others cold-start)"
+            )
+        else:
+            client, scorer_desc = client_for(args.scorer, args.url, args.customers)
+        cfg = _with_schedule(Config(paths=PathsConfig(data_dir=Path(tmp) / "data")), 24)
+        policy = cfg.policy.model_copy(
+            update={"score_batch_size": args.score_batch, "score_concurrency": args.score_concurrency}
+        )
+        cfg = cfg.model_copy(update={"policy": policy})
         pids = [int(x) for x in args.service_pids.split(",") if x] if args.service_pids else []
-        s0 = _cpu_of(pids)
+
+        def service_cpu() -> float:
+            return _descendants_cpu() if args.scorer == "service" else _cpu_of(pids)
+
+        load_start = os.getloadavg()[0]
+        s0 = service_cpu()
         t0, c0 = time.perf_counter(), time.process_time()
         first = run_pass(cfg, AS_OF, tables, client, show_progress=True)
         first_s, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-        service_cpu = round(_cpu_of(pids) - s0, 2) if pids else None
+        svc = round(service_cpu() - s0, 2) if pids or args.scorer == "service" else None
+        load_end = os.getloadavg()[0]
         t0 = time.perf_counter()
         rerun = run_pass(cfg, AS_OF, tables, client)
         rerun_s = time.perf_counter() - t0
@@ -487,16 +565,18 @@ def one_pass(args: argparse.Namespace) -> dict:
         "skipped": s["skipped"],
         "pass_seconds": round(first_s, 2),
         "pass_cpu_seconds": round(first_cpu, 2),
-        "service_cpu_seconds": service_cpu,
+        "service_cpu_seconds": svc,
+        "score_batch_size": cfg.policy.score_batch_size,
         "score_concurrency": cfg.policy.score_concurrency,
         "load_average_start": round(load_start, 1),
-        "load_average_end": round(os.getloadavg()[0], 1),
+        "load_average_end": round(load_end, 1),
         "bar_seconds": 60,
         "meets_bar": first_s <= 60,
         "step_seconds": s["seconds"],
         "rerun_seconds": round(rerun_s, 2),
         "rerun_new_decisions": len(rerun.decisions),
         "shop_build_seconds": round(build_s, 2),
+        "git_commit": _git_commit(),
     }
 
 
@@ -586,7 +666,12 @@ def markdown(out: dict) -> str:
         md += [
             "## One pass with 100k scored customers",
             "",
-            f"Scorer: {p['scorer']}.",
+            f"Scorer: {p['scorer']}. /score batches of {p.get('score_batch_size', '?')} customers, "
+            f"{p.get('score_concurrency', '?')} requests in flight, a fresh connection per request. Code at "
+            f"{p.get('git_commit', '?')}.",
+            "",
+            "Re-measure (starts and stops the service itself; quiet machine): "
+            "`.venv/bin/python benchmarks/loop.py --part pass`",
             "",
             "| metric | value |",
             "|---|---|",
@@ -609,7 +694,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["all", "coverage", "pass"], default="all")
     ap.add_argument("--customers", type=int, default=100_000, help="customers of the one-pass shop")
-    ap.add_argument("--scorer", choices=["fake", "inprocess", "http"], default="fake")
+    ap.add_argument("--scorer", choices=["fake", "inprocess", "http", "service"], default="service")
+    ap.add_argument(
+        "--service-workers", type=int, default=2, help="workers of the service --scorer service starts"
+    )
+    ap.add_argument("--score-batch", type=int, default=1000, help="customers per /score request (pass)")
+    ap.add_argument("--score-concurrency", type=int, default=3, help="/score requests in flight (pass)")
     ap.add_argument("--url", default=None)
     ap.add_argument("--service-pids", default="", help="comma-separated pids of the service's workers (CPU)")
     ap.add_argument("--runs", type=int, default=20)

@@ -278,7 +278,9 @@ def _reports(cfg: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], list[dic
     paths.setdefault("uplift_report", str(cfg.paths.reports_dir / "uplift"))
     try:
         drift = run_drift(cfg, as_of, list(MONITORED_MODELS), progress=True)
-        drift_rows = drift.to_dict("records")
+        drift_rows: list[dict[str, Any]] = [
+            {str(k): v for k, v in r.items()} for r in drift.to_dict("records")
+        ]
         paths["drift_index"] = str(cfg.paths.reports_dir / "drift" / "index.html")
     except RebuyError as exc:  # e.g. no served predictions yet: say so, keep the rest of the demo
         drift_rows = [{"model": "all", "status": "not run", "line": str(exc)}]

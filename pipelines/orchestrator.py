@@ -209,7 +209,9 @@ def run_pass(
                 for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
             ]
             done = set(history["decision_id"]) & set(dids)
-            cands = cands.loc[[d not in done for d in dids]].reset_index(drop=True)
+            keep = [d not in done for d in dids]
+            cands = cands.loc[keep].reset_index(drop=True)
+            cands["decision_id"] = [d for d, k in zip(dids, keep, strict=True) if k]
         else:
             done = set()
         timings["candidates"] = clock() - t0

@@ -201,14 +201,16 @@ def apply_policy(
     """Decide every eligible candidate (see the module docstring for the order of the steps).
 
     `candidates` come from `triggers.select_candidates` (already without decided episodes and
-    forgotten customers), `scores` from `score_client.score_frame`, `history` is the decision log
+    forgotten customers; a `decision_id` column, when present, must hold `triggers.decision_id` of each
+    row), `scores` from `score_client.score_frame`, `history` is the decision log
     (`customer_id, decided_at, channel, group, offer`). Deterministic: same inputs, same output.
     """
     cands = candidates.copy()
-    cands["decision_id"] = [
-        decision_id(c, k, e)
-        for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
-    ]
+    if "decision_id" not in cands:  # a pass hands them over already computed
+        cands["decision_id"] = [
+            decision_id(c, k, e)
+            for c, k, e in zip(cands["customer_id"], cands["campaign"], cands["episode"], strict=True)
+        ]
     reason = eligibility(cfg, as_of, cands, tables, history) if len(cands) else pd.Series(dtype=object)
     skipped = cands.loc[reason != "", ["customer_id", "trigger", "campaign", "decision_id"]].assign(
         reason=reason[reason != ""]
