@@ -29,6 +29,7 @@ KEYS = ("customer_id", "cutoff")
 # columns that are never features even when no feature list is given (labels of features.labels, keys)
 LABEL_COLUMNS = frozenset({"churn", "repurchase", "days_to_next_order", "next_order_observed", "spend_next"})
 NON_FEATURE_PREFIXES = ("label_", "rfm_", "event_timestamp", "oracle")
+SHAP_ROWS = 1000
 
 
 @dataclass
@@ -233,7 +234,9 @@ def train(
     if "oracle" in quality and spec.is_binary and quality["oracle"].get("roc_auc"):
         flat["auc_ratio_to_oracle"] = metrics["roc_auc"] / quality["oracle"]["roc_auc"]
 
-    contrib_rows = Xte[: min(len(Xte), 2000)]
+    # TreeSHAP costs rows x trees x leaves x depth²: a mean |contribution| over 1,000 rows is within a few
+    # percent of the full-test value and the summary plot looks the same, at a fraction of the time
+    contrib_rows = Xte[: min(len(Xte), SHAP_ROWS)]
     contrib = np.asarray(booster.predict(contrib_rows, pred_contrib=True, num_threads=1))[:, :-1]
     shap_mean = dict(zip(feats, np.abs(contrib).mean(axis=0).round(6).tolist(), strict=True))
     importance = dict(zip(feats, booster.feature_importance("gain").round(4).tolist(), strict=True))

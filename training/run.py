@@ -66,7 +66,10 @@ def known_services() -> dict[str, list[str]]:
 
 def with_rfm(training_set: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
     """Add the order-history summary the population filter and the baselines use."""
-    rfm = rfm_at(orders, training_set[["customer_id", "cutoff"]].drop_duplicates())
+    return _merge_rfm(training_set, rfm_at(orders, training_set[["customer_id", "cutoff"]].drop_duplicates()))
+
+
+def _merge_rfm(training_set: pd.DataFrame, rfm: pd.DataFrame) -> pd.DataFrame:
     drop = [c for c in rfm.columns if c.startswith("rfm_") and c in training_set.columns]
     return training_set.drop(columns=drop).merge(rfm, on=["customer_id", "cutoff"], how="left")
 
@@ -159,12 +162,14 @@ def training_sets(
     end = min(pd.Timestamp(as_of).tz_convert("UTC"), data_end(tables))
     grids = {n: cutoff_grid(cfg, end, specs[n].maturity_days) for n in names}
     build_snapshot_grid(cfg, tables, sorted(set().union(*grids.values())), show_progress=show_progress)
-    sets: dict[str, pd.DataFrame] = {}
+    built: dict[str, pd.DataFrame] = {}
     for svc in dict.fromkeys(specs[n].feature_service for n in names):
         cut = sorted({c for n in names if specs[n].feature_service == svc for c in grids[n]})
-        ts = build_training_set(cfg, svc, cut, dict(tables), as_of=end, build=False)
-        sets[svc] = with_rfm(ts, tables["orders"])
-    return sets, grids
+        built[svc] = build_training_set(cfg, svc, cut, dict(tables), as_of=end, build=False)
+    # the services share their (customer, cutoff) rows: the order-history summary is computed once
+    pairs = pd.concat([ts[["customer_id", "cutoff"]] for ts in built.values()]).drop_duplicates()
+    rfm = rfm_at(tables["orders"], pairs)
+    return {svc: _merge_rfm(ts, rfm) for svc, ts in built.items()}, grids
 
 
 def build_snapshot_grid(

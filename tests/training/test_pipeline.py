@@ -50,8 +50,15 @@ def test_model_beats_recency_with_a_bootstrap_interval_above_zero(trained_models
 @pytest.mark.parametrize("name", ["churn", "repurchase"])
 def test_probabilities_are_calibrated_on_the_test_cutoffs(trained_models, name):
     _cfg, runs = trained_models
-    assert runs[name].result.metrics["ece"] <= 0.03
-    assert runs[name].result.calibrator["method"] in {"isotonic", "platt"}
+    res = runs[name].result
+    assert res.metrics["ece"] <= 0.03
+    assert res.calibrator["method"] in {"isotonic", "platt"}
+    # fitted on every validation row: the early-stopping half (valid_rows) and the other customers' half
+    sel = res.calibrator["selection"]
+    assert sel["rows"] == res.split_info["calib_rows"] > res.split_info["valid_rows"]
+    assert sel["folds"] == 2
+    losses = sel["cross_fitted_log_loss"]
+    assert res.calibrator["method"] == min(losses, key=losses.get)
 
 
 @pytest.mark.parametrize("name", ["churn", "repurchase"])
