@@ -232,7 +232,10 @@ class Scorer:
         shared: dict[str, FastBooster] = {}  # identical boosters across the models become one
         object.__setattr__(self, "models", {name: accelerate(m, shared) for name, m in self.models.items()})
         if self.offer_model is not None:
-            object.__setattr__(self, "offer_model", accelerate(self.offer_model, shared))
+            from serving.offer_numpy import numpy_offer
+
+            # numpy_offer: the margin estimates without pandas frames (same numbers; ~3 ms less per request)
+            object.__setattr__(self, "offer_model", numpy_offer(accelerate(self.offer_model, shared)))
         models: dict[str, Any] = dict(self.models)
         if self.offer_model is not None:
             models[OFFER_MODEL] = self.offer_model

@@ -1,0 +1,71 @@
+"""serving.offer_numpy gives exactly OfferModel.predict's numbers (the service scores offers through it)."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.offer_numpy import NumpyOffer, numpy_offer
+from serving.synthetic import synthetic_scorer
+from training.offer import Economics, MarginModel, OfferModel
+from training.uplift import fit_uplift
+
+ARMS = ("none", "coupon_10pct", "free_shipping")
+
+
+def _offer_model(center: bool, booster_basket: bool) -> tuple[OfferModel, np.ndarray]:
+    rng = np.random.default_rng(5)
+    n = 900
+    X = pd.DataFrame({"x1": rng.random(n), "x2": rng.normal(size=n)})
+    X.loc[rng.random(n) < 0.1, "x2"] = np.nan
+    arm = np.array(ARMS * (n // 3), dtype=object)
+    p = 0.2 + 0.2 * X["x1"].to_numpy() * (arm == "coupon_10pct") + 0.05 * (arm == "free_shipping")
+    y = (rng.random(n) < p).astype(float)
+    conversion = fit_uplift(X, arm, pd.DataFrame({"conversion": y}), "none", min_rows=10)
+    revenue: object = 60.0
+    if booster_basket:
+        params = {"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 20}
+        revenue = lgb.train(params, lgb.Dataset(X.to_numpy(), 50 + 20 * X["x1"].to_numpy()), 10)
+    economics = {
+        "none": Economics(0.35, 0.0, 0.0, 0.0),
+        "coupon_10pct": Economics(0.35, 0.1, 0.0, 0.02),
+        "free_shipping": Economics(0.35, 0.0, 4.0, 0.0),
+    }
+    margin = MarginModel(
+        conversion,
+        revenue,
+        2.0,
+        economics,
+        shrink=0.5 if center else 1.0,
+        center={"coupon_10pct": 1.25, "free_shipping": -0.4} if center else {},
+        model_mean={"coupon_10pct": 0.9} if center else {},
+    )
+    M = conversion.encoder.transform(X.head(40))
+    return OfferModel(conversion, margin, version="7"), M
+
+
+@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("booster_basket", [False, True])
+def test_numpy_offer_equals_offer_model_exactly(center: bool, booster_basket: bool) -> None:
+    model, M = _offer_model(center, booster_basket)
+    fast = numpy_offer(model)
+    assert isinstance(fast, NumpyOffer)
+    assert (fast.version, fast.feature_service, list(fast.feature_names)) == ("7", "offer_v1", ["x1", "x2"])
+    assert fast.offers == model.offers  # everything else is the model's own
+    want, got = model.predict(M), fast.predict(M)
+    assert list(got) == list(want)
+    for arm in want:
+        np.testing.assert_array_equal(got[arm][0], want[arm][0])
+        np.testing.assert_array_equal(got[arm][1], want[arm][1])
+    one = M[3:4]  # the service's case: one customer
+    np.testing.assert_array_equal(fast.predict(one)["coupon_10pct"][1], model.predict(one)["coupon_10pct"][1])
+
+
+def test_other_offer_models_are_left_as_they_are() -> None:
+    scorer, _ = synthetic_scorer(n_customers=300, rounds=5)
+    assert numpy_offer(scorer.offer_model) is scorer.offer_model
+    model, _ = _offer_model(False, False)
+    plain = OfferModel(model.conversion, model.conversion)  # an UpliftModel margin part: already numpy
+    assert numpy_offer(plain) is plain
