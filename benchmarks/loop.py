@@ -407,14 +407,39 @@ def coverage(args: argparse.Namespace) -> dict:
                 f"true {_f(r['true_uplift'])} covered={r['covered']} ({r['seconds']} s, {r['cpu_seconds']} CPU s)"
             )
             bar.advance(task)
+    out = coverage_summary(rows, args)
+    out.update(
+        {
+            "wall_seconds": round(time.perf_counter() - t0, 1),
+            "cpu_seconds": round(out["cpu_seconds"] + time.process_time() - c0, 1),
+            "failed_runs": failures,
+            "load_average_start": load_start,
+            "load_average_end": round(os.getloadavg()[0], 1),
+        }
+    )
+    return out
+
+
+def coverage_summary(rows: list[dict], args: argparse.Namespace) -> dict:
+    """The coverage section from finished runs (all of them, or a progress file's so far: `--from-progress`,
+    where only seeds finished by every scorer count, so the scorers are compared on the same shops)."""
+    scorers = [s for s in LOOP_SCORERS if s in args.loop_scorers.split(",")]
+    seeds = SEEDS[: args.runs]
+    done = {
+        seed
+        for seed in seeds
+        if all(any(r["seed"] == seed and r["scorer"] == k for r in rows) for k in scorers)
+    }
+    rows = [r for r in rows if r["seed"] in done and r["scorer"] in scorers]
     twins = {r["seed"]: r["without_rebuy"] for r in rows if r["without_rebuy"]}
     for r in rows:
         r["without_rebuy"] = twins.get(r["seed"])
     rows.sort(key=lambda r: (r["seed"], scorers.index(r["scorer"])))
     return {
         "setup": {
-            "runs": len(seeds),
-            "seeds": list(seeds),
+            "runs": len(done),
+            "planned_runs": len(seeds),
+            "seeds": sorted(done),
             "customers": args.loop_customers,
             "history_months": HISTORY_MONTHS,
             "past_campaign_weeks": args.past_weeks,
@@ -429,11 +454,11 @@ def coverage(args: argparse.Namespace) -> dict:
         },
         "by_scorer": {k: _summary([r for r in rows if r["scorer"] == k]) for k in scorers},
         "bar_covered_share": 0.90,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-        "cpu_seconds": round(sum(r["cpu_seconds"] for r in rows) + time.process_time() - c0, 1),
+        "wall_seconds": None,
+        "cpu_seconds": round(sum(r["cpu_seconds"] for r in rows), 1),
         "jobs": args.jobs,
-        "failed_runs": failures,
-        "load_average_start": load_start,
+        "failed_runs": [],
+        "load_average_start": None,
         "load_average_end": round(os.getloadavg()[0], 1),
         "git_commit": _git_commit(),
         "runs_detail": rows,
@@ -598,7 +623,14 @@ def markdown(out: dict) -> str:
         md += [
             "## Closed-loop uplift coverage and rebuy vs no rebuy",
             "",
-            f"{st['runs']} seeded shops (seeds {st['seeds'][0]}..{st['seeds'][-1]}, fixed before looking): "
+            (
+                f"**Partial: {st['runs']} of the {st['planned_runs']} planned seeds had finished (both scorers) "
+                "when this was saved.** "
+                if st.get("planned_runs", st["runs"]) > st["runs"]
+                else ""
+            )
+            + f"{st['runs']} seeded shops (seeds {', '.join(map(str, st['seeds']))}; the list fixed before looking "
+            f"is `SEEDS`, taken in order): "
             f"{st['customers']:,} customers, {st['history_months']} months of history, then "
             f"{st['past_campaign_weeks']} weekly pre-rebuy randomized campaigns (`pipelines.demo.past_campaign`; "
             f"their decisions imported into the decision log), then {st['days']} simulated days of the closed "
@@ -640,9 +672,14 @@ def markdown(out: dict) -> str:
             + " | ".join(f"{by[k]['cpu_seconds_per_run']:.0f}" for k in kinds)
             + " |",
             "",
-            f"Benchmark run time: {cov['wall_seconds']:.0f} s wall with {cov['jobs']} worker processes, "
-            f"{cov['cpu_seconds']:.0f} CPU s (load average {cov['load_average_start']} → "
-            f"{cov['load_average_end']} on 2 cores; code at {cov.get('git_commit', '?')}).",
+            (
+                f"Benchmark run time: {cov['wall_seconds']:.0f} s wall with {cov['jobs']} worker processes, "
+                f"{cov['cpu_seconds']:.0f} CPU s (load average {cov['load_average_start']} → "
+                f"{cov['load_average_end']} on 2 cores; code at {cov.get('git_commit', '?')})."
+                if cov.get("wall_seconds") is not None
+                else f"{cov['cpu_seconds']:.0f} CPU s in the runs shown, {cov['jobs']} worker processes; "
+                f"{cov.get('note', '')} (code at {cov.get('git_commit', '?')})."
+            ),
             "",
             "| seed | scorer | matured (treated / control) | measured uplift [95% CI] | true uplift | covered | "
             "repurchase with / without | revenue with / without |",
@@ -712,6 +749,8 @@ def main() -> None:
     ap.add_argument("--every-hours", type=int, default=12)
     ap.add_argument("--attribution-days", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for the coverage runs")
+    ap.add_argument("--from-progress", default=None, help="rebuild the coverage section from a progress file")
+    ap.add_argument("--note", default="", help="with --from-progress: how the runs went (load, wall time)")
     args = ap.parse_args()
     telemetry_off()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -726,9 +765,13 @@ def main() -> None:
         return out
 
     out: dict = {}
-    if args.part in ("all", "coverage"):
+    if args.from_progress:
+        result = coverage_summary(json.loads(Path(args.from_progress).read_text()), args)
+        result["note"] = args.note
+        out = save("coverage", result)
+    elif args.part in ("all", "coverage"):
         out = save("coverage", coverage(args))
-    if args.part in ("all", "pass"):
+    if args.part in ("all", "pass") and not args.from_progress:
         out = save("pass", one_pass(args))
     md = markdown(out)
     (RESULTS / "loop.md").write_text(md)
