@@ -1,9 +1,17 @@
 """Serving benchmark: latency and throughput of a real `rebuy serve`, where the time goes, GC stalls, batch rate.
 
-Run on demand (not in tests), unattended, in about 3-4 minutes on a quiet 2-core machine:
-    .venv/bin/python benchmarks/serve.py                      # synthetic champions (serving.synthetic)
-    .venv/bin/python benchmarks/serve.py --data-dir DATA      # the real @champions + Feast online store
-Options: --seconds (per latency run, default 12), --workers 2 (the throughput run's workers), --quick.
+One command runs the whole benchmark for both kinds of champions, prints every bar as met / NOT met and
+saves benchmarks/results/serve.json + serve.md:
+    .venv/bin/python benchmarks/serve.py
+  1. synthetic champions (serving.synthetic: 4 boosters x 100 trees + 3 offer boosters, features in memory);
+  2. real champions: the @champion models of a data directory built by the real pipeline (simulate 5k
+     customers -> past randomized campaign -> import -> features apply/materialize -> train all + offer, as
+     `rebuy demo` does before its loop, 2 Optuna trials per model), read from MLflow, with features from
+     the Feast SQLite online store (features.online.OnlineStoreReader). The directory is built once into
+     --real-dir (default <tmp>/rebuy-serve-bench; ~10 min on a quiet machine) and reused by later runs;
+     delete it to rebuild, or pass any pipeline-built data directory with --data-dir.
+Options: --variant synthetic|real|both, --seconds (per latency run, default 12), --workers 2 (the throughput
+run's workers), --quick (smoke test). About 4 minutes per variant on a quiet 2-core machine (plus the build).
 
 Bars (issue 7, this 2-core machine, load client on the same machine, <= 2 service workers):
 /score 1 customer with reasons at concurrency 1: p50 <= 3 ms, p99 <= 8 ms; concurrency 8: >= 400 rps with
@@ -13,7 +21,7 @@ show them); `rebuy score` model part >= 100k customers/s, and end to end includi
 
 The machine is shared, so beside every wall-clock number the CPU time is recorded: per request in the
 server's process tree (from /proc, all its threads and workers), per customer in process, and the load
-average at start and end. Results: printed, and saved to benchmarks/results/<name>.json + <name>.md.
+average at start and end.
 """
 
 from __future__ import annotations
@@ -61,7 +69,67 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# --- a data directory built by the real pipeline --------------------------------------------------------------
+
+
+def build_real_data(data_dir: Path, customers: int = 5_000, trials: int = 2) -> Path:
+    """simulate -> past randomized campaign -> import (+ its decisions) -> features apply/materialize -> train
+    all + offer, into `data_dir` (what `rebuy demo` does before its closed loop, with a small tuning budget).
+
+    Reused when `data_dir` already holds a registry (delete the folder to rebuild). ~5-10 min for 5k customers
+    on a quiet 2-core machine, most of it training.
+    """
+    from features.jobs import apply_job, materialize_job
+    from pipelines.decision_import import import_decisions
+    from pipelines.demo import DemoOptions, demo_config_text, free_port, past_campaign, prepare_dir
+    from rebuy.config import load_config
+    from rebuy.ingest import Sources, import_inputs, validate_inputs
+    from rebuy.simulator import ShopSimulator, SimConfig, write_tables
+    from training.offer import train_offer
+    from training.run import simulator_oracle, train_command
+
+    data_dir = data_dir.resolve()
+    done = data_dir / ".serve-bench-built"
+    if done.is_file():
+        console.print(f"reusing the pipeline-built data directory {data_dir}")
+        return data_dir
+    opts = DemoOptions(data_dir=data_dir, customers=customers, trials=trials, trial_timeout_seconds=20)
+    prepare_dir(data_dir, console)
+    config_path = data_dir / "rebuy.toml"
+    config_path.write_text(demo_config_text(opts, free_port(), "bench-token"), encoding="utf-8")
+    cfg = load_config(config_path)
+    console.print(f"[bold]building a data directory with the real pipeline[/] in {data_dir}")
+    sim = ShopSimulator(SimConfig(customers=opts.customers, months=opts.months, seed=opts.seed))
+    tables = sim.run_history()
+    tables = past_campaign(sim, tables, cfg, opts, data_dir / "raw" / "past_decisions.parquet")
+    raw = write_tables(tables, data_dir / "raw")
+    as_of = sim.now
+    sources = Sources(
+        customers=raw / "customers.parquet",
+        orders=raw / "orders.parquet",
+        events=raw / "events.parquet",
+        consent_updates=raw / "consent_updates.parquet",
+    )
+    validate_inputs(cfg, sources, as_of)
+    import_inputs(cfg, sources, as_of, progress=True)
+    import_decisions(cfg, data_dir / "raw" / "past_decisions.parquet", as_of)
+    apply_job(cfg)
+    materialize_job(cfg, as_of, incremental=False)
+    train_command(cfg, "all", as_of, oracle=simulator_oracle(sim), show_progress=True)
+    train_offer(cfg, as_of)
+    done.write_text(f"as_of={as_of.isoformat()}\n", encoding="utf-8")
+    return data_dir
+
+
 # --- in process: where the time goes, and the batch rate ------------------------------------------------------
+
+
+def bench_config(data_dir: Path) -> Any:
+    """The data directory's own rebuy.toml when it has one (the pipeline wrote it), else the defaults."""
+    from rebuy.config import load_config
+
+    toml = data_dir / "rebuy.toml"
+    return load_config(toml, data_dir=data_dir) if toml.is_file() else load_config(None, data_dir=data_dir)
 
 
 def load_scorer(data_dir: Path | None) -> Any:
@@ -69,22 +137,30 @@ def load_scorer(data_dir: Path | None) -> Any:
         from serving.synthetic import synthetic_scorer
 
         return synthetic_scorer(n_customers=20_000, rounds=100)[0]
-    from rebuy.config import load_config
     from serving.champions import scorer_from_registry
 
-    return scorer_from_registry(load_config(None, data_dir=data_dir))
+    return scorer_from_registry(bench_config(data_dir))
 
 
 def some_ids(scorer: Any, data_dir: Path | None, n: int) -> list[str]:
     if data_dir is None:
         return [f"c{i:06d}" for i in range(n)]
-    from rebuy.config import load_config
     from serving.batch import all_customer_ids
 
-    return all_customer_ids(load_config(None, data_dir=data_dir))[:n]
+    return all_customer_ids(bench_config(data_dir))[:n]
 
 
-def breakdown(scorer: Any, ids: list[str], batch: int, reps: int) -> dict[str, float]:
+def bench_now(data_dir: Path | None) -> pd.Timestamp:
+    """The as-of of the data: the simulated shop's last day for a pipeline-built directory."""
+    marker = data_dir / ".serve-bench-built" if data_dir is not None else None
+    if marker is not None and marker.is_file():
+        return pd.Timestamp(marker.read_text(encoding="utf-8").strip().split("=", 1)[1])
+    return NOW
+
+
+def breakdown(
+    scorer: Any, ids: list[str], batch: int, reps: int, now: pd.Timestamp = NOW
+) -> dict[str, float]:
     """Median wall ms and mean CPU ms of each stage for one request of `batch` customers, in this process."""
     from serving.service import json_response
 
@@ -96,7 +172,7 @@ def breakdown(scorer: Any, ids: list[str], batch: int, reps: int) -> dict[str, f
     for _ in range(reps):
         pick = [ids[i] for i in rng.integers(0, len(ids), batch)]
         t0, c0 = time.perf_counter(), time.thread_time()
-        mats, cold, age = scorer.read(pick, NOW)
+        mats, cold, age = scorer.read(pick, now)
         t1, c1 = time.perf_counter(), time.thread_time()
         b = scorer.score_matrices(pick, mats, cold, age, offers)
         t2, c2 = time.perf_counter(), time.thread_time()
@@ -121,41 +197,54 @@ def _timed(fn: Any) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def batch_rate(scorer: Any, ids: list[str], n: int) -> dict[str, float]:
-    """`rebuy score`'s path on n customers: the model part alone (1 and 2 threads), with reasons, end to end."""
+def batch_rate(scorer: Any, ids: list[str], n: int, now: pd.Timestamp = NOW) -> dict[str, float]:
+    """`rebuy score`'s path on n customers, in chunks of serving.batch.CHUNK as it scores them: the model part
+    alone (1 and 2 threads; after a first chunk that also builds the look-up tables, timed apart), with
+    reasons, and end to end from the online store."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.batch import score_frame
+    from serving.batch import CHUNK, score_frame
 
     reps = int(np.ceil(n / len(ids)))
     many = (ids * reps)[:n]
-    mats, cold, age = scorer.read(many, NOW)
+    mats, cold, age = scorer.read(many, now)
     offers = scorer.eligible(None)
-    w1, c1 = _timed(lambda: scorer.score_matrices(many, mats, cold, age, offers, reasons=False))
-    half = n // 2
     parts = [
-        (many[:half], {k: v[:half] for k, v in mats.items()}, cold[:half], age[:half]),
-        (many[half:], {k: v[half:] for k, v in mats.items()}, cold[half:], age[half:]),
+        (
+            many[i : i + CHUNK],
+            {k: v[i : i + CHUNK] for k, v in mats.items()},
+            cold[i : i + CHUNK],
+            age[i : i + CHUNK],
+        )
+        for i in range(0, n, CHUNK)
     ]
+
+    def score(p: Any) -> None:
+        scorer.score_matrices(*p, offers, reasons=False)
+
+    wf, cf = _timed(lambda: score(parts[0]))  # builds serving.treetables' tables (once per process)
+    w1, c1 = _timed(lambda: [score(p) for p in parts])
 
     def two() -> None:
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda p: scorer.score_matrices(*p, offers, reasons=False), parts))
+            list(pool.map(score, parts))
 
     w2, c2 = _timed(two)
     sub = many[: min(n, 10_000)]
-    m2, cd2, a2 = scorer.read(sub, NOW)
+    m2, cd2, a2 = scorer.read(sub, now)
     wr, cr = _timed(lambda: scorer.score_matrices(sub, m2, cd2, a2, offers, reasons=True))
     uniq = list(dict.fromkeys(ids))
     got: dict[str, Any] = {}
 
     def e2e(reasons: bool) -> None:
-        got["frame"], got["read"], _ = score_frame(scorer, uniq, NOW, reasons=reasons)
+        got["frame"], got["read"], _ = score_frame(scorer, uniq, now, reasons=reasons)
 
     we, ce = _timed(lambda: e2e(False))
     t_read = got["read"]
     return {
         "model_part_customers": n,
+        "first_chunk_with_table_build_s": round(wf, 3),
+        "first_chunk_with_table_build_cpu_s": round(cf, 3),
         "model_part_customers_per_s_1_thread": round(n / w1),
         "model_part_customers_per_cpu_s": round(n / c1),
         "model_part_customers_per_s_2_threads": round(n / w2),
@@ -487,40 +576,35 @@ def bars(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--seconds", type=float, default=12.0)
-    ap.add_argument("--workers", type=int, default=2, choices=[1, 2], help="workers of the throughput run")
-    ap.add_argument("--batch-customers", type=int, default=200_000)
-    ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the benchmark itself)")
-    ap.add_argument("--name", default="serve")
-    args = ap.parse_args()
-    from rebuy.timeutil import telemetry_off
-
-    telemetry_off()
-    if args.quick:
-        args.seconds, args.batch_customers = 3.0, 20_000
+def run_variant(data_dir: Path | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything for one kind of champions: in-process breakdown and batch rate, then the servers."""
     started = time.perf_counter()
+    name = "real" if data_dir is not None else "synthetic"
     res: dict[str, Any] = {
-        "name": args.name,
+        "name": f"{args.name} ({name} champions)",
         "machine": f"{os.cpu_count()} cores (shared), {platform.platform()}",
         "workers": args.workers,
-        "models": "real @champions + Feast online store"
-        if args.data_dir
+        "models": f"real @champions of {data_dir} (MLflow registry) + Feast SQLite online store"
+        if data_dir is not None
         else "synthetic (serving.synthetic: 4 boosters x 100 trees + 3 offer boosters, in-memory features)",
         "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
-    console.print("[bold]in-process breakdown and batch rate[/]")
-    scorer = load_scorer(args.data_dir)
-    ids = some_ids(scorer, args.data_dir, 20_000)
-    res["breakdown_1"] = breakdown(scorer, ids, 1, 2000)
-    res["breakdown_100"] = breakdown(scorer, ids, 100, 200)
+    console.print(f"[bold]{name}: in-process breakdown and batch rate[/]")
+    now = bench_now(data_dir)
+    c0 = time.process_time()
+    scorer = load_scorer(data_dir)
+    res["scorer_load_s"] = round(time.perf_counter() - started, 2)
+    res["scorer_load_cpu_s"] = round(time.process_time() - c0, 2)
+    ids = some_ids(scorer, data_dir, 20_000)
+    res["customers_available"] = len(ids)
+    res["breakdown_1"] = breakdown(scorer, ids, 1, 2000, now)
+    res["breakdown_100"] = breakdown(scorer, ids, 100, 200, now)
     console.print(res["breakdown_1"], res["breakdown_100"])
-    res["batch"] = batch_rate(scorer, ids, args.batch_customers)
+    res["batch"] = batch_rate(scorer, ids, args.batch_customers, now)
     console.print(res["batch"])
+    del scorer
     with tempfile.TemporaryDirectory() as tmp:
-        res["server"] = serve_runs(args.data_dir, ids, args.workers, args.seconds, Path(tmp))
+        res["server"] = serve_runs(data_dir, ids, args.workers, args.seconds, Path(tmp))
     for n, key in ((1, "single_c1_gc_frozen"), (100, "batch100_c1")):
         b = res[f"breakdown_{n}"]
         inner = b["feature_read_ms"] + b["models_and_reasons_ms"] + b["serialization_ms"]
@@ -532,15 +616,78 @@ def main() -> None:
     res["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     res["elapsed_s"] = round(time.perf_counter() - started, 1)
     res["bars"] = bars(res)
-    if args.data_dir is None:
+    if data_dir is None:
         res["note"] = (
             "Synthetic features are read from memory; the Feast SQLite online read (features.online."
             "OnlineStoreReader, one query per feature view for all services) adds about 0.2-0.3 ms per "
             "request for one customer (benchmarks/results/features.md: 0.22 ms p50 for one service)."
         )
+    else:
+        res["note"] = (
+            f"Real champions: {len(ids):,} customers in the online store; the model part repeats them to "
+            f"{args.batch_customers:,} rows. Scorer load (MLflow download + boosters): {res['scorer_load_s']} s."
+        )
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--variant", choices=["synthetic", "real", "both"], default="both")
+    ap.add_argument(
+        "--data-dir", type=Path, default=None, help="a pipeline-built data directory (real variant)"
+    )
+    ap.add_argument(
+        "--real-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "rebuy-serve-bench",
+        help="where the real variant builds (once) its data directory when --data-dir is not given",
+    )
+    ap.add_argument("--customers", type=int, default=5_000, help="simulated customers of the built directory")
+    ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--workers", type=int, default=2, choices=[1, 2], help="workers of the throughput run")
+    ap.add_argument("--batch-customers", type=int, default=200_000)
+    ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the benchmark itself)")
+    ap.add_argument("--name", default="serve")
+    args = ap.parse_args()
+    # run as a script, this folder is first on sys.path and its features.py would shadow the features package
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    from rebuy.timeutil import telemetry_off
+
+    telemetry_off()
+    if args.quick:
+        args.seconds, args.batch_customers = 3.0, 40_000
+    started = time.perf_counter()
+    out: dict[str, Any] = {"load_start": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+    if args.variant in ("real", "both"):
+        data_dir = args.data_dir
+        if data_dir is None:
+            t0, c0 = time.perf_counter(), time.process_time()
+            data_dir = build_real_data(args.real_dir, customers=args.customers)
+            out["real_build"] = {
+                "dir": str(data_dir),
+                "s": round(time.perf_counter() - t0, 1),
+                "cpu_s": round(time.process_time() - c0, 1),
+            }
+    if args.variant in ("synthetic", "both"):
+        out["synthetic"] = run_variant(None, args)
+    if args.variant in ("real", "both"):
+        out["real"] = run_variant(data_dir, args)
+    out["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    out["elapsed_s"] = round(time.perf_counter() - started, 1)
+    md = "\n".join(markdown(out[v]) for v in ("synthetic", "real") if v in out)
+    md += "\n## All bars\n\n" + "\n".join(
+        f"- {v}: {b}" for v in ("synthetic", "real") if v in out for b in out[v]["bars"]
+    )
+    md += (
+        f"\n\nWhole run: {out['elapsed_s']} s wall; load average {out['load_start']} -> {out['load_end']}.\n"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
-    md = markdown(res)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
     (RESULTS / f"{args.name}.md").write_text(md, encoding="utf-8")
     print(md)
 
