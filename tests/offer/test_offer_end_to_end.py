@@ -4,6 +4,7 @@ window, registered in MLflow with its drift reference, no pickles anywhere."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ from rebuy.cli import app
 from rebuy.config import load_config
 from rebuy.ingest import write_canonical
 from rebuy.simulator import ShopSimulator, SimConfig
-from training.offer import REGISTERED_NAME, load_offer_champion
+from training.offer import MARGIN_PATHS, REGISTERED_NAME, load_offer_champion
 from training.registry import CHALLENGER, CHAMPION, alias_version, client
 
 
@@ -72,6 +73,22 @@ def test_train_offer_from_an_imported_decision_log(shop) -> None:
             run_id=run_id, artifact_path="reference/reference.parquet", tracking_uri=cfg.mlflow_uri
         )
     )
+    # the margin paths' validation comparison is recorded with the run, and the kept one is what is served
+    run = client(cfg).get_run(run_id)
+    assert champ.meta["margin_path"] in MARGIN_PATHS
+    assert run.data.params["margin_path"] == champ.meta["margin_path"]
+    assert {f"valid_dr_path.{p}.{k}" for p in MARGIN_PATHS for k in ("value", "low", "high")} <= set(
+        run.data.metrics
+    )
+    paths = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="info/margin_paths.json", tracking_uri=cfg.mlflow_uri
+            )
+        ).read_text("utf-8")
+    )
+    assert [p["path"] for p in paths if p["chosen"]] == [champ.meta["margin_path"]]
+
     assert list(ref.columns[:2]) == ["customer_id", "cutoff"]
     assert list(ref.columns[2:]) == champ.feature_names and len(ref) > 100
     assert set(pd.to_datetime(ref["cutoff"], utc=True)) == {sent_at}
