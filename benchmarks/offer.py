@@ -560,8 +560,14 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
         f"(half-width {ope_err[best_k]['half_width']:.4f}); over {args.seeds} seeds a mean error is itself "
         "noisy, so read the half-widths, which are the estimators' own spread. The narrowest estimator on the "
         f"realised margin (unbiased under the known propensities) is {best_u}, half-width {hw:.4f} against a "
-        f"value of {val:.4f}: a mean error within 10% needs a half-width near {0.2 * val:.4f}, about "
-        f"{(hw / (0.2 * val)) ** 2:.0f}× the held-out decisions. The modelled outcome removes the basket's "
+        f"value of {val:.4f}: "
+        + (
+            f"a mean error within 10% needs a half-width near {0.2 * val:.4f}, about "
+            f"{(hw / (0.2 * val)) ** 2:.0f}× the held-out decisions."
+            if hw > 0.2 * val
+            else "narrow enough for a mean error within 10%."
+        )
+        + " The modelled outcome removes the basket's "
         "noise but not the conversion's, and is biased where offers change what a converter spends (see its "
         "mean bias).",
     ]
