@@ -26,7 +26,9 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".pt", ".sav")
         "above recency and BG/NBD. The gap is hidden per-customer traits, not missing features: with the "
         "simulator's TRUE alive and intent state added as features a LightGBM on the same rows reaches only "
         "0.88-0.91 of the oracle, and ~0.96 only once the hidden cycle scale/shape and conversion are added "
-        "(benchmarks/results/train-oracle-gap.md)"
+        "(benchmarks/results/train-oracle-gap.md). More data does not close it: at 20,000 and 50,000 customers "
+        "the v2 features reach 0.880 (churn) and 0.901 (repurchase) of the oracle at both sizes, all hidden "
+        "information 0.958-0.966 -- the ratio plateaus below 0.97 by construction, not for lack of data"
     ),
 )
 @pytest.mark.parametrize("name", ["churn", "repurchase"])
