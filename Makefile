@@ -29,7 +29,7 @@ install: $(STAMP) ## create .venv from uv.lock (only when missing or stale)
 demo: $(STAMP) ## run the whole loop on a simulated shop and print where the reports are
 	$(VENV)/bin/rebuy demo
 
-test: $(STAMP) ## run the test suite (and the notebooks)
+test: lint ## lint, then run the test suite (and the notebooks)
 	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP) ## ruff and mypy as configured in pyproject.toml
