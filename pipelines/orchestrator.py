@@ -195,7 +195,7 @@ def run_pass(
             client,
             pool,
             as_of,
-            batch_size=cfg.policy.score_batch_size,
+            batch_size=min(cfg.policy.score_batch_size, cfg.serving.max_batch),  # the service refuses more
             concurrency=cfg.policy.score_concurrency,
             progress=(lambda n: progress.advance(task, n)) if progress else None,
         )

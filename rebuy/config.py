@@ -345,9 +345,11 @@ class PolicyConfig(_Section):
     holdout_salt: str = "rebuy-holdout-v1"
     caps: CapsConfig = Field(default_factory=CapsConfig)
     triggers: list[TriggerConfig] = Field(default_factory=_default_triggers)
-    score_batch_size: int = 500
-    # /score requests in flight at once: the service scores one batch while the orchestrator decodes another
-    score_concurrency: int = Field(default=2, ge=1, le=16)
+    # customers per /score request (the orchestrator sends at most [serving] max_batch)
+    score_batch_size: int = Field(default=1000, ge=1)
+    # /score requests in flight at once: each service worker scores one batch while the orchestrator decodes
+    # another (benchmarks/loop.py --part pass: 1000 x 3 against 2 workers)
+    score_concurrency: int = Field(default=3, ge=1, le=16)
     holidays: list[HolidayConfig] = Field(default_factory=_default_holidays)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
