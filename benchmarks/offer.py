@@ -202,20 +202,14 @@ TRAIT_GROUPS: dict[str, list[str]] = {
 }
 
 
-def ceiling_groups(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Diagnostic only: the truth regressed on the features plus one group of hidden traits at a time."""
-    cfg = Config()
-    sim = ShopSimulator(
-        SimConfig(
-            customers=args.customers,
-            months=args.months,
-            seed=seed,
-            events=False,
-            effect_scale=args.effect_scale,
-        )
-    )
-    sim.run_history()
-    test_ex = consenting(sim.randomized_campaign(sim.now, offers=SIM_OFFERS, seed=seed, campaign="test")[1])
+def true_margins(
+    sim: ShopSimulator, cfg: Config, test_ex: pd.DataFrame, seed: int, args: argparse.Namespace
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """A seeded sample of the held-out customers and the truth's expected margin of every offer for them.
+
+    Twice, as two independent Monte Carlo estimates (the oracle's random streams depend on the order of
+    the ids): one chooses the best offer, the other values the choice, so the oracle is not flattered.
+    """
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(test_ex), min(args.truth_rows, len(test_ex)), replace=False))
     ids = test_ex.loc[rows, "customer_id"].tolist()
@@ -232,7 +226,24 @@ def ceiling_groups(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         )
         return t.loc[ids, cols].to_numpy()
 
-    m_a, m_b = truth(ids), truth(ids[::-1])
+    return rows, ids, truth(ids), truth(ids[::-1])
+
+
+def ceiling_groups(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Diagnostic only: the truth regressed on the features plus one group of hidden traits at a time."""
+    cfg = Config()
+    sim = ShopSimulator(
+        SimConfig(
+            customers=args.customers,
+            months=args.months,
+            seed=seed,
+            events=False,
+            effect_scale=args.effect_scale,
+        )
+    )
+    sim.run_history()
+    test_ex = consenting(sim.randomized_campaign(sim.now, offers=SIM_OFFERS, seed=seed, campaign="test")[1])
+    rows, ids, m_a, m_b = true_margins(sim, cfg, test_ex, seed, args)
     r = np.arange(len(ids))
     v_oracle = float((m_b[r, m_a.argmax(axis=1)].mean() + m_a[r, m_b.argmax(axis=1)].mean()) / 2)
     sub = logged(test_ex, cfg).take(rows)
@@ -325,24 +336,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         tmp.cleanup()
 
     t2, c2 = time.perf_counter(), cpu_seconds()
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(test_ex), min(args.truth_rows, len(test_ex)), replace=False))
-    ids = test_ex.loc[rows, "customer_id"].tolist()
-    cols = [f"expected_margin__{o}" for o in SIM_OFFERS]
-
-    def truth(order: list[str]) -> np.ndarray:
-        t = sim.truth(
-            order,
-            sim.now,
-            horizon_days=cfg.offers.attribution_days,
-            offers=SIM_OFFERS,
-            spend_days=None,
-            paths=args.paths,
-        )
-        return t.loc[ids, cols].to_numpy()
-
-    # two independent Monte Carlo estimates (the oracle's random streams depend on the order of the ids)
-    m_a, m_b = truth(ids), truth(ids[::-1])
+    rows, ids, m_a, m_b = true_margins(sim, cfg, test_ex, seed, args)
     t_truth, c_truth = time.perf_counter() - t2, cpu_seconds() - c2
     m = (m_a + m_b) / 2
     r = np.arange(len(m))
