@@ -41,6 +41,12 @@ def quiet_libraries() -> None:
     import warnings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "Detected uv project" per logged model
+    # the same filters for the processes the CLI starts (the service, training and loop workers)
+    os.environ.setdefault(
+        "PYTHONWARNINGS",
+        "ignore::DeprecationWarning,ignore:On demand feature view is an experimental feature:RuntimeWarning",
+    )
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*model_fields.*")
