@@ -94,6 +94,9 @@ def feature_store(cfg: Config) -> FeatureStore:
     """A FeatureStore on this data directory's generated feature_store.yaml (no apply)."""
     from feast import FeatureStore
 
+    from rebuy.timeutil import requiet
+
+    requiet()  # importing feast put its own warning filters first
     return FeatureStore(repo_path=str(_write_yaml(cfg).parent))
 
 

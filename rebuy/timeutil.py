@@ -41,6 +41,7 @@ def quiet_libraries() -> None:
     import warnings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("REBUY_QUIET", "1")  # read by requiet() in this process and the ones it starts
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "Detected uv project" per logged model
     # the same filters for the processes the CLI starts (the service, training and loop workers)
     os.environ.setdefault(
@@ -50,3 +51,17 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*model_fields.*")
+
+
+def requiet() -> None:
+    """Put the CLI's warning filters back in front after importing Feast.
+
+    Feast's modules call `warnings.simplefilter("once", ...)` when imported, which goes in front of the
+    filters `quiet_libraries` set, so its notices would print again. Does nothing outside the CLI.
+    """
+    import os
+    import warnings
+
+    if os.environ.get("REBUY_QUIET") == "1":
+        warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
