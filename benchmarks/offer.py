@@ -202,6 +202,21 @@ TRAIT_GROUPS: dict[str, list[str]] = {
 }
 
 
+def history_shop(seed: int, args: argparse.Namespace) -> ShopSimulator:
+    """The seed's shop (no events: the offer features are order-based) with its history run."""
+    sim = ShopSimulator(
+        SimConfig(
+            customers=args.customers,
+            months=args.months,
+            seed=seed,
+            events=False,
+            effect_scale=args.effect_scale,
+        )
+    )
+    sim.run_history()
+    return sim
+
+
 def true_margins(
     sim: ShopSimulator, cfg: Config, test_ex: pd.DataFrame, seed: int, args: argparse.Namespace
 ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
@@ -232,16 +247,7 @@ def true_margins(
 def ceiling_groups(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Diagnostic only: the truth regressed on the features plus one group of hidden traits at a time."""
     cfg = Config()
-    sim = ShopSimulator(
-        SimConfig(
-            customers=args.customers,
-            months=args.months,
-            seed=seed,
-            events=False,
-            effect_scale=args.effect_scale,
-        )
-    )
-    sim.run_history()
+    sim = history_shop(seed, args)
     test_ex = consenting(sim.randomized_campaign(sim.now, offers=SIM_OFFERS, seed=seed, campaign="test")[1])
     rows, ids, m_a, m_b = true_margins(sim, cfg, test_ex, seed, args)
     r = np.arange(len(ids))
@@ -303,16 +309,7 @@ def run_ceiling_groups(args: argparse.Namespace) -> None:
 def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     cfg = Config()
     t0, c0 = time.perf_counter(), cpu_seconds()
-    sim = ShopSimulator(
-        SimConfig(
-            customers=args.customers,
-            months=args.months,
-            seed=seed,
-            events=False,
-            effect_scale=args.effect_scale,
-        )
-    )
-    sim.run_history()
+    sim = history_shop(seed, args)
     history = []
     for k in range(args.campaigns, 0, -1):
         at = sim.now - pd.Timedelta(days=14 * k + 14)
