@@ -1,11 +1,18 @@
 """Next-best-offer benchmark: the true value of rebuy's offer policy against the oracle, and the DR error.
 
-Fixed history size. For each seed a shop is simulated (100k customers, 12 months, no events) and, as a shop
+Fixed history size. For each seed a shop is simulated (100k customers, 12 months) and, as a shop
 that explores would have, `--campaigns` randomized campaigns over every offer two weeks apart before its end
 (uniform arms; ≈ 100k decisions in all) form the history rebuy learns from. A further randomized campaign at
 the end is the held-out set: rebuy's doubly robust estimate is computed on all of it, and the simulator's
 truth (expected incremental margin of every offer per customer, exploration off) on a random
-`--truth-rows` of it gives each policy's true value (mean incremental margin per customer vs sending nothing):
+`--truth-rows` of it gives each policy's true value (mean incremental margin per customer vs sending nothing).
+
+X, the same for the model, the ceilings and the reward models (`--features`):
+- `rebuy` (default): rebuy's offer FeatureService `offer_v1` as it ships, computed by features.compute at each
+  campaign's send time from the simulated tables (orders AND behaviour events) up to that time;
+- `attrs`: the simulator's 10 send-time attributes, orders only (what sessions 1-3 measured).
+
+Rows:
 
 - rebuy: `training.offer.learn_offer_model`, the path of `rebuy train offer`, greedy: two margin paths
   compete on validation rows by paired DR (conversion uplift model kept by Qini × the catalogue's economics
@@ -13,8 +20,10 @@ truth (expected incremental margin of every offer per customer, exploration off)
   shrinks and "the path by the point estimate" are valued too, for comparison;
 - ceilings: the truth itself regressed on the same features (5-fold cross-fitted), greedy — what any
   learner on these features could reach with unlimited data — and, as diagnostics only, on the features plus
-  hidden price sensitivity and message aversion, plus every hidden trait and state but each customer's own
-  response noise, and plus that noise too (what the regression itself loses);
+  each customer's own responses in the past randomized campaigns (the only trace of price sensitivity),
+  plus every hidden trait and state but price sensitivity, aversion and the noise (a perfect behavioural
+  trace), both, plus hidden price sensitivity and message aversion, plus every hidden trait and state but
+  each customer's own response noise, and plus that noise too (what the regression itself loses);
 - oracle: the best offer per customer by true effect (chosen on one Monte Carlo estimate of the truth and
   valued on an independent one, so the oracle's own noise does not inflate it);
 - best constant offer (or nothing), random offer;
@@ -29,9 +38,10 @@ Bars (issue 6): rebuy ≥ 85% of the oracle and above the best constant; the DR 
 Customers are restricted to those who consent to email and push, so every offer reaches them on its own
 configured channel — the channel the truth API values it on, with the costs it charges.
 
-Run on demand: `.venv/bin/python benchmarks/offer.py [--seeds 5] [--effect-scale 1] [--tune]`
-(`--render results.json` rewrites the markdown of a saved run).
-Writes benchmarks/results/offer.json and offer.md (suffix `-scaleX` / `-tuned` when not the defaults).
+Run on demand: `.venv/bin/python benchmarks/offer.py [--seeds 5] [--effect-scale 1] [--features rebuy|attrs]
+[--tune]` (`--render results.json` rewrites the markdown of a saved run; `--ceiling-groups` runs only the
+ceilings, by hidden-trait group). Writes benchmarks/results/offer.json and offer.md (suffix `-attrs` /
+`-scaleX` / `-tuned` when not the defaults; offer-ceilings*.{json,md} for `--ceiling-groups`).
 Measured on a 2-core machine shared with other work: wall and CPU seconds are both recorded.
 """
 
@@ -45,6 +55,8 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +67,13 @@ from rich.progress import Progress
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]  # this folder holds scripts named like packages (features.py, train.py)
 
+from features.compute import compute_features, epoch_seconds, request_time_features  # noqa: E402
+from features.training_set import feature_names  # noqa: E402
 from rebuy.config import Config  # noqa: E402
 from rebuy.simulator import SIM_OFFERS, ShopSimulator, SimConfig  # noqa: E402
 from rebuy.timeutil import telemetry_off  # noqa: E402
 from training.offer import (  # noqa: E402
+    FEATURE_SERVICE,
     LoggedSet,
     MarginModel,
     learn_offer_model,
@@ -97,9 +112,34 @@ def consenting(export: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def logged(export: pd.DataFrame, cfg: Config) -> LoggedSet:
+def attrs_matrix(export: pd.DataFrame) -> pd.DataFrame:
+    """The simulator's send-time attributes (`--features attrs`): what last sessions' runs learned from."""
     X = export[ATTRS].copy()
     X["consent_sms"] = X["consent_sms"].astype(float)
+    return X
+
+
+def rebuy_matrix(tables: dict[str, pd.DataFrame], exports: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """rebuy's offer FeatureService columns (`offer_v1`) per export row, as of the campaign's send time.
+
+    The package's own computation (features.compute: stored families at the cutoff, then the request-time
+    features at it), the same values Feast's as-of join returns from snapshots at that cutoff, without
+    writing a store. One computation for every campaign's (customer, send time) pairs.
+    """
+    names = feature_names(Config(), FEATURE_SERVICE)
+    pairs = pd.concat(
+        [e[["customer_id"]].assign(cutoff=e["sent_at"].dt.as_unit("ns")) for e in exports], ignore_index=True
+    )
+    f = compute_features(tables, pairs)
+    rt = request_time_features(f, epoch_seconds(f["cutoff"]))
+    for k, col in rt.items():
+        f[k] = col
+    X = f[names].astype(float)
+    bounds = np.cumsum([0, *(len(e) for e in exports)])
+    return [X.iloc[a:b].reset_index(drop=True) for a, b in pairwise(bounds)]
+
+
+def logged(export: pd.DataFrame, X: pd.DataFrame, cfg: Config) -> LoggedSet:
     out = pd.DataFrame(
         {
             "conversion": export["converted"].astype(float),
@@ -113,9 +153,32 @@ def logged(export: pd.DataFrame, cfg: Config) -> LoggedSet:
             "n_orders": export["orders"].astype(float),
         }
     )
-    return LoggedSet(
-        X, export["arm"].to_numpy(object), export["propensity"].to_numpy(float), out, CATEGORICAL
+    cat = tuple(c for c in CATEGORICAL if c in X.columns)
+    return LoggedSet(X, export["arm"].to_numpy(object), export["propensity"].to_numpy(float), out, cat)
+
+
+def past_responses(history: list[pd.DataFrame], ids: list[str], cfg: Config) -> pd.DataFrame:
+    """Each customer's own responses in the past randomized campaigns, one block of columns per arm.
+
+    Per arm: how often the customer got it, their conversion and realised margin when they did (NaN when
+    never): the only trace of price sensitivity the simulated shop leaves, as a decision log would keep it.
+    """
+    h = pd.concat(history, ignore_index=True)
+    h = h.assign(
+        conversion=h["converted"].astype(float),
+        margin=realised_margin(
+            h["spend"].to_numpy(float), h["orders"].to_numpy(float), h["arm"].to_numpy(object), cfg.offers
+        ),
     )
+    g = h.groupby(["customer_id", "arm"])[["conversion", "margin"]].agg(["size", "mean"])
+    out = pd.DataFrame(index=pd.Index(ids, name="customer_id"))
+    for a in SIM_OFFERS:
+        per = g.xs(a, level="arm") if a in g.index.get_level_values("arm") else g.iloc[:0].droplevel(1)
+        per = per.reindex(out.index)
+        out[f"n__{a}"] = per[("conversion", "size")].fillna(0.0).to_numpy(float)
+        out[f"conversion__{a}"] = per[("conversion", "mean")].to_numpy(float)
+        out[f"margin__{a}"] = per[("margin", "mean")].to_numpy(float)
+    return out.reset_index(drop=True)
 
 
 def greedy(eff: np.ndarray, arms: list[str]) -> np.ndarray:
@@ -202,19 +265,79 @@ TRAIT_GROUPS: dict[str, list[str]] = {
 }
 
 
-def history_shop(seed: int, args: argparse.Namespace) -> ShopSimulator:
-    """The seed's shop (no events: the offer features are order-based) with its history run."""
+BEHAVIOURAL = [h for h in ALL_HIDDEN if h not in HIDDEN_TRAITS]  # all but price sensitivity and aversion
+
+
+@dataclass
+class SeedData:
+    """One seed's shop with its history run, the past randomized campaigns and the held-out one."""
+
+    sim: ShopSimulator
+    history: list[pd.DataFrame]  # each past campaign's export (consenting customers)
+    test_ex: pd.DataFrame
+    train: LoggedSet
+    test: LoggedSet
+
+
+def seed_data(seed: int, args: argparse.Namespace, cfg: Config) -> SeedData:
+    """The seed's shop (with events when rebuy's features are used), its campaigns, and X for each row.
+
+    The campaigns are branches of the history (`randomized_campaign`): they do not rewrite the tables,
+    so the features at every send time come from the same simulated tables.
+    """
     sim = ShopSimulator(
         SimConfig(
             customers=args.customers,
             months=args.months,
             seed=seed,
-            events=False,
+            events=args.features == "rebuy",
             effect_scale=args.effect_scale,
         )
     )
-    sim.run_history()
-    return sim
+    tables = sim.run_history()
+    history = []
+    for k in range(args.campaigns, 0, -1):
+        at = sim.now - pd.Timedelta(days=14 * k + 14)
+        ex = sim.randomized_campaign(at, offers=SIM_OFFERS, seed=100 + k, campaign=f"c{k}")[1]
+        history.append(consenting(ex))
+    test_ex = consenting(sim.randomized_campaign(sim.now, offers=SIM_OFFERS, seed=seed, campaign="test")[1])
+    exports = [*history, test_ex]
+    Xs = rebuy_matrix(tables, exports) if args.features == "rebuy" else [attrs_matrix(e) for e in exports]
+    del tables
+    train = logged(pd.concat(history, ignore_index=True), pd.concat(Xs[:-1], ignore_index=True), cfg)
+    return SeedData(sim, history, test_ex, train, logged(test_ex, Xs[-1], cfg))
+
+
+def ceilings(
+    d: SeedData, rows: np.ndarray, ids: list[str], m_a: np.ndarray, m_b: np.ndarray, cfg: Config
+) -> dict[str, float]:
+    """The truth regressed on the run's features, alone and with more than a shop could see (diagnostics).
+
+    `past responses`: each customer's arm and outcome in the past randomized campaigns (the decision log's
+    trace); `behavioural`: every hidden trait and state but price sensitivity, aversion and the noise (what
+    a perfect trace of everything the simulator emits outside offer responses could reveal).
+    """
+    sub = d.test.take(rows)
+    enc = Encoder.fit(sub.X, sub.categorical)
+    Xo, cat = enc.transform(sub.X), enc.categorical_indices
+    hidden = d.sim.customer_truth().set_index("customer_id").loc[ids]
+    past = past_responses(d.history, ids, cfg).to_numpy(float)
+    behav = hidden[BEHAVIOURAL].to_numpy(float)
+    h_all = hidden[ALL_HIDDEN].to_numpy(float)
+    noise = d.sim.traits.noise[d.sim._index(ids)]  # each customer's own response noise (diagnostic only)
+
+    def ceil(*more: np.ndarray) -> float:
+        return regression_ceiling(np.column_stack([Xo, *more]), m_a, m_b, cat)
+
+    return {
+        "v_observable_ceiling": ceil(),
+        "v_ceiling_past_responses": ceil(past),
+        "v_ceiling_behavioural": ceil(behav),
+        "v_ceiling_behavioural_past": ceil(behav, past),
+        "v_ceiling_plus_traits": ceil(hidden[HIDDEN_TRAITS].to_numpy(float)),
+        "v_ceiling_all_but_noise": ceil(h_all),
+        "v_ceiling_all": ceil(h_all, noise),
+    }
 
 
 def true_margins(
@@ -247,22 +370,41 @@ def true_margins(
 def ceiling_groups(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """Diagnostic only: the truth regressed on the features plus one group of hidden traits at a time."""
     cfg = Config()
-    sim = history_shop(seed, args)
-    test_ex = consenting(sim.randomized_campaign(sim.now, offers=SIM_OFFERS, seed=seed, campaign="test")[1])
-    rows, ids, m_a, m_b = true_margins(sim, cfg, test_ex, seed, args)
+    d = seed_data(seed, args, cfg)
+    rows, ids, m_a, m_b = true_margins(d.sim, cfg, d.test_ex, seed, args)
     r = np.arange(len(ids))
     v_oracle = float((m_b[r, m_a.argmax(axis=1)].mean() + m_a[r, m_b.argmax(axis=1)].mean()) / 2)
-    sub = logged(test_ex, cfg).take(rows)
-    enc = Encoder.fit(sub.X, CATEGORICAL)
+    sub = d.test.take(rows)
+    enc = Encoder.fit(sub.X, sub.categorical)
     Xo, cat = enc.transform(sub.X), enc.categorical_indices
-    hidden = sim.customer_truth().set_index("customer_id").loc[ids]
-    out = {"seed": seed, "v_oracle": v_oracle, "features": regression_ceiling(Xo, m_a, m_b, cat)}
+    hidden = d.sim.customer_truth().set_index("customer_id").loc[ids]
+    out: dict[str, Any] = {"seed": seed, "v_oracle": v_oracle}
     for name, g in TRAIT_GROUPS.items():
         out[name] = regression_ceiling(np.column_stack([Xo, hidden[g].to_numpy(float)]), m_a, m_b, cat)
-    out["all but noise"] = regression_ceiling(
-        np.column_stack([Xo, hidden[ALL_HIDDEN].to_numpy(float)]), m_a, m_b, cat
-    )
+    c = ceilings(d, rows, ids, m_a, m_b, cfg)
+    out["features"] = c["v_observable_ceiling"]
+    out.update({CEILING_ROWS[k]: c[k] for k in CEILING_ROWS if k != "v_observable_ceiling"})  # + the rest
     return out
+
+
+CEILING_ROWS = {
+    "v_observable_ceiling": "features",
+    "v_ceiling_past_responses": "own responses in the past randomized campaigns (arm, conversion, margin)",
+    "v_ceiling_behavioural": "every hidden trait and state but price sensitivity, aversion and the noise",
+    "v_ceiling_behavioural_past": "both of the above",
+    "v_ceiling_all_but_noise": "all but noise",
+    "v_ceiling_all": "all + each customer's own noise",
+}
+
+
+def feature_suffix(args: argparse.Namespace) -> str:
+    return "" if args.features == "rebuy" else f"-{args.features}"
+
+
+FEATURE_TEXT = {
+    "rebuy": "rebuy's offer FeatureService offer_v1 (40 columns, events on)",
+    "attrs": "the simulator's 10 send-time attributes (orders only)",
+}
 
 
 def run_ceiling_groups(args: argparse.Namespace) -> None:
@@ -281,8 +423,9 @@ def run_ceiling_groups(args: argparse.Namespace) -> None:
         "cpu_seconds": cpu_seconds() - c0,
         **{k: str(x) if isinstance(x, Path) else x for k, x in vars(args).items()},
     }
-    suffix = "" if args.effect_scale == 1.0 else f"-scale{args.effect_scale:g}"
-    out = ROOT / "benchmarks" / "results"
+    suffix = feature_suffix(args) + ("" if args.effect_scale == 1.0 else f"-scale{args.effect_scale:g}")
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
     (out / f"offer-ceilings{suffix}.json").write_text(
         json.dumps({"meta": meta, "seeds": res}, indent=2, default=str), encoding="utf-8"
     )
@@ -290,7 +433,8 @@ def run_ceiling_groups(args: argparse.Namespace) -> None:
     la = ", ".join(f"{x:.1f}" for x in meta["load_average_end"])
     lines = [
         f"# Offer ceilings by hidden-trait group (diagnostic; {args.seeds} seeds, effect scale "
-        f"{args.effect_scale:g}, {args.customers:,} customers, {args.truth_rows:,} truth rows)",
+        f"{args.effect_scale:g}, {args.customers:,} customers, {args.truth_rows:,} truth rows; features: "
+        f"{FEATURE_TEXT[args.features]})",
         "",
         f"{meta['machine']}; load average at the end {la}; wall {meta['wall_seconds']:.0f} s, CPU "
         f"{meta['cpu_seconds']:.0f} s. The truth regressed (5-fold cross-fitted) on the features plus one "
@@ -299,7 +443,9 @@ def run_ceiling_groups(args: argparse.Namespace) -> None:
         "| regression also sees | share of oracle (mean) | per seed |",
         "|---|---|---|",
     ]
-    for c in ["features", *TRAIT_GROUPS, "all but noise"]:
+    cols = [CEILING_ROWS["v_observable_ceiling"], *TRAIT_GROUPS]
+    cols += [CEILING_ROWS[k] for k in CEILING_ROWS if k != "v_observable_ceiling"]
+    for c in cols:
         per = ", ".join(f"{x / y:.1%}" for x, y in zip(df[c], df["v_oracle"], strict=True))
         lines.append(f"| {'nothing more' if c == 'features' else c} | {df[c].mean() / o:.1%} | {per} |")
     (out / f"offer-ceilings{suffix}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -309,13 +455,9 @@ def run_ceiling_groups(args: argparse.Namespace) -> None:
 def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     cfg = Config()
     t0, c0 = time.perf_counter(), cpu_seconds()
-    sim = history_shop(seed, args)
-    history = []
-    for k in range(args.campaigns, 0, -1):
-        at = sim.now - pd.Timedelta(days=14 * k + 14)
-        history.append(sim.randomized_campaign(at, offers=SIM_OFFERS, seed=100 + k, campaign=f"c{k}")[1])
-    train_ex = consenting(pd.concat(history, ignore_index=True))
-    test_ex = consenting(sim.randomized_campaign(sim.now, offers=SIM_OFFERS, seed=seed, campaign="test")[1])
+    d = seed_data(seed, args, cfg)
+    sim, test_ex, train, test = d.sim, d.test_ex, d.train, d.test
+    train_ex = pd.concat(d.history, ignore_index=True)
     t_sim, c_sim = time.perf_counter() - t0, cpu_seconds() - c0
 
     t1, c1 = time.perf_counter(), cpu_seconds()
@@ -326,7 +468,6 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         tcfg = Config.model_validate({"paths": {"data_dir": tmp.name}})
         tcfg.training.optuna.trials, tcfg.training.optuna.timeout_seconds = args.trials, args.tune_timeout
         tune = optuna_tuner(tcfg, seed=seed)
-    train, test = logged(train_ex, cfg), logged(test_ex, cfg)
     fit = learn_offer_model(train, test, cfg.offers, seed=seed, tune=tune)
     t_learn, c_learn = time.perf_counter() - t1, cpu_seconds() - c1
     if tmp is not None:
@@ -364,19 +505,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
     # ceilings: the exact truth regressed on what a learner could see, and on more (diagnostics only)
     t3, c3 = time.perf_counter(), cpu_seconds()
-    enc = Encoder.fit(sub.X, CATEGORICAL)
-    Xo = enc.transform(sub.X)
-    cat = enc.categorical_indices
-    hidden = sim.customer_truth().set_index("customer_id").loc[ids]
-    h_traits = hidden[HIDDEN_TRAITS].to_numpy(float)
-    h_all = hidden[ALL_HIDDEN].to_numpy(float)
-    noise = sim.traits.noise[sim._index(ids)]  # each customer's own response noise (diagnostic only)
-    ceilings = {
-        "v_observable_ceiling": regression_ceiling(Xo, m_a, m_b, cat),
-        "v_ceiling_plus_traits": regression_ceiling(np.column_stack([Xo, h_traits]), m_a, m_b, cat),
-        "v_ceiling_all_but_noise": regression_ceiling(np.column_stack([Xo, h_all]), m_a, m_b, cat),
-        "v_ceiling_all": regression_ceiling(np.column_stack([Xo, h_all, noise]), m_a, m_b, cat),
-    }
+    ceils = ceilings(d, rows, ids, m_a, m_b, cfg)
     t_ceiling, c_ceiling = time.perf_counter() - t3, cpu_seconds() - c3
 
     # off-policy estimates of rebuy − nobody on the whole held-out campaign, by estimator and outcome
@@ -427,14 +556,14 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "v_realised_t_path": v_t_path,
         "v_rebuy_point_rule": v_point,
         **shrink_values,
-        **ceilings,
+        **ceils,
         "v_oracle": v_oracle,
         "v_best_constant": float(const.max()),
         "best_constant": SIM_OFFERS[int(np.argmax(const))],
         "v_random": v_random,
         "share_rebuy": v_rebuy / v_oracle,
         "share_best_constant": float(const.max()) / v_oracle,
-        "share_observable_ceiling": ceilings["v_observable_ceiling"] / v_oracle,
+        "share_observable_ceiling": ceils["v_observable_ceiling"] / v_oracle,
         "dr_estimate": dr_incr,
         "dr_se_unpaired_bound": se,
         "dr_rel_error": abs(dr_incr - v_rebuy) / abs(v_rebuy) if v_rebuy else float("nan"),
@@ -464,12 +593,20 @@ def main() -> None:
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--months", type=int, default=12)
     ap.add_argument("--campaigns", type=int, default=4, help="randomized campaigns in the history")
+    ap.add_argument(
+        "--features",
+        choices=("rebuy", "attrs"),
+        default="rebuy",
+        help="rebuy: the offer FeatureService (offer_v1) on the shop's tables with events; attrs: the "
+        "simulator's 10 send-time attributes, orders only (sessions 1-3)",
+    )
     ap.add_argument("--truth-rows", type=int, default=10_000)
     ap.add_argument("--effect-scale", type=float, default=1.0)
     ap.add_argument("--paths", type=int, default=64, help="Monte Carlo paths of the truth per customer")
     ap.add_argument("--tune", action="store_true", help="Optuna-tune the base learners (training.tuning)")
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--tune-timeout", type=int, default=120)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
     ap.add_argument("--render", type=Path, help="only rewrite the markdown (and summary) from a saved JSON")
     ap.add_argument(
         "--ceiling-groups", action="store_true", help="diagnostic only: ceilings by hidden-trait group"
@@ -483,6 +620,7 @@ def main() -> None:
         doc = json.loads(args.render.read_text(encoding="utf-8"))
         for k in ("seeds", "customers", "months", "campaigns", "effect_scale", "tune"):
             setattr(args, k, doc["meta"][k])
+        args.features = doc["meta"].get("features", "attrs")  # runs before --features were attrs
         report(doc["seeds"], doc["meta"], args)
         return
     telemetry_off()
@@ -538,10 +676,12 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
         "bar_above_best_constant": bool(v["v_rebuy"] > v["v_best_constant"]),
         "bar_dr_mae_010": bool(df["dr_rel_error"].mean() <= 0.10),
     }
-    suffix = ("" if args.effect_scale == 1.0 else f"-scale{args.effect_scale:g}") + (
-        "-tuned" if args.tune else ""
+    suffix = (
+        feature_suffix(args)
+        + ("" if args.effect_scale == 1.0 else f"-scale{args.effect_scale:g}")
+        + ("-tuned" if args.tune else "")
     )
-    out = ROOT / "benchmarks" / "results"
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / f"offer{suffix}.json").write_text(
         json.dumps({"meta": meta, "summary": summary, "seeds": rows}, indent=2, default=str), encoding="utf-8"
@@ -550,7 +690,8 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
     lines = [
         f"# Offer policy vs oracle ({args.seeds} seeds; history {int(df['history_rows'].mean()):,} randomized "
         f"decisions on average from {args.campaigns} campaigns; {args.customers:,}-customer shops, {args.months} "
-        f"months; effect scale {args.effect_scale:g}{'; Optuna-tuned' if args.tune else ''})",
+        f"months; effect scale {args.effect_scale:g}{'; Optuna-tuned' if args.tune else ''}; features: "
+        f"{FEATURE_TEXT[args.features]})",
         "",
         f"{meta['machine']}; load average at the end {la}; wall {meta['wall_seconds']:.0f} s, "
         f"CPU {meta['cpu_seconds']:.0f} s.",
@@ -574,6 +715,20 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
             "ceiling: features + hidden price sensitivity and message aversion (diagnostic)",
             "v_ceiling_plus_traits",
         ),
+        (
+            "ceiling: features + every hidden trait and state but price sensitivity, aversion and the noise "
+            "+ own past responses (diagnostic)",
+            "v_ceiling_behavioural_past",
+        ),
+        (
+            "ceiling: features + every hidden trait and state but price sensitivity, aversion and the noise "
+            "(diagnostic: a perfect behavioural trace)",
+            "v_ceiling_behavioural",
+        ),
+        (
+            "ceiling: features + own responses in the past randomized campaigns (arm, conversion, margin)",
+            "v_ceiling_past_responses",
+        ),
         ("observable ceiling (truth regressed on the features)", "v_observable_ceiling"),
         ("**rebuy** (greedy, no exploration; margin path chosen on validation, lower-bound rule)", "v_rebuy"),
         ("rebuy if the path were chosen by the point estimate", "v_rebuy_point_rule"),
@@ -584,6 +739,8 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
         ("random offer", "v_random"),
     ]
     for name, key in names:
+        if key not in v:  # a saved run from before the row existed
+            continue
         lines.append(f"| {name} | {v[key]:.4f} | {v[key] / oracle:.1%} |")
     chosen_t = int((df["margin_path"] == "realised_margin_t").sum())
     t_better = int((df["v_realised_t_path"] > df["v_conversion_path"] + 1e-12).sum())
@@ -643,8 +800,14 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
         f"- Ceilings (shares of the oracle): features {v['v_observable_ceiling'] / oracle:.1%}; + hidden price "
         f"sensitivity and message aversion {v['v_ceiling_plus_traits'] / oracle:.1%}; + every hidden trait "
         f"and state but each customer's own noise {v['v_ceiling_all_but_noise'] / oracle:.1%}; + the noise "
-        f"too {v['v_ceiling_all'] / oracle:.1%} (the regression's own loss). A behavioural trace can at best "
-        "reveal the traits, so the row without the noise bounds what any realistic data could give.",
+        f"too {v['v_ceiling_all'] / oracle:.1%} (the regression's own loss)"
+        + (
+            f"; + every hidden trait and state but price sensitivity, aversion and the noise "
+            f"{v['v_ceiling_behavioural'] / oracle:.1%}; + own past responses "
+            f"{v['v_ceiling_past_responses'] / oracle:.1%}; both {v['v_ceiling_behavioural_past'] / oracle:.1%}."
+            if "v_ceiling_behavioural" in v
+            else "."
+        ),
         f"- Margin paths (true shares of the oracle): conversion × economics "
         f"{v['v_conversion_path'] / oracle:.1%}, T-learner on realised margin {v['v_realised_t_path'] / oracle:.1%}"
         f", kept by validation {v['v_rebuy'] / oracle:.1%} (by the point estimate it would be "
