@@ -162,11 +162,15 @@ class OnlineFeatureReader:
 
 
 class OnlineStoreReader:
-    """Several FeatureServices over one online store: each feature view is queried once per request.
+    """Several FeatureServices over one online store, read for all of them at once (serving's hot path).
 
     The services overlap (churn, repurchase, value and offer all read the order-history view, ...), so
-    reading them one by one repeats most queries; serving reads all its services through here. The
-    per-service readers (`reader(service)`) assemble exactly what `OnlineFeatureReader.read` returns.
+    reading them one by one repeats most of the work. Here a request is one SQL statement (a UNION ALL
+    of the feature views' primary-key look-ups), each row's packed float64 vector is copied once into
+    one wide matrix of every view's full layout, the request-time features are computed once from it,
+    and each service's matrix is one column gather. `read_services` returns exactly what each service's
+    `OnlineFeatureReader.read` returns (tests/serving/test_online_reader.py); `read_all` also combines
+    the services' found flags and ages the way the scorer does, saving the per-service arrays.
     """
 
     def __init__(self, cfg: Config, services: Sequence[str]) -> None:
@@ -184,9 +188,44 @@ class OnlineStoreReader:
                 r = OnlineFeatureReader(cfg, svc, store=store, conn=self._conn, lock=self._lock)
                 r.shared = self
                 self.readers[svc] = r
+            widths = {table_name(store.config, v): len(layout(v)) for v in store.list_feature_views()}
+            # how many SQL variables one statement may bind (SQLite's limit, 32766 by default)
+            self._max_vars = max(1, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1)
         except Exception:
             self._conn.close()
             raise
+        self._plan(widths)
+
+    def _plan(self, widths: dict[str, int]) -> None:
+        """Where every service's columns sit in the wide matrix: [each used view's full layout | request-time]."""
+        used = {t for r in self.readers.values() for t in r.tables}
+        self._tables = [t for t in widths if t in used]  # the store's view order
+        tix = {t: i for i, t in enumerate(self._tables)}
+        offsets = np.cumsum([0] + [widths[t] for t in self._tables])
+        self._width = int(offsets[-1])
+        self._nan_row = np.full(self._width, np.nan, dtype="<f8").tobytes()
+        self._bytes = [(8 * int(offsets[i]), 8 * widths[t]) for i, t in enumerate(self._tables)]
+        # request-time features: one block of REQUEST_TIME columns per distinct set of instant columns
+        self._rt_groups: list[dict[str, int | None]] = []
+        self._svc_cols: dict[str, np.ndarray] = {}
+        self._svc_tables: dict[str, np.ndarray] = {}
+        rt_names = list(REQUEST_TIME)
+        for svc, r in self.readers.items():
+            wide = np.empty(len(r._stored_names), dtype=np.int64)  # the reader's stored column -> wide column
+            for table, pos, dest in r._views:
+                wide[dest] = offsets[tix[table]] + pos
+            cols = np.empty(len(r.feature_names), dtype=np.int64)
+            cols[r._out_stored] = wide[r._src_stored]
+            if r._out_request:
+                inst = {n: None if c is None else int(wide[c]) for n, c in r._instant_cols.items()}
+                if inst not in self._rt_groups:
+                    self._rt_groups.append(inst)
+                base = self._width + len(rt_names) * self._rt_groups.index(inst)
+                for j, name in r._out_request:
+                    cols[j] = base + rt_names.index(name)
+            self._svc_cols[svc] = cols
+            self._svc_tables[svc] = np.array([tix[t] for t in r.tables], dtype=np.int64)
+        self._sql: dict[int, str] = {}
 
     def reader(self, service: str) -> OnlineFeatureReader:
         return self.readers[service]
@@ -194,15 +233,103 @@ class OnlineStoreReader:
     def close(self) -> None:
         self._conn.close()
 
+    def _statement(self, n_keys: int) -> str:
+        """One statement for n keys across every view (cached: sqlite3 then reuses its prepared form)."""
+        sql = self._sql.get(n_keys)
+        if sql is None:
+            marks = ",".join("?" * n_keys)
+            sql = " UNION ALL ".join(
+                f'SELECT {i}, entity_key, vals, event_ts FROM "{t}" WHERE entity_key IN ({marks})'
+                for i, t in enumerate(self._tables)
+            )
+            if len(self._sql) < 64:
+                self._sql[n_keys] = sql
+        return sql
+
+    def _wide(self, customer_ids: Sequence[str], now_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(wide matrix [n, views + request-time], found [n, views], event_ts [n, views] with inf = none),
+        rows in request order."""
+        keys, inverse = _distinct_keys(customer_ids, self._prefix)
+        n, n_tables, row_bytes = len(keys), len(self._tables), len(self._nan_row)
+        per = max(1, self._max_vars // max(n_tables, 1))
+        with self._lock:
+            rows = [
+                r
+                for i in range(0, n, per)
+                for r in self._conn.execute(
+                    self._statement(len(keys[i : i + per])), keys[i : i + per] * n_tables
+                )
+            ]
+        buf = bytearray(self._nan_row * n)
+        found = bytearray(n * n_tables)
+        ts = [np.inf] * (n * n_tables)
+        row_of = {k: i for i, k in enumerate(keys)} if n > 1 else None
+        spans = self._bytes
+        for t, key, vals, stamp in rows:
+            i = row_of[key] if row_of is not None else 0
+            start, size = spans[t]
+            if len(vals) != size:
+                raise RebuyError(
+                    f"online store table {self._tables[t]!r}: a row holds {len(vals) // 8} values where the "
+                    f"feature view has {size // 8}; run `rebuy features apply` and `rebuy features materialize`"
+                )
+            at = i * row_bytes + start
+            buf[at : at + size] = vals
+            found[i * n_tables + t] = 1
+            if stamp is not None:
+                ts[i * n_tables + t] = stamp
+        stored = np.frombuffer(buf, dtype="<f8").reshape(n, self._width)
+        if self._rt_groups:
+            wide = np.empty((n, self._width + len(REQUEST_TIME) * len(self._rt_groups)))
+            wide[:, : self._width] = stored
+            at_now = np.full(n, now_s)
+            for g, inst in enumerate(self._rt_groups):
+                rt = request_time_features(
+                    {k: stored[:, c] if c is not None else np.full(n, np.nan) for k, c in inst.items()},
+                    at_now,
+                )
+                base = self._width + len(REQUEST_TIME) * g
+                for k, name in enumerate(REQUEST_TIME):
+                    wide[:, base + k] = rt[name]
+        else:
+            wide = stored
+        hit = np.frombuffer(found, dtype=np.bool_).reshape(n, n_tables)
+        stamps = np.array(ts, dtype=np.float64).reshape(n, n_tables)
+        if inverse is not None:
+            return wide[inverse], hit[inverse], stamps[inverse]
+        return wide, hit, stamps
+
+    @staticmethod
+    def _found_age(
+        hit: np.ndarray, stamps: np.ndarray, tables: np.ndarray, now_s: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Found in any of `tables`; age = now - the oldest snapshot among them (NaN if none is known)."""
+        found = hit[:, tables].any(axis=1)
+        oldest = stamps[:, tables].min(axis=1)
+        return found, np.where(found & np.isfinite(oldest), now_s - oldest, np.nan)
+
     def read_services(
         self, services: Sequence[str], customer_ids: Sequence[str], now: pd.Timestamp | float
     ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """service -> (X, found, age) as `OnlineFeatureReader.read` gives, from one query per view."""
-        keys, inverse = _distinct_keys(customer_ids, self._prefix)
-        tables = list(dict.fromkeys(t for svc in services for t in self.readers[svc].tables))
-        rows = _query(self._conn, self._lock, tables, keys)
+        """service -> (X, found, age) as `OnlineFeatureReader.read` gives, from one statement for all views."""
         now_s = _epoch_seconds(now)
-        return {svc: self.readers[svc].assemble(keys, inverse, rows, now_s) for svc in services}
+        wide, hit, stamps = self._wide(customer_ids, now_s)
+        out = {}
+        for svc in services:
+            found, age = self._found_age(hit, stamps, self._svc_tables[svc], now_s)
+            out[svc] = (wide[:, self._svc_cols[svc]], found, age)
+        return out
+
+    def read_all(
+        self, services: Sequence[str], customer_ids: Sequence[str], now: pd.Timestamp | float
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """(service -> X, cold [n], age [n]) with cold = found in no service and age = the oldest service's
+        age: what `serving.scorer.Scorer.read` makes of `read_services`, without the per-service arrays."""
+        now_s = _epoch_seconds(now)
+        wide, hit, stamps = self._wide(customer_ids, now_s)
+        tables = np.unique(np.concatenate([self._svc_tables[s] for s in services]))
+        found, age = self._found_age(hit, stamps, tables, now_s)
+        return {svc: wide[:, self._svc_cols[svc]] for svc in services}, ~found, age
 
 
 def _epoch_seconds(now: pd.Timestamp | float) -> float:

@@ -220,6 +220,7 @@ class Scorer:
     _all: dict[str, Any] = field(init=False, repr=False, compare=False)
     _versions: dict[str, str] = field(init=False, repr=False, compare=False)
     _services: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _one_store: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         missing = [m for m in SCORE_MODELS if m not in self.models]
@@ -245,6 +246,11 @@ class Scorer:
         unread = sorted({m.feature_service for m in models.values()} - set(self.readers))
         if unread:
             raise StartupError(f"scorer: no online feature reader for FeatureServices {unread}")
+        # every service in one store that can also combine found/age (features.online.OnlineStoreReader):
+        # `read` is then one call that returns exactly what the per-service path below computes
+        stores = {id(s): s for s in (getattr(self.readers[v], "shared", None) for v in self._services)}
+        one = next(iter(stores.values())) if len(stores) == 1 else None
+        object.__setattr__(self, "_one_store", one if hasattr(one, "read_all") else None)
         # A service's matrix is in its reader's column order; each model takes its own order from it,
         # so a model trained with a different feature order still sees the right columns.
         order: dict[str, list[str]] = {}
@@ -302,6 +308,9 @@ class Scorer:
         self, customer_ids: Sequence[str], now: pd.Timestamp
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Online features per service; cold = found in no service; age = oldest service's age."""
+        if self._one_store is not None:
+            mats, cold, age = self._one_store.read_all(self._services, customer_ids, now)
+            return dict(mats), cold, age
         n = len(customer_ids)
         mats: dict[str, np.ndarray] = {}
         found = np.zeros(n, dtype=bool)

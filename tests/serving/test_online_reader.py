@@ -102,3 +102,65 @@ def test_in_memory_store_shared_read_equals_each_readers_own() -> None:
         for g, w in zip(got[svc], InMemoryReader(table, names).read(ids, now), strict=True):
             np.testing.assert_array_equal(g, w)
     assert got["churn_v1"][1].tolist() == [True, False, True, True]
+
+
+def test_read_all_combines_services_as_the_scorer_does(store: tuple[Any, pd.Timestamp, list[str]]) -> None:
+    """cold = found in no service, age = the oldest service's age: the per-service arrays folded by hand."""
+    cfg, as_of, customers = store
+    ids = [customers[2], "nobody", customers[2], customers[11]]
+    now = as_of + pd.Timedelta(days=2)
+    shared = OnlineStoreReader(cfg, SERVICES)
+    mats, cold, age = shared.read_all(SERVICES, ids, now)
+    per = {svc: OnlineFeatureReader(cfg, svc).read(ids, now) for svc in SERVICES}
+    for svc in SERVICES:
+        np.testing.assert_array_equal(mats[svc], per[svc][0])
+    assert cold.tolist() == [False, True, False, False]
+    want_age = np.fmax.reduce([np.where(f, a, np.nan) for _, f, a in per.values()])
+    np.testing.assert_array_equal(age, want_age)
+    # materialized at as_of, read two days later: every known customer's features are 2 days old
+    np.testing.assert_allclose(age[[0, 2, 3]], 2 * 86_400.0)
+    assert np.isnan(age[1])
+
+
+def test_read_is_split_into_statements_within_sqlite_variable_limit(
+    store: tuple[Any, pd.Timestamp, list[str]],
+) -> None:
+    """More keys x views than one statement may bind: several statements, the same answer."""
+    cfg, as_of, customers = store
+    ids = [*customers[:23], "nobody", customers[4]]
+    shared = OnlineStoreReader(cfg, SERVICES)
+    want = shared.read_all(SERVICES, ids, as_of)
+    shared._max_vars = 2 * len(shared._tables) + 1  # two keys per statement
+    got = shared.read_all(SERVICES, ids, as_of)
+    for svc in SERVICES:
+        np.testing.assert_array_equal(got[0][svc], want[0][svc])
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+    assert not shared.read_all(SERVICES, [], as_of)[1].size
+
+
+def test_a_row_of_the_wrong_width_is_a_clear_error(
+    store: tuple[Any, pd.Timestamp, list[str]], tmp_path: Any
+) -> None:
+    """A packed row that does not match its view's layout is refused, naming the table and what to run."""
+    import sqlite3
+
+    from features.online_store import connect
+    from features.store import online_path
+    from rebuy.errors import RebuyError
+
+    cfg, as_of, _ = store
+    shared = OnlineStoreReader(cfg, SERVICES)
+    table = shared._tables[0]
+    db = tmp_path / "online.db"
+    src, conn = sqlite3.connect(online_path(cfg)), sqlite3.connect(db)
+    src.backup(conn)  # a copy of the store (WAL included); the shared fixture stays intact
+    src.close()
+    with conn:
+        one = conn.execute(f'SELECT entity_key FROM "{table}" LIMIT 1').fetchone()[0]
+        conn.execute(f'UPDATE "{table}" SET vals = ? WHERE entity_key = ?', (np.zeros(3).tobytes(), one))
+    conn.close()
+    shared._conn = connect(db, read_only=True)
+    cid = one[len(shared._prefix) + 4 :].decode()
+    with pytest.raises(RebuyError, match=rf"{table}.*3 values.*rebuy features materialize"):
+        shared.read_all(SERVICES, [cid], as_of)
