@@ -275,6 +275,93 @@ def trained_client(cfg: Config, as_of: pd.Timestamp, tables: dict[str, pd.DataFr
     return client, info
 
 
+def action_effects(logged: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """One row per treated decision of the loop with the true effect of its action and what kind of action it was.
+
+    `logged` is the whole decision log (the imported pre-rebuy campaigns too: they count as earlier messages),
+    `truth` the loop's per-decision truth (`LoopResult.truth`: P(order in the attribution window) under the
+    action taken and under none, at decision time). `kind`: `greedy` (the action with the most mass of the
+    logged distribution), `explore` (any other draw) or `capped` (only `none` was allowed: the distribution is
+    none alone). `prior_7d` / `prior_14d`: messages the customer was sent in the 7 / 14 days before.
+    """
+    cols = [
+        "decision_id",
+        "customer_id",
+        "decided_at",
+        "trigger",
+        "offer",
+        "channel",
+        "segment",
+        "distribution",
+        "scores",
+    ]
+    dec = logged.loc[
+        logged["decision_id"].isin(truth["decision_id"]) & (logged["group"] == "treatment"), cols
+    ]
+    dec = dec.merge(truth[["decision_id", "p_offer", "p_none"]], on="decision_id", how="inner")
+    if not len(dec):
+        return pd.DataFrame(columns=[*cols[:7], "kind", "effect", "estimate", "prior_7d", "prior_14d"])
+    greedy = [max(d, key=lambda a: (d[a], a == "none")) if d else "none" for d in dec["distribution"]]
+    dec["kind"] = np.where(
+        [len(d) <= 1 for d in dec["distribution"]],
+        "capped",
+        np.where(dec["offer"] == greedy, "greedy", "explore"),
+    )
+    dec["effect"] = dec["p_offer"] - dec["p_none"]
+    dec["estimate"] = [
+        float(s.get("offer_estimates", {}).get(o, 0.0)) if o != "none" else 0.0
+        for s, o in zip(dec["scores"], dec["offer"], strict=True)
+    ]
+    sent = logged.loc[
+        (logged["group"] == "treatment") & (logged["offer"] != "none"), ["customer_id", "decided_at"]
+    ]
+    pair = dec[["decision_id", "customer_id", "decided_at"]].merge(
+        sent, on="customer_id", suffixes=("", "_m")
+    )
+    age = (pair["decided_at"] - pair["decided_at_m"]).dt.total_seconds() / 86400.0
+    for days in (7, 14):
+        n = pair.loc[(age > 0) & (age <= days)].groupby("decision_id").size()
+        dec[f"prior_{days}d"] = dec["decision_id"].map(n).fillna(0).astype(int)
+    return dec.drop(columns=["distribution", "scores"])
+
+
+BREAKDOWN_BY: tuple[str, ...] = ("kind", "offer", "trigger", "segment", "prior_7d", "channel")
+
+
+def effect_breakdown(effects: pd.DataFrame) -> list[dict]:
+    """Where the true effect of the actions comes from: per dimension and value, decisions, messages and
+    the summed true effect (expected extra buyers within the attribution window) with its mean per message."""
+    rows: list[dict] = []
+    if not len(effects):
+        return rows
+    e = effects.assign(prior_7d=np.minimum(effects["prior_7d"], 3).astype(str).str.replace("3", "3+"))
+    for dim in BREAKDOWN_BY:
+        for value, g in e.groupby(dim, dropna=False):
+            msg = g.loc[g["offer"] != "none"]
+            rows.append(
+                {
+                    "by": dim,
+                    "value": str(value),
+                    "decisions": len(g),
+                    "messages": len(msg),
+                    "effect_sum": float(g["effect"].sum()),
+                    "harmful_messages": int((msg["effect"] < 0).sum()),
+                }
+            )
+    return rows
+
+
+def _logged(cfg: Config) -> pd.DataFrame:
+    from pipelines.decision_log import engine_for, read_decisions
+
+    engine = engine_for(cfg.decision_log_url)
+    try:
+        with engine.connect() as conn:
+            return read_decisions(conn)
+    finally:
+        engine.dispose()
+
+
 def one_run(seed: int, scorer: str, args: argparse.Namespace, twin: bool) -> dict:
     """One seeded closed loop with rebuy scored by `scorer` (`trained` | `oracle`); with `twin`, also the same
     shop and days without rebuy (no messages; the simulator's per-day seeded streams give both arms the same
@@ -305,6 +392,10 @@ def one_run(seed: int, scorer: str, args: argparse.Namespace, twin: bool) -> dic
         t0, c0 = time.perf_counter(), time.process_time()
         result, grown = closed_loop(cfg, sim, tables, client, args.days)
         _lap(steps, "loop", t0, c0)
+        effects = action_effects(_logged(cfg), result.truth)
+        if args.effects_dir:
+            Path(args.effects_dir).mkdir(parents=True, exist_ok=True)
+            effects.to_csv(Path(args.effects_dir) / f"effects-{seed}-{scorer}.csv", index=False)
         with_rebuy = _window(grown["orders"], start, sim.now, existing)
         without = None
         if twin:
@@ -330,10 +421,86 @@ def one_run(seed: int, scorer: str, args: argparse.Namespace, twin: bool) -> dic
         "covered": c.get("covered"),
         "with_rebuy": with_rebuy,
         "without_rebuy": without,
+        "breakdown": effect_breakdown(effects),
         **info,
         "steps": steps,
         "seconds": round(time.perf_counter() - t_all, 1),
         "cpu_seconds": round(time.process_time() - c_all, 1),
+    }
+
+
+def one_gate(seed: int, args: argparse.Namespace) -> dict:
+    """The offer model `train offer` would learn on this seed's shop (the coverage part's pre-rebuy campaigns),
+    what its greedy policy sends on the held-out decisions, how each promotion rule judges it, and its TRUE
+    value against sending nothing on those same customers and days (the simulator's truth API): whether the
+    gate keeps harmful policies out. Fixed base-learner parameters (no Optuna) to keep it cheap."""
+    from features.store import apply, materialize
+    from pipelines.decision_import import import_decisions
+    from rebuy.ingest import write_canonical
+    from training.offer import MARGIN, learn_offer_model, offer_data, personalised_actions, promotion_decision
+
+    c0 = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = loop_config(Path(tmp), args)
+        past = Path(tmp) / "past_decisions.parquet"
+        sim, tables = seeded_shop(seed, args.loop_customers, cfg, args.past_weeks, past)
+        write_canonical(tables, cfg.paths.data_dir)
+        import_decisions(cfg, past, sim.now)
+        apply(cfg)
+        materialize(cfg, sim.now, tables)
+        data = offer_data(cfg, sim.now)
+        fit = learn_offer_model(data.train, data.test, cfg.offers, current="logged")
+        ev = fit.margin
+        acts = personalised_actions(
+            fit.model.margin, fit.model.margin.encoder.transform(data.test.X), MARGIN, data.test.allowed
+        )
+        keys = data.test.keys
+        truth = sim.truth_at(
+            keys, horizon_days=cfg.offers.attribution_days, offers=sorted(set(acts) | {"none"})
+        )
+    rows = np.arange(len(acts))
+    p_act = np.array([truth[f"p_order__{a}"].iloc[i] for i, a in zip(rows, acts, strict=True)])
+    m_act = np.array(
+        [
+            0.0 if a == "none" else truth[f"expected_margin__{a}"].iloc[i]
+            for i, a in zip(rows, acts, strict=True)
+        ]
+    )
+    new_ok, reason = promotion_decision(ev)
+    vals, counts = np.unique(acts, return_counts=True)
+    d, z = ev.vs_current, ev.vs_nothing
+    return {
+        "seed": seed,
+        "held_out": len(acts),
+        "sends": {str(v): int(c) for v, c in zip(vals, counts, strict=True)},
+        "vs_current": d.to_dict() if d else None,
+        "vs_nothing": z.to_dict() if z else None,
+        "old_rule_promotes": bool(d is not None and d.low > 0),
+        "new_rule_promotes": bool(new_ok),
+        "reason": reason,
+        "true_conversion_gain": float(np.mean(p_act - truth["p_order__none"].to_numpy())),
+        "true_margin_gain": float(np.mean(m_act)),
+        "cpu_seconds": round(time.process_time() - c0, 1),
+    }
+
+
+def gates(args: argparse.Namespace) -> dict:
+    seeds = SEEDS[: args.runs]
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for r in pool.map(one_gate, seeds, [args] * len(seeds)):
+            print(
+                f"seed {r['seed']}: sends {r['sends']} old={r['old_rule_promotes']} new={r['new_rule_promotes']} "
+                f"true margin gain {r['true_margin_gain']:+.3f}",
+                flush=True,
+            )
+            rows.append(r)
+    return {
+        "seeds": list(seeds),
+        "customers": args.loop_customers,
+        "past_campaign_weeks": args.past_weeks,
+        "runs": rows,
+        "git_commit": _git_commit(),
     }
 
 
@@ -362,7 +529,35 @@ def _summary(rows: list[dict]) -> dict:
         "revenue_without": stats([r["without_rebuy"]["revenue"] for r in paired]),
         "cpu_seconds_per_run": float(np.mean([r["cpu_seconds"] for r in rows])) if rows else None,
         "offer_promoted_runs": sum(bool(r.get("offer_promoted")) for r in rows),
+        "breakdown": combine_breakdowns([r.get("breakdown") or [] for r in rows]),
     }
+
+
+def combine_breakdowns(per_run: list[list[dict]]) -> list[dict]:
+    """`effect_breakdown` rows of many runs added up per (dimension, value), with the true effect per message."""
+    acc: dict[tuple[str, str], dict] = {}
+    for rows in per_run:
+        for r in rows:
+            a = acc.setdefault(
+                (r["by"], r["value"]),
+                {
+                    "by": r["by"],
+                    "value": r["value"],
+                    "decisions": 0,
+                    "messages": 0,
+                    "effect_sum": 0.0,
+                    "harmful_messages": 0,
+                    "runs": 0,
+                },
+            )
+            for k in ("decisions", "messages", "effect_sum", "harmful_messages"):
+                a[k] += r[k]
+            a["runs"] += 1
+    order = {d: i for i, d in enumerate(BREAKDOWN_BY)}
+    out = sorted(acc.values(), key=lambda a: (order.get(a["by"], 99), a["value"]))
+    for a in out:
+        a["effect_per_message"] = a["effect_sum"] / a["messages"] if a["messages"] else None
+    return out
 
 
 SCORER_TEXT = {
@@ -605,6 +800,55 @@ def one_pass(args: argparse.Namespace) -> dict:
     }
 
 
+BREAKDOWN_TEXT = {
+    "kind": "greedy (the policy's choice), explore (a draw off it), capped (caps left only none)",
+    "offer": "the action taken (none: the greedy none path)",
+    "trigger": "the trigger that made the customer a candidate",
+    "segment": "the service's segment",
+    "prior_7d": "messages the customer got in the 7 days before (imported campaigns included)",
+    "channel": "the trigger's channel",
+}
+
+
+def breakdown_table(by: dict, kinds: list[str], runs: int) -> list[str]:
+    """The diagnostic table: where the true effect of the treated decisions comes from, per scorer."""
+    lines = [
+        "### Where the true effect of the actions comes from",
+        "",
+        f"Treated decisions of the loop over all {runs} runs, per scorer. True effect: the truth API's "
+        "P(order within the attribution window | action) − P(order | none), at decision time, summed (= expected "
+        "extra buyers) and per message; harmful = messages with a negative true effect. Dimensions: "
+        + "; ".join(f"**{k}** — {v}" for k, v in BREAKDOWN_TEXT.items())
+        + ".",
+        "",
+        "| by | value | "
+        + " | ".join(f"{k}: decisions / messages / Σ effect / per message / harmful" for k in kinds)
+        + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
+    keys: list[tuple[str, str]] = []
+    cells: dict[tuple[str, str, str], dict] = {}
+    for k in kinds:
+        for r in by[k].get("breakdown") or []:
+            key = (r["by"], r["value"])
+            if key not in keys:
+                keys.append(key)
+            cells[(k, *key)] = r
+    order = {d: i for i, d in enumerate(BREAKDOWN_BY)}
+    keys.sort(key=lambda x: (order.get(x[0], 99), x[1]))
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "—"
+        per = f"{r['effect_per_message']:+.4f}" if r["effect_per_message"] is not None else "—"
+        return f"{r['decisions']:,} / {r['messages']:,} / {r['effect_sum']:+.2f} / {per} / {r['harmful_messages']:,}"
+
+    lines += [
+        f"| {b} | {v} | " + " | ".join(cell(cells.get((k, b, v))) for k in kinds) + " |" for b, v in keys
+    ]
+    return [*lines, ""]
+
+
 def markdown(out: dict) -> str:
     md = ["# benchmarks/loop.py — orchestrator bars", "", f"Machine: {out['machine']}.", ""]
     cov = out.get("coverage")
@@ -681,6 +925,7 @@ def markdown(out: dict) -> str:
                 f"{cov.get('note', '')} (code at {cov.get('git_commit', '?')})."
             ),
             "",
+            *breakdown_table(by, kinds, len(cov["runs_detail"]) // max(1, len(kinds))),
             "| seed | scorer | matured (treated / control) | measured uplift [95% CI] | true uplift | covered | "
             "repurchase with / without | revenue with / without |",
             "|---|---|---|---|---|---|---|---|",
@@ -695,6 +940,47 @@ def markdown(out: dict) -> str:
                     else "— | — |"
                 )
                 for r in cov["runs_detail"]
+            ],
+            "",
+        ]
+    g = out.get("gates")
+    if g:
+        runs = g["runs"]
+
+        def mean_of(sel: list[dict], key: str) -> str:
+            return f"{np.mean([r[key] for r in sel]):+.4f}" if sel else "—"
+
+        old_p = [r for r in runs if r["old_rule_promotes"]]
+        new_p = [r for r in runs if r["new_rule_promotes"]]
+        md += [
+            "## Offer promotion gate: what each rule lets through",
+            "",
+            f"Seeds {', '.join(map(str, g['seeds']))} (the coverage part's shops: {g['customers']:,} customers, "
+            f"{g['past_campaign_weeks']} pre-rebuy randomized campaigns). The offer model `train offer` learns from "
+            "those campaigns (fixed base-learner parameters), its greedy policy on the held-out decisions, the "
+            "paired DR differences the gate reads, and the policy's TRUE gain over sending nothing on the same "
+            "customers and days (truth API: conversion within the attribution window, and margin net of cost). "
+            "Old rule (sessions 1-3): DR lower bound of candidate − current > 0, where with no champion 'current' "
+            "is the random logging policy. New rule: that AND the DR lower bound of candidate − nothing > 0. "
+            f"Code at {g.get('git_commit', '?')}.",
+            "",
+            "| rule | promoted | true conversion gain of the promoted policies (mean) | true margin gain (mean) |",
+            "|---|---|---|---|",
+            f"| old: beats current | {len(old_p)} of {len(runs)} | {mean_of(old_p, 'true_conversion_gain')} | "
+            f"{mean_of(old_p, 'true_margin_gain')} |",
+            f"| new: beats current and nothing | {len(new_p)} of {len(runs)} | "
+            f"{mean_of(new_p, 'true_conversion_gain')} | {mean_of(new_p, 'true_margin_gain')} |",
+            "",
+            "| seed | candidate sends (held-out rows) | candidate − current [95% CI] | candidate − nothing [95% CI] "
+            "| old | new | true conversion gain | true margin gain |",
+            "|---|---|---|---|---|---|---|---|",
+            *[
+                f"| {r['seed']} | {', '.join(f'{k} {v}' for k, v in r['sends'].items())} | "
+                f"{r['vs_current']['value']:+.3f} [{r['vs_current']['low']:+.3f}, {r['vs_current']['high']:+.3f}] | "
+                f"{r['vs_nothing']['value']:+.3f} [{r['vs_nothing']['low']:+.3f}, {r['vs_nothing']['high']:+.3f}] | "
+                f"{r['old_rule_promotes']} | {r['new_rule_promotes']} | {r['true_conversion_gain']:+.4f} | "
+                f"{r['true_margin_gain']:+.3f} |"
+                for r in runs
             ],
             "",
         ]
@@ -729,7 +1015,7 @@ def markdown(out: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["all", "coverage", "pass"], default="all")
+    ap.add_argument("--part", choices=["all", "coverage", "pass", "gates"], default="all")
     ap.add_argument("--customers", type=int, default=100_000, help="customers of the one-pass shop")
     ap.add_argument("--scorer", choices=["fake", "inprocess", "http", "service"], default="service")
     ap.add_argument(
@@ -740,15 +1026,18 @@ def main() -> None:
     ap.add_argument("--url", default=None)
     ap.add_argument("--service-pids", default="", help="comma-separated pids of the service's workers (CPU)")
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--loop-customers", type=int, default=1500)
+    ap.add_argument("--loop-customers", type=int, default=1000)
     ap.add_argument("--loop-scorers", default="trained,oracle", help="comma-separated: trained, oracle")
-    ap.add_argument("--past-weeks", type=int, default=4, help="pre-rebuy randomized campaigns (weeks)")
+    ap.add_argument("--past-weeks", type=int, default=3, help="pre-rebuy randomized campaigns (weeks)")
     ap.add_argument("--trials", type=int, default=2, help="Optuna trials per model (trained scorer)")
     ap.add_argument("--trial-timeout", type=int, default=10, help="Optuna timeout per model, seconds")
-    ap.add_argument("--days", type=int, default=10)
+    ap.add_argument("--days", type=int, default=8)
     ap.add_argument("--every-hours", type=int, default=12)
-    ap.add_argument("--attribution-days", type=int, default=5)
+    ap.add_argument("--attribution-days", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes for the coverage runs")
+    ap.add_argument(
+        "--effects-dir", default=None, help="also write each run's per-decision true effects (CSV)"
+    )
     ap.add_argument("--from-progress", default=None, help="rebuild the coverage section from a progress file")
     ap.add_argument("--note", default="", help="with --from-progress: how the runs went (load, wall time)")
     args = ap.parse_args()
@@ -759,7 +1048,9 @@ def main() -> None:
     def save(part: str, result: dict) -> dict:
         # re-read first: the other part may have been saved by another run meanwhile
         out = json.loads(path.read_text()) if path.exists() else {}
-        out = {k: v for k, v in out.items() if k in ("coverage", "pass")}  # earlier layouts are dropped
+        out = {
+            k: v for k, v in out.items() if k in ("coverage", "pass", "gates")
+        }  # earlier layouts are dropped
         out.update({"machine": _machine(), part: result})
         path.write_text(json.dumps(out, indent=2))
         return out
@@ -773,6 +1064,8 @@ def main() -> None:
         out = save("coverage", coverage(args))
     if args.part in ("all", "pass") and not args.from_progress:
         out = save("pass", one_pass(args))
+    if args.part == "gates":
+        out = save("gates", gates(args))
     md = markdown(out)
     (RESULTS / "loop.md").write_text(md)
     print(md)

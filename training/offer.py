@@ -169,6 +169,7 @@ class OutcomeEvaluation:
     gains: dict[str, Estimate]  # DR of everyone-gets-arm − nobody, paired, per arm
     recommendation: dict[str, Any] = field(default_factory=dict)
     vs_current: Estimate | None = None  # DR of personalised − current policy, paired (promotion gate)
+    vs_nothing: Estimate | None = None  # DR of personalised − nobody, paired (promotion gate: it must pay)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,6 +187,7 @@ class OutcomeEvaluation:
             "arm_for_everyone_minus_nothing": {a: e.to_dict() for a, e in self.gains.items()},
             "recommendation": self.recommendation,
             "personalised_minus_current": self.vs_current.to_dict() if self.vs_current else None,
+            "personalised_minus_nothing": self.vs_nothing.to_dict() if self.vs_nothing else None,
         }
 
 
@@ -369,6 +371,7 @@ def evaluate_uplift(
         advantage,
         gains,
         vs_current=vs_current,
+        vs_nothing=dr_difference(pi_pers, const_pi[control], action_idx, p, y, q_hat),
     )
     ev.recommendation = recommend(advantage, best_const, gains.get(best_arm), control)
     return ev
@@ -1081,17 +1084,31 @@ def load_offer_champion(cfg: Config) -> OfferModel | None:
 
 
 def promotion_decision(ev: OutcomeEvaluation) -> tuple[bool, str]:
-    """Promote only if the candidate's DR lower bound beats the current policy (paired, on held-out rows)."""
+    """Promote only if the candidate's DR lower bound beats the current policy AND sending nothing (paired,
+    on held-out rows).
+
+    Beating the current policy alone is not enough: with no champion yet the current policy is the logging
+    policy of the randomized campaigns, random offers, which lose money here (benchmarks/offer.md), so a
+    model that sends nearly everyone a slightly-less-bad offer passed that bar and then lowered repurchase
+    in the closed loop (benchmarks/loop.md, diagnosis). Whatever a promoted model sends must surely pay.
+    """
     from training.ope import should_promote
 
-    if ev.vs_current is None:
-        raise RebuyError("promotion needs the candidate valued against the current policy")
-    d = ev.vs_current
-    ok = should_promote(d)
-    verdict = "promote" if ok else "keep the current policy"
+    if ev.vs_current is None or ev.vs_nothing is None:
+        raise RebuyError("promotion needs the candidate valued against the current policy and against nobody")
+    d, z = ev.vs_current, ev.vs_nothing
+    beats_current, beats_nothing = should_promote(d), should_promote(z)
+    ok = beats_current and beats_nothing
+    verdict = (
+        "promote"
+        if ok
+        else "keep the current policy"
+        + ("" if beats_current else " (does not surely beat it)")
+        + ("" if beats_nothing else " (does not surely beat sending nothing)")
+    )
     return ok, (
-        f"{verdict}: candidate − current = {d.value:.4g} per decision, 95% CI [{d.low:.4g}, {d.high:.4g}] "
-        f"on {d.n} held-out decisions"
+        f"{verdict}: candidate − current = {d.value:.4g} per decision, 95% CI [{d.low:.4g}, {d.high:.4g}]; "
+        f"candidate − nothing = {z.value:.4g}, 95% CI [{z.low:.4g}, {z.high:.4g}] on {d.n} held-out decisions"
     )
 
 

@@ -283,3 +283,45 @@ def test_modelled_margin_by_hand() -> None:
     np.testing.assert_allclose(got, want)
     with pytest.raises(RebuyError, match="economics"):
         model.modelled_margin(M[:1], np.array(["mystery"]), [1])
+
+
+def _every_arm_hurts(n: int, seed: int, shift_a: float = 0.0) -> LoggedSet:
+    """Uniform random arms none / A / B; A costs 0.02 of margin, B 0.20 (for everyone), noise sd 0.05.
+    `shift_a` adds to A's logged outcomes: a training set from which A looks like it pays."""
+    rng = np.random.default_rng(seed)
+    arm = rng.choice(np.array(["none", "A", "B"], dtype=object), n)
+    X = pd.DataFrame({"x1": rng.random(n), "seg": rng.choice(["a", "b"], n)})
+    y = 1.0 + np.where(arm == "A", -0.02 + shift_a, 0.0) + np.where(arm == "B", -0.20, 0.0)
+    y = y + rng.normal(0, 0.05, n)
+    out = pd.DataFrame({"conversion": (y > 1.0).astype(float), "margin": y})
+    return LoggedSet(X, arm, np.full(n, 1 / 3), out, ("seg",))
+
+
+def test_promotion_needs_the_candidate_to_beat_sending_nothing() -> None:
+    # a candidate that learned A pays (its training rows were shifted) sends A to everyone; on honest held-out
+    # rows A for everyone beats the random logging policy (which sends B a third of the time: by hand
+    # -0.02 - (0 - 0.02 - 0.20) / 3 = +0.053) but loses 0.02 per decision against sending nothing
+    train = _every_arm_hurts(3000, seed=1, shift_a=0.10)
+    test = _every_arm_hurts(3000, seed=2)
+    model = fit_uplift(train.X, train.arm, train.outcomes[["margin"]], "none", categorical=("seg",))
+    ev = evaluate_uplift(model, test, "none", "margin", current="logged", train=train)
+    M = model.encoder.transform(test.X)
+    assert (personalised_actions(model, M, "margin") == "A").mean() > 0.95
+    assert ev.vs_current is not None and ev.vs_current.low > 0  # the old gate would have promoted it
+    assert abs(ev.vs_current.value - 0.053) < 0.01
+    assert ev.vs_nothing is not None and ev.vs_nothing.high < 0
+    assert abs(ev.vs_nothing.value + 0.02) < 0.006
+    ok, reason = promotion_decision(ev)
+    assert not ok and "does not surely beat sending nothing" in reason
+    assert ev.to_json()["personalised_minus_nothing"]["value"] == pytest.approx(ev.vs_nothing.value)
+
+
+def test_promotion_when_the_candidate_beats_both(logged) -> None:
+    # make_campaign's arms pay for some customers: the learned policy beats both random and nobody
+    data, _ = logged
+    train, test = split_logged(data, 0.4, seed=0)
+    ev = learn_and_evaluate(train, test, "none", "margin", current="logged")
+    ok, reason = promotion_decision(ev)
+    assert ev.vs_nothing is not None
+    assert ok == (ev.vs_current.low > 0 and ev.vs_nothing.low > 0)
+    assert ok and reason.startswith("promote:"), reason
