@@ -817,6 +817,7 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
     best_k = min(ope_err, key=lambda k: ope_err[k]["mae_rel"])
     best_u = min(unbiased, key=lambda k: unbiased[k]["half_width"])
     hw, val = unbiased[best_u]["half_width"], abs(v["v_rebuy"])
+    need, n_test = 1.96 * 0.1 * val / np.sqrt(2 / np.pi), float(df["test_rows"].mean())
     lines += [
         f"- Off-policy error: the lowest mean relative error is {best_k} at {ope_err[best_k]['mae_rel']:.1%} "
         f"(half-width {ope_err[best_k]['half_width']:.4f}); over {args.seeds} seeds a mean error is itself "
@@ -824,9 +825,11 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], args: argparse.Name
         f"realised margin (unbiased under the known propensities) is {best_u}, half-width {hw:.4f} against a "
         f"value of {val:.4f}: "
         + (
-            f"a mean error within 10% needs a half-width near {0.2 * val:.4f}, about "
-            f"{(hw / (0.2 * val)) ** 2:.0f}× the held-out decisions."
-            if hw > 0.2 * val
+            # an unbiased, normal estimate misses by E|N(0, se)| = 0.80 se on average, so a mean error of
+            # 10% of the value needs se <= 0.1 v / 0.80, i.e. a half-width of 0.245 v; se shrinks as 1/sqrt(n)
+            f"a mean error within 10% needs a half-width near {need:.4f} (0.245 × the value), about "
+            f"{(hw / need) ** 2:.0f}× the {n_test:,.0f} held-out decisions (≈ {(hw / need) ** 2 * n_test:,.0f})."
+            if hw > need
             else "narrow enough for a mean error within 10%."
         )
         + " The modelled outcome removes the basket's "
