@@ -84,6 +84,10 @@ def bundle_reasons(model: Any, X: np.ndarray, k: int) -> list[ReasonRow]:
     Contributions are in raw-score space (log-odds for classifiers): that is what adds up, so it is
     what a "reason" can honestly claim. The value is the feature as the model saw it (None = missing).
     """
+    if X.shape[0] == 1:
+        one = _one_row_reasons(model, X, k)
+        if one is not None:
+            return [one]
     from training.reasons import top_reasons
 
     names, contrib = top_reasons(model, X, k)
@@ -96,6 +100,20 @@ def bundle_reasons(model: Any, X: np.ndarray, k: int) -> list[ReasonRow]:
             row.append((name, None if v != v else float(v), float(c)))
         out.append(row)
     return out
+
+
+def _one_row_reasons(model: Any, X: np.ndarray, k: int) -> ReasonRow | None:
+    """`top_reasons` for one row in plain Python (its numpy calls cost more than the ranking itself).
+
+    Same ranking: a stable sort by -|contribution|, as `np.argsort(..., kind="stable")` does; None (use
+    top_reasons) if a contribution is NaN, where the two sorts would disagree.
+    """
+    contrib = np.asarray(model.contributions(X))[0, :-1].tolist()
+    if any(c != c for c in contrib):
+        return None
+    names, row, key = model.feature_names, X[0].tolist(), [-abs(c) for c in contrib]
+    top = sorted(range(len(contrib)), key=key.__getitem__)[: min(k, len(contrib))]
+    return [(names[j], None if row[j] != row[j] else row[j], contrib[j]) for j in top]
 
 
 def greedy_best(margins: np.ndarray, offers: Sequence[str]) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -69,3 +71,51 @@ def test_other_offer_models_are_left_as_they_are() -> None:
     model, _ = _offer_model(False, False)
     plain = OfferModel(model.conversion, model.conversion)  # an UpliftModel margin part: already numpy
     assert numpy_offer(plain) is plain
+
+
+def test_shared_t_learner_levels_are_predicted_once_and_give_the_same_numbers() -> None:
+    """The pipeline's champions: one T-learner behind both parts; each arm's booster is asked once per call."""
+    model, M = _offer_model(True, True)
+    fast = numpy_offer(model)
+    assert fast._plan is not None  # the shared-levels path is the one under test
+    calls: list[int] = []
+
+    class Counting:
+        def __init__(self, b: lgb.Booster) -> None:
+            self.b = b
+
+        def predict(self, X: np.ndarray, **kw: object) -> np.ndarray:
+            calls.append(len(X))
+            return self.b.predict(X, **kw)
+
+    counted = {k: Counting(b) for k, b in model.conversion.boosters.items()}
+    conv = replace(model.conversion, boosters=counted)
+    shared = OfferModel(conv, replace(model.margin, conversion=conv), version="7")
+    got = numpy_offer(shared).predict(M)
+    assert len(calls) == len(ARMS)  # control + 2 arms, once each (the model itself asks 2x per arm)
+    want = model.predict(M)
+    for arm in want:
+        np.testing.assert_array_equal(got[arm][0], want[arm][0])
+        np.testing.assert_array_equal(got[arm][1], want[arm][1])
+
+
+def test_parts_that_do_not_share_a_t_learner_take_the_general_path() -> None:
+    """An X-learner, or two separate copies of the learner: no shared plan, still OfferModel's numbers."""
+    model, M = _offer_model(True, False)
+    rng = np.random.default_rng(9)
+    n = 600
+    X = pd.DataFrame({"x1": rng.random(n), "x2": rng.normal(size=n)})
+    arm = np.array(ARMS * (n // 3), dtype=object)
+    y = (rng.random(n) < 0.3 + 0.2 * X["x1"].to_numpy() * (arm != "none")).astype(float)
+    x_learner = fit_uplift(X, arm, pd.DataFrame({"conversion": y}), "none", learner="x", min_rows=10)
+    separate = {k: lgb.Booster(model_str=b.model_to_string()) for k, b in model.conversion.boosters.items()}
+    for other in (
+        OfferModel(x_learner, replace(model.margin, conversion=x_learner), version="7"),
+        OfferModel(replace(model.conversion, boosters=separate), model.margin, version="7"),
+    ):
+        fast = numpy_offer(other)
+        assert fast._plan is None
+        want, got = other.predict(M), fast.predict(M)
+        for a in want:
+            np.testing.assert_array_equal(got[a][0], want[a][0])
+            np.testing.assert_array_equal(got[a][1], want[a][1])

@@ -195,3 +195,29 @@ def test_to_frame_has_one_flat_row_per_customer(synth: tuple[Scorer, pd.DataFram
     assert df["cold_start"].tolist() == [False, False, True]
     for o in scorer.catalogue:
         assert f"offer_{o}_incremental_margin" in df.columns
+
+
+class _FixedContrib:
+    """A model whose contributions are given (bias last), to pin the one-row ranking by hand."""
+
+    def __init__(self, contrib: list[float]) -> None:
+        self.contrib = np.array([contrib])
+        self.feature_names = [f"f{i}" for i in range(len(contrib) - 1)]
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return np.repeat(self.contrib, len(X), axis=0)
+
+
+def test_one_row_reasons_rank_like_top_reasons_ties_included() -> None:
+    """The service's one-customer reasons (plain Python) equal training.reasons.top_reasons on the same row."""
+    from serving.scorer import bundle_reasons
+
+    # |contribution|: f1 = f3 = 0.5 (tie: the first column wins), then f0 = -0.25, f2 = 0.1; bias 9 is ignored
+    model = _FixedContrib([-0.25, 0.5, 0.1, -0.5, 9.0])
+    X = np.array([[1.0, np.nan, 3.0, 4.0]])
+    assert bundle_reasons(model, X, 3) == [[("f1", None, 0.5), ("f3", 4.0, -0.5), ("f0", 1.0, -0.25)]]
+    assert bundle_reasons(model, X, 10)[0][-1] == ("f2", 3.0, 0.1)  # k larger than the features: all of them
+    # two rows take top_reasons (numpy); each row must read the same as alone
+    assert bundle_reasons(model, np.vstack([X, X]), 3) == bundle_reasons(model, X, 3) * 2
+    nan = _FixedContrib([np.nan, 0.5, 0.1, -0.5, 0.0])  # NaN: the numpy ranking decides (NaN last)
+    assert [f for f, _, _ in bundle_reasons(nan, X, 4)[0]] == ["f1", "f3", "f2", "f0"]
