@@ -618,9 +618,9 @@ def run_variant(data_dir: Path | None, args: argparse.Namespace) -> dict[str, An
     res["bars"] = bars(res)
     if data_dir is None:
         res["note"] = (
-            "Synthetic features are read from memory; the Feast SQLite online read (features.online."
-            "OnlineStoreReader, one query per feature view for all services) adds about 0.2-0.3 ms per "
-            "request for one customer (benchmarks/results/features.md: 0.22 ms p50 for one service)."
+            "Synthetic features are read from memory; the real variant below reads the Feast SQLite online "
+            "store (features.online.OnlineStoreReader.read_all: one SQL statement for every feature view of "
+            "every service)."
         )
     else:
         res["note"] = (

@@ -4,7 +4,8 @@ Reads the same online store (features.online_store) and definitions as `FeatureS
 without its per-request Python overhead (protos, response objects, the on-demand view machinery): one
 primary-key query per feature view, each row one float64 vector, and the request-time features from the
 same pure function the on-demand feature view calls. The parity test checks it against Feast's online
-and historical retrieval.
+and historical retrieval. Serving reads all its FeatureServices through `OnlineStoreReader`: one SQL
+statement for every view, and each service's matrix a column gather of one wide matrix.
 """
 
 from __future__ import annotations
