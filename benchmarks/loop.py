@@ -334,7 +334,7 @@ def effect_breakdown(effects: pd.DataFrame) -> list[dict]:
     rows: list[dict] = []
     if not len(effects):
         return rows
-    e = effects.assign(prior_7d=np.minimum(effects["prior_7d"], 3).astype(str).str.replace("3", "3+"))
+    e = effects.assign(prior_7d=[f"{n}" if n < 3 else "3+" for n in effects["prior_7d"]])
     for dim in BREAKDOWN_BY:
         for value, g in e.groupby(dim, dropna=False):
             msg = g.loc[g["offer"] != "none"]
@@ -458,6 +458,9 @@ def one_gate(seed: int, args: argparse.Namespace) -> dict:
         truth = sim.truth_at(
             keys, horizon_days=cfg.offers.attribution_days, offers=sorted(set(acts) | {"none"})
         )
+        after = offer_effects_now(sim, tables, cfg.offers.attribution_days)
+        fresh, _ = seeded_shop(seed, args.loop_customers, cfg, 0, Path(tmp) / "none.parquet")
+        before = offer_effects_now(fresh, tables, cfg.offers.attribution_days)
     rows = np.arange(len(acts))
     p_act = np.array([truth[f"p_order__{a}"].iloc[i] for i, a in zip(rows, acts, strict=True)])
     m_act = np.array(
@@ -480,8 +483,24 @@ def one_gate(seed: int, args: argparse.Namespace) -> dict:
         "reason": reason,
         "true_conversion_gain": float(np.mean(p_act - truth["p_order__none"].to_numpy())),
         "true_margin_gain": float(np.mean(m_act)),
+        "offer_effects_after_campaigns": after,
+        "offer_effects_without_campaigns": before,
         "cpu_seconds": round(time.process_time() - c0, 1),
     }
+
+
+def offer_effects_now(sim, tables: dict[str, pd.DataFrame], days: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Mean true effect of each offer (email) on P(order within `days`) over the shop's buyers, at the simulator's
+    now: on the shop as the loop starts (right after the pre-rebuy campaigns: recent messages' fatigue and their
+    still-running effects, which a new message replaces) and on the same shop without those campaigns."""
+    from rebuy.contract import OFFERS
+
+    known = set(sim.ids.tolist())
+    ids = [c for c in tables["orders"]["customer_id"].unique() if c in known]
+    t = sim.truth(
+        ids, sim.now, horizon_days=days, offers=list(OFFERS), spend_days=None, channel="email", paths=1
+    )
+    return {o: float((t[f"p_order__{o}"] - t["p_order__none"]).mean()) for o in OFFERS if o != "none"}
 
 
 def gates(args: argparse.Namespace) -> dict:
@@ -810,10 +829,12 @@ BREAKDOWN_TEXT = {
 }
 
 
-def breakdown_table(by: dict, kinds: list[str], runs: int) -> list[str]:
+def breakdown_table(
+    by: dict, kinds: list[str], runs: int, title: str = "### Where the true effect of the actions comes from"
+) -> list[str]:
     """The diagnostic table: where the true effect of the treated decisions comes from, per scorer."""
     lines = [
-        "### Where the true effect of the actions comes from",
+        title,
         "",
         f"Treated decisions of the loop over all {runs} runs, per scorer. True effect: the truth API's "
         "P(order within the attribution window | action) − P(order | none), at decision time, summed (= expected "
@@ -847,6 +868,33 @@ def breakdown_table(by: dict, kinds: list[str], runs: int) -> list[str]:
         f"| {b} | {v} | " + " | ".join(cell(cells.get((k, b, v))) for k in kinds) + " |" for b, v in keys
     ]
     return [*lines, ""]
+
+
+def fatigue_table(runs: list[dict]) -> list[str]:
+    """Each offer's mean true effect over the buyers as the loop starts, with and without the pre-rebuy campaigns."""
+    runs = [r for r in runs if r.get("offer_effects_after_campaigns")]
+    if not runs:
+        return []
+    offers = list(runs[0]["offer_effects_after_campaigns"])
+
+    def mean(key: str, o: str) -> float:
+        return float(np.mean([r[key][o] for r in runs]))
+
+    return [
+        "Why a message now hurts where it used to help: each offer's mean true effect (email) on P(order within "
+        "the attribution window) over all buyers, at the moment the loop starts — on the shop right after the "
+        "pre-rebuy campaigns (their messages' fatigue, and their still-running effects, which a new message "
+        "replaces) and on the same shop without them (mean over the seeds below).",
+        "",
+        "| offer | after the pre-rebuy campaigns | same shop without them |",
+        "|---|---|---|",
+        *[
+            f"| {o} | {mean('offer_effects_after_campaigns', o):+.4f} | "
+            f"{mean('offer_effects_without_campaigns', o):+.4f} |"
+            for o in offers
+        ],
+        "",
+    ]
 
 
 def markdown(out: dict) -> str:
@@ -943,6 +991,41 @@ def markdown(out: dict) -> str:
             ],
             "",
         ]
+    before = out.get("coverage_before")
+    if before and cov and "trained" in cov.get("by_scorer", {}):
+        now, was = cov["by_scorer"]["trained"], before["trained"]
+
+        def r(x: dict, key: str) -> str:
+            return f"{x[key]['mean']:.3f} (range {x[key]['min']:.3f}–{x[key]['max']:.3f})"
+
+        md += [
+            "## Before and after the promotion-gate fix (trained scorer, same seeds and setup)",
+            "",
+            f"Before: {before['note']}",
+            "",
+            "| metric | before (code at "
+            + before["git_commit"]
+            + ") | after (code at "
+            + str(cov.get("git_commit", "?"))
+            + ") |",
+            "|---|---|---|",
+            f"| runs whose 95% CI covers the true uplift | {was['covered_share']:.0%} of {was['judged_runs']} | "
+            f"{now['covered_share']:.0%} of {now['judged_runs']} |",
+            f"| offer model promoted to @champion (runs) | {was['offer_promoted_runs']} | {now['offer_promoted_runs']} |",
+            f"| true uplift of the actions taken (mean) | {was['true_uplift_mean']:+.4f} | {now['true_uplift_mean']:+.4f} |",
+            f"| true repurchase rate, with / without rebuy | {r(was, 'repurchase_rate_ratio')} | "
+            f"{r(now, 'repurchase_rate_ratio')} |",
+            f"| true revenue, with / without rebuy | {r(was, 'revenue_ratio')} | {r(now, 'revenue_ratio')} |",
+            "",
+        ]
+        if before.get("breakdown"):
+            seeds = ", ".join(map(str, before["breakdown_seeds"]))
+            md += breakdown_table(
+                {"before": {"breakdown": before["breakdown"]}},
+                ["before"],
+                len(before["breakdown_seeds"]),
+                title=f"### Before the fix: where the true effect came from (seeds {seeds}, the old code re-run)",
+            )
     g = out.get("gates")
     if g:
         runs = g["runs"]
@@ -971,6 +1054,7 @@ def markdown(out: dict) -> str:
             f"| new: beats current and nothing | {len(new_p)} of {len(runs)} | "
             f"{mean_of(new_p, 'true_conversion_gain')} | {mean_of(new_p, 'true_margin_gain')} |",
             "",
+            *fatigue_table(runs),
             "| seed | candidate sends (held-out rows) | candidate − current [95% CI] | candidate − nothing [95% CI] "
             "| old | new | true conversion gain | true margin gain |",
             "|---|---|---|---|---|---|---|---|",
@@ -1015,7 +1099,7 @@ def markdown(out: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["all", "coverage", "pass", "gates"], default="all")
+    ap.add_argument("--part", choices=["all", "coverage", "pass", "gates", "render"], default="all")
     ap.add_argument("--customers", type=int, default=100_000, help="customers of the one-pass shop")
     ap.add_argument("--scorer", choices=["fake", "inprocess", "http", "service"], default="service")
     ap.add_argument(
@@ -1066,6 +1150,8 @@ def main() -> None:
         out = save("pass", one_pass(args))
     if args.part == "gates":
         out = save("gates", gates(args))
+    if args.part == "render":  # only rewrite loop.md from loop.json
+        out = json.loads(path.read_text())
     md = markdown(out)
     (RESULTS / "loop.md").write_text(md)
     print(md)
