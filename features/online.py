@@ -30,6 +30,9 @@ _INSTANTS = sorted({s for s, _ in REQUEST_TIME.values()} | {d for _, d in REQUES
 
 
 Rows = dict[str, list[tuple[bytes, bytes, float | None]]]
+_Placed = tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]  # stored [n, width], found [n, views], event_ts [n, views]
 
 
 def _query(conn: sqlite3.Connection, lock: threading.Lock, tables: Sequence[str], keys: list[bytes]) -> Rows:
@@ -174,6 +177,9 @@ class OnlineStoreReader:
     the services' found flags and ages the way the scorer does, saving the per-service arrays.
     """
 
+    # up to this many distinct keys, rows are copied one by one (fewer calls); above, one block per view
+    row_loop_max = 16
+
     def __init__(self, cfg: Config, services: Sequence[str]) -> None:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
@@ -251,7 +257,7 @@ class OnlineStoreReader:
         """(wide matrix [n, views + request-time], found [n, views], event_ts [n, views] with inf = none),
         rows in request order."""
         keys, inverse = _distinct_keys(customer_ids, self._prefix)
-        n, n_tables, row_bytes = len(keys), len(self._tables), len(self._nan_row)
+        n, n_tables = len(keys), len(self._tables)
         per = max(1, self._max_vars // max(n_tables, 1))
         with self._lock:
             rows = [
@@ -261,25 +267,10 @@ class OnlineStoreReader:
                     self._statement(len(keys[i : i + per])), keys[i : i + per] * n_tables
                 )
             ]
-        buf = bytearray(self._nan_row * n)
-        found = bytearray(n * n_tables)
-        ts = [np.inf] * (n * n_tables)
-        row_of = {k: i for i, k in enumerate(keys)} if n > 1 else None
-        spans = self._bytes
-        for t, key, vals, stamp in rows:
-            i = row_of[key] if row_of is not None else 0
-            start, size = spans[t]
-            if len(vals) != size:
-                raise RebuyError(
-                    f"online store table {self._tables[t]!r}: a row holds {len(vals) // 8} values where the "
-                    f"feature view has {size // 8}; run `rebuy features apply` and `rebuy features materialize`"
-                )
-            at = i * row_bytes + start
-            buf[at : at + size] = vals
-            found[i * n_tables + t] = 1
-            if stamp is not None:
-                ts[i * n_tables + t] = stamp
-        stored = np.frombuffer(buf, dtype="<f8").reshape(n, self._width)
+        if n <= self.row_loop_max:
+            stored, hit, stamps = self._place_rows(rows, keys)
+        else:
+            stored, hit, stamps = self._place_tables(rows, keys)
         if self._rt_groups:
             wide = np.empty((n, self._width + len(REQUEST_TIME) * len(self._rt_groups)))
             wide[:, : self._width] = stored
@@ -294,11 +285,61 @@ class OnlineStoreReader:
                     wide[:, base + k] = rt[name]
         else:
             wide = stored
-        hit = np.frombuffer(found, dtype=np.bool_).reshape(n, n_tables)
-        stamps = np.array(ts, dtype=np.float64).reshape(n, n_tables)
         if inverse is not None:
             return wide[inverse], hit[inverse], stamps[inverse]
         return wide, hit, stamps
+
+    def _bad_row(self, t: int, got: int) -> RebuyError:
+        return RebuyError(
+            f"online store table {self._tables[t]!r}: a row holds {got} values where the feature view has "
+            f"{self._bytes[t][1] // 8}; run `rebuy features apply` and `rebuy features materialize`"
+        )
+
+    def _place_rows(self, rows: list[tuple[int, bytes, bytes, float | None]], keys: list[bytes]) -> _Placed:
+        """Few keys (the service's requests): each row's bytes copied into place, no per-view numpy calls."""
+        n, n_tables, row_bytes = len(keys), len(self._tables), len(self._nan_row)
+        buf = bytearray(self._nan_row * n)
+        found = bytearray(n * n_tables)
+        ts = [np.inf] * (n * n_tables)
+        row_of = {k: i for i, k in enumerate(keys)} if n > 1 else None
+        for t, key, vals, stamp in rows:
+            i = row_of[key] if row_of is not None else 0
+            start, size = self._bytes[t]
+            if len(vals) != size:
+                raise self._bad_row(t, len(vals) // 8)
+            at = i * row_bytes + start
+            buf[at : at + size] = vals
+            found[i * n_tables + t] = 1
+            if stamp is not None:
+                ts[i * n_tables + t] = stamp
+        stored = np.frombuffer(buf, dtype="<f8").reshape(n, self._width)
+        hit = np.frombuffer(found, dtype=np.bool_).reshape(n, n_tables)
+        return stored, hit, np.array(ts, dtype=np.float64).reshape(n, n_tables)
+
+    def _place_tables(self, rows: list[tuple[int, bytes, bytes, float | None]], keys: list[bytes]) -> _Placed:
+        """Many keys (`rebuy score`'s chunks): one block copy per view, as numpy arrays."""
+        n, n_tables = len(keys), len(self._tables)
+        stored = np.full((n, self._width), np.nan)
+        hit = np.zeros((n, n_tables), dtype=bool)
+        stamps = np.full((n, n_tables), np.inf)
+        per_table: list[list[tuple[int, bytes, bytes, float | None]]] = [[] for _ in range(n_tables)]
+        for r in rows:
+            per_table[r[0]].append(r)
+        row_of = {k: i for i, k in enumerate(keys)}
+        for t, got in enumerate(per_table):
+            if not got:
+                continue
+            start, size = self._bytes[t]
+            blob = b"".join(r[2] for r in got)
+            if len(blob) != size * len(got):
+                raise self._bad_row(t, next(len(r[2]) // 8 for r in got if len(r[2]) != size))
+            idx = np.fromiter((row_of[r[1]] for r in got), dtype=np.int64, count=len(got))
+            stored[idx, start // 8 : (start + size) // 8] = np.frombuffer(blob, dtype="<f8").reshape(
+                len(got), -1
+            )
+            hit[idx, t] = True
+            stamps[idx, t] = [np.inf if r[3] is None else r[3] for r in got]
+        return stored, hit, stamps
 
     @staticmethod
     def _found_age(

@@ -164,3 +164,23 @@ def test_a_row_of_the_wrong_width_is_a_clear_error(
     cid = one[len(shared._prefix) + 4 :].decode()
     with pytest.raises(RebuyError, match=rf"{table}.*3 values.*rebuy features materialize"):
         shared.read_all(SERVICES, [cid], as_of)
+    shared.row_loop_max = 0  # the block path (many keys) refuses it the same way
+    with pytest.raises(RebuyError, match=rf"{table}.*3 values.*rebuy features materialize"):
+        shared.read_all(SERVICES, [cid, "nobody"], as_of)
+
+
+def test_row_by_row_and_block_placement_agree(store: tuple[Any, pd.Timestamp, list[str]]) -> None:
+    """Few keys are copied row by row, many by one block per view: the same arrays either way."""
+    cfg, as_of, customers = store
+    ids = [customers[7], "nobody", *customers[20:40], customers[7]]
+    shared = OnlineStoreReader(cfg, SERVICES)
+    shared.row_loop_max = 0
+    blocks = shared.read_services(SERVICES, ids, as_of)
+    shared.row_loop_max = 10**9
+    rows = shared.read_services(SERVICES, ids, as_of)
+    for svc in SERVICES:
+        for a, b, w in zip(
+            blocks[svc], rows[svc], OnlineFeatureReader(cfg, svc).read(ids, as_of), strict=True
+        ):
+            np.testing.assert_array_equal(a, w)
+            np.testing.assert_array_equal(b, w)
