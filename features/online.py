@@ -346,7 +346,7 @@ class OnlineStoreReader:
         hit: np.ndarray, stamps: np.ndarray, tables: np.ndarray, now_s: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Found in any of `tables`; age = now - the oldest snapshot among them (NaN if none is known)."""
-        found = hit[:, tables].any(axis=1)
+        found = np.asarray(hit[:, tables].any(axis=1), dtype=bool)
         oldest = stamps[:, tables].min(axis=1)
         return found, np.where(found & np.isfinite(oldest), now_s - oldest, np.nan)
 
