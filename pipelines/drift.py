@@ -77,7 +77,7 @@ from pipelines.drift_stats import (
     worst,
 )
 from rebuy.config import Config, DriftConfig
-from rebuy.errors import DataError, RebuyError
+from rebuy.errors import DataError, NoChampionError, RebuyError
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -891,8 +891,9 @@ def run_drift(
 ) -> pd.DataFrame:
     """`rebuy drift`: analyse, report, log and index every model; one row per model with its status line.
 
-    A model whose sources cannot be loaded (no champion yet, no reference logged) gets status "error"
-    and its reason; the others are still analysed. Bad data in a source raises (DataError).
+    A model without a champion yet gets status "unmonitored" (a normal state: e.g. no offer model has
+    passed its promotion gate); one whose sources cannot be loaded otherwise (no reference logged) gets
+    "error". Both carry the reason, and the others are still analysed. Bad data in a source raises (DataError).
 
     `load_source` is the adapter that finds a model's reference and current rows (default: the MLflow
     champion's logged reference and the serving prediction log); tests pass their own.
@@ -917,7 +918,7 @@ def run_drift(
                 rows.append(
                     {
                         "model": model,
-                        "status": "error",
+                        "status": "unmonitored" if isinstance(exc, NoChampionError) else "error",
                         "line": f"{model}: not monitored — {exc}",
                         "report": None,
                         "mlflow_run": None,

@@ -34,7 +34,7 @@ import pandas as pd
 
 from pipelines.drift import REFERENCE_ARTIFACT, ModelSource, Roles, hour_sensitive
 from rebuy.config import Config
-from rebuy.errors import RebuyError
+from rebuy.errors import NoChampionError, RebuyError
 
 OFFER = "offer"
 MONITORED_MODELS: tuple[str, ...] = ("churn", "repurchase", "days_to_next", "value", OFFER)
@@ -309,7 +309,7 @@ def load_offer_source(cfg: Config, as_of: pd.Timestamp) -> ModelSource:
 
     model = load_offer_champion(cfg)
     if model is None:
-        raise RebuyError(
+        raise NoChampionError(
             f"no @champion for {REGISTERED_NAME} in {cfg.mlflow_uri}; run `rebuy train offer` once randomized "
             "decisions have matured (or `rebuy evaluate-policy` to promote a candidate)"
         )

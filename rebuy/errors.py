@@ -11,6 +11,10 @@ class RebuyError(Exception):
     """Base class: the CLI prints these without a traceback and exits non-zero."""
 
 
+class NoChampionError(RebuyError):
+    """A model has no @champion yet: a normal state (e.g. no offer model has passed its gate), not a fault."""
+
+
 class DataError(RebuyError):
     """Input data that breaks the contract. Nothing has been written when this is raised."""
 

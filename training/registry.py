@@ -15,7 +15,7 @@ import lightgbm as lgb
 import numpy as np
 
 from rebuy.config import Config
-from rebuy.errors import RebuyError
+from rebuy.errors import NoChampionError, RebuyError
 from training.calibration import apply_calibrator
 
 CHAMPION = "champion"
@@ -154,7 +154,7 @@ def load_champion(cfg: Config, name: str) -> ModelBundle:
     """The @champion of a model ("churn", "repurchase", "days_to_next", "value" or "rebuy-…")."""
     version = alias_version(cfg, name, CHAMPION)
     if version is None:
-        raise RebuyError(
+        raise NoChampionError(
             f"no @champion for {registered_name(name)} in {cfg.mlflow_uri}; "
             f"run `rebuy train {name}` (or `rebuy models promote`) first"
         )

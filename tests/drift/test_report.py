@@ -258,19 +258,25 @@ def test_matured_labels_give_a_performance_report(tmp_path: Path) -> None:
 
 
 def test_a_model_without_sources_is_reported_and_the_others_still_run(tmp_path: Path) -> None:
-    from rebuy.errors import RebuyError
+    from rebuy.errors import NoChampionError, RebuyError
 
     cfg = _cfg(tmp_path)
     ok_loader = _loader({"churn": 0.0})
 
     def load(c: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
         if model == "value":
-            raise RebuyError("no @champion for rebuy-value")
+            raise NoChampionError("no @champion for rebuy-value")
+        if model == "offer":
+            raise RebuyError("rebuy-offer v3 has no reference sample logged")
         return ok_loader(c, model, as_of)
 
-    out = run_drift(cfg, AS_OF, ["value", "churn"], load_source=load, log_mlflow=False, progress=False)
-    assert out["status"].tolist() == ["error", "ok"]
+    out = run_drift(
+        cfg, AS_OF, ["value", "offer", "churn"], load_source=load, log_mlflow=False, progress=False
+    )
+    # no champion yet is a normal state; a champion whose sources are broken is an error
+    assert out["status"].tolist() == ["unmonitored", "error", "ok"]
     assert "no @champion for rebuy-value" in out.loc[0, "line"]
+    assert "no reference sample" in out.loc[1, "line"]
     assert [s["model"] for s in read_summaries(cfg.paths.reports_dir / "drift")] == ["churn"]
 
 
