@@ -310,8 +310,9 @@ def load_offer_source(cfg: Config, as_of: pd.Timestamp) -> ModelSource:
     model = load_offer_champion(cfg)
     if model is None:
         raise NoChampionError(
-            f"no @champion for {REGISTERED_NAME} in {cfg.mlflow_uri}; run `rebuy train offer` once randomized "
-            "decisions have matured (or `rebuy evaluate-policy` to promote a candidate)"
+            f"no @champion for {REGISTERED_NAME} in {cfg.mlflow_uri}: no offer policy has passed the promotion "
+            "gate yet (its DR lower bound must beat the current policy and sending nothing). `rebuy train offer` "
+            "trains a candidate once randomized decisions have matured and prints why the gate kept or refused it"
         )
     feats = list(model.feature_names)
     offers = [o for o in model.offers if o != "none"]
