@@ -48,9 +48,16 @@ def quiet_libraries() -> None:
         "PYTHONWARNINGS",
         "ignore::DeprecationWarning,ignore:On demand feature view is an experimental feature:RuntimeWarning",
     )
+    _ignore_known_warnings()
+    warnings.filterwarnings("ignore", message=".*model_fields.*")
+
+
+def _ignore_known_warnings() -> None:
+    """Feast's on-demand-view notice and library deprecations (set again by `requiet` after Feast's import)."""
+    import warnings
+
     warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*model_fields.*")
 
 
 def requiet() -> None:
@@ -60,8 +67,6 @@ def requiet() -> None:
     filters `quiet_libraries` set, so its notices would print again. Does nothing outside the CLI.
     """
     import os
-    import warnings
 
     if os.environ.get("REBUY_QUIET") == "1":
-        warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        _ignore_known_warnings()

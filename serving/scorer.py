@@ -327,9 +327,8 @@ class Scorer:
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Online features per service; cold = found in no service; age = oldest service's age."""
         if self._one_store is not None:
-            one: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]
-            one = self._one_store.read_all(self._services, customer_ids, now)
-            return dict(one[0]), one[1], one[2]
+            mats_all, cold, age_all = self._one_store.read_all(self._services, customer_ids, now)
+            return mats_all, cold, age_all
         n = len(customer_ids)
         mats: dict[str, np.ndarray] = {}
         found = np.zeros(n, dtype=bool)
