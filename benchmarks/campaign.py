@@ -94,11 +94,11 @@ def child_env(cache: Path) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run `python -m rebuy ARGS`; (wall seconds, CPU seconds of the child). Fails loudly."""
+    """Run `python -m cli ARGS`; (wall seconds, CPU seconds of the child). Fails loudly."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run(
-        [sys.executable, "-m", "rebuy", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
     )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -202,7 +202,7 @@ def one_seed(
 def import_cpu(env: dict[str, str]) -> float:
     """CPU seconds a fresh process spends importing what `rebuy report campaign` needs (bytecode cached)."""
     code = (
-        "import time; t = time.process_time(); import rebuy.cli, training.campaign, mlflow, "
+        "import time; t = time.process_time(); import cli.app, training.campaign, mlflow, "
         "mlflow.store.tracking.sqlalchemy_store; print(time.process_time() - t)"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -280,7 +280,7 @@ class Server:
         if data_dir is None:
             env["REBUY_SCORER_FACTORY"] = "serving.synthetic:bench_scorer"
         self.log = (tmp / f"server-{self.port}.log").open("wb")
-        args = [sys.executable, "-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg)]
+        args = [sys.executable, "-c", "from cli.app import main; main()", "serve", "--config", str(cfg)]
         args += ["--data-dir", str(data_dir if data_dir is not None else tmp / f"data-{self.port}")]
         self.proc = subprocess.Popen(
             args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True

@@ -222,7 +222,7 @@ def running_service(
     if service_ready(url):
         yield url
         return
-    cmd = [sys.executable, "-m", "rebuy", "serve", "--data-dir", str(cfg.paths.data_dir)]
+    cmd = [sys.executable, "-m", "cli", "serve", "--data-dir", str(cfg.paths.data_dir)]
     if config_path is not None:
         cmd += ["--config", str(config_path)]
     log_path = log_path or cfg.paths.runtime_dir / "service.log"

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from rebuy.campaign_import import import_campaign, read_campaign, roles_with, validate_campaign
-from rebuy.cli import app
 from rebuy.config import CampaignImportConfig, Config, load_config
 from rebuy.errors import DataError
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from rebuy.cli import app
+from cli.app import app
 from rebuy.config import Config, load_config
 from rebuy.contract import SCHEMAS, TABLES, UTC_TS, empty
 from rebuy.errors import DataError

@@ -305,7 +305,7 @@ def test_exact_oracle_agrees_with_sampled_paths(small_shop) -> None:  # type: ig
 def test_cli_simulate_writes_tables_truth_and_campaign(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from rebuy.cli import app
+    from cli.app import app
 
     out = tmp_path / "shop"
     res = CliRunner().invoke(

@@ -121,7 +121,7 @@ def test_served_rows_window_model_and_latest_per_customer(monkeypatch: pytest.Mo
 def test_cli_drift_without_champions_says_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
-    from rebuy.cli import app
+    from cli.app import app
 
     res = CliRunner().invoke(
         app, ["drift", "--data-dir", str(tmp_path), "--as-of", "2025-06-02", "-m", "churn", "--no-mlflow"]

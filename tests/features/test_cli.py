@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from features.online import OnlineFeatureReader
-from rebuy.cli import app
 from rebuy.config import Config, FeaturesConfig, PathsConfig
 from rebuy.ingest import write_canonical
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from rebuy.campaign_import import CampaignData
-from rebuy.cli import app
 from rebuy.config import Config
 from tests.offer.synth import make_campaign
 from training.campaign import _ticks, learn_campaign, svg_intervals, svg_lines, write_report

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from pipelines import decision_log as dlog
 from pipelines.decision_import import validate_decisions
-from rebuy.cli import app
 from rebuy.config import Config, load_config
 from rebuy.errors import DataError
 from rebuy.ingest import write_canonical

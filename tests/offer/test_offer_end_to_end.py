@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from pipelines.demo import DemoOptions, past_campaign
-from rebuy.cli import app
 from rebuy.config import load_config
 from rebuy.ingest import write_canonical
 from rebuy.simulator import ShopSimulator, SimConfig

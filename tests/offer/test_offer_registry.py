@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import training.offer as offer
-from rebuy.cli import app
+from cli.app import app
 from rebuy.config import load_config
 from tests.offer.synth import make_campaign
 from training.offer import LoggedSet, OfferData, load_offer_champion

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from pipelines.orchestrator import run_pass
 from pipelines.score_client import FakeScoreClient, ScoringError
-from rebuy.cli import app
 from rebuy.ingest import write_canonical
 
 from .conftest import AS_OF, config_for, make_shop

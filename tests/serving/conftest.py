@@ -77,7 +77,7 @@ def rebuy_serve(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen
             **env,
         }
         log = (tmp_path / "server.log").open("wb")
-        args = ["-c", "from rebuy.cli import main; main()", "serve", "--config", str(cfg)]
+        args = ["-c", "from cli.app import main; main()", "serve", "--config", str(cfg)]
         proc = subprocess.Popen(
             [sys.executable, *args, "--data-dir", str(tmp_path / "data")],
             env=full_env,

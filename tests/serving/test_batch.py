@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from rebuy.cli import app
+from cli.app import app
 from rebuy.config import Config, PathsConfig
 from rebuy.errors import DataError
 from serving.batch import read_id_list, score_to_parquet

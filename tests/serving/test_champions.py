@@ -67,7 +67,7 @@ def serve_and_score(data_dir: Path, ids: list[str], as_of: pd.Timestamp, tmp: Pa
         [
             sys.executable,
             "-c",
-            "from rebuy.cli import main; main()",
+            "from cli.app import main; main()",
             "serve",
             "--config",
             str(cfg_file),

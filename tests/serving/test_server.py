@@ -60,7 +60,7 @@ def test_missing_registry_is_a_clear_startup_error(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from rebuy.cli import main; main()",
+            "from cli.app import main; main()",
             "serve",
             "--config",
             str(cfg),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from rebuy.cli import app
+from cli.app import app
 from rebuy.errors import RebuyError
 
 

@@ -1,0 +1,5 @@
+"""`python -m cli` is the `rebuy` command (used to start child processes with this interpreter)."""
+
+from cli.app import main
+
+main()
