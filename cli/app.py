@@ -81,6 +81,7 @@ def _import_command(
     events: Path | None,
     consent: Path | None,
     fmt: str | None,
+    messages: Path | None = None,
 ) -> None:
     from rebuy.ingest import Sources, import_inputs, summary_table, validate_inputs
 
@@ -93,6 +94,7 @@ def _import_command(
         orders=orders,
         events=events,
         consent_updates=consent,
+        messages=messages,
         format=fmt.lower() if fmt else None,
     )
     try:
@@ -115,9 +117,12 @@ def validate_command(
     events: _InFile = None,
     consent: Annotated[Path | None, typer.Option(help="Consent updates; overrides the config.")] = None,
     fmt: _FormatOpt = None,
+    messages: Annotated[
+        Path | None, typer.Option(help="Sends (newsletters, other tools); overrides the config.")
+    ] = None,
 ) -> None:
     """Check the shop's files against the data contract. Writes nothing."""
-    _import_command(False, config, data_dir, as_of, customers, orders, events, consent, fmt)
+    _import_command(False, config, data_dir, as_of, customers, orders, events, consent, fmt, messages)
 
 
 @app.command("import")
@@ -130,9 +135,12 @@ def import_command(
     events: _InFile = None,
     consent: Annotated[Path | None, typer.Option(help="Consent updates; overrides the config.")] = None,
     fmt: _FormatOpt = None,
+    messages: Annotated[
+        Path | None, typer.Option(help="Sends (newsletters, other tools); overrides the config.")
+    ] = None,
 ) -> None:
     """Validate the shop's files and write canonical Parquet into the data directory (all or nothing)."""
-    _import_command(True, config, data_dir, as_of, customers, orders, events, consent, fmt)
+    _import_command(True, config, data_dir, as_of, customers, orders, events, consent, fmt, messages)
 
 
 @app.command("import-campaign")

@@ -243,6 +243,11 @@ def merge_new_rows(history: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame
         if df is None or not len(df):
             continue
         base = history.get(table)
+        if table == "messages":  # sends have ids; categoricals kept (millions of rows)
+            from rebuy.ingest import union_messages
+
+            out[table] = union_messages(*([base] if base is not None else []), df)
+            continue
         if base is None or not len(base):
             out[table] = df.reset_index(drop=True)
             continue

@@ -167,7 +167,9 @@ def closed_loop(
         decisions = pd.concat([r.decisions for r in results if len(r.decisions)] or [results[0].decisions])
         truths.append(decision_truth(sim, decisions, day_start, cfg.offers.attribution_days))
         new = sim.step(1, messages_for_sim(decisions) if len(decisions) else None)
-        push(cfg, new, sim.now, history=tables)
+        # the newsletter's sends reach most customers weekly: pushing them would recompute nearly every
+        # customer's features that day; they join the tables here and the nightly refresh below
+        push(cfg, {k: v for k, v in new.items() if k != "messages"}, sim.now, history=tables)
         tables = merge_new_rows(tables, new)
         # the nightly refresh a shop runs from cron: pushes only touch customers with new rows, so without
         # it a quiet customer's windowed counts (views in 24 h, orders in 30 d) would never slide

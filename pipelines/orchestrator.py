@@ -232,6 +232,8 @@ def run_pass(
         if dry_run:
             result.queued = int(sum(dl.is_message(r) for r in dl.records(outcome.decisions)))
             return result
+        from rebuy.ingest import append_sent_messages
+
         engine = dl.engine_for(cfg.decision_log_url)
         try:
             t0 = clock()
@@ -241,7 +243,12 @@ def run_pass(
             checkpoint("logged")
             t0 = clock()
             result.sent = deliver(
-                engine, sink or make_sink(cfg), as_of, checkpoint=checkpoint, progress=progress
+                engine,
+                sink or make_sink(cfg),
+                as_of,
+                checkpoint=checkpoint,
+                progress=progress,
+                record=lambda sent: append_sent_messages(cfg.paths.data_dir, sent),
             )
             timings["deliver"] = clock() - t0
         finally:
@@ -285,10 +292,36 @@ def scoring_pool(
     return pool | (set(cust.loc[due, "customer_id"]) - resting(history, as_of, sched.spacing_hours))
 
 
+def sent_messages(batch: list[tuple[str, dict[str, Any]]], held: list[str], at: pd.Timestamp) -> pd.DataFrame:
+    """The sink's accepted messages as rows of the `messages` table: source "rebuy", message_id = decision_id."""
+    keep = set(held)
+    rows = [p for k, p in batch if k in keep]
+    return pd.DataFrame(
+        {
+            "message_id": [k for k, _ in batch if k in keep],
+            "customer_id": [p["customer_id"] for p in rows],
+            "sent_at": pd.DatetimeIndex([at] * len(rows)).tz_convert("UTC") if rows else [],
+            "channel": [p["channel"] for p in rows],
+            "source": "rebuy",
+            "campaign": [p.get("campaign") for p in rows],
+            "offer": [p.get("offer") for p in rows],
+        }
+    )
+
+
 def deliver(
-    engine: sa.Engine, sink: Sink, at: pd.Timestamp, *, checkpoint: Checkpoint = _noop, progress: Any = None
+    engine: sa.Engine,
+    sink: Sink,
+    at: pd.Timestamp,
+    *,
+    checkpoint: Checkpoint = _noop,
+    progress: Any = None,
+    record: Callable[[pd.DataFrame], object] | None = None,
 ) -> int:
-    """Move every pending outbox message to the sink, batch by batch; returns how many were marked sent."""
+    """Move every pending outbox message to the sink, batch by batch; returns how many were marked sent.
+
+    `record` gets each batch the sink accepted, as `messages` rows, before the batch is marked sent (so
+    the contact history never misses a send; a redelivered id is recorded again and read once)."""
     sent = 0
     with engine.connect() as conn:
         total = conn.execute(
@@ -303,6 +336,8 @@ def deliver(
             return sent
         last = batch[-1][0]
         held = sink.send(batch)
+        if record is not None and held:
+            record(sent_messages(batch, held, pd.Timestamp(at)))
         checkpoint("sink_written")
         checkpoint("before_mark_sent")
         with engine.begin() as conn:

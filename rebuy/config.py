@@ -105,6 +105,7 @@ class ImportConfig(_Section):
     orders: TableSource = Field(default_factory=TableSource)
     events: TableSource = Field(default_factory=TableSource)
     consent_updates: TableSource = Field(default_factory=TableSource)
+    messages: TableSource = Field(default_factory=TableSource)  # sends of the shop's own tools
     # the shop's own event names -> rebuy's event_type vocabulary
     event_type_map: dict[str, str] = Field(default_factory=dict)
     # negative order amounts: "returned_amount" maps them onto the original order, "reject" refuses
@@ -492,7 +493,7 @@ def load_config(path: Path | None = None, *, data_dir: Path | None = None) -> Co
         raise ConfigError(f"{where}: {exc}") from exc
     paths = PathsConfig(data_dir=data_dir) if data_dir is not None else cfg.paths
     imp = cfg.import_
-    tables = {t: getattr(imp, t) for t in ("customers", "orders", "events", "consent_updates")}
+    tables = {t: getattr(imp, t) for t in ("customers", "orders", "events", "consent_updates", "messages")}
     resolved = {
         t: src.model_copy(update={"path": base / src.path})
         for t, src in tables.items()

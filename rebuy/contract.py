@@ -3,6 +3,11 @@
 Canonical form (what `rebuy import` writes as Parquet under `<data_dir>/canonical/`):
 ids and other text are Python str in object columns, kept exactly as given, timestamps are timezone-aware UTC
 (`datetime64[ns, UTC]`), amounts are float64 in the shop's currency.
+
+The `messages` table (sends only: the shop's newsletters, rebuy's own messages, imported sends) is the
+exception for text: it runs to millions of rows (a weekly newsletter to 100k customers for two years), so
+its ids are Arrow strings (`string[pyarrow]`) and its channel, source, campaign and offer are pandas
+categoricals. Opens and clicks of messages stay in `events`, unsubscribes in `consent_updates`.
 """
 
 from __future__ import annotations
@@ -35,28 +40,36 @@ OFFERS: tuple[str, ...] = (
     "wake_up_gift",
 )
 GROUPS: tuple[str, ...] = ("treatment", "control", "holdout")
+MESSAGE_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
+# who sent a message: the shop's regular newsletter, rebuy itself, or sends imported from the shop's tools
+MESSAGE_SOURCES: tuple[str, ...] = ("newsletter", "rebuy", "import")
 
-TABLES: tuple[str, ...] = ("customers", "orders", "events", "consent_updates")
+TABLES: tuple[str, ...] = ("customers", "orders", "events", "consent_updates", "messages")
 REQUIRED: dict[str, tuple[str, ...]] = {
     "customers": ("customer_id", "signup_at"),
     "orders": ("customer_id", "ordered_at", "amount"),
     "events": ("customer_id", "occurred_at", "event_type"),
     "consent_updates": ("customer_id", "changed_at", "channel", "consent"),
+    "messages": ("message_id", "customer_id", "sent_at", "channel", "source"),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {
     "customers": ("birthday", "timezone", "region", "consent_email", "consent_sms", "consent_push"),
     "orders": ("order_id", "category", "discount", "items", "returned_amount"),
     "events": ("category",),
     "consent_updates": ("source",),
+    "messages": ("campaign", "offer"),
 }
 TIMESTAMPS: dict[str, tuple[str, ...]] = {
     "customers": ("signup_at",),
     "orders": ("ordered_at",),
     "events": ("occurred_at",),
     "consent_updates": ("changed_at",),
+    "messages": ("sent_at",),
 }
 
 UTC_TS = pd.DatetimeTZDtype(unit="ns", tz="UTC")
+ARROW_STR = pd.StringDtype("pyarrow")  # compact text for the messages table's millions of ids
+CATEGORY = pd.CategoricalDtype()
 
 
 class _Strict(pa.DataFrameModel):
@@ -102,17 +115,35 @@ class ConsentUpdates(_Strict):
     source: Series[str] = pa.Field(nullable=True)
 
 
+class Messages(_Strict):
+    """Sends only. `message_id` is unique across sources (rebuy's sends use their decision_id)."""
+
+    # pandas text of either storage (a Parquet round trip hands back "string[python]"; readers use Arrow)
+    message_id: Series[Any] = pa.Field(unique=True, nullable=False)
+    customer_id: Series[Any] = pa.Field(nullable=False)
+    sent_at: Series[UTC_TS] = pa.Field(nullable=False)  # type: ignore[valid-type]
+    channel: Series[pd.CategoricalDtype] = pa.Field(isin=list(MESSAGE_CHANNELS), nullable=False)
+    source: Series[pd.CategoricalDtype] = pa.Field(isin=list(MESSAGE_SOURCES), nullable=False)
+    campaign: Series[pd.CategoricalDtype] = pa.Field(nullable=True)
+    offer: Series[pd.CategoricalDtype] = pa.Field(nullable=True)
+
+    @pa.check("message_id", "customer_id", name="pandas_text")
+    def _text(cls, s: pd.Series) -> bool:
+        return isinstance(s.dtype, pd.StringDtype)
+
+
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     "customers": Customers,
     "orders": Orders,
     "events": Events,
     "consent_updates": ConsentUpdates,
+    "messages": Messages,
 }
 
 
 def empty(table: str) -> pd.DataFrame:
     """An empty canonical table with the right dtypes (e.g. events for an orders-only shop)."""
-    dtypes: dict[str, Any] = {
+    dtypes: dict[str, Any] = {  # type: ignore[assignment]  # mixed dtype objects per table
         "customers": {
             "customer_id": object,
             "signup_at": UTC_TS,
@@ -140,6 +171,15 @@ def empty(table: str) -> pd.DataFrame:
             "channel": object,
             "consent": bool,
             "source": object,
+        },
+        "messages": {
+            "message_id": ARROW_STR,
+            "customer_id": ARROW_STR,
+            "sent_at": UTC_TS,
+            "channel": CATEGORY,
+            "source": CATEGORY,
+            "campaign": CATEGORY,
+            "offer": CATEGORY,
         },
     }[table]
     return pd.DataFrame({c: pd.Series(dtype=d) for c, d in dtypes.items()})

@@ -23,10 +23,25 @@ from rich.table import Table
 from rich.text import Text
 
 from rebuy.config import Config, DialectConfig, ImportConfig, TableSource
-from rebuy.contract import EVENT_TYPES, OPTIONAL, REQUIRED, SCHEMAS, TABLES, TIMESTAMPS, UTC_TS, empty
+from rebuy.contract import (
+    ARROW_STR,
+    EVENT_TYPES,
+    MESSAGE_CHANNELS,
+    MESSAGE_SOURCES,
+    OPTIONAL,
+    REQUIRED,
+    SCHEMAS,
+    TABLES,
+    TIMESTAMPS,
+    UTC_TS,
+    empty,
+)
 from rebuy.errors import DataError, combine
 
 CANONICAL = "canonical"
+# rebuy's own sends, appended by delivery beside the canonical folder (an import swaps that folder whole,
+# and must not erase what rebuy sent); `read_canonical` unions them into `messages`
+SENT_MESSAGES = "sent_messages"
 
 # Values for optional contract columns a source does not have. Stated here so the import summary
 # can list exactly which columns were filled in rather than read.
@@ -42,6 +57,7 @@ OPTIONAL_DEFAULTS: dict[str, dict[str, object]] = {
     "orders": {"category": None, "discount": 0.0, "items": 1, "returned_amount": 0.0},
     "events": {"category": None},
     "consent_updates": {"source": None},
+    "messages": {"campaign": None, "offer": None},
 }
 
 
@@ -60,7 +76,9 @@ def conform(table: str, df: pd.DataFrame) -> pd.DataFrame:
             default = OPTIONAL_DEFAULTS[table].get(col)
             values = pd.Series([default] * len(df), index=df.index, dtype=object)
         dtype = template[col].dtype
-        if pd.api.types.is_object_dtype(dtype):
+        if isinstance(dtype, pd.CategoricalDtype):  # categories from the data (an empty frame has none)
+            values = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype("category")
+        elif pd.api.types.is_object_dtype(dtype):
             values = values.astype(object).where(values.notna(), None)
         elif str(dtype) == "datetime64[ns]":
             values = pd.to_datetime(values, errors="coerce")
@@ -132,7 +150,11 @@ def swap_in_dir(target: Path, write: Callable[[Path], None]) -> Path:
 
 
 def read_canonical(data_dir: Path) -> dict[str, pd.DataFrame]:
-    """All four canonical tables; absent optional ones (events, consent updates) come back empty.
+    """All canonical tables; absent optional ones (events, consent updates, messages) come back empty.
+
+    `messages` is the canonical table united with rebuy's own sends (`append_sent_messages`), each
+    message_id once: an export of the shop's e-mail tool that also lists rebuy's sends does not count
+    them twice.
 
     A missing customers table is derived from orders (first order = signup), so a data directory
     written by hand with orders only still works. No orders is an error: nothing can be learned.
@@ -148,10 +170,78 @@ def read_canonical(data_dir: Path) -> dict[str, pd.DataFrame]:
     out: dict[str, pd.DataFrame] = {}
     for table in TABLES:
         path = folder / f"{table}.parquet"
-        out[table] = conform(table, pd.read_parquet(path)) if path.is_file() else empty(table)
+        out[table] = conform(table, read_table_file(table, path)) if path.is_file() else empty(table)
     if not (folder / "customers.parquet").is_file():
         out["customers"] = derive_customers(out["orders"])
+    out["messages"] = union_messages(out["messages"], read_sent_messages(data_dir))
     return out
+
+
+# --- messages: the union of imported / simulated sends and rebuy's own ------------------------------
+
+
+def concat_messages(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Messages frames stacked with their categoricals kept (plain `pd.concat` turns categoricals with
+    different categories into object columns: millions of Python strings)."""
+    frames = [conform("messages", f) for f in frames if f is not None and len(f)]
+    if not frames:
+        return empty("messages")
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    cols: dict[str, object] = {}
+    for col, dtype in empty("messages").dtypes.items():
+        parts = [f[str(col)] for f in frames]
+        if isinstance(dtype, pd.CategoricalDtype):
+            cols[str(col)] = pd.api.types.union_categoricals([p.array for p in parts])
+        else:
+            cols[str(col)] = pd.concat(parts, ignore_index=True).array
+    return pd.DataFrame(cols)
+
+
+def union_messages(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Every send once: the frames stacked, the first row of each message_id kept, in time order."""
+    out = concat_messages(list(frames))
+    if not len(out):
+        return out
+    out = out.loc[~out["message_id"].duplicated(keep="first")]
+    return out.sort_values(["sent_at", "message_id"], kind="stable").reset_index(drop=True)
+
+
+def append_sent_messages(data_dir: Path, messages: pd.DataFrame) -> Path | None:
+    """Record rebuy's delivered sends (`source` "rebuy", message_id = decision_id) in a new part file.
+
+    Written to a temporary name then renamed, so a reader sees the whole part or none of it. Delivery
+    is at-least-once, so a part may repeat ids already recorded: readers keep each message_id once.
+    """
+    if not len(messages):
+        return None
+    df = conform("messages", messages).reset_index(drop=True)
+    folder = Path(data_dir) / SENT_MESSAGES
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = folder / f".{name}.tmp"
+    df.to_parquet(tmp, index=False)
+    tmp.replace(folder / name)
+    return folder / name
+
+
+def read_sent_messages(data_dir: Path) -> pd.DataFrame:
+    """rebuy's recorded sends (all part files), in canonical form; empty when it has sent nothing."""
+    folder = Path(data_dir) / SENT_MESSAGES
+    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    return concat_messages([read_table_file("messages", p) for p in parts])
+
+
+def read_table_file(table: str, path: Path) -> pd.DataFrame:
+    """One canonical Parquet file; `messages` text straight into Arrow strings (pandas would build one
+    Python string per id: gigabytes for a large shop's newsletter history)."""
+    if table != "messages":
+        return pd.read_parquet(path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    strings = {pa.string(): ARROW_STR, pa.large_string(): ARROW_STR}
+    return pq.read_table(path).to_pandas(types_mapper=strings.get)
 
 
 def _validated(table: str, df: pd.DataFrame) -> pd.DataFrame:
@@ -175,8 +265,10 @@ def _validated(table: str, df: pd.DataFrame) -> pd.DataFrame:
 
 # --- import: the shop's exports -> canonical tables ------------------------------------------------
 
-ID_COLUMNS = frozenset({"customer_id", "order_id"})
-TEXT_COLUMNS = frozenset({"category", "timezone", "region", "event_type", "channel", "source"})
+ID_COLUMNS = frozenset({"customer_id", "order_id", "message_id"})
+TEXT_COLUMNS = frozenset(
+    {"category", "timezone", "region", "event_type", "channel", "source", "campaign", "offer"}
+)
 FLOAT_COLUMNS = frozenset({"amount", "discount", "returned_amount"})
 INT_COLUMNS = frozenset({"items"})
 BOOL_COLUMNS = frozenset({"consent_email", "consent_sms", "consent_push", "consent"})
@@ -194,6 +286,7 @@ class Sources:
     orders: Path | None = None
     events: Path | None = None
     consent_updates: Path | None = None
+    messages: Path | None = None
     # None: by file suffix (.parquet/.pq -> Parquet, anything else CSV)
     format: Literal["csv", "parquet"] | None = None
 
@@ -329,6 +422,13 @@ def _validate(cfg: Config, sources: Sources, as_of: pd.Timestamp, steps: _Steps)
         )
     if origin["events"] == "absent":
         notes.append("no events: orders-only shop; event features will be missing, not guessed")
+    messages = tables["messages"]
+    strangers = ~messages["customer_id"].isin(tables["customers"]["customer_id"])
+    if strangers.any():
+        notes.append(
+            f"{int(strangers.sum())} message(s) to {messages.loc[strangers, 'customer_id'].nunique()} "
+            "customer(s) not in customers (subscribers without an order or account): kept as they are"
+        )
     out = {t: conform(t, tables[t]).reset_index(drop=True) for t in TABLES}
     return ImportResult(tables=out, origin=origin, derived=derived, notes=notes)
 
@@ -857,6 +957,13 @@ def _friendly(table: str, column: str, check: str, values: list, icfg: ImportCon
             f"unknown event types {names}",
             'map the shop\'s names in rebuy.toml: [import] event_type_map = { "<your name>" = "view" }; '
             f"known types: {list(EVENT_TYPES)}",
+        )
+    if check.startswith("isin") and table == "messages" and column in ("channel", "source"):
+        names = sorted({str(v) for v in values})[:10]
+        known = MESSAGE_CHANNELS if column == "channel" else MESSAGE_SOURCES
+        return (
+            f"unknown message {column}s {names}",
+            f"use one of {list(known)} (map the export's values before importing)",
         )
     if check.startswith("isin"):
         return f"unknown values {sorted({str(v) for v in values})[:10]}", f"allowed: {check}"

@@ -4,7 +4,7 @@ Usage::
 
     from rebuy.simulator import SimConfig, ShopSimulator, write_tables
     sim = ShopSimulator(SimConfig(customers=20_000, months=24, seed=7, events=True, start="2024-01-01"))
-    tables = sim.run_history()        # {"customers", "orders", "events", "consent_updates"}: canonical
+    tables = sim.run_history()        # {"customers", "orders", "events", "consent_updates", "messages"}
     sim.now                           # pd.Timestamp (UTC midnight): end of the simulated history
 
     # the oracle, from the FULL hidden state at `at` (any date <= sim.now; the past is replayed).
@@ -39,6 +39,12 @@ last 91 days (`sim.live_signup_rate` a day), Poisson per day, with traits drawn 
 customers from their own seeded stream (per 28-day block), so without that a closed loop's customer base
 would only age (tenure and recency drift). They join the end of `sim.ids`; `step` returns their
 customers rows, orders and events, and the truth API covers them.
+
+The shop sends its regular e-mail newsletter (`SimConfig.newsletter_every_days`, weekly by default, 0: none)
+from the first day to every signed-up customer with e-mail consent, in the history, the live shop and every
+oracle path alike: `messages` holds its sends (source "newsletter", message_id `newsletter-<date>:<customer>`),
+its opens and clicks are in `events`, its unsubscribes in `consent_updates`, and it adds e-mail fatigue.
+rebuy's own sends are not written by the simulator: delivery records them (`rebuy.ingest.append_sent_messages`).
 
 Decisions from `randomized_campaign` carry `distribution`, `model_versions`, `scores` (dicts) and
 `reasons` (list) as Python objects, as `pipelines.decision_log` stores them (`rebuy simulate

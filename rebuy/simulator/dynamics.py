@@ -31,7 +31,11 @@ FATIGUE_DECAY = np.array([0.90, 0.95, 0.75], dtype=np.float32)  # per day, email
 FATIGUE_COST = np.array([0.25, 0.4, 0.2], dtype=np.float32)  # tau lost per unit of fatigue
 OPT_OUT = 0.0002  # daily chance to withdraw a consent, before message annoyance
 OPT_IN = 0.00006
-N_DRAWS = 8  # uniform draws per element and day (see `step`)
+N_DRAWS = 9  # uniform draws per element and day (see `step`); a new draw goes last (earlier rows stay put)
+# the shop's regular newsletter (e-mail): fatigue it adds, and the chance one send costs the e-mail consent
+NEWSLETTER_FATIGUE = 0.3
+NEWSLETTER_UNSUB = 0.0015
+NEWSLETTER_UNSUB_AVERSE = 0.012
 CONSENT_BAND = 0.045  # one uniform decides consent changes: 3 channels x max daily chance
 OFFER_CODE = {o: i for i, o in enumerate(SIM_OFFERS)}
 
@@ -146,6 +150,7 @@ class DayOut:
     new: np.ndarray  # signed up today
     died: np.ndarray
     consent_change: np.ndarray  # (m, 3) toggled today
+    newsletter: np.ndarray  # received the shop's newsletter today (e-mail consent at the start of the day)
 
 
 def step(
@@ -157,11 +162,14 @@ def step(
     doy: int,
     u: np.ndarray,
     shipping: float = 4.9,
+    newsletter: bool = False,
 ) -> DayOut:
     """Advance `st` in place by one day, using the uniforms `u` (N_DRAWS, m) of `draws`.
 
     Taking the draws as an argument lets the oracle run every offer arm on the same random numbers.
-    `shipping` is what free shipping is worth to the customer (the discount it books).
+    `shipping` is what free shipping is worth to the customer (the discount it books). On a
+    `newsletter` day every signed-up customer with e-mail consent gets the shop's newsletter: it adds
+    e-mail fatigue and sometimes costs the consent (far more often for customers who dislike messages).
     """
     new = ~st.active & (ag.signup_day == day)
     st.active |= new
@@ -241,6 +249,7 @@ def step(
     st.intent_left[died] = 0
     # -- messages fade; consents change, more often for customers annoyed by recent messages --
     toggle = np.zeros((len(st.s), 3), bool)
+    nl = (st.active & ~new & st.consent[:, 0]) if newsletter else np.zeros(len(st.s), bool)
     cand = np.flatnonzero((u[6] < CONSENT_BAND) & st.active & ~new)
     if len(cand):
         v = u[6, cand] / CONSENT_BAND * 3.0
@@ -251,6 +260,13 @@ def step(
         flip = np.where(cons, w < OPT_OUT + annoy, w < OPT_IN)
         toggle[cand[flip], ch[flip]] = True
         st.consent[cand[flip], ch[flip]] ^= True
+    if newsletter:
+        ni = np.flatnonzero(nl)
+        st.fatigue[ni, 0] += NEWSLETTER_FATIGUE
+        p_unsub = np.where(ag.averse[ni], NEWSLETTER_UNSUB_AVERSE, NEWSLETTER_UNSUB)
+        gone = ni[(u[8, ni] < p_unsub) & st.consent[ni, 0] & ~toggle[ni, 0]]
+        st.consent[gone, 0] = False
+        toggle[gone, 0] = True
     st.fatigue *= FATIGUE_DECAY
     return DayOut(
         ordered=ordered,
@@ -262,6 +278,7 @@ def step(
         new=new,
         died=died,
         consent_change=toggle,
+        newsletter=nl,
     )
 
 

@@ -1,4 +1,4 @@
-"""Turn one simulated day into rows of the canonical tables (orders, events, consent updates).
+"""Turn one simulated day into rows of the canonical tables (orders, events, consent updates, messages).
 
 Only the written history needs this; the oracle steps the same dynamics without emitting rows.
 Times of day follow local habits (timezones), wrapped into the same UTC day as the dynamics step,
@@ -18,7 +18,11 @@ from rebuy.simulator.dynamics import DayOut, State
 from rebuy.simulator.params import CATEGORIES, SIM_CHANNELS, TIMEZONES, Traits
 
 DAY_NS = 86_400 * 10**9
+OPEN_PER_ENGAGE = 4.0  # newsletter open chance per unit of the daily engagement trait (median ~0.24)
+AVERSE_OPEN = 0.3  # customers who dislike messages open the newsletter this much less often
 WINDOW_SHOPPING = 0.03  # daily chance of a session that looks like purchase intent but is not
+NEWSLETTER_HOUR = 9  # local hour the newsletter goes out (spread over the following half hour)
+NEWSLETTER_CAMPAIGN = "newsletter"
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 # local hour-of-day weights of shopping (evening peak)
 _HOURS = np.array(
@@ -76,6 +80,7 @@ class DayRows:
     orders: dict[str, np.ndarray]
     events: dict[str, np.ndarray]
     consents: dict[str, np.ndarray]
+    messages: dict[str, np.ndarray]  # the newsletter's sends: cust, t (ns), day
 
 
 def emit_day(
@@ -89,10 +94,13 @@ def emit_day(
     rng_orders: np.random.Generator,
     rng_events: np.random.Generator | None,
     signup_tod: np.ndarray,
+    ambient_email: bool = True,
 ) -> DayRows:
     """Rows for day `day` from its outcome `out` (state `st` is already advanced past the day).
 
     `n_before` is each customer's order count before the day (lookups of past orders need one).
+    `ambient_email`: e-mail opens without a send (a shop without a newsletter); with the newsletter on,
+    every e-mail open belongs to a send (`newsletter_events`, `message_events`).
     """
     off = offsets[traits.tz]
     lb = np.where(traits.signup_day == day, signup_tod, 0)  # nothing before the signup moment
@@ -118,20 +126,36 @@ def emit_day(
     # --- consent updates ---
     ci, ch = np.nonzero(out.consent_change)
     cu = rng_orders.random((3, len(ci)))
+    t_consent = np.maximum(local_times(cu[0], cu[1], off[ci]), lb[ci])
+    # --- the newsletter's sends (drawn after everything above, so adding it shifted nothing) ---
+    ni = np.flatnonzero(out.newsletter)
+    nu = rng_orders.random(len(ni))
+    t_send = ((NEWSLETTER_HOUR * 3600 + nu * 1800) * 1e9).astype(np.int64) - off[ni]
+    t_send = np.clip(t_send % DAY_NS, 0, DAY_NS - 3_600 * 10**9)  # leaves an hour for opens that day
+    # an unsubscribe on a newsletter day follows the send (the link is in it)
+    sent_at = np.full(len(st.s), -1, np.int64)
+    sent_at[ni] = t_send
+    after = (ch == 0) & (sent_at[ci] >= 0) & ~st.consent[ci, 0]
+    t_consent = np.where(
+        after, np.minimum(sent_at[ci] + (cu[1] * 3_000 * 1e9).astype(np.int64), DAY_NS - 1), t_consent
+    )
     consents = {
         "cust": ci.astype(np.int64),
         "channel": ch.astype(np.int64),
-        "t": day_ns + np.maximum(local_times(cu[0], cu[1], off[ci]), lb[ci]),
+        "t": day_ns + t_consent,
         "consent": st.consent[ci, ch],
         # withdrawals mostly through a message's unsubscribe link, opt-ins through the preference centre
-        "source": (~st.consent[ci, ch] & (cu[2] < 0.7)).astype(np.int64),
+        "source": ((~st.consent[ci, ch] & (cu[2] < 0.7)) | after).astype(np.int64),
     }
+    messages = {"cust": ni.astype(np.int64), "t": day_ns + t_send, "day": np.full(len(ni), day, np.int64)}
     events = (
-        _active_events(traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events)
+        _active_events(
+            traits, st, out, n_before, day, day_ns, off, lb, oi, t_order, rng_events, ambient_email
+        )
         if (rng_events is not None)
         else {}
     )
-    return DayRows(orders=orders, events=events, consents=consents)
+    return DayRows(orders=orders, events=events, consents=consents, messages=messages)
 
 
 def _active_events(
@@ -146,6 +170,7 @@ def _active_events(
     oi: np.ndarray,
     t_order: np.ndarray,
     rng: np.random.Generator,
+    ambient_email: bool = True,
 ) -> dict[str, np.ndarray]:
     """Events of signed-up customers only: the arrays are compressed to them first (cost ~ active base)."""
     a = np.flatnonzero(st.active)
@@ -177,6 +202,7 @@ def _active_events(
         t_order,
         rng,
         len(a),
+        ambient_email,
     )
     ev["cust"] = a[ev["cust"]]
     return ev
@@ -195,6 +221,7 @@ def _events(
     t_order: np.ndarray,
     rng: np.random.Generator,
     n: int,
+    ambient_email: bool = True,
 ) -> dict[str, np.ndarray]:
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # cust, t, type, cat
 
@@ -286,11 +313,12 @@ def _events(
     since = np.where(st.dead_since >= 0, day - st.dead_since, 0)
     eng = np.where(st.alive, 1.0, 0.15 + 0.85 * np.exp(-since / 21.0)) * st.active
     ue = rng.random((5, n), dtype=np.float32)
-    em = np.flatnonzero(st.consent[:, 0] & (ue[0] < traits.engage * eng))
-    t_em = local_times(ue[1, em], ue[2, em], off[em])
-    add(em, t_em, EV["email_open"], -1)
-    click = em[ue[3, em] < 0.25]
-    add(click, t_em[ue[3, em] < 0.25] + 90 * 10**9, EV["email_click"], -1)
+    if ambient_email:
+        em = np.flatnonzero(st.consent[:, 0] & (ue[0] < traits.engage * eng))
+        t_em = local_times(ue[1, em], ue[2, em], off[em])
+        add(em, t_em, EV["email_open"], -1)
+        click = em[ue[3, em] < 0.25]
+        add(click, t_em[ue[3, em] < 0.25] + 90 * 10**9, EV["email_click"], -1)
     pu = np.flatnonzero(st.consent[:, 2] & (ue[3] < traits.engage * 0.5 * eng) & (ue[3] >= 0))
     add(pu, local_times(ue[1, pu], ue[4, pu], off[pu]), EV["push_open"], -1)
     ap = np.flatnonzero((ue[4] < traits.app * eng) | ((out.in_intent | out.ordered) & (ue[4] < 0.4)))
@@ -328,6 +356,53 @@ def message_events(
         (cust[email_open], t[email_open], EV["email_open"]),
         (cust[click], t[click] + 60 * 10**9, EV["email_click"]),
         (cust[push_open], t[push_open], EV["push_open"]),
+    ]
+    new = {
+        "cust": np.concatenate([c for c, _, _ in parts]).astype(np.int64),
+        "t": day_ns + np.clip(np.concatenate([x for _, x, _ in parts]), 0, DAY_NS - 1),
+        "type": np.concatenate([np.full(len(c), e, np.int64) for c, _, e in parts]),
+        "cat": np.full(sum(len(c) for c, _, _ in parts), -1, np.int64),
+    }
+    if not events:
+        return new
+    return {k: np.concatenate([events[k], new[k]]) for k in new}
+
+
+def newsletter_events(
+    events: dict[str, np.ndarray],
+    traits: Traits,
+    st: State,
+    cust: np.ndarray,
+    t_send: np.ndarray,
+    day: int,
+    day_ns: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Opens and clicks of today's newsletter (`cust` got it at `t_send`, ns into the day).
+
+    The chance to open is the customer's own e-mail engagement, far lower for customers who dislike
+    messages, fading after dropout (weeks of silence precede the missing orders) and with e-mail fatigue;
+    averse customers also click less. This is the trace message aversion leaves in the data.
+    """
+    u = rng.random((3, len(cust)))
+    since = np.where(st.dead_since[cust] >= 0, day - st.dead_since[cust], 0)
+    eng = np.where(st.alive[cust], 1.0, 0.15 + 0.85 * np.exp(-since / 21.0))
+    averse = traits.averse[cust]
+    p_open = (
+        np.minimum(0.85, OPEN_PER_ENGAGE * traits.engage[cust])
+        * np.where(averse, AVERSE_OPEN, 1.0)
+        * eng
+        / (1.0 + 0.3 * st.fatigue[cust, 0])
+    )
+    opened = u[0] < p_open
+    clicked = opened & (u[1] < np.where(averse, 0.12, 0.25))
+    t_open = np.minimum(
+        t_send + (-np.log(np.maximum(u[2], 1e-12)) * 3 * 3600e9).astype(np.int64), DAY_NS - 120e9
+    )
+    t_open = t_open.astype(np.int64)
+    parts = [
+        (cust[opened], t_open[opened], EV["email_open"]),
+        (cust[clicked], t_open[clicked] + 60 * 10**9, EV["email_click"]),
     ]
     new = {
         "cust": np.concatenate([c for c, _, _ in parts]).astype(np.int64),
@@ -413,6 +488,38 @@ def events_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray) -> pd.Data
             "occurred_at": _utc(cols["t"][order]),
             "event_type": types[cols["type"][order]],
             "category": _cat_names(cols["cat"][order]),
+        }
+    )
+
+
+def messages_table(parts: list[dict[str, np.ndarray]], ids: np.ndarray, start: pd.Timestamp) -> pd.DataFrame:
+    """The newsletter's sends as the canonical `messages` table, built column-wise in Arrow (millions of
+    rows: ids as Arrow strings, channel / source / campaign as categoricals). message_id is
+    `<campaign>:<customer_id>` with campaign `newsletter-<date of the send>` (one send per customer each)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rebuy.contract import ARROW_STR
+
+    cols = _concat(parts, ("cust", "t", "day"))
+    order = np.lexsort((cols["cust"], cols["t"]))
+    cust, t, day = cols["cust"][order], cols["t"][order], cols["day"][order]
+    n = len(cust)
+    days, day_code = np.unique(day, return_inverse=True)
+    names = [f"{NEWSLETTER_CAMPAIGN}-{(start + pd.Timedelta(days=int(d))).date().isoformat()}" for d in days]
+    campaign = pd.Categorical.from_codes(day_code.astype(np.int32), categories=pd.Index(names))
+    cid = pc.take(pa.array(ids, type=pa.string()), pa.array(cust, type=pa.int64()))
+    camp = pc.take(pa.array(names, type=pa.string()), pa.array(day_code.astype(np.int64), type=pa.int64()))
+    mid = pc.binary_join_element_wise(camp, cid, ":")
+    return pd.DataFrame(
+        {
+            "message_id": pd.array(mid, dtype=ARROW_STR),
+            "customer_id": pd.array(cid, dtype=ARROW_STR),
+            "sent_at": _utc(t),
+            "channel": pd.Categorical.from_codes(np.zeros(n, np.int8), categories=pd.Index(["email"])),
+            "source": pd.Categorical.from_codes(np.zeros(n, np.int8), categories=pd.Index(["newsletter"])),
+            "campaign": campaign,
+            "offer": pd.Categorical.from_codes(np.full(n, -1, np.int8), categories=pd.Index(["none"])),
         }
     )
 

@@ -78,6 +78,9 @@ class SimConfig:
     effect_scale: float = 1.0
     effect_days: int = 14
     truth_paths: int = 32
+    # the shop's regular e-mail newsletter to every customer with e-mail consent, every this many days
+    # from the first day of the history (0: none); see `newsletter_day`
+    newsletter_every_days: int = 7
     offers: OffersConfig = field(default_factory=OffersConfig)
 
     def __post_init__(self) -> None:
@@ -85,10 +88,19 @@ class SimConfig:
             raise ValueError(
                 f"SimConfig needs customers >= 1 and months >= 1, got {self.customers}, {self.months}"
             )
+        if self.newsletter_every_days < 0:
+            raise ValueError(
+                f"SimConfig.newsletter_every_days must be >= 0, got {self.newsletter_every_days}"
+            )
         if self.effects not in ("heterogeneous", "uniform", "none"):
             raise ValueError(
                 f"SimConfig.effects must be heterogeneous, uniform or none, not {self.effects!r}"
             )
+
+    def newsletter_day(self, day: int) -> bool:
+        """Whether the newsletter goes out on day `day` (day 0 is the first day of the history)."""
+        k = self.newsletter_every_days
+        return k > 0 and day % k == 0
 
     @property
     def start_ts(self) -> pd.Timestamp:

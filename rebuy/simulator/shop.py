@@ -165,6 +165,7 @@ class ShopSimulator:
             int(self._doy[day]),
             u,
             self.config.offers.shipping_cost,
+            self.config.newsletter_day(day),
         )
         if not emit_rows:
             return None
@@ -179,7 +180,19 @@ class ShopSimulator:
             day_rng(self.config.seed, STREAM_ORDERS, day),
             day_rng(self.config.seed, STREAM_EVENTS, day) if self.config.events else None,
             self._signup_tod,
+            ambient_email=self.config.newsletter_every_days == 0,
         )
+        if self.config.events and len(rows.messages["cust"]):
+            rows.events = emit.newsletter_events(
+                rows.events,
+                self.traits,
+                st,
+                rows.messages["cust"],
+                rows.messages["t"] - (self._start_ns + day * emit.DAY_NS),
+                day,
+                self._start_ns + day * emit.DAY_NS,
+                day_rng(self.config.seed, STREAM_EVENTS, day, 2),
+            )
         if sent and self.config.events:
             rows.events = emit.message_events(
                 rows.events,
@@ -226,6 +239,7 @@ class ShopSimulator:
             if self.config.events
             else empty("events"),
             "consent_updates": emit.consents_table([r.consents for r in rows], self.ids),
+            "messages": emit.messages_table([r.messages for r in rows], self.ids, self.start),
         }
         return {t: out[t] for t in TABLES}
 
@@ -524,6 +538,7 @@ class ShopSimulator:
                     int(self._doy[d]),
                     u,
                     cfg.offers.shipping_cost,
+                    cfg.newsletter_day(d),
                 )
                 o = out.ordered
                 first[a] = np.where(o & (first[a] < 0), t, first[a])
@@ -628,6 +643,7 @@ class ShopSimulator:
                 int(self._doy[d]),
                 u,
                 cfg.offers.shipping_cost,
+                cfg.newsletter_day(d),
             )
             converted |= out.ordered
             spend += out.amount

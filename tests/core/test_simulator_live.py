@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from rebuy.contract import SCHEMAS, TABLES
+from rebuy.ingest import concat_messages
 from rebuy.simulator import ShopSimulator, SimConfig
 from rebuy.simulator.params import LIVE_BLOCK_DAYS, LIVE_RATE_WINDOW
 
@@ -28,7 +29,9 @@ def live() -> dict[str, object]:
 
 
 def _concat(parts: list[dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
-    return {t: pd.concat([p[t] for p in parts], ignore_index=True) for t in TABLES}
+    out = {t: pd.concat([p[t] for p in parts], ignore_index=True) for t in TABLES if t != "messages"}
+    out["messages"] = concat_messages([p["messages"] for p in parts])  # categoricals kept
+    return out
 
 
 def test_rate_is_the_history_rate_over_its_last_quarter(live) -> None:  # type: ignore[no-untyped-def]
