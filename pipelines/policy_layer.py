@@ -103,6 +103,27 @@ def consent_as_of(customers: pd.DataFrame, updates: pd.DataFrame, as_of: pd.Time
     return out
 
 
+def other_sends(tables: dict[str, pd.DataFrame], as_of: pd.Timestamp, caps: CapsConfig) -> pd.DataFrame:
+    """The shop's own sends near `as_of` (`messages` not sent by rebuy) in the decision log's shape, for
+    the caps; rebuy's sends are counted from its decision log only, never twice."""
+    m = tables.get("messages")
+    cols = ["customer_id", "decided_at", "channel", "group", "offer"]
+    if m is None or not len(m):
+        return pd.DataFrame(columns=cols)
+    days = max([d for _, d in caps.per_channel.values()] + [caps.all_channels[1]])
+    near = (m["sent_at"] - as_of).abs() < pd.Timedelta(days=days)
+    m = m.loc[near & (m["source"] != "rebuy").to_numpy()]
+    return pd.DataFrame(
+        {
+            "customer_id": m["customer_id"].astype(object).to_numpy(),
+            "decided_at": m["sent_at"].reset_index(drop=True),
+            "channel": m["channel"].astype(object).to_numpy(),
+            "group": "treatment",
+            "offer": m["source"].astype(object).to_numpy(),
+        }
+    )
+
+
 def message_counts(history: pd.DataFrame, as_of: pd.Timestamp, caps: CapsConfig) -> pd.DataFrame:
     """Messages near `as_of` per customer: one column per capped channel plus `all`.
 
@@ -234,6 +255,8 @@ def apply_policy(
     cands["group"] = np.where(holdout, "holdout", np.where(control, "control", "treatment"))
 
     s = sc.reindex(cands["customer_id"]).reset_index()
+    if cfg.policy.caps.count_newsletters:
+        history = pd.concat([history, other_sends(tables, as_of, cfg.policy.caps)], ignore_index=True)
     decisions = _decide(cfg, as_of, cands, s, history)
     return PolicyOutcome(
         decisions=decisions.sort_values("decision_id").reset_index(drop=True),

@@ -281,6 +281,9 @@ class CapsConfig(_Section):
     )
     all_channels: tuple[int, int] = (3, 7)
     quiet_hours: tuple[int, int] = (21, 8)  # local time [start, end)
+    # the shop's other sends (the `messages` table's newsletters and imported sends) count toward these
+    # caps, as contact policies in the field count every outbound message; rebuy's own come from its log
+    count_newsletters: bool = True
 
 
 class HolidayConfig(_Section):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.special import ndtri
 
-from rebuy.simulator.params import SIM_CHANNELS, SIM_OFFERS, SimConfig, Traits
+from rebuy.simulator.params import SIM_CHANNELS, SIM_OFFERS, TRACES, SimConfig, Traits
 
 DAILY_DROP = 1.0 / 1000.0
 FIRST_INTENT_DAY_CONV = 0.5  # first day of an episode converts at half the customer's rate
@@ -32,10 +32,7 @@ FATIGUE_COST = np.array([0.25, 0.4, 0.2], dtype=np.float32)  # tau lost per unit
 OPT_OUT = 0.0002  # daily chance to withdraw a consent, before message annoyance
 OPT_IN = 0.00006
 N_DRAWS = 9  # uniform draws per element and day (see `step`); a new draw goes last (earlier rows stay put)
-# the shop's regular newsletter (e-mail): fatigue it adds, and the chance one send costs the e-mail consent
-NEWSLETTER_FATIGUE = 0.3
-NEWSLETTER_UNSUB = 0.0015
-NEWSLETTER_UNSUB_AVERSE = 0.012
+
 CONSENT_BAND = 0.045  # one uniform decides consent changes: 3 channels x max daily chance
 OFFER_CODE = {o: i for i, o in enumerate(SIM_OFFERS)}
 
@@ -220,8 +217,15 @@ def step(
     gross = np.round(ag.value[oi] * np.exp(0.75 * z - 0.28), 2)
     offer = np.where(on[oi], st.eff_offer[oi], 0)
     coupon = offer == OFFER_CODE["coupon_10pct"]
-    promo = sale & (u[4, oi] < 0.5) & ~coupon
-    rate = np.where(coupon, 0.10, 0.0) + np.where(promo, 0.15, 0.0)
+    # price-sensitive customers hunt discounts: coupon codes on ordinary days, promotions on sale days
+    ps = ag.price_sens[oi]
+    if sale:
+        promo = (u[4, oi] < TRACES.sale_promo_base + TRACES.sale_promo_per_ps * ps) & ~coupon
+        code = np.zeros(len(oi), bool)
+    else:
+        promo = np.zeros(len(oi), bool)
+        code = (u[4, oi] < TRACES.code_use * ps) & ~coupon
+    rate = np.where(coupon | code, 0.10, 0.0) + np.where(promo, 0.15, 0.0)
     amount[oi] = gross
     discount[oi] = (
         np.round(gross * rate, 2)
@@ -262,8 +266,8 @@ def step(
         st.consent[cand[flip], ch[flip]] ^= True
     if newsletter:
         ni = np.flatnonzero(nl)
-        st.fatigue[ni, 0] += NEWSLETTER_FATIGUE
-        p_unsub = np.where(ag.averse[ni], NEWSLETTER_UNSUB_AVERSE, NEWSLETTER_UNSUB)
+        st.fatigue[ni, 0] += TRACES.newsletter_fatigue
+        p_unsub = np.where(ag.averse[ni], TRACES.newsletter_unsub_averse, TRACES.newsletter_unsub)
         gone = ni[(u[8, ni] < p_unsub) & st.consent[ni, 0] & ~toggle[ni, 0]]
         st.consent[gone, 0] = False
         toggle[gone, 0] = True
@@ -304,7 +308,7 @@ def true_tau(cfg: SimConfig, offer: int, ag: Agents, st: State, channel: np.ndar
     ps, av = ag.price_sens, ag.averse.astype(float)
     if cfg.effects == "heterogeneous":
         base = {
-            "care_message": 0.15 + 0.15 * (vz > 0.5) - 0.25 * (ps > 0.6),
+            "care_message": TRACES.care_message_tau + 0.15 * (vz > 0.5) - 0.25 * (ps > 0.6),
             "coupon_10pct": -0.25 + 1.1 * ps,
             "free_shipping": -0.05 + 0.5 * ps + 0.3 * (vz < -0.5),
             "points_x2": 0.05 + 0.3 * np.clip(vz, -1.5, 2.0) + 0.1 * (st.n_orders >= 3),

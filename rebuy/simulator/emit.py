@@ -15,12 +15,10 @@ import pandas as pd
 
 from rebuy.contract import EVENT_TYPES
 from rebuy.simulator.dynamics import DayOut, State
-from rebuy.simulator.params import CATEGORIES, SIM_CHANNELS, TIMEZONES, Traits
+from rebuy.simulator.params import CATEGORIES, SIM_CHANNELS, TIMEZONES, TRACES, Traits
 
 DAY_NS = 86_400 * 10**9
-OPEN_PER_ENGAGE = 4.0  # newsletter open chance per unit of the daily engagement trait (median ~0.24)
-AVERSE_OPEN = 0.3  # customers who dislike messages open the newsletter this much less often
-WINDOW_SHOPPING = 0.03  # daily chance of a session that looks like purchase intent but is not
+
 NEWSLETTER_HOUR = 9  # local hour the newsletter goes out (spread over the following half hour)
 NEWSLETTER_CAMPAIGN = "newsletter"
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}
@@ -81,6 +79,7 @@ class DayRows:
     events: dict[str, np.ndarray]
     consents: dict[str, np.ndarray]
     messages: dict[str, np.ndarray]  # the newsletter's sends: cust, t (ns), day
+    idle_views: np.ndarray  # customer index of each view outside purchase intent (hidden; not a table)
 
 
 def emit_day(
@@ -155,7 +154,8 @@ def emit_day(
         if (rng_events is not None)
         else {}
     )
-    return DayRows(orders=orders, events=events, consents=consents, messages=messages)
+    idle = events.pop("idle_views", np.zeros(0, np.int64))
+    return DayRows(orders=orders, events=events, consents=consents, messages=messages, idle_views=idle)
 
 
 def _active_events(
@@ -205,6 +205,7 @@ def _active_events(
         ambient_email,
     )
     ev["cust"] = a[ev["cust"]]
+    ev["idle_views"] = a[ev["idle_views"]]
     return ev
 
 
@@ -283,7 +284,8 @@ def _events(
     bt = local_times(rng.random(len(bc)), rng.random(len(bc)) * 6, off[bc])
     add(bc, bt, EV["view"], rng.integers(0, len(CATEGORIES), len(bc)))
     # window shopping: sessions that look like intent (a burst, a lookup, a delivery check) and lead nowhere
-    ws = np.flatnonzero(idle & (u[12] < np.where(st.alive, WINDOW_SHOPPING, WINDOW_SHOPPING / 3)))
+    ws_rate = TRACES.window_shopping * np.sqrt(traits.browse / TRACES.browse_median)
+    ws = np.flatnonzero(idle & (u[12] < np.where(st.alive, ws_rate, ws_rate / 3)))
     t_ws = local_times(u[13, ws], u[14, ws], off[ws])
     nw = rng.poisson(2.0, len(ws)) + 2
     wc = np.repeat(ws, nw)
@@ -325,15 +327,23 @@ def _events(
     add(ap, local_times(ue[2, ap], ue[0, ap], off[ap]), EV["app_open"], -1)
     sc = np.flatnonzero(st.active & (ue[1] < 0.0008))
     add(sc, local_times(ue[2, sc], ue[3, sc], off[sc]), EV["support_contact"], -1)
+    idle_views = np.concatenate([bc, wc])  # views outside purchase intent (hidden: for the trace tests)
     if not parts:
         return {
             "cust": np.zeros(0, np.int64),
             "t": np.zeros(0, np.int64),
             "type": np.zeros(0, np.int64),
             "cat": np.zeros(0, np.int64),
+            "idle_views": idle_views,
         }
     cust, t, etype, cat = (np.concatenate(x) for x in zip(*parts, strict=True))
-    return {"cust": cust.astype(np.int64), "t": day_ns + np.clip(t, 0, DAY_NS - 1), "type": etype, "cat": cat}
+    return {
+        "cust": cust.astype(np.int64),
+        "t": day_ns + np.clip(t, 0, DAY_NS - 1),
+        "type": etype,
+        "cat": cat,
+        "idle_views": idle_views,
+    }
 
 
 def message_events(
@@ -349,14 +359,17 @@ def message_events(
     u = rng.random((4, len(cust)))
     rate = np.where(st.alive[cust], 1.0, 0.3)
     t = local_times(u[0], u[1], offsets[cust])
-    email_open = (channel == 0) & (u[2] < 0.35 * rate)
-    click = email_open & (u[3] < 0.3)
+    email_open = (channel == 0) & (u[2] < 0.45 * rate)
+    click = email_open & (u[3] < 0.65)  # a personal message is clicked more than the newsletter
     push_open = (channel == 2) & (u[2] < 0.15 * rate)
     parts = [
         (cust[email_open], t[email_open], EV["email_open"]),
         (cust[click], t[click] + 60 * 10**9, EV["email_click"]),
         (cust[push_open], t[push_open], EV["push_open"]),
     ]
+    if TRACES.click_visits:  # a click (or a push opened) lands on the shop: a visit
+        parts.append((cust[click], t[click] + 90 * 10**9, EV["view"]))
+        parts.append((cust[push_open], t[push_open] + 30 * 10**9, EV["view"]))
     new = {
         "cust": np.concatenate([c for c, _, _ in parts]).astype(np.int64),
         "t": day_ns + np.clip(np.concatenate([x for _, x, _ in parts]), 0, DAY_NS - 1),
@@ -386,16 +399,17 @@ def newsletter_events(
     """
     u = rng.random((3, len(cust)))
     since = np.where(st.dead_since[cust] >= 0, day - st.dead_since[cust], 0)
-    eng = np.where(st.alive[cust], 1.0, 0.15 + 0.85 * np.exp(-since / 21.0))
+    eng = np.where(st.alive[cust], 1.0, 0.5 + 0.5 * np.exp(-since / 21.0))
+    # (a newsletter is still read by many who stopped buying: the fade is milder than for browsing)
     averse = traits.averse[cust]
     p_open = (
-        np.minimum(0.85, OPEN_PER_ENGAGE * traits.engage[cust])
-        * np.where(averse, AVERSE_OPEN, 1.0)
+        np.minimum(0.85, TRACES.open_per_engage * traits.engage[cust])
+        * np.where(averse, TRACES.averse_open, 1.0)
         * eng
         / (1.0 + 0.3 * st.fatigue[cust, 0])
     )
     opened = u[0] < p_open
-    clicked = opened & (u[1] < np.where(averse, 0.12, 0.25))
+    clicked = opened & (u[1] < np.where(averse, TRACES.averse_click, TRACES.click))
     t_open = np.minimum(
         t_send + (-np.log(np.maximum(u[2], 1e-12)) * 3 * 3600e9).astype(np.int64), DAY_NS - 120e9
     )
@@ -404,6 +418,8 @@ def newsletter_events(
         (cust[opened], t_open[opened], EV["email_open"]),
         (cust[clicked], t_open[clicked] + 60 * 10**9, EV["email_click"]),
     ]
+    if TRACES.click_visits:  # a click lands on the shop: a visit
+        parts.append((cust[clicked], t_open[clicked] + 90 * 10**9, EV["view"]))
     new = {
         "cust": np.concatenate([c for c, _, _ in parts]).astype(np.int64),
         "t": day_ns + np.clip(np.concatenate([x for _, x, _ in parts]), 0, DAY_NS - 1),

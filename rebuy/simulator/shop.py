@@ -32,6 +32,7 @@ from rebuy.simulator.params import (
     draw_traits,
     holiday_sale,
     live_signup_rate,
+    purchase_rate,
     season_factor,
 )
 
@@ -67,6 +68,8 @@ class ShopSimulator:
         # the live shop keeps signing customers up (see `_grow_to`): sizes of the blocks added so far
         self.live_signup_rate = live_signup_rate(self.traits.signup_day, self.config.days)
         self._live_blocks: list[int] = []
+        # views outside purchase intent per customer, as written (hidden: the browsing trace's measure)
+        self._idle_views = np.zeros(n, np.int64)
 
     # --- the population: the history's customers, then those who sign up in the live shop -------------
 
@@ -89,6 +92,7 @@ class ShopSimulator:
                 [self._signup_tod, emit.local_times(rng.random(k), rng.random(k), np.zeros(k, np.int64))]
             )
             self._all_agents = dyn.Agents.gather(self.traits, np.arange(len(self.ids)))
+            self._idle_views = np.concatenate([self._idle_views, np.zeros(k, np.int64)])
             self._live_blocks.append(k)
             self._fit(self.state)
 
@@ -182,6 +186,7 @@ class ShopSimulator:
             self._signup_tod,
             ambient_email=self.config.newsletter_every_days == 0,
         )
+        np.add.at(self._idle_views, rows.idle_views, 1)
         if self.config.events and len(rows.messages["cust"]):
             rows.events = emit.newsletter_events(
                 rows.events,
@@ -736,6 +741,8 @@ class ShopSimulator:
                 "alive": st.alive & st.active,
                 "orders": st.n_orders,
                 "days_since_last_order": st.s,
+                "purchase_rate": purchase_rate(t.scale, t.shape, t.conv),  # orders a year while alive
+                "views_outside_intent": self._idle_views,  # aimless browsing and window shopping, as written
             }
         )
         return out[t.signup_day < self.day].reset_index(drop=True)
@@ -747,6 +754,7 @@ class ShopSimulator:
         arrays: dict[str, np.ndarray] = {}
         for k, v in self.state.arrays().items():
             arrays[f"state__{k}"] = v
+        arrays["idle_views"] = self._idle_views
         for day, snap in self._snapshots.items():
             for k, v in snap.arrays().items():
                 arrays[f"snap{day}__{k}"] = v
@@ -782,6 +790,8 @@ class ShopSimulator:
         with np.load(d / "state.npz", allow_pickle=False) as z:
             names = [f.name for f in fields(dyn.State)]
             sim.state = dyn.State(**{k: z[f"state__{k}"] for k in names})
+            if "idle_views" in z.files:
+                sim._idle_views = z["idle_views"]
             sim._snapshots = {
                 int(day): dyn.State(**{k: z[f"snap{day}__{k}"] for k in names}) for day in meta["snapshots"]
             }

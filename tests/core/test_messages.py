@@ -221,3 +221,25 @@ def test_delivery_records_each_accepted_send_as_a_rebuy_message() -> None:
     assert df["source"].tolist() == ["rebuy"] and df["offer"].tolist() == ["points_x2"]
     assert df["sent_at"].tolist() == [utc("2024-06-01 10:00")]
     SCHEMAS["messages"].validate(union_messages(df))
+
+
+def test_newsletters_count_toward_rebuys_caps_unless_configured_not_to() -> None:
+    from pipelines.decision_log import HISTORY_COLUMNS
+    from pipelines.policy_layer import capped_batch, message_counts, other_sends
+    from rebuy.config import CapsConfig
+
+    as_of = utc("2024-06-03 12:00")
+    m = union_messages(
+        _sent(["nl:1"], "2024-06-02 09:00").assign(source="newsletter", customer_id="1"),
+        _sent(["nl:2"], "2024-05-20 09:00").assign(source="newsletter", customer_id="2"),  # outside 3 days
+        _sent(["d9"], "2024-06-02 10:00").assign(customer_id="3"),  # rebuy's own: counted from the log only
+    )
+    caps = CapsConfig()  # email: 1 per 3 days
+    assert caps.count_newsletters
+    hist = pd.concat([pd.DataFrame(columns=HISTORY_COLUMNS), other_sends({"messages": m}, as_of, caps)])
+    counts = message_counts(hist, as_of, caps)
+    assert counts["email"].to_dict() == {"1": 1}
+    note = capped_batch(pd.Series(["1", "2", "3"]), pd.Series(["email"] * 3), counts, caps)
+    assert note.tolist() == ["cap:email", "", ""]
+    assert other_sends({"messages": empty("messages")}, as_of, caps).empty
+    assert not CapsConfig(count_newsletters=False).count_newsletters
