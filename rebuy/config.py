@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -140,10 +140,22 @@ class FeaturesConfig(_Section):
 
 
 class OptunaConfig(_Section):
-    trials: int = 20
-    timeout_seconds: int = 120
-    early_stopping_rounds: int = 30
+    """Optuna's budget is a number of trials, never wall time: the same data and config give the same model
+    (byte for byte) at any machine load."""
+
+    trials: int = Field(default=20, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
     seed: int = 7
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_wall_time_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "timeout_seconds" in data:
+            raise ValueError(
+                "training.optuna.timeout_seconds is gone: a wall-time budget gave different models at "
+                "different machine loads. Remove it and set training.optuna.trials (the number of trials)."
+            )
+        return data
 
 
 class SegmentsConfig(_Section):
