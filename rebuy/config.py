@@ -376,6 +376,8 @@ class SinkConfig(_Section):
     path: Path | None = None
     url: str | None = None
     hmac_secret: str | None = None
+    # the webhook refuses to send unsigned messages unless this is set
+    allow_unsigned: bool = False
 
 
 class ServingConfig(_Section):
