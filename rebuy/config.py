@@ -96,6 +96,9 @@ class CampaignImportConfig(_Section):
     categorical: list[str] | None = None
     # an arm with fewer rows cannot be learned from
     min_rows_per_arm: int = 200
+    # cost per send of each arm, by its name in the export (e.g. "Mens E-Mail" = 0.15); overrides the
+    # offer catalogue for arms named like offers; arms named nowhere cost 0
+    arm_costs: dict[str, float] = Field(default_factory=dict)
 
 
 class ImportConfig(_Section):
@@ -199,7 +202,10 @@ class OffersConfig(_Section):
     def _known_offers(self) -> OffersConfig:
         unknown = sorted(set(self.catalogue) - set(OFFERS))
         if unknown:
-            raise ValueError(f"unknown offers {unknown}; known: {list(OFFERS)}")
+            raise ValueError(
+                f"unknown offers {unknown}; known: {list(OFFERS)}. An imported campaign's arms get "
+                "their cost per send in [import.campaign] arm_costs, by the arm's name in the export"
+            )
         if "none" not in self.catalogue:
             raise ValueError("the offer catalogue must contain 'none'")
         return self
