@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
+from rebuy.secrets import secret
 
 SIGNATURE_HEADER = "X-Rebuy-Signature"
 TIMESTAMP_HEADER = "X-Rebuy-Timestamp"
@@ -202,8 +203,9 @@ class WebhookSink:
         check_webhook_url(url)
         if not secret and not allow_unsigned:
             raise RebuyError(
-                "the webhook sink has no signing secret: set REBUY_SINK_HMAC_SECRET (or sink.hmac_secret), "
-                "or sink.allow_unsigned = true if the receiver really authenticates otherwise"
+                "the webhook sink has no signing secret: set REBUY_WEBHOOK_SECRET (or REBUY_WEBHOOK_SECRET_FILE, "
+                "or the file webhook_secret in [stores] secrets_dir), or sink.allow_unsigned = true if the "
+                "receiver really authenticates otherwise"
             )
         self.url = url
         self.secret = secret
@@ -266,5 +268,10 @@ def make_sink(cfg: Config) -> Sink:
     if cfg.sink.kind == "webhook":
         if not cfg.sink.url:
             raise RebuyError("sink.kind = 'webhook' needs sink.url in rebuy.toml")
-        return WebhookSink(cfg.sink.url, cfg.sink.hmac_secret, allow_unsigned=cfg.sink.allow_unsigned)
+        key = secret(cfg, "webhook_secret")
+        return WebhookSink(
+            cfg.sink.url,
+            key.get_secret_value() if key is not None else None,
+            allow_unsigned=cfg.sink.allow_unsigned,
+        )
     return JsonlSink(sink_path(cfg))

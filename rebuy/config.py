@@ -452,13 +452,29 @@ class StoresConfig(_Section):
         return self
 
 
+def _secret_not_here(data: Any, section: str, key: str, name: str) -> Any:
+    """Secrets never live in rebuy.toml (it is shared, committed, world-readable): say where they go."""
+    if isinstance(data, dict) and key in data:
+        raise ValueError(
+            f"{section}.{key} is a secret and is not read from rebuy.toml: remove it and set "
+            f"REBUY_{name.upper()} (or REBUY_{name.upper()}_FILE, or the file {name} in "
+            "[stores] secrets_dir), readable by its owner only (chmod 600)"
+        )
+    return data
+
+
 class SinkConfig(_Section):
     kind: Literal["jsonl", "webhook"] = "jsonl"
     path: Path | None = None
     url: str | None = None
-    hmac_secret: str | None = None
-    # the webhook refuses to send unsigned messages unless this is set
+    # the webhook refuses to send unsigned messages unless this is set; the signing key is the
+    # secret `webhook_secret` (rebuy.secrets)
     allow_unsigned: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_in_toml(cls, data: Any) -> Any:
+        return _secret_not_here(data, "sink", "hmac_secret", "webhook_secret")
 
 
 class ServingConfig(_Section):

@@ -98,7 +98,8 @@ def test_a_client_error_is_not_retried() -> None:
     assert calls == 1
 
 
-def test_unsigned_sends_are_refused_unless_allowed() -> None:
+def test_unsigned_sends_are_refused_unless_allowed(monkeypatch) -> None:
+    monkeypatch.delenv("REBUY_WEBHOOK_SECRET", raising=False)
     with pytest.raises(RebuyError, match="allow_unsigned"):
         _sink(lambda r: httpx.Response(200), secret=None)
     seen: list[httpx.Request] = []
@@ -133,3 +134,16 @@ def test_https_is_required_except_to_loopback(url: str, ok: bool) -> None:
 
 def test_redact_url_keeps_only_scheme_host_and_port() -> None:
     assert redact_url("https://u:pw@h.example:8443/a/b?token=x") == "https://h.example:8443/…"
+
+
+def test_the_signing_key_is_the_webhook_secret_never_the_toml(tmp_path, monkeypatch) -> None:
+    from rebuy.config import ConfigError, load_config
+
+    toml = tmp_path / "rebuy.toml"
+    toml.write_text('[sink]\nkind = "webhook"\nurl = "https://h.example/x"\nhmac_secret = "s"\n')
+    with pytest.raises(ConfigError, match="REBUY_WEBHOOK_SECRET"):
+        load_config(toml)
+    monkeypatch.setenv("REBUY_WEBHOOK_SECRET", "from-env")
+    cfg = Config.model_validate({"sink": {"kind": "webhook", "url": "https://h.example/x"}})
+    sink = make_sink(cfg)
+    assert isinstance(sink, WebhookSink) and sink.secret == "from-env"
