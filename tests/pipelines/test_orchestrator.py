@@ -12,8 +12,9 @@ import sqlalchemy as sa
 
 from pipelines import decision_log as dl
 from pipelines.orchestrator import LockedError, forget, pass_lock, run_pass
-from pipelines.score_client import FakeScoreClient, HttpScoreClient, ScoringError
+from pipelines.score_client import HttpScoreClient, ScoringError
 from pipelines.sinks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, JsonlSink, WebhookSink, sink_path, verify
+from tests.support.fake_client import FakeScoreClient
 
 from .conftest import AS_OF, config_for
 
@@ -177,7 +178,7 @@ def test_pass_with_servings_own_scorer_in_process(tmp_path: Path) -> None:
     # serving's synthetic scorer answers in the real /score record shape (null feature ages, cold starts,
     # its own offer catalogue): the pass must digest it as it is.
     from pipelines.score_client import InProcessScoreClient
-    from serving.synthetic import synthetic_scorer
+    from tests.support.synthetic import synthetic_scorer
 
     from .conftest import make_shop
 
