@@ -114,7 +114,7 @@ class RedisRows(OnlineRows):
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command(buf, check_health=False)
+            conn.send_packed_command([buf], check_health=False)
             replies = [conn.read_response() for _ in range(n)]
         except BaseException:
             conn.disconnect()
