@@ -556,10 +556,16 @@ def drift_cli(
 ) -> None:
     """Drift reports per model (Evidently HTML + JSON), a one-line status each, and the index page."""
     from pipelines.drift import run_drift
-    from pipelines.drift_sources import MONITORED_MODELS
+    from pipelines.drift_sources import MONITORED_MODELS, load_model_source
 
     cfg = load(config, data_dir)
-    out = run_drift(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), log_mlflow=mlflow)
+    out = run_drift(
+        cfg,
+        parse_as_of(as_of),
+        models or list(MONITORED_MODELS),
+        load_source=load_model_source,
+        log_mlflow=mlflow,
+    )
     for line in out["line"]:
         Console().print(line, markup=False)
     console.print(f"index: {cfg.paths.reports_dir / 'drift' / 'index.html'}")
@@ -581,10 +587,12 @@ def retrain_cli(
 ) -> None:
     """Retrain (through the champion gate) the models whose latest drift status is drift; record why."""
     from pipelines.drift import run_retrain
-    from pipelines.drift_sources import MONITORED_MODELS
+    from pipelines.drift_sources import MONITORED_MODELS, train_model
 
     cfg = load(config, data_dir)
-    out = run_retrain(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), if_drift=if_drift)
+    out = run_retrain(
+        cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), if_drift=if_drift, train=train_model
+    )
     for r in out.to_dict("records"):
         verdict = "retrain" if r["retrain"] else "keep"
         Console().print(

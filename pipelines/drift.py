@@ -885,7 +885,7 @@ def run_drift(
     as_of: pd.Timestamp,
     models: Sequence[str],
     *,
-    load_source: SourceLoader | None = None,
+    load_source: SourceLoader,
     log_mlflow: bool = True,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -895,15 +895,12 @@ def run_drift(
     passed its promotion gate); one whose sources cannot be loaded otherwise (no reference logged) gets
     "error". Both carry the reason, and the others are still analysed. Bad data in a source raises (DataError).
 
-    `load_source` is the adapter that finds a model's reference and current rows (default: the MLflow
-    champion's logged reference and the serving prediction log); tests pass their own.
+    `load_source` is the adapter that finds a model's reference and current rows: in production
+    `pipelines.drift_sources.load_model_source` (the MLflow champion's logged reference and the serving
+    prediction log), passed by the caller so this module never imports its adapters; tests pass their own.
     """
     from rich.progress import Progress
 
-    if load_source is None:
-        from pipelines.drift_sources import load_model_source
-
-        load_source = load_model_source
     drift_dir = cfg.paths.reports_dir / "drift"
     rows = []
     unmonitored: dict[str, str] = {}
@@ -1004,25 +1001,24 @@ def run_retrain(
     models: Sequence[str],
     *,
     if_drift: bool = True,
-    train: Trainer | None = None,
+    train: Trainer,
     log_mlflow: bool = True,
 ) -> pd.DataFrame:
     """`rebuy retrain`: train (and gate) the drifted models; record the decision per model.
 
-    `train(cfg, model, as_of)` returns what the training pipeline reports (e.g. promoted, metrics);
-    the default is `pipelines.drift_sources.train_model` (training pipeline + champion gate).
+    `train(cfg, model, as_of)` returns what the training pipeline reports (e.g. promoted, metrics); in
+    production `pipelines.drift_sources.train_model` (training pipeline + champion gate), passed by the caller.
     Decisions go to reports_dir/drift/retrain/<as-of>.json and, when logged, to an MLflow run tagged
     with each model's decision and the gate's outcome.
     """
     drift_dir = cfg.paths.reports_dir / "drift"
     decisions = retrain_decisions(read_summaries(drift_dir), models, if_drift=if_drift)
-    trainer = train or _default_trainer
     outcomes = []
     for row in decisions.itertuples():
         outcome: Mapping[str, Any] = {}
         if row.retrain:
             try:
-                outcome = trainer(cfg, str(row.model), as_of)
+                outcome = train(cfg, str(row.model), as_of)
             except RebuyError as exc:  # recorded, and the other models still get their turn
                 outcome = {"trained": False, "error": str(exc)}
         outcomes.append(dict(outcome))
@@ -1054,12 +1050,6 @@ def run_retrain(
             mlflow.set_tag("rebuy.retrain.if_drift", str(if_drift))
             mlflow.log_artifact(str(out), artifact_path="retrain")
     return decisions
-
-
-def _default_trainer(cfg: Config, model: str, as_of: pd.Timestamp) -> Mapping[str, Any]:
-    from pipelines.drift_sources import train_model
-
-    return train_model(cfg, model, as_of)
 
 
 __all__ = [
