@@ -1199,7 +1199,6 @@ def optuna_tuner(cfg: Config, *, seed: int = 0) -> Callable[[LoggedSet, LoggedSe
             storage=study_storage(cfg),
             study_name=f"offer_conversion-{digest}",
             trials=o.trials,
-            timeout_seconds=o.timeout_seconds,
             early_stopping=o.early_stopping_rounds,
             seed=o.seed + seed,
             show_progress=False,

@@ -61,7 +61,7 @@ def test_per_service_reader_handles_repeated_ids(store: tuple[Any, pd.Timestamp,
 
 def test_scorer_reads_a_shared_store_once_per_request() -> None:
     """Services whose readers share a store are answered by one `read_services` call, in service order."""
-    from serving.synthetic import synthetic_scorer
+    from tests.support.synthetic import synthetic_scorer
 
     scorer, _ = synthetic_scorer(n_customers=50, rounds=3)
     calls: list[list[str]] = []
@@ -91,7 +91,7 @@ def test_scorer_reads_a_shared_store_once_per_request() -> None:
 
 def test_in_memory_store_shared_read_equals_each_readers_own() -> None:
     """The synthetic store (tests, benchmark) follows the same contract as the online one."""
-    from serving.synthetic import FEATURES, InMemoryReader, InMemoryStore, feature_table
+    from tests.support.synthetic import FEATURES, InMemoryReader, InMemoryStore, feature_table
 
     table = feature_table(40, seed=2)
     store = InMemoryStore(table, FEATURES)
