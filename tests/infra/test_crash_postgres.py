@@ -16,10 +16,10 @@ import pytest
 from pipelines import decision_log as dl
 from pipelines import orchestrator
 from pipelines.orchestrator import LockedError, run_pass
-from pipelines.score_client import FakeScoreClient
 from pipelines.sinks import JsonlSink, sink_path
 from tests.pipelines.conftest import AS_OF, config_for, make_shop
 from tests.pipelines.test_crash import OneByOne, _check
+from tests.support.fake_client import FakeScoreClient
 
 N, SEED = 250, 3
 

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from pipelines import decision_log as dl
 from pipelines.orchestrator import LockedError, forget, pass_lock, run_pass
 from pipelines.schema import HEAD, current
-from pipelines.score_client import FakeScoreClient
 from tests.pipelines.conftest import AS_OF, make_shop
 from tests.pipelines.test_crash import _check
+from tests.support.fake_client import FakeScoreClient
 
 N, SEED = 250, 3
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from serving import prediction_log
-from serving.synthetic import synthetic_scorer
+from tests.support.synthetic import synthetic_scorer
 
 NOW = pd.Timestamp("2025-07-01T00:00:00Z")
 
