@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install demo test test-infra lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ demo: $(STAMP) ## run the whole loop on a simulated shop and print where the rep
 
 test: lint ## lint, then run the test suite (and the notebooks)
 	$(VENV)/bin/python -m pytest
+
+test-infra: $(STAMP) ## only the shared-infrastructure tests, against Postgres and Redis on 127.0.0.1
+	REBUY_TEST_INFRA=1 $(VENV)/bin/python -m pytest tests/infra
 
 lint: $(STAMP) ## ruff and mypy as configured in pyproject.toml
 	$(VENV)/bin/ruff check .

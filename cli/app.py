@@ -34,6 +34,8 @@ report_app = typer.Typer(help="Reports: uplift of rebuy's decisions, past campai
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 app.add_typer(report_app, name="report")
+db_app = typer.Typer(help="The decision-log database: schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 # Rich cuts lines at 80 columns when a stream is not a terminal (a pipe, a file, CI logs): tables there
 # get their natural width instead ("0.77…" is useless in a log). COLUMNS, when set, still wins.
@@ -504,6 +506,15 @@ def forget_cli(
     from pipelines.orchestrator import forget
 
     _print_result(forget(load(config, data_dir), customer_id, parse_as_of(as_of)))
+
+
+@db_app.command("upgrade")
+def db_upgrade_cli(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Apply the decision-log migrations (SQLite or Postgres; also applied on first use)."""
+    from pipelines.schema import upgrade_stores
+
+    for url, (before, after) in upgrade_stores(load(config, data_dir)).items():
+        typer.echo(f"{url}: {before or 'new'} -> {after}")
 
 
 @report_app.command("uplift")

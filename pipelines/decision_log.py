@@ -70,8 +70,8 @@ HISTORY_COLUMNS = ["decision_id", "customer_id", "decided_at", "campaign", "offe
 
 
 def engine_for(url: str, *, create: bool = True) -> Engine:
-    """An engine with the schema in place (`create`); the SQLite file's folder is created if needed.
-    `create=False` touches nothing, for dry runs and reports."""
+    """An engine with the schema migrated to the newest version (`create`); the SQLite file's folder is
+    created if needed. `create=False` touches nothing, for dry runs and reports."""
     if create and url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -81,7 +81,9 @@ def engine_for(url: str, *, create: bool = True) -> Engine:
             f"stores.decision_log_url {url!r} is not a usable SQLAlchemy URL: {exc}",
         ) from exc
     if create:
-        METADATA.create_all(engine)
+        from pipelines.schema import upgrade
+
+        upgrade(engine)  # Alembic migrations, once per URL and process (pipelines/migrations)
     return engine
 
 

@@ -59,7 +59,43 @@ class LockedError(RebuyError):
 
 
 @contextmanager
-def pass_lock(cfg: Config) -> Iterator[Path]:
+def pass_lock(cfg: Config) -> Iterator[Path | str]:
+    """One pass (or forget) at a time per decision log; non-blocking, released if the holder dies (even by
+    SIGKILL). An SQLite log: an flock on a file of the data directory. A Postgres log: a session advisory
+    lock in its database (keyed by `stores.namespace`), so passes on different hosts exclude each other."""
+    url = cfg.decision_log_url
+    if url.startswith(("postgresql", "postgres:")):
+        with _advisory_lock(cfg, url) as where:
+            yield where
+        return
+    with _file_lock(cfg) as path:
+        yield path
+
+
+@contextmanager
+def _advisory_lock(cfg: Config, url: str) -> Iterator[str]:
+    from pipelines.schema import lock_key
+
+    key = lock_key("pass", cfg.stores.namespace)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    where = f"advisory lock {key} in {engine.url.render_as_string(hide_password=True)}"
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                raise LockedError(
+                    f"another rebuy pass holds the {where}; wait for it to finish (a crashed pass releases "
+                    "the lock when its connection closes)"
+                )
+            try:
+                yield where
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _file_lock(cfg: Config) -> Iterator[Path]:
     """An exclusive, non-blocking flock; the OS releases it if the holder dies (even by SIGKILL)."""
     path = cfg.paths.runtime_dir / "pass.lock"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -443,6 +443,15 @@ class StoresConfig(_Section):
                     f"stores.{name} holds a password; secrets never go in rebuy.toml: remove it from the URL "
                     "and set REBUY_DATABASE_PASSWORD / REBUY_REDIS_PASSWORD (or a 0600 file, see rebuy.secrets)"
                 )
+        if self.optuna_storage and self.optuna_storage in (
+            self.mlflow_tracking_uri,
+            self.mlflow_registry_uri,
+        ):
+            raise ValueError(
+                "stores.optuna_storage is the MLflow database: both keep their schema version in a table named "
+                "alembic_version and would break each other; give Optuna its own database (or a schema: "
+                "...?options=-csearch_path%3Doptuna)"
+            )
         if self.online_store != "sqlite" and not self.online_store.startswith(("redis://", "rediss://")):
             raise ValueError(
                 f'stores.online_store = {self.online_store!r}: use "sqlite" or a redis:// URL '

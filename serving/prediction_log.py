@@ -6,10 +6,16 @@ name. The request path only appends references to an in-memory buffer; a backgro
 Parquet segments (temp name + rename, one writer per process, so files are never half-written) and
 keeps the newest `serving.prediction_log_max_rows` rows. Cold-start rows are not logged: they carry
 no features, only defaults, and would read as drift.
+
+Shared infrastructure (`[stores] prediction_log = "postgresql+psycopg://..."`): the same rows go to one
+table, `prediction_log` (migration 0002 of pipelines/migrations; created here too if the service starts
+before any `rebuy db upgrade`), written by every worker and host; the model's features are one JSON object
+per row. `read(cfg)` returns the same frame from either. `open_log(cfg)` builds the configured one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -24,6 +30,28 @@ if TYPE_CHECKING:
     from serving.scorer import ScoreBatch, Scorer
 
 FOLDER = "prediction_log"
+TABLE = "prediction_log"
+BASE_COLUMNS = ["customer_id", "model", "version", "scored_at", "score"]
+
+
+def _table() -> Any:
+    """The prediction-log table (the shape migration 0002 creates)."""
+    import sqlalchemy as sa
+
+    md = sa.MetaData()
+    return sa.Table(
+        TABLE,
+        md,
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+        sa.Column("customer_id", sa.String(256), nullable=False, index=True),
+        sa.Column("model", sa.String(64), nullable=False),
+        sa.Column("version", sa.String(32), nullable=False),
+        sa.Column("scored_at", sa.DateTime(), nullable=False, index=True),
+        sa.Column("score", sa.Float(), nullable=True),
+        sa.Column("features", sa.Text(), nullable=False),
+    )
 
 
 def folder(cfg: Config) -> Path:
@@ -77,8 +105,37 @@ def items_rows(items: list[Item]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def items_records(items: list[Item]) -> list[dict[str, Any]]:
+    """Rows for the table: one per (customer, model), the model's own features as JSON (NaN -> null)."""
+    out: list[dict[str, Any]] = []
+    for scorer, batch, mats, scored_at, keep in items:
+        if not keep.any():
+            continue
+        ids = np.asarray(batch.customer_ids, dtype=object)[keep].tolist()
+        at = pd.Timestamp(scored_at).tz_convert("UTC").tz_localize(None).to_pydatetime()
+        for name, model in scorer.models.items():
+            X = scorer.model_matrix(name, mats)[keep]
+            obj = X.astype(object)
+            obj[np.isnan(X)] = None
+            names = list(model.feature_names)
+            scores = np.asarray(getattr(batch, name))[keep].tolist()
+            for cid, score, row in zip(ids, scores, obj.tolist(), strict=True):
+                out.append(
+                    {
+                        "customer_id": str(cid),
+                        "model": name,
+                        "version": str(model.version),
+                        "scored_at": at,
+                        "score": None if score != score else float(score),
+                        "features": json.dumps(dict(zip(names, row, strict=True))),
+                    }
+                )
+    return out
+
+
 class PredictionLog:
-    """Buffered, sampled, size-capped Parquet log of served predictions (one instance per worker)."""
+    """Buffered, sampled, size-capped log of served predictions (one instance per worker): Parquet segments
+    in `path`, or rows of the `prediction_log` table at `url`."""
 
     def __init__(
         self,
@@ -89,6 +146,7 @@ class PredictionLog:
         flush_rows: int = 5000,
         flush_seconds: float = 10.0,
         seed: int | None = None,
+        url: str | None = None,
     ) -> None:
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"serving.prediction_log_sample={sample} must be within [0, 1]")
@@ -105,6 +163,8 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seq = 0
+        self.url = url
+        self._engine: Any = None
 
     def add(
         self, scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp
@@ -148,6 +208,8 @@ class PredictionLog:
             items, self._buffer, self._pending = self._buffer, [], 0
         if not items:
             return 0
+        if self.url is not None:
+            return self._flush_table(items)
         frame = items_rows(items)
         if frame.empty:
             return 0
@@ -159,6 +221,23 @@ class PredictionLog:
         os.replace(tmp, self.path / name)
         self.prune()
         return len(frame)
+
+    def _flush_table(self, items: list[Item]) -> int:
+        import sqlalchemy as sa
+
+        rows = items_records(items)
+        if not rows:
+            return 0
+        table = _table()
+        if self._engine is None:
+            self._engine = sa.create_engine(str(self.url))
+            table.metadata.create_all(self._engine, checkfirst=True)
+        with self._engine.begin() as conn:
+            conn.execute(sa.insert(table), rows)
+            top = conn.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0
+            if top > self.max_rows:  # ids grow by insert: the oldest rows are the smallest ids
+                conn.execute(sa.delete(table).where(table.c.id <= top - self.max_rows))
+        return len(rows)
 
     def prune(self) -> None:
         """Drop the oldest segments while the log holds more than max_rows."""
@@ -174,8 +253,41 @@ class PredictionLog:
             total -= n
 
 
+def open_log(cfg: Config, **kwargs: Any) -> PredictionLog:
+    """The prediction log `[stores] prediction_log` names (Parquet under the data directory by default)."""
+    url = None if cfg.stores.prediction_log == "parquet" else cfg.stores.prediction_log
+    return PredictionLog(
+        folder(cfg), cfg.serving.prediction_log_sample, cfg.serving.prediction_log_max_rows, url=url, **kwargs
+    )
+
+
+def _read_table(url: str) -> pd.DataFrame | None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(TABLE):
+                return None
+            t = _table()
+            got = conn.execute(
+                sa.select(*[t.c[c] for c in [*BASE_COLUMNS, "features"]]).order_by(t.c.id)
+            ).all()
+    finally:
+        engine.dispose()
+    if not got:
+        return None
+    base = pd.DataFrame([r[:5] for r in got], columns=BASE_COLUMNS)
+    base["scored_at"] = pd.to_datetime(base["scored_at"]).dt.tz_localize("UTC")
+    base["score"] = base["score"].astype(float)
+    feats = pd.DataFrame.from_records([json.loads(r[5]) for r in got]).astype(float)
+    return pd.concat([base, feats], axis=1)
+
+
 def read(cfg: Config) -> pd.DataFrame | None:
     """Every logged row (oldest first), or None when nothing was logged yet."""
+    if cfg.stores.prediction_log != "parquet":
+        return _read_table(cfg.stores.prediction_log)
     files = sorted(folder(cfg).glob("*.parquet"))
     if not files:
         return None

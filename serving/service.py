@@ -238,11 +238,9 @@ class RebuyService:
         self.scorer: Scorer = self.build_scorer(self.cfg)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
-        from serving.prediction_log import PredictionLog, folder
+        from serving.prediction_log import open_log
 
-        self.pred_log = PredictionLog(
-            folder(self.cfg), self.cfg.serving.prediction_log_sample, self.cfg.serving.prediction_log_max_rows
-        )
+        self.pred_log = open_log(self.cfg)  # Parquet files, or a table with [stores] prediction_log
         self.gc_watch = GcWatch()
         gc.callbacks.append(self.gc_watch)
         self._requests = 0

@@ -27,6 +27,12 @@ HOW = (
 )
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # skipped here, not in the fixture, so that `-ra` folds them into one summary line (one location)
+    if os.environ.get("REBUY_TEST_INFRA") != "1" and "infra" in getattr(item, "fixturenames", ()):
+        pytest.skip(HOW)
+
+
 @dataclass(frozen=True)
 class Infra:
     """One test session's private corner of the shared servers."""
@@ -92,3 +98,20 @@ def stores_config(infra: Infra, namespace: str):  # type: ignore[no-untyped-def]
         return Config(paths=PathsConfig(data_dir=data_dir), stores=StoresConfig(**stores))
 
     return make
+
+
+@pytest.fixture
+def pg_schema(infra: Infra):  # type: ignore[no-untyped-def]
+    """A factory: a fresh schema in the session's database -> a SQLAlchemy URL whose search_path is it."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(infra.pg_url, poolclass=sa.pool.NullPool)
+
+    def make(name: str | None = None) -> str:
+        name = name or f"s{next(_counter)}"
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        return f"{infra.pg_url}?options=-csearch_path%3D{name}"
+
+    yield make
+    engine.dispose()

@@ -64,6 +64,10 @@ def test_shared_settings_load_and_resolve(tmp_path: Path) -> None:
         ('online_store = "memcached://x"', "redis://"),
         ('prediction_log = "postgres"', "SQLAlchemy URL"),
         ('namespace = "Bad-Name"', "namespace"),
+        (
+            'mlflow_tracking_uri = "postgresql://h/db"\noptuna_storage = "postgresql://h/db"',
+            "alembic_version",
+        ),
     ],
 )
 def test_bad_store_settings_are_refused(tmp_path: Path, line: str, needle: str) -> None:
