@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
+from rebuy.files import write_bytes
 
 SIGNATURE_HEADER = "X-Rebuy-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -93,12 +94,7 @@ class JsonlSink:
             out.append(_dumps(new) + b"\n")
         self._cache = None
         if changed:
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(b"".join(out))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            write_bytes(self.path, b"".join(out), fsync=True)
         return changed
 
 
