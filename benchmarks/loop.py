@@ -10,8 +10,8 @@ imported into the decision log) runs `--days` days of the closed loop (`pipeline
 every `--every-hours` hours, the simulator reacting to the messages, orders pushed to the online store).
 Two scorers, each on the same shops:
 
-- `trained` — rebuy as it ships: features materialized, `train all` (Optuna budget `--trials` /
-  `--trial-timeout` per model), the offer model learned from the pre-rebuy campaigns, and serving's
+- `trained` — rebuy as it ships: features materialized, `train all` (Optuna budget `--trials` per
+  model), the offer model learned from the pre-rebuy campaigns, and serving's
   production Scorer from the registry's @champions and the online store, called in process (the code behind
   `/score`, without HTTP). Trained once per seed before the loop; scheduled retraining in the loop is off.
 - `oracle` — `OracleScoreClient`: the simulator's truth API behind the `/score` contract (the upper bound).
@@ -215,9 +215,7 @@ def loop_config(data_dir: Path, args: argparse.Namespace) -> Config:
     cfg = _with_schedule(
         Config(paths=PathsConfig(data_dir=data_dir)), args.every_hours, args.attribution_days
     )
-    optuna = cfg.training.optuna.model_copy(
-        update={"trials": args.trials, "timeout_seconds": args.trial_timeout}
-    )
+    optuna = cfg.training.optuna.model_copy(update={"trials": args.trials})
     return cfg.model_copy(
         update={
             "training": cfg.training.model_copy(update={"optuna": optuna}),
@@ -663,7 +661,6 @@ def coverage_summary(rows: list[dict], args: argparse.Namespace) -> dict:
             "every_hours": args.every_hours,
             "attribution_days": args.attribution_days,
             "optuna_trials": args.trials,
-            "optuna_timeout_seconds": args.trial_timeout,
             "cutoff_step_days": CUTOFF_STEP_DAYS,
             "retraining_in_loop": "off (models trained once per seed, before the loop)",
             "scorers": {k: SCORER_TEXT[k] for k in scorers},
@@ -935,7 +932,7 @@ def markdown(out: dict) -> str:
             f"their decisions imported into the decision log), then {st['days']} simulated days of the closed "
             f"loop with passes every {st['every_hours']} h and attribution {st['attribution_days']} days. "
             f"Retraining inside the loop: {st['retraining_in_loop']}. Training budget: Optuna "
-            f"{st['optuna_trials']} trials / {st['optuna_timeout_seconds']} s per model, cutoffs every "
+            f"{st['optuna_trials']} trials per model, cutoffs every "
             f"{st['cutoff_step_days']} days. Each scorer runs on the same shops; the no-rebuy twin is the same "
             "shop stepped the same days with no messages.",
             "",
@@ -1121,7 +1118,6 @@ def main() -> None:
     ap.add_argument("--loop-scorers", default="trained,oracle", help="comma-separated: trained, oracle")
     ap.add_argument("--past-weeks", type=int, default=3, help="pre-rebuy randomized campaigns (weeks)")
     ap.add_argument("--trials", type=int, default=2, help="Optuna trials per model (trained scorer)")
-    ap.add_argument("--trial-timeout", type=int, default=10, help="Optuna timeout per model, seconds")
     ap.add_argument("--days", type=int, default=8)
     ap.add_argument("--every-hours", type=int, default=12)
     ap.add_argument("--attribution-days", type=int, default=4)

@@ -93,7 +93,7 @@ def build_real_data(data_dir: Path, customers: int = 5_000, trials: int = 2) -> 
     if done.is_file():
         console.print(f"reusing the pipeline-built data directory {data_dir}")
         return data_dir
-    opts = DemoOptions(data_dir=data_dir, customers=customers, trials=trials, trial_timeout_seconds=20)
+    opts = DemoOptions(data_dir=data_dir, customers=customers, trials=trials)
     prepare_dir(data_dir, console)
     config_path = data_dir / "rebuy.toml"
     config_path.write_text(demo_config_text(opts, free_port(), "bench-token"), encoding="utf-8")
