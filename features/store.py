@@ -22,6 +22,7 @@ from features.compute import FAMILIES, compute_features, customer_pairs
 from features.feature_repo.definitions import JOIN_KEY, TIMESTAMP_FIELD, definitions, offline_path
 from rebuy.config import Config
 from rebuy.errors import DataError
+from rebuy.files import write_parquet, write_text
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -112,9 +113,7 @@ def _write_yaml(cfg: Config) -> Path:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def _empty_snapshot(family: str) -> pd.DataFrame:
@@ -150,9 +149,7 @@ def apply(cfg: Config) -> FeatureStore:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_parquet(df, path)
 
 
 def write_offline(cfg: Config, features: pd.DataFrame) -> dict[str, int]:

@@ -62,10 +62,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +82,7 @@ from pipelines.drift_stats import (
 )
 from rebuy.config import Config, DriftConfig
 from rebuy.errors import DataError, NoChampionError, RebuyError
+from rebuy.files import swap_in_dir, write_text
 
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
@@ -836,9 +834,8 @@ def write_report(
     half-written report that the index would link.
     """
     final = drift_dir / result.model / stamp(result.as_of)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         if snapshot is not None:
             snapshot.save_html(str(tmp / "report.html"))
             (tmp / "evidently.json").write_text(snapshot.json(), encoding="utf-8")
@@ -848,17 +845,8 @@ def write_report(
         (tmp / "summary.json").write_text(
             json.dumps(result.summary(), indent=2, default=str), encoding="utf-8"
         )
-        if final.exists():
-            old = final.with_name(final.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    swap_in_dir(final, write)
     return final
 
 
@@ -991,11 +979,7 @@ def write_index(
     drift_dir.mkdir(parents=True, exist_ok=True)
     page = render_index(read_summaries(drift_dir), generated_at, unmonitored)
     target = drift_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.", dir=drift_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    os.replace(tmp, target)
-    return target
+    return write_text(target, page)
 
 
 def log_to_mlflow(cfg: Config, result: DriftResult, report_dir: Path) -> str:
@@ -1226,10 +1210,7 @@ def run_retrain(
     }
     out = drift_dir / "retrain" / f"{stamp(as_of)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".retrain.", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, indent=2, default=str)
-    os.replace(tmp, out)
+    write_text(out, json.dumps(record, indent=2, default=str))
     if log_mlflow:
         import mlflow
 

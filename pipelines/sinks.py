@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
+from rebuy.files import write_bytes
 from rebuy.secrets import secret
 
 SIGNATURE_HEADER = "X-Rebuy-Signature"
@@ -106,12 +107,7 @@ class JsonlSink:
             out.append(_dumps(new) + b"\n")
         self._cache = None
         if changed:
-            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-            with open(tmp, "wb") as fh:
-                fh.write(b"".join(out))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            write_bytes(self.path, b"".join(out), fsync=True)
         return changed
 
 

@@ -30,6 +30,7 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
+from rebuy.files import write_text
 
 EXPERIMENT = "rebuy-uplift"
 INCENTIVES = ("coupon_10pct", "free_shipping", "points_x2", "wake_up_gift")
@@ -287,9 +288,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "uplift.json", "html": out_dir / "uplift.html"}
     for kind, text in (("json", json.dumps(report, indent=2, default=str)), ("html", render_html(report))):
-        tmp = paths[kind].with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(paths[kind])
+        write_text(paths[kind], text)
     return paths
 
 

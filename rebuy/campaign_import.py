@@ -22,7 +22,8 @@ from rich.text import Text
 
 from rebuy.config import CampaignImportConfig, Config, DialectConfig
 from rebuy.errors import DataError, combine
-from rebuy.ingest import _FALSE, _TRUE, parse_numbers, read_raw, swap_in_dir
+from rebuy.files import swap_in_dir
+from rebuy.ingest import _FALSE, _TRUE, parse_numbers, read_raw
 
 ARM = "arm"
 PROPENSITY = "propensity"

@@ -8,9 +8,6 @@ sees half of an import.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -37,6 +34,7 @@ from rebuy.contract import (
     empty,
 )
 from rebuy.errors import DataError, combine
+from rebuy.files import swap_in_dir
 
 CANONICAL = "canonical"
 # rebuy's own sends, appended by delivery beside the canonical folder (an import swaps that folder whole,
@@ -126,27 +124,6 @@ def write_canonical(tables: dict[str, pd.DataFrame], data_dir: Path, *, validate
             df.to_parquet(tmp / f"{name}.parquet", index=False)
 
     return swap_in_dir(data_dir / CANONICAL, write)
-
-
-def swap_in_dir(target: Path, write: Callable[[Path], None]) -> Path:
-    """Fill a fresh folder beside `target`, then swap it in by renames: readers see the old contents or
-    the new, never half of either; on any failure the old folder is back and the temp one gone."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():
-            old.rename(target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def read_canonical(data_dir: Path) -> dict[str, pd.DataFrame]:

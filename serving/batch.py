@@ -6,7 +6,6 @@ shop; the Parquet file is written to a temporary name and renamed, so a failed r
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import pandas as pd
 
 from rebuy.config import Config
 from rebuy.errors import DataError
+from rebuy.files import write_parquet
 from serving.scorer import Scorer
 
 CHUNK = 20_000
@@ -147,12 +147,7 @@ def score_to_parquet(
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_parquet(frame, out)
     return BatchResult(
         path=out,
         customers=len(frame),

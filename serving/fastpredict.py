@@ -38,6 +38,9 @@ import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
+# The private LightGBM members used here (`lightgbm.basic._LIB`, `_safe_call`, `Booster._handle`) were checked
+# on this version; tests/test_architecture.py fails on any other until they are re-checked.
+PINNED_VERSIONS = {"lightgbm": "4.7.0"}
 _DTYPE_FLOAT64 = 1
 _NORMAL, _RAW, _CONTRIB = 0, 1, 3
 _FAST_KWARGS = frozenset({"num_threads"})

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from rebuy.files import write_parquet
+
 if TYPE_CHECKING:
     from rebuy.config import Config
     from serving.scorer import ScoreBatch, Scorer
@@ -216,9 +218,7 @@ class PredictionLog:
         self.path.mkdir(parents=True, exist_ok=True)
         self._seq += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}.parquet"
-        tmp = self.path / f".{name}.tmp"
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path / name)
+        write_parquet(frame, self.path / name)
         self.prune()
         return len(frame)
 

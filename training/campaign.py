@@ -23,6 +23,7 @@ import pandas as pd
 
 from rebuy.config import Config, OffersConfig
 from rebuy.errors import RebuyError
+from rebuy.files import write_text
 from training.offer import KS, LoggedSet, OutcomeEvaluation, arm_costs, learn_and_evaluate, split_logged
 from training.ope import ESTIMATORS
 from training.uplift import LEARNERS
@@ -383,9 +384,7 @@ def write_report(report: CampaignReport, out_dir: Path) -> dict[str, Path]:
         "html": render_html(report),
     }
     for k, path in files.items():
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(contents[k], encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, contents[k])
     return files
 
 

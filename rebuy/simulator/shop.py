@@ -12,6 +12,7 @@ import pandas as pd
 
 from rebuy.contract import TABLES, empty
 from rebuy.errors import DataError
+from rebuy.files import write_parquet
 from rebuy.simulator import dynamics as dyn
 from rebuy.simulator import emit, exact
 from rebuy.simulator.params import (
@@ -816,7 +817,5 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: str | Path) -> Path:
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
-        tmp = d / f".{name}.parquet.tmp"
-        df.to_parquet(tmp, index=False)
-        tmp.replace(d / f"{name}.parquet")
+        write_parquet(df, d / f"{name}.parquet")
     return d
