@@ -12,6 +12,12 @@ MODELS = ["churn", "repurchase", "days_to_next", "value"]
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (#23): measured 2026-12-05, value reads drift three days after training (orders_365d zero "
+    "share, effect ~0.6: its reference week is likely dated too early by trained_as_of), and the cart outage "
+    "is missed in week 1 when the current rows are the window's recomputed midnights (benchmarks drift-tuning.md)",
+)
 def test_cart_outage_is_drift_on_the_models_that_read_carts_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from features.store import merge_new_rows
     from pipelines.demo import TrackingOutage
