@@ -90,7 +90,9 @@ class Monitor:
             logged = ds.load_reference(cfg, registered_name(m), bundles[m].version)
             cuts = pd.to_datetime(logged["cutoff"], utc=True)
             self.ref_days[m] = ds.reference_cutoffs(
-                ds.trained_as_of(cuts, self.specs[m].maturity_days, cfg, trained_at)
+                ds.trained_as_of(
+                    cuts, self.specs[m].horizon_days, cfg, trained_at, self.specs[m].maturity_days
+                )
             )
         self.reference: dict[str, pd.DataFrame] = {}
 

@@ -74,19 +74,26 @@ def matured_cutoff(
 
 
 def trained_as_of(
-    reference_cutoffs: pd.Series, horizon_days: int, cfg: Config, as_of: pd.Timestamp
+    reference_cutoffs: pd.Series,
+    horizon_days: int,
+    cfg: Config,
+    as_of: pd.Timestamp,
+    maturity_days: int | None = None,
 ) -> pd.Timestamp:
-    """The champion's training date, from its training rows: the last training cutoff is followed by the
-    validation and test cutoffs, and the last of those by one horizon (features.training_set.cutoff_grid).
+    """The champion's training date, from its training rows (training.split, features.training_set.cutoff_grid).
 
-    A lower bound (the grid may end up to a step earlier than its horizon strictly requires), so the
-    reference never reaches past the data the model was trained with; capped at `as_of`.
+    The last training cutoff is purged to one horizon before the first validation cutoff (the next lattice
+    point), which is followed by the other validation and test cutoffs, and the last of those by one
+    maturity. A lower bound (the grid may end up to a step earlier than its maturity strictly requires), so
+    the reference never reaches past the data the model was trained with; capped at `as_of`.
     """
     if not len(reference_cutoffs):
         return as_of.floor("D")
     step = pd.Timedelta(days=cfg.features.cutoff_step_days)
-    later = cfg.training.valid_cutoffs + cfg.training.test_cutoffs
-    return min(reference_cutoffs.max() + later * step + pd.Timedelta(days=horizon_days), as_of.floor("D"))
+    purge = int(np.ceil(horizon_days / cfg.features.cutoff_step_days))
+    later = cfg.training.valid_cutoffs + cfg.training.test_cutoffs - 1
+    mature = pd.Timedelta(days=maturity_days if maturity_days is not None else horizon_days)
+    return min(reference_cutoffs.max() + (purge + later) * step + mature, as_of.floor("D"))
 
 
 def reference_cutoffs(trained: pd.Timestamp) -> list[pd.Timestamp]:
@@ -270,7 +277,7 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
     feats = list(bundle.feature_names)
     logged = load_reference(cfg, reg, bundle.version)
     logged_cutoffs = pd.to_datetime(logged["cutoff"], utc=True)
-    trained = trained_as_of(logged_cutoffs, spec.maturity_days, cfg, as_of)
+    trained = trained_as_of(logged_cutoffs, spec.horizon_days, cfg, as_of, spec.maturity_days)
     tables = read_canonical(cfg.paths.data_dir)
     ref_days = reference_cutoffs(trained)
     reference = _in_population(_features_at(cfg, tables, ref_days), spec.population, tables["orders"])

@@ -158,7 +158,7 @@ def test_training_date_follows_the_last_training_cutoff_by_validation_test_and_a
     cuts = pd.Series(pd.to_datetime(["2025-01-06", "2025-01-20"], utc=True))
     as_of = pd.Timestamp("2025-06-01 10:00", tz="UTC")
     assert trained_as_of(cuts, 30, cfg, as_of) == pd.Timestamp("2025-01-20", tz="UTC") + pd.Timedelta(
-        days=56 + 30
+        days=42 + 42 + 30  # purged to the lattice point one horizon on, 3 more cutoffs, a horizon
     )
     assert trained_as_of(cuts, 180, cfg, as_of) == as_of.floor("D")  # never after as-of
     days = reference_cutoffs(pd.Timestamp("2025-04-16", tz="UTC"))
