@@ -47,7 +47,6 @@ class DemoOptions:
     attribution_days: int = 7
     retrain_every_days: int | None = 7
     trials: int = 4
-    trial_timeout_seconds: int = 20
     cutoff_step_days: int = 28
     every_hours: int = 6
     # the pre-rebuy randomized campaigns: one a week for this many weeks (0 = none), each reaching this
@@ -117,7 +116,6 @@ def demo_config_text(opts: DemoOptions, port: int, token: str) -> str:
             "",
             "[training.optuna]",
             f"trials = {opts.trials}",
-            f"timeout_seconds = {opts.trial_timeout_seconds}",
             "",
             "[simulator]",
             f"customers = {opts.customers}",

@@ -48,7 +48,7 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     from training.specs import get_spec
 
     cfg = load_config(None, data_dir=session_tmp / "drift_champion")
-    opt = cfg.training.optuna.model_copy(update={"trials": 2, "timeout_seconds": 60})
+    opt = cfg.training.optuna.model_copy(update={"trials": 2})
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
     write_canonical(small_shop.tables, cfg.paths.data_dir)
     now = small_shop.sim.now
