@@ -54,6 +54,12 @@ class DemoOptions:
     # enough to tell the learned policy from uniformly random offers (one week was not: measured)
     past_campaign_weeks: int = 4
     past_campaign_share: float = 1.0
+    # the known shift of the live weeks: add-to-cart tracking stops from this loop day on (None = no shift).
+    # Only repurchase and days-to-next read cart features (carts_24h, carts_7d); churn and value read none,
+    # so the drift page must show those two as drift with carts on top and the others ok. Day 8 is after
+    # the weekly retrain, so no champion's reference week contains the outage
+    outage_event: str = "cart"
+    outage_from_day: int | None = 8
 
 
 @dataclass
@@ -182,6 +188,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     def retrain(now: pd.Timestamp, grown: dict[str, pd.DataFrame]) -> dict[str, Any]:
         return retrain_and_reload(cfg, now, grown, url)
 
+    live: Any = sim
+    if opts.outage_from_day is not None and opts.outage_from_day <= opts.days:
+        live = TrackingOutage(sim, opts.outage_event, sim.now + pd.Timedelta(days=opts.outage_from_day - 1))
+        res.paths["injected_shift"] = f"{opts.outage_event} events not tracked from {live.start:%Y-%m-%d}"
     with _timed(t, "serve + closed loop", console), running_service(cfg, config_path) as url:
         client = HttpScoreClient(url)
         try:
@@ -190,7 +200,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
                 "simulated days",
                 lambda cb: closed_loop(
                     cfg,
-                    sim,
+                    live,
                     tables,
                     client,
                     opts.days,
@@ -216,6 +226,34 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     res.paths["config"] = str(config_path)
     res.paths["mlflow_ui"] = f".venv/bin/mlflow ui --backend-store-uri {cfg.mlflow_uri}"
     return res
+
+
+def untracked(
+    tables: dict[str, pd.DataFrame], event_type: str, since: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """The tables without `event_type` events after `since`: what a broken tracking tag leaves. Pure."""
+    ev = tables.get("events")
+    if ev is None or ev.empty:
+        return tables
+    keep = ~((ev["event_type"] == event_type) & (ev["occurred_at"] > since))
+    return {**tables, "events": ev[keep.to_numpy()].reset_index(drop=True)}
+
+
+class TrackingOutage:
+    """The live shop, seen through a tracking outage: `step` returns no `event_type` events after `start`.
+
+    The customers still do what they do (the simulator's truth is untouched); only what reaches rebuy's
+    tables, feature store and served rows loses them: the demo's one known shift.
+    """
+
+    def __init__(self, sim: Any, event_type: str, start: pd.Timestamp) -> None:
+        self.sim, self.event_type, self.start = sim, event_type, start
+
+    def step(self, *args: Any, **kwargs: Any) -> dict[str, pd.DataFrame]:
+        return untracked(self.sim.step(*args, **kwargs), self.event_type, self.start)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sim, name)
 
 
 def past_campaign(

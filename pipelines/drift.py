@@ -632,10 +632,11 @@ def analyse(
     if by_hour is not None:
         cols = [c for c in cols if c not in hourly]
     table = column_table(ref_s, cur_s, cols, roles.categorical, th, role_of)
-    if tenure and tenure in cols and roles.timestamp in cur_s.columns:
+    ts = roles.timestamp
+    if tenure and tenure in cols and ts and ts in cur_s.columns and ts in ref_recent.columns:
         # the tenure mix against the reference aged to the current rows' time, not the age-matched one
-        at = cur_s[roles.timestamp].min() + (cur_s[roles.timestamp].max() - cur_s[roles.timestamp].min()) / 2
-        aged = aged_tenure(ref_recent, tenure, roles.timestamp, at)
+        at = cur_s[ts].min() + (cur_s[ts].max() - cur_s[ts].min()) / 2
+        aged = aged_tenure(ref_recent, tenure, ts, at)
         aged = aged.sample(min(len(aged), cfg.reference_sample), random_state=cfg.seed).reset_index(drop=True)
         row = column_table(aged.to_frame(), cur_s, [tenure], (), th, role_of)
         table = pd.concat([table[table["column"] != tenure], row], ignore_index=True).sort_values(
@@ -660,10 +661,11 @@ def analyse(
                 f"target {roles.target}: effect {a.effect:.3f} on {len(cur_t)} matured rows "
                 f"(floor {a.floor:.3f})"
             )
-    if champion:
-        perf, perf_level, perf_note = performance_vs_champion(lab, roles, champion, cfg)
-    else:
-        perf, perf_level, perf_note = performance(ref_s, lab, roles, cfg)
+    perf, perf_level, perf_note = (
+        performance_vs_champion(lab, roles, champion, cfg)
+        if champion
+        else performance(ref_s, lab, roles, cfg)
+    )
     if perf_note:
         notes.append(perf_note)
     status = model_status(
@@ -915,6 +917,7 @@ def render_index(
         )
         perf = (
             ", ".join(f"{k} {v:.3f}" for k, v in (s.get("performance") or {}).items())
+            or next((n for n in s.get("notes", []) if str(n).startswith("labels not matured")), None)
             or "labels not matured yet"
         )
         version = f" v{esc(str(s['model_version']))}" if s.get("model_version") else ""
@@ -923,7 +926,8 @@ def render_index(
             f"<header><h2>{esc(model)}{version}</h2><span class='pill big {esc(s['status'])}'>{esc(s['status'])}</span>"
             f"</header><p class=meta>as of {esc(s['as_of'])} · reference {s['reference_rows']:,} rows · current "
             f"{s['current_rows']:,} rows · performance: {esc(perf)}</p><ul class=reasons>{reasons}</ul>"
-            f"<table><thead><tr><th>column</th><th>role</th><th>effect</th><th></th><th>level</th></tr></thead>"
+            f"<table><colgroup><col><col class=c-role><col class=c-num><col class=c-bar><col class=c-lv></colgroup>"
+            f"<thead><tr><th>column</th><th>role</th><th>effect</th><th></th><th>level</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
             f"<details><summary>how it was compared</summary><ul class=reasons>"
             f"{''.join(f'<li>{esc(n)}</li>' for n in s.get('notes', []))}</ul></details>"
@@ -952,13 +956,14 @@ def render_index(
 <meta name=viewport content="width=device-width,initial-scale=1"><style>
 body{{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#f4f5f7;color:#1f2328}}
 main{{max-width:1200px;margin:0 auto;padding:24px}} h1{{margin:0 0 4px}} .sub{{color:#57606a;margin:0 0 20px}}
-.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:18px}}
-.card{{background:#fff;border-radius:10px;padding:16px 18px;box-shadow:0 1px 3px rgba(0,0,0,.08)}}
+.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,520px),1fr));gap:18px}}
+.card{{background:#fff;border-radius:10px;padding:16px 18px;box-shadow:0 1px 3px rgba(0,0,0,.08);min-width:0}}
 .card header{{display:flex;justify-content:space-between;align-items:center}} h2{{margin:0;font-size:19px}}
 .meta{{color:#57606a;font-size:13px}} .reasons{{padding-left:18px;font-size:13px}}
-table{{width:100%;border-collapse:collapse;font-size:13px}} td,th{{padding:3px 4px;text-align:left}}
+table{{width:100%;border-collapse:collapse;font-size:13px;table-layout:fixed}} td,th{{padding:3px 4px;text-align:left}}
+td:first-child{{overflow-wrap:anywhere}} col.c-role{{width:76px}} col.c-num{{width:56px}} col.c-bar{{width:96px}} col.c-lv{{width:78px}}
 th{{color:#57606a;font-weight:600;border-bottom:1px solid #d0d7de}} .num{{text-align:right;font-variant-numeric:tabular-nums}}
-.role{{color:#57606a}} .bar{{background:#eaeef2;border-radius:3px;height:8px;width:110px}}
+.role{{color:#57606a}} .bar{{background:#eaeef2;border-radius:3px;height:8px;width:100%}}
 .bar span{{display:block;height:8px;border-radius:3px}}
 .pill{{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px}}
 .pill.big{{font-size:14px;padding:3px 12px}} .ok{{background:#1a7f37}} .warning{{background:#b7791f}}
@@ -1055,6 +1060,9 @@ class ModelSource:
     current_name: str = "current"
     labelled: pd.DataFrame | None = None
     notes: tuple[str, ...] = ()
+    # the champion's test figures (roc_auc, positive_rate, mae, test_rows): matured served predictions are
+    # judged against them (`performance_vs_champion`); None = the reference's own rows (older sources)
+    champion: Mapping[str, float] | None = None
 
 
 SourceLoader = Callable[[Config, str, pd.Timestamp], ModelSource]
@@ -1114,6 +1122,7 @@ def run_drift(
                 current_name=src.current_name,
                 model_version=src.version,
                 labelled=src.labelled,
+                champion=src.champion,
             )
             result.notes[:0] = list(src.notes)
             snapshot = evidently_report(result, cfg.drift)

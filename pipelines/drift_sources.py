@@ -1,8 +1,13 @@
 """Where drift's reference and current rows come from, and how a drifted model is retrained (adapters).
 
-Reference: the champion's logged training sample (`reference/reference.parquet` of the run that
-registered the @champion version), scored by that same champion so prediction drift compares the
-model's own score distribution on its training rows with its scores now.
+Imports run one way: this module imports `pipelines.drift` (the analysis), never the reverse; the
+command line and the demo pass `load_model_source` / `train_model` to `run_drift` / `run_retrain`.
+
+Reference: the champion's features at the seven midnights up to its training date (`trained_as_of`, from
+the cutoffs of its logged training sample `reference/reference.parquet`), recomputed from the canonical
+tables with its feature definitions, its population, scored by it. Of all rows of the training era these
+are the nearest to what is served: only the weeks since training age them, and `pipelines.drift`
+matches the rest on tenure (why: "Age structure" there, measured in benchmarks/results/drift-age.md).
 
 Current, in order of preference:
 1. served rows from the serving prediction log (`serving.prediction_log.read(cfg)`), last
@@ -11,8 +16,10 @@ Current, in order of preference:
 2. otherwise features recomputed from the canonical tables at the midnights of the window that fall
    on the reference cutoffs' weekdays (so the weekday mix matches by construction), restricted to the
    model's population and scored by the champion.
-Matured labels: rows at the latest such midnight at least one horizon before `--as-of` and after the
-reference's last cutoff (never rows the model was trained or tested on), with their labels.
+Matured labels: served predictions whose horizon has passed by `--as-of`, of holdout and control
+customers only (`untreated_matured`: treatment changes the outcome they would be judged on), judged
+against the champion's own test figures (`champion_test_figures`). Without a prediction log, rows
+recomputed at the latest midnight one horizon before `--as-of` stand in, and the note says so.
 
 The offer model (`rebuy-offer`) learns from randomized decisions, so its population is not "every
 customer" but the customers the orchestrator decided on with a choice of offers. Its reference is the
@@ -27,6 +34,7 @@ value, not a per-row label: `rebuy evaluate-policy` measures it, drift does not.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +47,7 @@ from rebuy.errors import NoChampionError, RebuyError
 OFFER = "offer"
 MONITORED_MODELS: tuple[str, ...] = ("churn", "repurchase", "days_to_next", "value", OFFER)
 MARGIN_PREFIX = "margin__"
+TENURE = "tenure_days"
 
 
 def window_cutoffs(reference_cutoffs: pd.Series, as_of: pd.Timestamp, window_days: int) -> list[pd.Timestamp]:
@@ -62,6 +71,62 @@ def matured_cutoff(
     if last_seen is not None and day <= last_seen:
         return None
     return day
+
+
+def trained_as_of(
+    reference_cutoffs: pd.Series,
+    horizon_days: int,
+    cfg: Config,
+    as_of: pd.Timestamp,
+    maturity_days: int | None = None,
+) -> pd.Timestamp:
+    """The champion's training date, from its training rows (training.split, features.training_set.cutoff_grid).
+
+    The last training cutoff is purged to one horizon before the first validation cutoff (the next lattice
+    point), which is followed by the other validation and test cutoffs, and the last of those by one
+    maturity. A lower bound (the grid may end up to a step earlier than its maturity strictly requires), so
+    the reference never reaches past the data the model was trained with; capped at `as_of`.
+    """
+    if not len(reference_cutoffs):
+        return as_of.floor("D")
+    step = pd.Timedelta(days=cfg.features.cutoff_step_days)
+    purge = int(np.ceil(horizon_days / cfg.features.cutoff_step_days))
+    later = cfg.training.valid_cutoffs + cfg.training.test_cutoffs - 1
+    mature = pd.Timedelta(days=maturity_days if maturity_days is not None else horizon_days)
+    return min(reference_cutoffs.max() + (purge + later) * step + mature, as_of.floor("D"))
+
+
+def reference_cutoffs(trained: pd.Timestamp) -> list[pd.Timestamp]:
+    """The seven midnights up to the training date: every weekday once, nearest the serving period."""
+    return [trained.floor("D") - pd.Timedelta(days=i) for i in reversed(range(7))]
+
+
+UNTREATED = ("control", "holdout")
+
+
+def untreated_matured(
+    served: pd.DataFrame, decisions: pd.DataFrame, horizon_days: int, as_of: pd.Timestamp
+) -> pd.DataFrame:
+    """Served rows whose label has matured by `as_of`, of holdout and control customers only. Pure.
+
+    A customer counts when the decision log has them in a control or holdout group and no treatment decision
+    from `horizon_days` before the score to the end of its label window: treatment changes the outcome the
+    score would be judged on. One row per customer (the latest matured score), as the reference has.
+    """
+    h = pd.Timedelta(days=horizon_days)
+    rows = served[served["scored_at"] + h <= as_of]
+    if rows.empty or decisions.empty:
+        return rows.iloc[:0]
+    d = decisions[["customer_id", "decided_at", "group"]].copy()
+    d["customer_id"] = d["customer_id"].astype(str)
+    untreated_ids = set(d.loc[d["group"].isin(UNTREATED), "customer_id"])
+    rows = rows[rows["customer_id"].astype(str).isin(untreated_ids)]
+    treated = d[~d["group"].isin(UNTREATED)]
+    if len(rows) and len(treated):
+        m = rows[["customer_id", "scored_at"]].reset_index().merge(treated, on="customer_id")
+        hit = m[(m["decided_at"] > m["scored_at"] - h) & (m["decided_at"] <= m["scored_at"] + h)]
+        rows = rows[~rows.index.isin(hit["index"])]
+    return rows.sort_values("scored_at").drop_duplicates("customer_id", keep="last").reset_index(drop=True)
 
 
 def _features_at(
@@ -102,14 +167,16 @@ def _score(bundle: Any, frame: pd.DataFrame, where: str) -> np.ndarray:
 
 
 def _served_rows(
-    cfg: Config, model: str, reg: str, as_of: pd.Timestamp, weekdays: set[int] | None = None
+    cfg: Config,
+    model: str,
+    reg: str,
+    as_of: pd.Timestamp,
+    weekdays: set[int] | None = None,
+    *,
+    log: pd.DataFrame | None = None,
 ) -> pd.DataFrame | None:
     """Served rows of the window, one per customer: the latest on one of `weekdays` (the reference's)."""
-    try:
-        from serving import prediction_log
-    except ImportError:
-        return None
-    log = prediction_log.read(cfg)
+    log = log if log is not None else _served_log(cfg, model, reg)
     if log is None or log.empty:
         return None
     window = pd.Timedelta(days=cfg.drift.current_window_days)
@@ -152,8 +219,51 @@ def load_reference(cfg: Config, registered: str, version: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
+def champion_test_figures(cfg: Config, registered: str, version: str) -> dict[str, float]:
+    """The champion's held-out test metrics (AUC, positive rate, MAE) and test row count, from its run."""
+    import json
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import client
+
+    c = client(cfg)
+    run_id = c.get_model_version(registered, version).run_id
+    metrics = c.get_run(run_id).data.metrics
+    out = {k: float(metrics[k]) for k in ("roc_auc", "positive_rate", "mae", "ece") if k in metrics}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="info/split.json", dst_path=tmp, tracking_uri=cfg.mlflow_uri
+            )
+            out["test_rows"] = float(json.loads(Path(path).read_text(encoding="utf-8")).get("test_rows", 0))
+        except (MlflowException, OSError, ValueError):
+            out["test_rows"] = 0.0
+    return out
+
+
+def _served_log(cfg: Config, model: str, reg: str) -> pd.DataFrame | None:
+    try:
+        from serving import prediction_log
+    except ImportError:
+        return None
+    log = prediction_log.read(cfg)
+    if log is None or log.empty:
+        return None
+    rows = log[log["model"].isin([model, reg])]
+    return rows if len(rows) else None
+
+
 def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSource:
-    """Reference, current and matured rows of one model from the registry, prediction log or canonical tables."""
+    """Reference, current and matured rows of one model from the registry, prediction log or canonical tables.
+
+    Reference: the champion's features at the seven midnights up to its training date (recomputed from the
+    canonical tables with its definitions, its population, scored by it): of all training-era rows the
+    nearest to what is served, so only the weeks since training age them (see "Age structure" in
+    pipelines.drift). The logged training sample gives the training date.
+    """
     from features.labels import compute_labels
     from rebuy.ingest import read_canonical
     from training.registry import load_champion, registered_name
@@ -165,17 +275,29 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
     reg = registered_name(model)
     bundle = load_champion(cfg, model)
     feats = list(bundle.feature_names)
-    reference = load_reference(cfg, reg, bundle.version)
-    reference["cutoff"] = pd.to_datetime(reference["cutoff"], utc=True)
-    reference["prediction"] = _score(bundle, reference, f"the reference of {reg} v{bundle.version}")
-    notes: list[str] = []
+    logged = load_reference(cfg, reg, bundle.version)
+    logged_cutoffs = pd.to_datetime(logged["cutoff"], utc=True)
+    trained = trained_as_of(logged_cutoffs, spec.horizon_days, cfg, as_of, spec.maturity_days)
+    tables = read_canonical(cfg.paths.data_dir)
+    ref_days = reference_cutoffs(trained)
+    reference = _in_population(_features_at(cfg, tables, ref_days), spec.population, tables["orders"])
+    reference["prediction"] = _score(
+        bundle, reference, f"{reg} v{bundle.version}'s features at its training date"
+    )
+    notes: list[str] = [
+        f"reference = the champion's features at {ref_days[0]:%Y-%m-%d} … {ref_days[-1]:%Y-%m-%d} (the week up to "
+        f"its training date, {len(reference)} rows), scored by it"
+    ]
 
-    tables: dict[str, pd.DataFrame] | None = None
-    current = _served_rows(cfg, model, reg, as_of, set(reference["cutoff"].dt.dayofweek.unique()))
+    log = _served_log(cfg, model, reg)
+    current = None
+    if log is not None:
+        current = _served_rows(
+            cfg, model, reg, as_of, set(reference["cutoff"].dt.dayofweek.unique()), log=log
+        )
     if current is not None:
         where = f"prediction log ({cfg.paths.runtime_dir}), last {cfg.drift.current_window_days} days"
     else:
-        tables = read_canonical(cfg.paths.data_dir)
         cutoffs = window_cutoffs(reference["cutoff"], as_of, cfg.drift.current_window_days)
         current = _in_population(_features_at(cfg, tables, cutoffs), spec.population, tables["orders"])
         current["prediction"] = _score(bundle, current, "features recomputed from the canonical tables")
@@ -183,19 +305,39 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
         notes.append(f"current = {where}, scored by the champion")
 
     labelled = None
-    day = matured_cutoff(reference["cutoff"], as_of, spec.horizon_days)
-    if day is None:
-        notes.append("no out-of-time cutoff with matured labels yet: performance not measured")
+    h = pd.Timedelta(days=spec.horizon_days)
+    if log is not None:
+        matured = untreated_matured(log, _decision_log(cfg), spec.horizon_days, as_of)
+        if len(matured):
+            matured = matured.rename(columns={"score": "prediction"})
+            pairs = matured[["customer_id", "scored_at"]].rename(columns={"scored_at": "cutoff"})
+            labels = compute_labels(tables["orders"], pairs, cfg.horizons, as_of)
+            matured[spec.label] = labels[spec.label].to_numpy()
+            labelled = matured.rename(columns={"scored_at": "cutoff"})
+            notes.append(
+                f"labels matured: {len(matured)} served predictions of holdout/control customers scored up to "
+                f"{(as_of - h):%Y-%m-%d} ({spec.horizon_days}-day horizon)"
+            )
+        else:
+            first = log["scored_at"].min()
+            notes.append(
+                f"labels not matured yet: served predictions mature {spec.horizon_days} days after scoring; the "
+                f"first (scored {first:%Y-%m-%d}) matures on {(first + h):%Y-%m-%d}"
+            )
     else:
-        tables = tables if tables is not None else read_canonical(cfg.paths.data_dir)
-        rows = _in_population(_features_at(cfg, tables, [day]), spec.population, tables["orders"])
-        labels = compute_labels(tables["orders"], rows[["customer_id", "cutoff"]], cfg.horizons, as_of)
-        rows[spec.label] = labels[spec.label].to_numpy()
-        rows["prediction"] = _score(bundle, rows, f"matured rows at {day:%Y-%m-%d}")
-        labelled = rows
-        notes.append(
-            f"matured labels: {len(rows)} rows at {day:%Y-%m-%d} (after the reference's last cutoff)"
-        )
+        day = matured_cutoff(logged_cutoffs, as_of, spec.horizon_days)
+        if day is None:
+            notes.append("no out-of-time cutoff with matured labels yet: performance not measured")
+        else:
+            rows = _in_population(_features_at(cfg, tables, [day]), spec.population, tables["orders"])
+            labels = compute_labels(tables["orders"], rows[["customer_id", "cutoff"]], cfg.horizons, as_of)
+            rows[spec.label] = labels[spec.label].to_numpy()
+            rows["prediction"] = _score(bundle, rows, f"matured rows at {day:%Y-%m-%d}")
+            labelled = rows
+            notes.append(
+                f"no served predictions logged: matured labels of {len(rows)} rows recomputed at {day:%Y-%m-%d} "
+                "(all customers, treated ones included)"
+            )
 
     roles = Roles(
         features=tuple(feats),
@@ -205,6 +347,7 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
         timestamp="cutoff",
         task="binary" if spec.is_binary else "regression",
         horizon_days=spec.horizon_days,
+        tenure=TENURE if TENURE in feats else None,
     )
     return ModelSource(
         model=model,
@@ -212,10 +355,13 @@ def load_model_source(cfg: Config, model: str, as_of: pd.Timestamp) -> ModelSour
         current=current,
         roles=roles,
         version=bundle.version,
-        reference_name=f"MLflow {reg} v{bundle.version} {REFERENCE_ARTIFACT}",
+        reference_name=f"{reg} v{bundle.version} features at its training date",
         current_name=where,
         labelled=labelled,
         notes=tuple(notes),
+        champion=champion_test_figures(cfg, reg, bundle.version)
+        if labelled is not None and log is not None
+        else None,
     )
 
 
@@ -395,6 +541,7 @@ def train_model(cfg: Config, model: str, as_of: pd.Timestamp) -> Mapping[str, An
 __all__ = [
     "MONITORED_MODELS",
     "OFFER",
+    "champion_test_figures",
     "load_model_source",
     "load_offer_source",
     "load_reference",
@@ -402,6 +549,9 @@ __all__ = [
     "matured_cutoff",
     "offer_current_rows",
     "offer_margins",
+    "reference_cutoffs",
     "train_model",
+    "trained_as_of",
+    "untreated_matured",
     "window_cutoffs",
 ]

@@ -148,3 +148,45 @@ def test_drift_never_imports_its_adapters() -> None:
         for n in ast.walk(ast.parse(Path(drift_sources.__file__).read_text()))
         if isinstance(n, ast.ImportFrom)
     }
+
+
+def test_training_date_follows_the_last_training_cutoff_by_validation_test_and_a_horizon() -> None:
+    from pipelines.drift_sources import reference_cutoffs, trained_as_of
+    from rebuy.config import load_config
+
+    cfg = load_config(None)  # 14-day steps, 2 validation and 2 test cutoffs
+    cuts = pd.Series(pd.to_datetime(["2025-01-06", "2025-01-20"], utc=True))
+    as_of = pd.Timestamp("2025-06-01 10:00", tz="UTC")
+    assert trained_as_of(cuts, 30, cfg, as_of) == pd.Timestamp("2025-01-20", tz="UTC") + pd.Timedelta(
+        days=42 + 42 + 30  # purged to the lattice point one horizon on, 3 more cutoffs, a horizon
+    )
+    assert trained_as_of(cuts, 180, cfg, as_of) == as_of.floor("D")  # never after as-of
+    days = reference_cutoffs(pd.Timestamp("2025-04-16", tz="UTC"))
+    assert len(days) == 7 and days[-1] == pd.Timestamp("2025-04-16", tz="UTC")
+    assert sorted(d.dayofweek for d in days) == list(range(7))
+
+
+def test_matured_served_rows_are_holdout_and_control_customers_only() -> None:
+    from pipelines.drift_sources import untreated_matured
+
+    t = pd.Timestamp("2025-03-01", tz="UTC")
+    day = pd.Timedelta(days=1)
+    served = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "c", "d", "e"],
+            "scored_at": [t, t + 2 * day, t, t, t + 40 * day, t],
+            "score": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        }
+    )
+    decisions = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "c", "d", "e", "e"],
+            "decided_at": [t - day, t, t, t + 5 * day, t, t - 60 * day, t + 3 * day],
+            "group": ["holdout", "treatment", "control", "treatment", "control", "treatment", "control"],
+        }
+    )
+    out = untreated_matured(served, decisions, 30, t + 35 * day)
+    # a: holdout, latest matured score kept; b: treated; c: treated inside the label window;
+    # d: not matured (scored 40 days in); e: treated 60 days before, outside the window -> kept
+    assert out.set_index("customer_id")["score"].to_dict() == {"a": 0.2, "e": 0.6}
+    assert untreated_matured(served, decisions.iloc[:0], 30, t + 35 * day).empty
