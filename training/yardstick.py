@@ -306,3 +306,69 @@ def build_yardstick(
                 kind=f"{OBSERVABLE}_1x",
             )
     return Yardstick(ceilings, {s.name: list(features[s.name]) for s in specs})
+
+
+def simulated_yardstick(
+    cfg: Config,
+    sim_config: Any,
+    specs: Sequence[ModelSpec],
+    *,
+    seeds: Sequence[int],
+    kinds: Sequence[str] | None = None,
+) -> Yardstick:
+    """Ceilings fit on independent shops: `sim_config` (the benchmark shop's dataclasses.SimConfig) with each
+    of `seeds` instead of its own seed, so two seeds give twice the benchmark shop's data over the same dates.
+    """
+    import dataclasses
+
+    from features.training_set import feature_names
+    from rebuy.contract import empty
+    from rebuy.simulator import ShopSimulator
+
+    if sim_config.seed in seeds:
+        raise DataError(
+            f"ceiling seeds {list(seeds)} include the benchmark shop's own seed {sim_config.seed}"
+        )
+    frames = []
+    for s in seeds:
+        sim = ShopSimulator(dataclasses.replace(sim_config, seed=s))
+        tables = sim.run_history()
+        if not sim_config.events:
+            tables["events"] = empty("events")
+        frames.append(shop_frame(cfg, sim, tables, specs))
+    feats = {s.name: feature_names(cfg, s.feature_service) for s in specs}
+    ys = build_yardstick(cfg, specs, frames, feats, seed=cfg.training.optuna.seed, kinds=kinds)
+    ys.info = {
+        "seeds": list(seeds),
+        "customers_per_shop": sim_config.customers,
+        "rows": {s.name: {k: c.rows for k, c in ys.ceilings[s.name].items()} for s in specs},
+    }
+    return ys
+
+
+def simulator_hidden(sim: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """The scored shop's hidden columns for a trait ceiling (Yardstick.for_shop)."""
+
+    def hidden(keys: pd.DataFrame) -> pd.DataFrame:
+        return hidden_frame(sim, keys)
+
+    return hidden
+
+
+def quality_markdown(quality: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """The one quality table as markdown: per model, the scorers in the table's order with AUC, ECE, PR AUC,
+    and for regressions MAE / RMSE / Spearman. For reports (the campaign report on simulated data, benchmarks)
+    given `{model name: TrainResult.quality}`."""
+    cols = ("roc_auc", "ece", "pr_auc", "mae", "rmse", "spearman")
+    lines = [
+        "| model | scorer | ROC AUC | ECE | PR AUC | MAE | RMSE | Spearman |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, q in quality.items():
+        head = [k for k in SCORERS if k in q]
+        for who in [*head, *sorted(set(q) - set(head))]:
+            cells = [q[who].get(c) for c in cols]
+            lines.append(
+                f"| {name} | {who} | " + " | ".join("" if v is None else f"{v:.4f}" for v in cells) + " |"
+            )
+    return "\n".join(lines)
