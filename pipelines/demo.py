@@ -268,14 +268,14 @@ def train_offer_or_reason(cfg: Config, as_of: pd.Timestamp) -> dict[str, Any]:
 
 def _reports(cfg: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
     from pipelines.drift import run_drift
-    from pipelines.drift_sources import MONITORED_MODELS
+    from pipelines.drift_sources import MONITORED_MODELS, load_model_source
     from pipelines.uplift_report import report_uplift
 
     report = report_uplift(cfg, as_of)
     paths = {k: str(v) for k, v in (report.get("paths") or {}).items()}
     paths.setdefault("uplift_report", str(cfg.paths.reports_dir / "uplift"))
     try:
-        drift = run_drift(cfg, as_of, list(MONITORED_MODELS), progress=True)
+        drift = run_drift(cfg, as_of, list(MONITORED_MODELS), load_source=load_model_source, progress=True)
         drift_rows: list[dict[str, Any]] = [
             {str(k): v for k, v in r.items()} for r in drift.to_dict("records")
         ]

@@ -1196,7 +1196,7 @@ def optuna_tuner(cfg: Config, *, seed: int = 0) -> Callable[[LoggedSet, LoggedSe
             mat(valid),
             valid.outcomes[CONVERSION].to_numpy(dtype=float),
             [*enc.feature_names, "arm"],
-            storage=study_storage(cfg.paths.data_dir),
+            storage=study_storage(cfg),
             study_name=f"offer_conversion-{digest}",
             trials=o.trials,
             early_stopping=o.early_stopping_rounds,

@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rebuy.config import Config
 from training.specs import ModelSpec, ParamRange
 
 # LightGBM's own eval metric per objective (what early stopping, pruning and Optuna watch). Log loss, not
@@ -99,10 +100,17 @@ class TuneResult:
     summary: dict[str, Any]
 
 
-def study_storage(data_dir: Path) -> str:
-    path = data_dir / "optuna" / "studies.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+def study_storage(where: Config | Path) -> str:
+    """The Optuna storage URL: `stores.optuna_storage` (e.g. Postgres) or SQLite under the data directory
+    (a Path is taken as the data directory, the embedded default)."""
+    url = (
+        where.optuna_storage_url
+        if isinstance(where, Config)
+        else f"sqlite:///{where / 'optuna' / 'studies.db'}"
+    )
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def tune(
