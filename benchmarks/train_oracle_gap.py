@@ -54,10 +54,11 @@ def shop_frame(customers: int, seed: int) -> tuple[pd.DataFrame, Any, dict[str, 
     """Features (all families, request-time included), labels, rfm, hidden state and traits per (customer, cutoff)."""
     from features.compute import compute_features, epoch_seconds, request_time_features
     from features.labels import compute_labels
-    from features.training_set import cutoff_grid, data_end
+    from features.training_set import data_end
     from rebuy.config import Config
     from rebuy.simulator import ShopSimulator, SimConfig
     from training.baselines import rfm_at
+    from training.run import spec_grid
     from training.specs import default_specs
 
     sim = ShopSimulator(SimConfig(customers=customers, months=24, seed=seed, events=True))
@@ -65,7 +66,7 @@ def shop_frame(customers: int, seed: int) -> tuple[pd.DataFrame, Any, dict[str, 
     cfg = Config()
     end = min(sim.now, data_end(tables))
     specs = default_specs(cfg)
-    grids = {n: cutoff_grid(cfg, end, specs[n].maturity_days) for n in ("churn", "repurchase")}
+    grids = {n: spec_grid(cfg, end, specs[n]) for n in ("churn", "repurchase")}
     cutoffs = sorted(set().union(*grids.values()))
     df = compute_features(tables, cutoffs)
     for k, v in request_time_features(df, epoch_seconds(df["cutoff"])).items():
@@ -103,7 +104,7 @@ def ratio(
 
     d = prepare(spec, df[df["cutoff"].isin(pd.DatetimeIndex(grid))], feats)
     tc = Config().training
-    sp = time_split(d, spec.horizon_days, tc.test_cutoffs, tc.valid_cutoffs)
+    sp = time_split(d, spec.maturity_days, tc.test_cutoffs, tc.valid_cutoffs)
     valid = pd.concat([sp.valid, sp.calib])
     dtr = lgb.Dataset(sp.train[feats].to_numpy(float), sp.train[spec.label].to_numpy(float))
     dva = lgb.Dataset(valid[feats].to_numpy(float), valid[spec.label].to_numpy(float), reference=dtr)

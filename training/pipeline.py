@@ -24,6 +24,7 @@ from training.calibration import apply_calibrator, select_calibrator
 from training.specs import ModelSpec
 from training.split import time_split
 from training.tuning import LGB_METRIC, base_params, fit_booster, study_storage, tune
+from training.yardstick import OBSERVABLE, SCORERS, CeilingFn, scorer_metrics
 
 KEYS = ("customer_id", "cutoff")
 # columns that are never features even when no feature list is given (labels of features.labels, keys)
@@ -42,7 +43,8 @@ class TrainResult:
     feature_names: list[str]
     params: dict[str, Any]
     metrics: dict[str, float]
-    quality: dict[str, dict[str, float]]  # model / recency / bgnbd / oracle -> metrics on the test rows
+    # model / recency / bgnbd / observable_ceiling / trait_ceiling / oracle -> metrics on the same test rows
+    quality: dict[str, dict[str, float]]
     tuning: dict[str, Any]
     data_digest: str
     test_keys: pd.DataFrame  # customer_id, cutoff of the test rows (the gate rescores the champion on them)
@@ -153,18 +155,21 @@ def train(
     *,
     feature_names: list[str] | None = None,
     show_progress: bool = True,
+    ceilings: CeilingFn | None = None,
 ) -> TrainResult:
     """Tune, fit, calibrate and evaluate one model described by `spec`.
 
     `oracle` (simulated data only) has customer_id, cutoff and `oracle`: the true probability of this
     spec's label (or the expected value for regressions) at that cutoff; a callable is asked for the
     test rows only (the simulator's truth replay is expensive). `rfm_*` columns (from
-    `training.baselines.rfm_at`) enable the recency and BG/NBD baselines.
+    `training.baselines.rfm_at`) enable the recency and BG/NBD baselines. `ceilings` (simulated data,
+    training.yardstick) scores the observable and trait ceilings on the same test rows.
     """
     feats = list(feature_names) if feature_names is not None else infer_features(training_set)
     df = prepare(spec, training_set, feats)
     tcfg = cfg.training
-    sp = time_split(df, spec.horizon_days, tcfg.test_cutoffs, tcfg.valid_cutoffs)
+    # the label looks maturity_days ahead (a censored duration's cap can exceed the horizon): purge on that
+    sp = time_split(df, spec.maturity_days, tcfg.test_cutoffs, tcfg.valid_cutoffs)
     calib_rows = sp.calib if spec.calibrate else sp.calib.iloc[:0]
     valid = sp.valid if spec.calibrate else pd.concat([sp.valid, sp.calib])
     for part, name in ((sp.train, "training"), (valid, "validation"), (sp.test, "test")):
@@ -223,15 +228,18 @@ def train(
     metrics = M.binary_metrics(yte, pred) if spec.is_binary else M.regression_metrics(yte, pred)
     quality = {"model": dict(metrics)}
     quality.update(_baselines(spec, sp.train, sp.test, yte, pred, metrics, cfg.training.optuna.seed))
+    if ceilings is not None:
+        for kind, p in ceilings(spec, sp.test[list(KEYS)].reset_index(drop=True), Xte).items():
+            quality[kind] = scorer_metrics(spec, yte, p)
     truth = _oracle_quality(spec, sp.test, yte, oracle) if oracle is not None else None
     if truth is not None:
         quality["oracle"] = truth
+    quality = order_quality(quality)
     flat = dict(metrics)
     for who, m in quality.items():
         if who != "model":
             flat.update({f"{who}_{k}": v for k, v in m.items()})
-    if "oracle" in quality and spec.is_binary and quality["oracle"].get("roc_auc"):
-        flat["auc_ratio_to_oracle"] = metrics["roc_auc"] / quality["oracle"]["roc_auc"]
+    flat.update(quality_ratios(spec, quality))
 
     # TreeSHAP costs rows x trees x leaves x depth²: a mean |contribution| over 1,000 rows is within a few
     # percent of the full-test value and the summary plot looks the same, at a fraction of the time
@@ -270,6 +278,33 @@ def train(
         },
         test_shap=contrib,
     )
+
+
+def order_quality(quality: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The quality table's order: model / recency / BG/NBD / observable ceiling / trait ceiling / oracle,
+    then any diagnostic scorers (group ceilings, the 1x-data ceiling of the convergence check)."""
+    head = [k for k in SCORERS if k in quality]
+    return {k: quality[k] for k in [*head, *sorted(set(quality) - set(head))]}
+
+
+def quality_ratios(spec: ModelSpec, quality: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The bars' ratios: model AUC against the observable ceiling and the oracle, each ceiling's share of
+    the oracle, and the convergence check (2x minus 1x data ceiling AUC)."""
+    if not spec.is_binary:
+        return {}
+    auc = {k: m.get("roc_auc") for k, m in quality.items()}
+    out: dict[str, float] = {}
+    model = auc.get("model")
+    for k, name in ((OBSERVABLE, "auc_ratio_to_ceiling"), ("oracle", "auc_ratio_to_oracle")):
+        if model is not None and auc.get(k):
+            out[name] = float(model) / float(auc[k])  # type: ignore[arg-type]
+    if auc.get("oracle"):
+        for k, a in auc.items():
+            if "ceiling" in k and a is not None:
+                out[f"{k}_share_of_oracle"] = float(a) / float(auc["oracle"])  # type: ignore[arg-type]
+    if auc.get(OBSERVABLE) is not None and auc.get(f"{OBSERVABLE}_1x") is not None:
+        out["ceiling_convergence_auc_delta"] = float(auc[OBSERVABLE]) - float(auc[f"{OBSERVABLE}_1x"])  # type: ignore[arg-type]
+    return out
 
 
 def _truncate(booster: lgb.Booster) -> lgb.Booster:

@@ -19,7 +19,9 @@ from rebuy.errors import RebuyError
 from training.baselines import rfm_at
 from training.pipeline import TrainResult, train
 from training.specs import TRAIN_GROUPS, ModelSpec, default_specs, resolve_features
+from training.split import purge_cutoffs
 from training.tracking import RunOutcome, log_run
+from training.yardstick import CeilingFn
 
 # (test rows with customer_id, cutoff; spec) -> the same rows with an `oracle` column (None: no oracle)
 OracleFn = Callable[[pd.DataFrame, ModelSpec], pd.DataFrame | None]
@@ -84,11 +86,13 @@ def train_specs(
     show_progress: bool = True,
     register: bool = True,
     grids: Mapping[str, Sequence[pd.Timestamp]] | None = None,
+    ceilings: CeilingFn | None = None,
 ) -> dict[str, ModelRun | TrainResult]:
     """Train the named specs on prepared training sets (keyed by FeatureService), log and gate each.
 
     `grids` (spec name -> cutoffs) restricts a spec to its own cutoffs when several specs with different
-    horizons share one training set; without it every cutoff of the set is used.
+    horizons share one training set; without it every cutoff of the set is used. `ceilings` (simulated
+    data: training.yardstick.Yardstick.predict) adds the observable and trait ceilings to the quality table.
     """
     specs = default_specs(cfg)
     out: dict[str, ModelRun | TrainResult] = {}
@@ -99,7 +103,9 @@ def train_specs(
         if grids is not None and name in grids:
             ts = ts[ts["cutoff"].isin(pd.DatetimeIndex(list(grids[name])))]
         orc = None if oracle is None else _for_spec(oracle, spec)
-        result = train(cfg, spec, ts, orc, feature_names=feats, show_progress=show_progress)
+        result = train(
+            cfg, spec, ts, orc, feature_names=feats, show_progress=show_progress, ceilings=ceilings
+        )
         out[name] = ModelRun(result, log_run(cfg, result)) if register else result
     return out
 
@@ -152,7 +158,7 @@ def training_sets(
     Pass both to `train_specs(..., grids=grids)`.
     """
     try:
-        from features.training_set import build_training_set, cutoff_grid, data_end
+        from features.training_set import build_training_set, data_end
     except ImportError as exc:
         raise RebuyError(
             f"the features stage is not available ({exc}); training needs features.training_set"
@@ -160,7 +166,7 @@ def training_sets(
     specs = default_specs(cfg)
     # labels are known up to the latest order/event: a grid ending later would lose its last cutoffs
     end = min(pd.Timestamp(as_of).tz_convert("UTC"), data_end(tables))
-    grids = {n: cutoff_grid(cfg, end, specs[n].maturity_days) for n in names}
+    grids = {n: spec_grid(cfg, end, specs[n]) for n in names}
     build_snapshot_grid(cfg, tables, sorted(set().union(*grids.values())), show_progress=show_progress)
     built: dict[str, pd.DataFrame] = {}
     for svc in dict.fromkeys(specs[n].feature_service for n in names):
@@ -170,6 +176,18 @@ def training_sets(
     pairs = pd.concat([ts[["customer_id", "cutoff"]] for ts in built.values()]).drop_duplicates()
     rfm = rfm_at(tables["orders"], pairs)
     return {svc: _merge_rfm(ts, rfm) for svc, ts in built.items()}, grids
+
+
+def spec_grid(cfg: Config, end: pd.Timestamp, spec: ModelSpec) -> list[pd.Timestamp]:
+    """The spec's cutoffs: `features.history_days` of them, plus the ones the purge before the test period
+    drops (training.split), so purging both ways costs no training rows; the grid ends at the spec's label
+    maturity before `end` (features.training_set.cutoff_grid)."""
+    from features.training_set import cutoff_grid
+
+    step = cfg.features.cutoff_step_days
+    extra = purge_cutoffs(spec.maturity_days, step) * step
+    longer = cfg.features.model_copy(update={"history_days": cfg.features.history_days + extra})
+    return cutoff_grid(cfg.model_copy(update={"features": longer}), end, spec.maturity_days)
 
 
 def build_snapshot_grid(

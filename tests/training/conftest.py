@@ -58,3 +58,15 @@ def trained_models(session_tmp, small_shop):
         grids=grids,
     )
     return cfg, runs
+
+
+@pytest.fixture(scope="session")
+def small_shop_ceilings(small_shop):
+    """Observable ceilings of churn and repurchase for `small_shop`'s test rows: fit to the oracle's truth on
+    two independent shops like it (seeds 111, 112: twice its data over the same dates)."""
+    from training.specs import get_spec
+    from training.yardstick import OBSERVABLE, simulated_yardstick
+
+    cfg = Config()
+    specs = [get_spec(cfg, n) for n in ("churn", "repurchase")]
+    return simulated_yardstick(cfg, small_shop.sim.config, specs, seeds=(111, 112), kinds=(OBSERVABLE,))
