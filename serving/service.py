@@ -334,6 +334,8 @@ def public_openapi(spec: dict[str, Any], served: dict[str, Any] | None = None) -
             for status in ERROR_STATUSES[kind]:
                 responses[str(status)] = {"description": HTTPStatus(status).phrase, **ref}
             op["responses"] = responses
+            if "requestBody" in op:
+                op["requestBody"]["required"] = True  # an absent body is a 400 (missing fields)
     served = _SERVED if served is None else served
     if served:
         _narrow(spec, served)
