@@ -516,11 +516,15 @@ class DriftConfig(_Section):
     # missing share rising by this much is a data-quality warning
     missing_delta: float = 0.05
     current_window_days: int = 14
+    # kept for users' configs: the reference is now the champion's most recent rows, matched on tenure
     season_window_days: int = 45
     min_reference_rows: int = 1000
     min_labelled_rows: int = 200
     auc_drop: float = 0.05
     mae_rise: float = 0.2
+    # matured served predictions: mean prediction off the observed rate by this share (and outside its
+    # 95% interval) is a calibration drift
+    calibration_tolerance: float = 0.2
     # columns given full value statistics in the Evidently report (the most moved ones)
     detail_columns: int = 8
     seed: int = 7
