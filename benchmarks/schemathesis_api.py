@@ -111,14 +111,13 @@ def main() -> None:
     telemetry_off()
     tmp = Path(tempfile.mkdtemp(prefix="rebuy-st-"))
     (tmp / "prom").mkdir()
-    (tmp / "rebuy.toml").write_text(
-        '[serving]\nadmin_token = "st-token"\nmax_batch = 200\n', encoding="utf-8"
-    )
+    (tmp / "rebuy.toml").write_text("[serving]\nmax_batch = 200\n", encoding="utf-8")
     os.environ.update(
         {
             "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom"),
             "REBUY_CONFIG": str(tmp / "rebuy.toml"),
             "REBUY_DATA_DIR": str(tmp / "data"),
+            "REBUY_ADMIN_TOKEN": "st-token",
         }
     )
     import logging

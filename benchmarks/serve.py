@@ -81,7 +81,14 @@ def build_real_data(data_dir: Path, customers: int = 5_000, trials: int = 2) -> 
     """
     from features.jobs import apply_job, materialize_job
     from pipelines.decision_import import import_decisions
-    from pipelines.demo import DemoOptions, demo_config_text, free_port, past_campaign, prepare_dir
+    from pipelines.demo import (
+        DemoOptions,
+        demo_config_text,
+        free_port,
+        past_campaign,
+        prepare_dir,
+        write_demo_secrets,
+    )
     from rebuy.config import load_config
     from rebuy.ingest import Sources, import_inputs, validate_inputs
     from rebuy.simulator import ShopSimulator, SimConfig, write_tables
@@ -96,7 +103,8 @@ def build_real_data(data_dir: Path, customers: int = 5_000, trials: int = 2) -> 
     opts = DemoOptions(data_dir=data_dir, customers=customers, trials=trials)
     prepare_dir(data_dir, console)
     config_path = data_dir / "rebuy.toml"
-    config_path.write_text(demo_config_text(opts, free_port(), "bench-token"), encoding="utf-8")
+    write_demo_secrets(data_dir / "secrets", ("admin_token",))  # no API key: the load client sends none
+    config_path.write_text(demo_config_text(opts, free_port(), data_dir / "secrets"), encoding="utf-8")
     cfg = load_config(config_path)
     console.print(f"[bold]building a data directory with the real pipeline[/] in {data_dir}")
     sim = ShopSimulator(SimConfig(customers=opts.customers, months=opts.months, seed=opts.seed))

@@ -17,6 +17,8 @@ clear a directory it did not create.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import shutil
 import socket
@@ -92,8 +94,24 @@ def prepare_dir(data_dir: Path, console: Console) -> None:
     (data_dir / MARKER).write_text("made by rebuy demo; `rebuy demo` clears this folder on each run\n")
 
 
-def demo_config_text(opts: DemoOptions, port: int, token: str) -> str:
-    """The demo's rebuy.toml: the embedded defaults plus a free port, an admin token and a small budget."""
+def write_demo_secrets(folder: Path, names: tuple[str, ...] = ("admin_token", "api_key")) -> dict[str, str]:
+    """A fresh admin token and API key as files only their owner can read (rebuy.secrets refuses others)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    out = {}
+    for name in names:
+        value = secrets.token_urlsafe(24)
+        path = folder / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value)
+        path.chmod(0o600)
+        out[name] = value
+    return out
+
+
+def demo_config_text(opts: DemoOptions, port: int, secrets_dir: Path) -> str:
+    """The demo's rebuy.toml: the embedded defaults plus a free port, where the secrets are, a small budget."""
     return "\n".join(
         [
             "# written by `rebuy demo`: the embedded defaults, plus what a demo on one laptop needs",
@@ -102,7 +120,10 @@ def demo_config_text(opts: DemoOptions, port: int, token: str) -> str:
             "",
             "[serving]",
             f"port = {port}",
-            f'admin_token = "{token}"',
+            "",
+            "# the admin token and the API key: files readable by their owner only (never in this file)",
+            "[stores]",
+            f"secrets_dir = {json.dumps(str(secrets_dir))}",
             "",
             "[features]",
             f"cutoff_step_days = {opts.cutoff_step_days}",
@@ -148,7 +169,9 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     data_dir = opts.data_dir.resolve()
     prepare_dir(data_dir, console)
     config_path = data_dir / "rebuy.toml"
-    config_path.write_text(demo_config_text(opts, free_port(), secrets.token_urlsafe(16)), encoding="utf-8")
+    keys = write_demo_secrets(data_dir / "secrets")
+    config_path.write_text(demo_config_text(opts, free_port(), data_dir / "secrets"), encoding="utf-8")
+    config_path.chmod(0o600)
     cfg = load_config(config_path)
     res = DemoResult(data_dir=data_dir, config_path=config_path)
     t = res.timings
@@ -193,7 +216,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         live = TrackingOutage(sim, opts.outage_event, sim.now + pd.Timedelta(days=opts.outage_from_day - 1))
         res.paths["injected_shift"] = f"{opts.outage_event} events not tracked from {live.start:%Y-%m-%d}"
     with _timed(t, "serve + closed loop", console), running_service(cfg, config_path) as url:
-        client = HttpScoreClient(url)
+        client = HttpScoreClient(url, api_key=keys["api_key"])
         try:
             loop, tables = _with_progress(
                 console,

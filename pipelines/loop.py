@@ -254,11 +254,19 @@ def running_service(
         stop_process_group(proc)
 
 
+def _secret_value(cfg: Config, name: str) -> str | None:
+    from rebuy.secrets import secret
+
+    value = secret(cfg, name)
+    return value.get_secret_value() if value is not None else None
+
+
 def reload_service(cfg: Config, url: str) -> dict[str, Any]:
-    """Ask the service to pick up new champions (admin token from config)."""
+    """Ask the service to pick up new champions (the secret `admin_token`)."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {cfg.serving.admin_token}"} if cfg.serving.admin_token else {}
+    token = _secret_value(cfg, "admin_token")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     r = httpx.post(f"{url}/admin/reload", headers=headers, json={}, timeout=120)
     if r.status_code != 200:
         raise RebuyError(f"service reload failed: HTTP {r.status_code}: {r.text[:300]}")
@@ -310,7 +318,7 @@ def run_loop_command(
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        client = HttpScoreClient(url)
+        client = HttpScoreClient(url, api_key=_secret_value(cfg, "api_key"))
         try:
             with Progress(
                 TextColumn("simulated days"),
@@ -328,7 +336,7 @@ def run_loop_command(
                     client,
                     days,
                     retrain_every_days=retrain_every_days,
-                    retrain=retrain if cfg.serving.admin_token else None,
+                    retrain=retrain if _secret_value(cfg, "admin_token") else None,
                     on_day=lambda d, s: bar.update(
                         task, completed=d + 1, last=f"decided {s['decided']}, sent {s['sent']}"
                     ),

@@ -426,7 +426,10 @@ def run(cfg: Config, as_of: pd.Timestamp, dry_run: bool = False) -> PassResult:
     from rebuy.ingest import read_canonical
 
     tables = read_canonical(cfg.paths.data_dir)
-    client = HttpScoreClient(cfg.serving_url)
+    from rebuy.secrets import secret
+
+    key = secret(cfg, "api_key")
+    client = HttpScoreClient(cfg.serving_url, api_key=key.get_secret_value() if key is not None else None)
     try:
         return run_pass(cfg, as_of, tables, client, dry_run, show_progress=True)
     finally:

@@ -59,13 +59,21 @@ class HttpScoreClient:
     """
 
     def __init__(
-        self, url: str, *, timeout: float = 60.0, client: Any | None = None, keep_alive: bool = False
+        self,
+        url: str,
+        *,
+        timeout: float = 60.0,
+        client: Any | None = None,
+        keep_alive: bool = False,
+        api_key: str | None = None,
     ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         limits = httpx.Limits(max_keepalive_connections=None if keep_alive else 0)
-        self._client = client or httpx.Client(timeout=timeout, limits=limits)
+        # the service's API key (secret `api_key`), when it has one: only keyed callers' as_of dates drift rows
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = client or httpx.Client(timeout=timeout, limits=limits, headers=headers)
 
     def score(
         self, customer_ids: Sequence[str], offers: Sequence[str] | None, as_of: pd.Timestamp | None

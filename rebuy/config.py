@@ -495,10 +495,17 @@ class ServingConfig(_Section):
     port: int = 3000
     workers: int = 1
     max_batch: int = 1000
-    admin_token: str | None = None
     prediction_log_max_rows: int = 200_000
     prediction_log_sample: float = 1.0
     url: str | None = None  # what the orchestrator calls; default http://host:port
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_in_toml(cls, data: Any) -> Any:
+        # the admin token and the API key are the secrets `admin_token` and `api_key` (rebuy.secrets)
+        for key in ("admin_token", "api_key"):
+            data = _secret_not_here(data, "serving", key, key)
+        return data
 
 
 class DriftConfig(_Section):

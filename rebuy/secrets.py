@@ -21,7 +21,7 @@ Public API (for every stage; `rebuy` core, so any stage may import it):
 Names: `database_password` (every Postgres store: MLflow, Optuna, decision log, prediction log; handed to
 libpq as PGPASSWORD by `database_env`, so no URL ever holds it), `redis_password` (the Redis online
 store), `admin_token` (serving's admin endpoints), `webhook_secret` (the webhook sink's HMAC key),
-`forget_key` (the key of the forget list's hashes).
+`forget_key` (the key of the forget list's hashes), `api_key` (serving's scoring and metrics endpoints).
 """
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ from rebuy.errors import RebuyError
 if TYPE_CHECKING:
     from rebuy.config import Config
 
-SECRET_NAMES = ("database_password", "redis_password", "admin_token", "webhook_secret", "forget_key")
+SECRET_NAMES = (
+    "database_password",
+    "redis_password",
+    "admin_token",
+    "webhook_secret",
+    "forget_key",
+    "api_key",  # serving: callers of /score, /score_features and /metrics (trust)
+)
 
 
 class SecretError(RebuyError):

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -60,14 +60,34 @@ def folder(cfg: Config) -> Path:
     return cfg.paths.runtime_dir / FOLDER
 
 
-Item = tuple["Scorer", "ScoreBatch", dict[str, np.ndarray], pd.Timestamp, np.ndarray]
+# (scorer, batch, matrices, scored_at, kept rows, received_at, as_of): `scored_at` is what drift dates rows
+# by (the request's as_of only from a caller holding the API key, else received_at); as_of may be None
+Item = tuple[
+    "Scorer",
+    "ScoreBatch",
+    dict[str, np.ndarray],
+    pd.Timestamp,
+    np.ndarray,
+    "pd.Timestamp | None",
+    "pd.Timestamp | None",
+]
 
 
 def batch_rows(
     scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp, keep: np.ndarray
 ) -> pd.DataFrame:
     """Long rows (one per customer and model) of the kept customers, features by name."""
-    return items_rows([(scorer, batch, mats, scored_at, keep)])
+    return items_rows([(scorer, batch, mats, scored_at, keep, None, None)])
+
+
+def _stamps(group: list[Item], pos: int) -> pd.DatetimeIndex:
+    """The optional timestamp at `pos` of each item, repeated per kept row (NaT where absent)."""
+    nat = np.iinfo(np.int64).min  # NaT's integer value
+    at = []
+    for it in group:
+        t = cast("pd.Timestamp | None", it[pos])
+        at.append(np.full(int(it[4].sum()), nat if t is None else pd.Timestamp(t).value, np.int64))
+    return pd.to_datetime(np.concatenate(at), utc=True)
 
 
 def items_rows(items: list[Item]) -> pd.DataFrame:
@@ -85,19 +105,23 @@ def items_rows(items: list[Item]) -> pd.DataFrame:
     frames = []
     for group in groups.values():
         scorer = group[0][0]
-        ids = np.concatenate([np.asarray(b.customer_ids, dtype=object)[k] for _, b, _, _, k in group])
+        ids = np.concatenate([np.asarray(it[1].customer_ids, dtype=object)[it[4]] for it in group])
         at = np.concatenate(
-            [np.full(int(k.sum()), pd.Timestamp(t).value, dtype=np.int64) for _, _, _, t, k in group]
+            [np.full(int(it[4].sum()), pd.Timestamp(it[3]).value, dtype=np.int64) for it in group]
         )
         scored_at = pd.to_datetime(at, utc=True)
+
+        received_at, as_of = _stamps(group, 5), _stamps(group, 6)
         for name, model in scorer.models.items():
-            X = np.concatenate([scorer.model_matrix(name, m)[k] for _, _, m, _, k in group])
-            score = np.concatenate([getattr(b, name)[k] for _, b, _, _, k in group])
+            X = np.concatenate([scorer.model_matrix(name, it[2])[it[4]] for it in group])
+            score = np.concatenate([getattr(it[1], name)[it[4]] for it in group])
             cols: dict[str, object] = {
                 "customer_id": ids,
                 "model": name,
                 "version": str(model.version),
                 "scored_at": scored_at,
+                "received_at": received_at,
+                "as_of": as_of,
                 "score": score,  # ScoreBatch names its columns after the models
             }
             cols |= {f: X[:, j] for j, f in enumerate(model.feature_names)}
@@ -169,7 +193,14 @@ class PredictionLog:
         self._engine: Any = None
 
     def add(
-        self, scorer: Scorer, batch: ScoreBatch, mats: dict[str, np.ndarray], scored_at: pd.Timestamp
+        self,
+        scorer: Scorer,
+        batch: ScoreBatch,
+        mats: dict[str, np.ndarray],
+        scored_at: pd.Timestamp,
+        *,
+        received_at: pd.Timestamp | None = None,
+        as_of: pd.Timestamp | None = None,
     ) -> None:
         """Hot path: keep references only (the arrays are not modified after scoring)."""
         if self.sample <= 0.0:
@@ -181,7 +212,7 @@ class PredictionLog:
         if n == 0:
             return
         with self._lock:
-            self._buffer.append((scorer, batch, mats, scored_at, keep))
+            self._buffer.append((scorer, batch, mats, scored_at, keep, received_at or scored_at, as_of))
             self._pending += n
             if self._pending >= self.flush_rows:
                 self._wake.set()

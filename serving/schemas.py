@@ -162,3 +162,25 @@ class ReloadResponse(BaseModel):
     model_versions: dict[str, str] = Field(
         description="Versions serving after the call.", examples=[{"churn": "4", "repurchase": "2"}]
     )
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where in the request body: field names and list positions.",
+        examples=[["customer_ids", 0]],
+    )
+    msg: str = Field(description="What is wrong there.", examples=["String should have at least 1 character"])
+
+
+class ErrorResponse(BaseModel):
+    """The one error body of every non-2xx answer (400, 401, 404, 413, 415, 500, 503)."""
+
+    error: str = Field(
+        description="What went wrong and what to do, in one line.",
+        examples=["customer_ids: 1200 items, more than serving.max_batch=1000"],
+    )
+    detail: list[FieldError] = Field(
+        default_factory=list,
+        description="One entry per invalid field of a 400 (empty otherwise).",
+        examples=[[{"loc": ["customer_ids"], "msg": "Field required"}]],
+    )

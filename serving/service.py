@@ -51,13 +51,14 @@ from starlette.responses import Response
 
 from rebuy.config import Config, load_config
 from serving.schemas import (
+    ErrorResponse,
     FeatureRow,
     ReloadResponse,
     ScoreFeaturesRequest,
     ScoreRequest,
     ScoreResponse,
 )
-from serving.scorer import RequestError, ScoreBatch, Scorer
+from serving.scorer import RequestError, ScoreBatch, Scorer, StartupError
 
 log = logging.getLogger(__name__)
 ENV_CONFIG = "REBUY_CONFIG"
@@ -173,42 +174,376 @@ class GcWatch:
         ]
 
 
-class JsonOnly:
-    """Refuse non-JSON POST bodies (pickles included) with 415, and oversize bodies with 413.
+# --- the request guard: auth, media type, body size, one error model, one log line per rejection ------------
 
-    BentoML would otherwise pick a deserializer from the Content-Type header, pickle among them.
+# Scoring and metrics need the API key when one is configured (the secret `api_key`); /admin/reload has its
+# own token; health probes and the OpenAPI page stay open.
+KEYED_PATHS = frozenset({"/score", "/score_features", "/metrics"})
+# Every status the service answers with besides 200, per route (what /docs.json declares).
+ERROR_STATUSES = {
+    "post": (400, 401, 404, 413, 415, 500, 503),
+    "/metrics": (401, 500),
+    "probe": (500, 503),
+}
+_HTTP_LOG = "bentoml._internal.server.http_app"
+
+
+def _in_container() -> bool:
+    """In the Bento's container: BentoML's Dockerfile sets BENTOML_CONTAINERIZED=true. (Not /.dockerenv:
+    a development container is still a machine where loopback is the right default.)"""
+    return os.environ.get("BENTOML_CONTAINERIZED", "").lower() == "true"
+
+
+def bind_host() -> str:
+    """Loopback outside a container; all interfaces inside one (a mapped port needs it), where the service
+    refuses to start without an API key (`check_exposure`)."""
+    return "0.0.0.0" if _in_container() else "127.0.0.1"
+
+
+def check_exposure(api_key: str | None) -> None:
+    if _in_container() and not api_key:
+        raise StartupError(
+            "refusing to start: inside a container the service listens on all interfaces, so /score, "
+            "/score_features and /metrics need an API key: set REBUY_API_KEY (or REBUY_API_KEY_FILE)"
+        )
+
+
+def api_key_of(cfg: Config) -> str | None:
+    from rebuy.secrets import secret
+
+    key = secret(cfg, "api_key")
+    return key.get_secret_value() if key is not None and key.get_secret_value() else None
+
+
+def admin_token_of(cfg: Config) -> str | None:
+    from rebuy.secrets import secret
+
+    tok = secret(cfg, "admin_token")
+    return tok.get_secret_value() if tok is not None and tok.get_secret_value() else None
+
+
+def bearer(headers: Any, extra: str) -> str:
+    """The credential of a request: `Authorization: Bearer …` or the route's own header."""
+    return headers.get(extra) or headers.get("authorization", "").removeprefix("Bearer ").strip()
+
+
+def same_secret(given: str, expected: str | None) -> bool:
+    return bool(expected) and bool(given) and hmac.compare_digest(given.encode(), str(expected).encode())
+
+
+def error_body(status: int, raw: bytes) -> dict[str, Any]:
+    """Any error answer (BentoML's dict, its one-element list, Starlette's plain text) as ErrorResponse."""
+    if status >= 500:
+        return {"error": "internal error; the server log has the details", "detail": []}
+    try:
+        got: Any = json.loads(raw or b"null")
+    except ValueError:
+        got = raw.decode("utf-8", "replace").strip()
+    if isinstance(got, list) and len(got) == 1:
+        got = got[0]
+    detail: list[dict[str, Any]] = []
+    if isinstance(got, dict):
+        items = got.get("detail")
+        if isinstance(items, list):
+            for d in items:
+                if isinstance(d, dict):
+                    loc = [x if isinstance(x, int) else str(x) for x in d.get("loc", [])]
+                    detail.append({"loc": loc, "msg": str(d.get("msg", ""))})
+        message = str(got.get("error") or "")
+    else:
+        message = str(got or "")
+    if detail:
+        message = "invalid request: " + "; ".join(
+            f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in detail[:10]
+        )
+    if status == 401 and message in ("", "Authorization error"):
+        message = "credentials missing or wrong"
+    return {"error": message or HTTPStatus(status).phrase, "detail": detail}
+
+
+class RejectLog:
+    """One WARNING line per rejected request (method, path, status, error kinds; never ids or values),
+    at most `burst` lines per `period` seconds; the next line says how many were left out."""
+
+    def __init__(self, burst: int = 20, period: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.burst, self.period, self.clock = burst, period, clock
+        self._start, self._lines, self._dropped = -float("inf"), 0, 0
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, status: int, kinds: list[str]) -> bool:
+        with self._lock:
+            now = self.clock()
+            if now - self._start >= self.period:
+                self._start, self._lines = now, 0
+            if self._lines >= self.burst:
+                self._dropped += 1
+                return False
+            self._lines += 1
+            dropped, self._dropped = self._dropped, 0
+        what = f" ({', '.join(sorted(set(kinds))[:5])})" if kinds else ""
+        more = f" [{dropped} more rejected requests not logged]" if dropped else ""
+        log.warning("rejected %s %s: %d %s%s%s", method, path, status, HTTPStatus(status).phrase, what, more)
+        return True
+
+
+class _QuietRejections(logging.Filter):
+    """Drop BentoML's ERROR traceback for requests it rejects with a 4xx (the guard logs one line instead);
+    unexpected exceptions (5xx) keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            return False
+        if isinstance(exc, BentoMLException):
+            return int(exc.error_code) >= 500
+        return True
+
+
+def quiet_rejections() -> None:
+    logger = logging.getLogger(_HTTP_LOG)
+    if not any(isinstance(f, _QuietRejections) for f in logger.filters):
+        logger.addFilter(_QuietRejections())
+
+
+# What this worker serves, for /docs.json: the static schema narrowed to the configured batch size, offer
+# catalogue and feature names, so a request the schema allows is a request the service accepts.
+_SERVED: dict[str, Any] = {}
+
+
+def public_openapi(spec: dict[str, Any], served: dict[str, Any] | None = None) -> dict[str, Any]:
+    """BentoML's OpenAPI document with ErrorResponse declared for every status each route answers with,
+    and (when known) the served limits: max batch, offer catalogue, feature names."""
+    import copy
+
+    from serving.schemas import ErrorResponse
+
+    spec = copy.deepcopy(spec)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    err = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(err.pop("$defs", {}))
+    schemas["ErrorResponse"] = err
+    for name in ("InvalidArgument", "NotFound", "InternalServerError"):
+        schemas.pop(name, None)
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for path, ops in spec.get("paths", {}).items():
+        for method, op in ops.items():
+            kind = "post" if method == "post" else path if path in ERROR_STATUSES else "probe"
+            responses = {str(k): v for k, v in op.get("responses", {}).items() if str(k).startswith("2")}
+            for status in ERROR_STATUSES[kind]:
+                responses[str(status)] = {"description": HTTPStatus(status).phrase, **ref}
+            op["responses"] = responses
+            if "requestBody" in op:
+                op["requestBody"]["required"] = True  # an absent body is a 400 (missing fields)
+    served = _SERVED if served is None else served
+    if served:
+        _narrow(spec, served)
+    return spec
+
+
+def _narrow(spec: dict[str, Any], served: dict[str, Any]) -> None:
+    comps = spec["components"]["schemas"]
+
+    def bodies(path: str) -> list[dict[str, Any]]:
+        """The request schema inline in the operation and its copy under components (both are served)."""
+        op = spec["paths"].get(path, {}).get("post", {})
+        schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+        if "$ref" in schema:
+            schema = comps.get(schema["$ref"].rsplit("/", 1)[1], {})
+        out = [schema]
+        if schema.get("title") in comps and comps[schema["title"]] is not schema:
+            out.append(comps[schema["title"]])
+        return out
+
+    for path, field in (("/score", "customer_ids"), ("/score_features", "rows")):
+        for b in bodies(path):
+            props = b.get("properties", {})
+            prop = props.get(field)
+            if prop is not None:
+                prop["maxItems"] = min(int(prop.get("maxItems", served["max_batch"])), served["max_batch"])
+            offers = props.get("offers")
+            if offers is not None:
+                for alt in offers.get("anyOf", [offers]):
+                    if alt.get("type") == "array":
+                        alt["items"] = {"type": "string", "enum": list(served["catalogue"])}
+    row = spec["components"]["schemas"].get("FeatureRow", {}).get("properties", {}).get("features")
+    if row is not None and served.get("features"):
+        value = row.get("additionalProperties") or {"type": "number", "nullable": True}
+        row.pop("additionalProperties", None)
+        row["properties"] = {f: copy_of(value) for f in served["features"]}
+        row["additionalProperties"] = False
+
+
+def copy_of(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+class RequestGuard:
+    """ASGI middleware in front of every route.
+
+    - 401 for /score, /score_features, /metrics without the API key, when one is configured;
+    - 415 for a POST body that is not JSON (BentoML would otherwise pick a deserializer from the
+      Content-Type header, pickle among them); 413 for a body over MAX_BODY_BYTES, counted as it streams,
+      so a chunked body (no Content-Length) is cut off at the limit instead of being read into memory;
+    - every non-2xx answer rewritten to the one ErrorResponse, and logged as one rate-limited WARNING line;
+    - /docs.json declares those answers (`public_openapi`).
     """
+
+    reject_log = RejectLog()
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._key: tuple[str | None] | None = None
+
+    def api_key(self) -> str | None:
+        if self._key is None:
+            self._key = (api_key_of(config_from_env()),)
+        return self._key[0]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = dict(scope["headers"])
-            ctype = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
-            status, msg = 0, ""
-            if ctype != b"application/json":
-                status, msg = (
-                    415,
-                    f"Content-Type {ctype.decode('latin-1')!r} is not accepted; send application/json",
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/docs.json" and method == "GET":
+            await self._docs(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        key = self.api_key()
+        if key and path in KEYED_PATHS and not same_secret(bearer(headers, "x-api-key"), key):
+            await self._answer(
+                send, method, path, 401, "API key missing or wrong (Authorization: Bearer KEY)"
+            )
+            return
+        if method == "POST":
+            ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                await self._answer(
+                    send, method, path, 415, f"Content-Type {ctype!r} is not accepted; send application/json"
                 )
-            elif int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:
-                status, msg = 413, f"request body larger than {MAX_BODY_BYTES} bytes; send smaller batches"
-            if status:
-                body = json.dumps({"error": msg}).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
                 return
-        await self.app(scope, receive, send)
+            declared = headers.get("content-length", "0") or "0"
+            if not declared.isdigit():
+                await self._answer(send, method, path, 400, "Content-Length is not a number")
+                return
+            too_big = f"request body larger than {MAX_BODY_BYTES} bytes; send smaller batches"
+            if int(declared) > MAX_BODY_BYTES:
+                await self._answer(send, method, path, 413, too_big)
+                return
+            body, over = await read_body(receive, MAX_BODY_BYTES)
+            if over:
+                await self._answer(send, method, path, 413, too_big)
+                return
+            receive = replay(body, receive)
+        await self.app(scope, receive, self._errors(send, method, path))
+
+    async def _answer(self, send: Any, method: str, path: str, status: int, message: str) -> None:
+        self.reject_log(method, path, status, [])
+        await _send_json(send, status, {"error": message, "detail": []})
+
+    def _errors(self, send: Any, method: str, path: str) -> Any:
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def wrapped(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held["start"] = message
+                return
+            if message["type"] == "http.response.body" and "start" in held:
+                chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                status = int(held["start"]["status"])
+                doc = error_body(status, b"".join(chunks))
+                if status < 500:
+                    self.reject_log(method, path, status, [_kind(d) for d in doc["detail"]])
+                keep = [
+                    (k, v)
+                    for k, v in held["start"].get("headers", [])
+                    if k.lower() not in (b"content-length", b"content-type")
+                ]
+                await _send_json(send, status, doc, keep)
+                return
+            await send(message)
+
+        return wrapped
+
+    async def _docs(self, scope: Any, receive: Any, send: Any) -> None:
+        start: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def grab(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, grab)
+        if start.get("status") != 200:
+            await _send_json(send, 500, error_body(500, b""))
+            return
+        await _send_json(send, 200, public_openapi(json.loads(b"".join(chunks))))
+
+
+def _kind(d: dict[str, Any]) -> str:
+    """A field error's kind without its value: the field's name only when it is one of ours."""
+    loc = [x for x in d["loc"] if isinstance(x, str)]
+    known = {"customer_ids", "offers", "as_of", "rows", "features", "customer_id"}
+    return next((x for x in reversed(loc) if x in known), "body")
+
+
+async def _send_json(
+    send: Any, status: int, doc: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *(headers or []),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Any, limit: int) -> tuple[bytes, bool]:
+    """The whole request body, or (what was read, True) as soon as it passes `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", True
+        parts.append(chunk)
+        if not message.get("more_body"):
+            break
+    return b"".join(parts), False
+
+
+def replay(body: bytes, receive: Any) -> Any:
+    """A `receive` that hands the already-read body to the app once, then waits on the real one."""
+    done = False
+
+    async def again() -> Any:
+        nonlocal done
+        if not done:
+            done = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+JsonOnly = RequestGuard  # the name tests/support used before the guard did more than refuse non-JSON
 
 
 def service_options() -> dict[str, Any]:
@@ -218,6 +553,8 @@ def service_options() -> dict[str, Any]:
         "workers": 1,
         "traffic": {"timeout": 60},
         "logging": {"access": {"enabled": False}},
+        # `bentoml serve` binds this unless --host says otherwise: loopback outside a container
+        "http": {"host": bind_host()},
         # No tracing exporter is configured, yet BentoML's OpenTelemetry middleware still builds four spans
         # per request (~10-15% of a scoring request's CPU); the scoring routes skip it. To trace them,
         # configure an exporter and drop this entry.
@@ -234,6 +571,10 @@ class RebuyService:
 
         telemetry_off()
         self.cfg = config_from_env()
+        self.api_key = api_key_of(self.cfg)
+        check_exposure(self.api_key)
+        self.admin_token = admin_token_of(self.cfg)
+        quiet_rejections()
         # A missing registry or store raises here: the worker does not start (no server failing every call).
         self.scorer: Scorer = self.build_scorer(self.cfg)
         self._reload_lock = threading.Lock()
@@ -249,6 +590,11 @@ class RebuyService:
         self._reloads = 0
         self._bind_apis()
         self._warm_up()
+        _SERVED.update(
+            max_batch=self.cfg.serving.max_batch,
+            catalogue=self.scorer.catalogue,
+            features=self.scorer.feature_names,
+        )
 
     # The injection point. A subclass may override these two (tests/support/synthetic_service.py does, from
     # outside the shipped packages); nothing read at run time can, so production serves the registry only.
@@ -325,8 +671,19 @@ class RebuyService:
         if self.gc_watch in gc.callbacks:
             gc.callbacks.remove(self.gc_watch)
 
-    def _count(self, scorer: Scorer, batch: ScoreBatch, scored_at: pd.Timestamp) -> None:
-        self.pred_log.add(scorer, batch, dict(batch.matrices), scored_at)
+    def _count(
+        self,
+        scorer: Scorer,
+        batch: ScoreBatch,
+        received_at: pd.Timestamp,
+        as_of: pd.Timestamp | None = None,
+    ) -> None:
+        # drift dates rows by `as_of` only when the caller holds the API key (the demo and the simulated
+        # loop do); anyone else's as_of is kept but the row is dated when the server received it
+        trusted = as_of if (as_of is not None and self.api_key) else None
+        self.pred_log.add(
+            scorer, batch, dict(batch.matrices), trusted or received_at, received_at=received_at, as_of=as_of
+        )
         self._requests += 1
         self._customers += len(batch)
         self._cold += int(batch.cold_start.sum())
@@ -347,12 +704,13 @@ class RebuyService:
         """Scores, offer estimates and reasons for customers by id (features from the online store)."""
         self._check_batch("customer_ids", len(customer_ids))
         scorer = self.scorer  # one snapshot per request: a concurrent reload cannot mix versions
-        now = _utc(as_of)
+        received_at = pd.Timestamp.now(tz="UTC")
+        now = _utc(as_of) if as_of is not None else received_at
         try:
             batch = scorer.score_ids(customer_ids, now, offers)
         except RequestError as exc:
             raise InvalidArgument(str(exc)) from exc
-        self._count(scorer, batch, now)
+        self._count(scorer, batch, received_at, now if as_of is not None else None)
         return json_response(batch)
 
     @bentoml.api(route="/score_features", input_spec=ScoreFeaturesRequest, output_spec=ScoreResponse)
@@ -371,15 +729,10 @@ class RebuyService:
     async def admin_reload(self, ctx: bentoml.Context) -> ReloadResponse:
         """Load the current @champion versions and swap them in; in-flight requests finish on the old set.
 
-        Requires `Authorization: Bearer <serving.admin_token>` (or `X-Admin-Token`); 401 otherwise,
-        and always 401 when no token is configured.
+        Requires `Authorization: Bearer <admin token>` (or `X-Admin-Token`), the secret `admin_token`
+        (REBUY_ADMIN_TOKEN, …); 401 otherwise, and always 401 when no token is configured.
         """
-        headers = ctx.request.headers
-        given = (
-            headers.get("x-admin-token") or headers.get("authorization", "").removeprefix("Bearer ").strip()
-        )
-        token = self.cfg.serving.admin_token
-        if not token or not given or not hmac.compare_digest(given.encode(), token.encode()):
+        if not same_secret(bearer(ctx.request.headers, "x-admin-token"), self.admin_token):
             raise BentoMLException("admin token missing or wrong", error_code=HTTPStatus.UNAUTHORIZED)
         import anyio.to_thread
 
@@ -435,13 +788,16 @@ def bento_service() -> bentoml.Service[Any]:
     return cast("bentoml.Service[Any]", RebuyService)
 
 
-bento_service().add_asgi_middleware(JsonOnly)
+bento_service().add_asgi_middleware(RequestGuard)
 
 __all__ = [
+    "ErrorResponse",
     "RebuyService",
+    "RequestGuard",
     "bento_service",
     "config_from_env",
     "freeze_heap",
+    "public_openapi",
     "registry_scorer",
     "registry_versions",
 ]

@@ -23,7 +23,7 @@ MAX_BATCH = 50
 
 def write_config(folder: Path) -> Path:
     path = folder / "rebuy.toml"
-    path.write_text(f'[serving]\nadmin_token = "{ADMIN_TOKEN}"\nmax_batch = {MAX_BATCH}\n', encoding="utf-8")
+    path.write_text(f"[serving]\nmax_batch = {MAX_BATCH}\n", encoding="utf-8")
     return path
 
 
@@ -35,6 +35,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     prom.mkdir()
     mp.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom))  # the real server sets this; /metrics needs it
     mp.setenv("REBUY_CONFIG", str(write_config(folder)))
+    mp.setenv("REBUY_ADMIN_TOKEN", ADMIN_TOKEN)  # a secret (rebuy.secrets), never in rebuy.toml
+    mp.delenv("REBUY_API_KEY", raising=False)
     mp.setenv("REBUY_DATA_DIR", str(folder / "data"))
     mp.setenv("REBUY_SYNTHETIC_VERSION", "1")
     with warnings.catch_warnings():

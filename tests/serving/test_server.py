@@ -17,7 +17,7 @@ pytestmark = pytest.mark.server
 
 
 def test_rebuy_serve_answers_on_localhost(tmp_path: Path, rebuy_serve) -> None:
-    proc, base = rebuy_serve('admin_token = "t0k"\nmax_batch = 20\n')
+    proc, base = rebuy_serve("max_batch = 20\n", REBUY_ADMIN_TOKEN="t0k", REBUY_API_KEY="k3y")
     try:
         deadline = time.monotonic() + 120
         ready = False
@@ -30,7 +30,9 @@ def test_rebuy_serve_answers_on_localhost(tmp_path: Path, rebuy_serve) -> None:
                 break
             time.sleep(0.5)
         assert ready, (tmp_path / "server.log").read_text(errors="replace")[-3000:]
-        with httpx.Client(base_url=base, timeout=10) as c:
+        assert httpx.post(f"{base}/score", json={"customer_ids": ["c1"]}).status_code == 401
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        with httpx.Client(base_url=base, timeout=10, headers={"authorization": "Bearer k3y"}) as c:
             r = c.post("/score", json={"customer_ids": ["c000001", "stranger"]})
             assert r.status_code == 200
             res = r.json()["results"]
@@ -45,8 +47,13 @@ def test_rebuy_serve_answers_on_localhost(tmp_path: Path, rebuy_serve) -> None:
                 == 415
             )
             assert c.post("/admin/reload", json={}).status_code == 401
-            assert c.post("/admin/reload", json={}, headers={"x-admin-token": "t0k"}).status_code == 200
+            assert (
+                c.post("/admin/reload", json={}, headers={"authorization": "Bearer t0k"}).status_code == 200
+            )
             assert "rebuy_model_info" in c.get("/metrics").text
+        text = (tmp_path / "server.log").read_text(errors="replace")
+        assert "Traceback" not in text and "stranger" not in text  # rejections: one line each, no ids
+        assert sum("rejected POST /score" in line for line in text.splitlines()) == 3, text[-3000:]
     finally:
         stop_process_group(proc)
 

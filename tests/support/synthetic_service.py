@@ -23,7 +23,7 @@ import bentoml
 
 from rebuy.config import Config, load_config
 from serving.scorer import Scorer
-from serving.service import JsonOnly, bento_service, service_options
+from serving.service import RequestGuard, bento_service, service_options
 from tests.support import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,9 +49,9 @@ class _Bench(_Base):  # type: ignore[misc]
 
 
 SyntheticService = bentoml.service(**service_options())(_Synthetic)
-SyntheticService.add_asgi_middleware(JsonOnly)
+SyntheticService.add_asgi_middleware(RequestGuard)
 BenchService = bentoml.service(**service_options())(_Bench)
-BenchService.add_asgi_middleware(JsonOnly)
+BenchService.add_asgi_middleware(RequestGuard)
 
 
 def serve_command(*args: str, bench: bool = False) -> list[str]:
