@@ -26,7 +26,7 @@ the window) and revenue are compared: ratio with / without.
 **pass** (bar: <= 60 s): one production `run_pass` over a shop where 100k customers are scored, with
 `policy.schedule.every_hours = 24` (a daily pass: every buyer's audiences are due in it; with hourly passes
 each pass scores about 1/24 of them). Scorers: `service` (default) — this script starts `rebuy serve` with
-`--service-workers` workers and serving.synthetic's benchmark scorer on a free port, scores over HTTP and
+`--service-workers` workers and the synthetic benchmark scorer (tests/support) on a free port, scores over HTTP and
 stops it; `http` — a running service at --url (pass its worker pids as --service-pids for their CPU);
 `fake` — deterministic hash scores in-process (the orchestrator alone); `inprocess` — serving's Scorer
 without HTTP. `--score-batch` / `--score-concurrency` set `policy.score_batch_size` / `score_concurrency`.
@@ -52,6 +52,7 @@ from pathlib import Path
 
 # this folder holds scripts named like packages (features.py, train.py): keep it off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test support (tests/support) for the doubles
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -66,9 +67,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def shop(n: int, seed: int = 0) -> dict[str, pd.DataFrame]:
     """n customers, each with 1-3 orders in the last 200 days (so every one is scored), a few views; the first
-    ids match serving.synthetic's feature table, so a synthetic service scores them on features."""
+    ids match tests/support/synthetic.py's feature table, so a synthetic service scores them on features."""
     rng = np.random.default_rng(seed)
-    ids = np.array([f"c{i:06d}" for i in range(n)], dtype=object)  # serving.synthetic ids: c000000..
+    ids = np.array([f"c{i:06d}" for i in range(n)], dtype=object)  # tests/support/synthetic.py ids: c000000..
     zones = np.array(["UTC", "Europe/Berlin", "America/New_York", "Asia/Shanghai"], dtype=object)
     customers = pd.DataFrame(
         {
@@ -109,12 +110,13 @@ def shop(n: int, seed: int = 0) -> dict[str, pd.DataFrame]:
 
 
 def client_for(kind: str, url: str | None, n: int):  # type: ignore[no-untyped-def]
-    from pipelines.score_client import FakeScoreClient, HttpScoreClient, InProcessScoreClient
+    from pipelines.score_client import HttpScoreClient, InProcessScoreClient
+    from tests.support.fake_client import FakeScoreClient
 
     if kind == "fake":
         return FakeScoreClient(), "in-process FakeScoreClient (hash-based scores; no models)"
     if kind == "inprocess":
-        from serving.synthetic import synthetic_scorer
+        from tests.support.synthetic import synthetic_scorer
 
         scorer, _ = synthetic_scorer(n_customers=2000, seed=0, rounds=30)
         return InProcessScoreClient(
@@ -720,35 +722,40 @@ def _descendants_cpu() -> float:
 
 @contextmanager
 def synthetic_service(tmp: Path, workers: int) -> Iterator[str]:
-    """`rebuy serve` with serving.synthetic's benchmark scorer (20k customers' features, 100 trees per booster)
-    on a free port, `workers` workers, GC frozen after start (the serving default); always stopped."""
-    from pipelines.demo import free_port
-    from pipelines.loop import running_service
-    from rebuy.config import load_config
+    """A real server on the synthetic benchmark scorer (tests/support/synthetic_service.py's BenchService:
+    20k customers' features, 100 trees per booster) on a free port, `workers` workers, GC frozen after start
+    (the serving default); always stopped."""
+    import subprocess
 
+    from pipelines.demo import free_port
+    from pipelines.loop import service_ready
+    from serving.server import stop_process_group
+    from tests.support.synthetic_service import ROOT, serve_command
+
+    port = free_port()
     toml = tmp / "serve.toml"
-    toml.write_text(
-        f"[serving]\nport = {free_port()}\nworkers = {workers}\nmax_batch = 1000\n", encoding="utf-8"
-    )
+    toml.write_text(f"[serving]\nport = {port}\nworkers = {workers}\nmax_batch = 1000\n", encoding="utf-8")
     env = {
-        "REBUY_SCORER_FACTORY": "serving.synthetic:bench_scorer",
+        **os.environ,
         "REBUY_GC_FREEZE": "1",
         "BENTOML_DO_NOT_TRACK": "True",
         "BENTOML_HOME": str(tmp / "bentoml"),
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # running_service hands its environment to the child
+    url = f"http://127.0.0.1:{port}"
+    cmd = serve_command("--config", str(toml), "--data-dir", str(tmp / "service"), bench=True)
+    with (tmp / "service.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        with running_service(
-            load_config(toml, data_dir=tmp / "service"), toml, log_path=tmp / "service.log"
-        ) as url:
-            yield url
+        deadline = time.monotonic() + 600
+        while not service_ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"synthetic service did not start; see {tmp / 'service.log'}")
+            time.sleep(0.5)
+        yield url
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        stop_process_group(proc)
 
 
 def one_pass(args: argparse.Namespace) -> dict:
@@ -766,7 +773,7 @@ def one_pass(args: argparse.Namespace) -> dict:
             client.score(["c000000", "c999999"], None, AS_OF)  # warm: a running service has answered before
             scorer_desc = (
                 f"HTTP /score of a `rebuy serve` with {args.service_workers} workers started by this script "
-                "(serving.synthetic:bench_scorer: 20k customers' features, 100 trees per booster; others cold-start)"
+                "(tests/support BenchService: 20k customers' features, 100 trees per booster; others cold-start)"
             )
         else:
             client, scorer_desc = client_for(args.scorer, args.url, args.customers)

@@ -96,6 +96,9 @@ class CampaignImportConfig(_Section):
     categorical: list[str] | None = None
     # an arm with fewer rows cannot be learned from
     min_rows_per_arm: int = 200
+    # cost per send of each arm, by its name in the export (e.g. "Mens E-Mail" = 0.15); overrides the
+    # offer catalogue for arms named like offers; arms named nowhere cost 0
+    arm_costs: dict[str, float] = Field(default_factory=dict)
 
 
 class ImportConfig(_Section):
@@ -216,7 +219,10 @@ class OffersConfig(_Section):
     def _known_offers(self) -> OffersConfig:
         unknown = sorted(set(self.catalogue) - set(OFFERS))
         if unknown:
-            raise ValueError(f"unknown offers {unknown}; known: {list(OFFERS)}")
+            raise ValueError(
+                f"unknown offers {unknown}; known: {list(OFFERS)}. An imported campaign's arms get "
+                "their cost per send in [import.campaign] arm_costs, by the arm's name in the export"
+            )
         if "none" not in self.catalogue:
             raise ValueError("the offer catalogue must contain 'none'")
         return self
@@ -451,11 +457,29 @@ class StoresConfig(_Section):
         return self
 
 
+def _secret_not_here(data: Any, section: str, key: str, name: str) -> Any:
+    """Secrets never live in rebuy.toml (it is shared, committed, world-readable): say where they go."""
+    if isinstance(data, dict) and key in data:
+        raise ValueError(
+            f"{section}.{key} is a secret and is not read from rebuy.toml: remove it and set "
+            f"REBUY_{name.upper()} (or REBUY_{name.upper()}_FILE, or the file {name} in "
+            "[stores] secrets_dir), readable by its owner only (chmod 600)"
+        )
+    return data
+
+
 class SinkConfig(_Section):
     kind: Literal["jsonl", "webhook"] = "jsonl"
     path: Path | None = None
     url: str | None = None
-    hmac_secret: str | None = None
+    # the webhook refuses to send unsigned messages unless this is set; the signing key is the
+    # secret `webhook_secret` (rebuy.secrets)
+    allow_unsigned: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_in_toml(cls, data: Any) -> Any:
+        return _secret_not_here(data, "sink", "hmac_secret", "webhook_secret")
 
 
 class ServingConfig(_Section):
@@ -490,11 +514,15 @@ class DriftConfig(_Section):
     # missing share rising by this much is a data-quality warning
     missing_delta: float = 0.05
     current_window_days: int = 14
+    # kept for users' configs: the reference is now the champion's most recent rows, matched on tenure
     season_window_days: int = 45
     min_reference_rows: int = 1000
     min_labelled_rows: int = 200
     auc_drop: float = 0.05
     mae_rise: float = 0.2
+    # matured served predictions: mean prediction off the observed rate by this share (and outside its
+    # 95% interval) is a calibration drift
+    calibration_tolerance: float = 0.2
     # columns given full value statistics in the Evidently report (the most moved ones)
     detail_columns: int = 8
     seed: int = 7
