@@ -257,11 +257,36 @@ def apply_policy(
     s = sc.reindex(cands["customer_id"]).reset_index()
     if cfg.policy.caps.count_newsletters:
         history = pd.concat([history, other_sends(tables, as_of, cfg.policy.caps)], ignore_index=True)
-    decisions = _decide(cfg, as_of, cands, s, history)
+    decisions = _decide(cfg, as_of, cands, s, history, tables.get("messages"))
     return PolicyOutcome(
         decisions=decisions.sort_values("decision_id").reset_index(drop=True),
         skipped=skipped.reset_index(drop=True),
     )
+
+
+def recently_contacted(
+    history: pd.DataFrame, as_of: pd.Timestamp, days: int, messages: pd.DataFrame | None = None
+) -> set[str]:
+    """Customers sent a message (rebuy's own treatment sends, or any row of `messages`) in the `days`
+    before `as_of`: they explore at `offers.explore_recent_share` only."""
+    if days <= 0:
+        return set()
+    lo = as_of - pd.Timedelta(days=days)
+    out: set[str] = set()
+    if len(history):
+        at = pd.to_datetime(history["decided_at"], utc=True)
+        sent = (history["group"] == "treatment") & (history["offer"] != "none") & (at > lo) & (at < as_of)
+        out |= set(history.loc[sent.to_numpy(), "customer_id"])
+    if messages is not None and len(messages):
+        at = pd.to_datetime(messages["sent_at"], utc=True)
+        out |= set(messages.loc[((at > lo) & (at <= as_of)).to_numpy(), "customer_id"])
+    return out
+
+
+def exploration_shares(customer_ids: pd.Series, recent: set[str], offers: Any) -> np.ndarray:
+    """Per candidate: `offers.exploration_share`, or `offers.explore_recent_share` if recently contacted."""
+    is_recent = customer_ids.isin(recent).to_numpy()
+    return np.where(is_recent, float(offers.explore_recent_share), float(offers.exploration_share))
 
 
 def capped_batch(
@@ -281,7 +306,12 @@ def capped_batch(
 
 
 def _decide(
-    cfg: Config, as_of: pd.Timestamp, cands: pd.DataFrame, s: pd.DataFrame, history: pd.DataFrame
+    cfg: Config,
+    as_of: pd.Timestamp,
+    cands: pd.DataFrame,
+    s: pd.DataFrame,
+    history: pd.DataFrame,
+    messages: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Caps, budget and the seeded draw for every candidate at once (`training.policy.decide_batch`).
 
@@ -305,8 +335,14 @@ def _decide(
     best = np.array([max(e.values(), default=0.0) for e in ests], dtype=np.float64)
     dids = cands["decision_id"].tolist()
     order = np.array(sorted(range(n), key=lambda i: (-best[i], dids[i])), dtype=np.int64)
+    recent = recently_contacted(history, as_of, cfg.offers.explore_rest_days, messages)
+    explore = exploration_shares(cands["customer_id"], recent, cfg.offers)
     res = offer_policy.decide_batch(
-        np.nan_to_num(margins[order], nan=0.0), allowed[order], cfg.offers, [dids[i] for i in order]
+        np.nan_to_num(margins[order], nan=0.0),
+        allowed[order],
+        cfg.offers,
+        [dids[i] for i in order],
+        explore[order],
     )
     action = np.empty(n, dtype=np.int64)
     action[order] = res.action

@@ -206,6 +206,11 @@ class OffersConfig(_Section):
     attribution_days: int = 14
     exploration: Literal["epsilon", "softmax"] = "epsilon"
     exploration_share: float = 0.10
+    # exploration goes mostly to customers not messaged in the last `explore_rest_days`; among recently
+    # contacted ones only `explore_recent_share` (logged in each distribution), so the effect of one more
+    # message stays learnable without spending the whole exploration budget on fatigued customers
+    explore_rest_days: int = Field(default=14, ge=0)
+    explore_recent_share: float = Field(default=0.02, ge=0.0, le=1.0)
     softmax_temperature: float = 1.0
     # optional budget per run: max count per offer
     budget_count: dict[str, int] = Field(default_factory=dict)

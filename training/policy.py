@@ -120,20 +120,26 @@ def draw(distribution: Mapping[str, float], decision_id: str) -> str:
 
 
 def distribution_batch(
-    margins: np.ndarray, allowed: np.ndarray, offers: OffersConfig
+    margins: np.ndarray, allowed: np.ndarray, offers: OffersConfig, explore: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`action_distribution` on arrays, for a pass of 100k customers at once.
 
     `margins` and `allowed` are (n × K) over K offers **in sorted name order** (`none` excluded). Returns
     (probabilities, candidates, greedy) over the K + 1 actions `none` + offers, `none` in column 0:
     candidates marks `none` and the allowed offers with a finite margin (the keys `action_distribution`
-    would return), greedy is the greedy column. Same rules as the scalar form, row by row.
+    would return), greedy is the greedy column. Same rules as the scalar form, row by row. `explore`, when
+    given, is each row's own exploration share (the orchestrator explores less among recently contacted
+    customers, `exploration_shares`); else every row uses `offers.exploration_share`.
     """
-    eps = float(offers.exploration_share)
-    if not 0.0 <= eps <= 1.0:
-        raise RebuyError(f"offers.exploration_share must be in [0, 1], got {eps}")
     m = np.asarray(margins, dtype=np.float64)
     n = len(m)
+    if explore is None:
+        eps_rows = np.full(n, float(offers.exploration_share))
+    else:
+        eps_rows = np.asarray(explore, dtype=np.float64).reshape(n)
+    if ((eps_rows < 0.0) | (eps_rows > 1.0) | ~np.isfinite(eps_rows)).any():
+        raise RebuyError(f"exploration shares must be in [0, 1], got {sorted(set(eps_rows.tolist()))[:5]}")
+    eps = eps_rows[:, None]
     cand = np.column_stack([np.ones(n, bool), np.asarray(allowed, bool) & np.isfinite(m)])
     vals = np.column_stack([np.zeros(n), np.where(cand[:, 1:], m, 0.0)])
     g = np.argmax(
@@ -143,21 +149,21 @@ def distribution_batch(
     onehot = np.zeros_like(vals)
     onehot[rows, g] = 1.0
     k = cand.sum(axis=1)
-    if eps == 0.0:
+    if not (eps_rows > 0.0).any():
         return onehot, cand, g
     if offers.exploration == "epsilon":
         dist = np.where(cand, eps / k[:, None], 0.0)
-        dist[rows, g] += 1.0 - eps
+        dist[rows, g] += 1.0 - eps_rows
     else:
         temp = max(float(offers.softmax_temperature), 1e-12)
         v = np.where(cand, vals / temp, -np.inf)
         e = np.where(cand, np.exp(v - v.max(axis=1, keepdims=True)), 0.0)
         p = e / e.sum(axis=1, keepdims=True)
         off = 1.0 - p[rows, g]
-        lam = np.where(off <= eps, 1.0, eps / np.where(off > 0, off, 1.0))
+        lam = np.where(off <= eps_rows, 1.0, eps_rows / np.where(off > 0, off, 1.0))
         dist = lam[:, None] * p
         dist[rows, g] += 1.0 - lam
-    dist = np.where((k == 1)[:, None], onehot, dist)
+    dist = np.where(((k == 1) | (eps_rows == 0.0))[:, None], onehot, dist)
     return dist / dist.sum(axis=1, keepdims=True), cand, g
 
 
@@ -234,7 +240,11 @@ class BatchDecisions:
 
 
 def decide_batch(
-    margins: np.ndarray, allowed: np.ndarray, offers: OffersConfig, decision_ids: Sequence[str]
+    margins: np.ndarray,
+    allowed: np.ndarray,
+    offers: OffersConfig,
+    decision_ids: Sequence[str],
+    explore: np.ndarray | None = None,
 ) -> BatchDecisions:
     """greedy → distribution → seeded draw for rows **in processing order**, spending the budget as it goes.
 
@@ -243,7 +253,8 @@ def decide_batch(
     is allowed, finds the first row where some allowed offer would no longer fit the budget spent by the
     rows before it, keeps the rows before, and removes the offers that no longer fit from that row on
     (spend and counts only grow, so an offer that does not fit never fits again). Columns of `margins` and
-    `allowed` are the offers in sorted name order.
+    `allowed` are the offers in sorted name order; `explore` is each row's exploration share (see
+    `distribution_batch`).
     """
     names = sorted(offers.catalogue)
     names.remove(NONE)
@@ -267,7 +278,9 @@ def decide_batch(
     ids = list(decision_ids)
     while start < n:
         over[start:] = allow[start:] & gone
-        p, c, _ = distribution_batch(m[start:], allow[start:] & ~gone, offers)
+        p, c, _ = distribution_batch(
+            m[start:], allow[start:] & ~gone, offers, None if explore is None else np.asarray(explore)[start:]
+        )
         a = draw_batch(p, ids[start:])
         stop = len(a)
         if budgeted:

@@ -15,7 +15,8 @@ from cli.app import app
 from rebuy.campaign_import import CampaignData
 from rebuy.config import Config
 from tests.offer.synth import make_campaign
-from training.campaign import _ticks, learn_campaign, svg_intervals, svg_lines, write_report
+from training.campaign import learn_campaign, write_report
+from training.offer_plots import _ticks, svg_intervals, svg_lines
 
 
 def _campaign(n: int, seed: int, scenario: str) -> tuple[CampaignData, dict]:

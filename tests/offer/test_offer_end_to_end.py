@@ -61,7 +61,7 @@ def test_train_offer_from_an_imported_decision_log(shop) -> None:
     assert version == "1" and "'promoted': True" in out, out
     assert alias_version(cfg, REGISTERED_NAME, CHAMPION) == version
     champ = load_offer_champion(cfg)
-    assert champ is not None and champ.feature_service == "offer_v1"
+    assert champ is not None and champ.feature_service == "offer_v2"
     assert set(champ.offers) == {"care_message", "coupon_10pct", "free_shipping", "points_x2", "wake_up_gift"}
 
     # the drift reference: KEYS + the offer_v1 features of training rows, decided at the campaign's day
