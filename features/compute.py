@@ -642,7 +642,7 @@ def compute_features(
             _activity(inp, con),
         ]
     finally:
-        if own:
+        if own and isinstance(con, duckdb.DuckDBPyConnection):
             con.close()
     for fam in families:
         for col in fam.columns[2:]:

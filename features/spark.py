@@ -59,6 +59,7 @@ def session_conf(settings: SparkConfig, local_dir: Path) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.host": "127.0.0.1",
@@ -205,7 +206,8 @@ def write_snapshots(root: Path, features: pd.DataFrame) -> dict[int, int]:
     snap = features.drop(columns=["cutoff"]).assign(**{PARTITION: ns})
     written: dict[int, int] = {}
     for value, part in snap.groupby(PARTITION, sort=True):
-        final = root / f"{PARTITION}={int(value)}"
+        cut = int(str(value))
+        final = root / f"{PARTITION}={cut}"
         tmp = root / f".{final.name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -217,7 +219,7 @@ def write_snapshots(root: Path, features: pd.DataFrame) -> dict[int, int]:
             os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-        written[int(value)] = len(part)
+        written[cut] = len(part)
     return written
 
 
