@@ -10,8 +10,8 @@ imported into the decision log) runs `--days` days of the closed loop (`pipeline
 every `--every-hours` hours, the simulator reacting to the messages, orders pushed to the online store).
 Two scorers, each on the same shops:
 
-- `trained` — rebuy as it ships: features materialized, `train all` (Optuna budget `--trials` /
-  `--trial-timeout` per model), the offer model learned from the pre-rebuy campaigns, and serving's
+- `trained` — rebuy as it ships: features materialized, `train all` (Optuna budget `--trials` per
+  model), the offer model learned from the pre-rebuy campaigns, and serving's
   production Scorer from the registry's @champions and the online store, called in process (the code behind
   `/score`, without HTTP). Trained once per seed before the loop; scheduled retraining in the loop is off.
 - `oracle` — `OracleScoreClient`: the simulator's truth API behind the `/score` contract (the upper bound).
@@ -26,7 +26,7 @@ the window) and revenue are compared: ratio with / without.
 **pass** (bar: <= 60 s): one production `run_pass` over a shop where 100k customers are scored, with
 `policy.schedule.every_hours = 24` (a daily pass: every buyer's audiences are due in it; with hourly passes
 each pass scores about 1/24 of them). Scorers: `service` (default) — this script starts `rebuy serve` with
-`--service-workers` workers and serving.synthetic's benchmark scorer on a free port, scores over HTTP and
+`--service-workers` workers and the synthetic benchmark scorer (tests/support) on a free port, scores over HTTP and
 stops it; `http` — a running service at --url (pass its worker pids as --service-pids for their CPU);
 `fake` — deterministic hash scores in-process (the orchestrator alone); `inprocess` — serving's Scorer
 without HTTP. `--score-batch` / `--score-concurrency` set `policy.score_batch_size` / `score_concurrency`.
@@ -52,6 +52,7 @@ from pathlib import Path
 
 # this folder holds scripts named like packages (features.py, train.py): keep it off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test support (tests/support) for the doubles
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -66,9 +67,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def shop(n: int, seed: int = 0) -> dict[str, pd.DataFrame]:
     """n customers, each with 1-3 orders in the last 200 days (so every one is scored), a few views; the first
-    ids match serving.synthetic's feature table, so a synthetic service scores them on features."""
+    ids match tests/support/synthetic.py's feature table, so a synthetic service scores them on features."""
     rng = np.random.default_rng(seed)
-    ids = np.array([f"c{i:06d}" for i in range(n)], dtype=object)  # serving.synthetic ids: c000000..
+    ids = np.array([f"c{i:06d}" for i in range(n)], dtype=object)  # tests/support/synthetic.py ids: c000000..
     zones = np.array(["UTC", "Europe/Berlin", "America/New_York", "Asia/Shanghai"], dtype=object)
     customers = pd.DataFrame(
         {
@@ -109,12 +110,13 @@ def shop(n: int, seed: int = 0) -> dict[str, pd.DataFrame]:
 
 
 def client_for(kind: str, url: str | None, n: int):  # type: ignore[no-untyped-def]
-    from pipelines.score_client import FakeScoreClient, HttpScoreClient, InProcessScoreClient
+    from pipelines.score_client import HttpScoreClient, InProcessScoreClient
+    from tests.support.fake_client import FakeScoreClient
 
     if kind == "fake":
         return FakeScoreClient(), "in-process FakeScoreClient (hash-based scores; no models)"
     if kind == "inprocess":
-        from serving.synthetic import synthetic_scorer
+        from tests.support.synthetic import synthetic_scorer
 
         scorer, _ = synthetic_scorer(n_customers=2000, seed=0, rounds=30)
         return InProcessScoreClient(
@@ -213,9 +215,7 @@ def loop_config(data_dir: Path, args: argparse.Namespace) -> Config:
     cfg = _with_schedule(
         Config(paths=PathsConfig(data_dir=data_dir)), args.every_hours, args.attribution_days
     )
-    optuna = cfg.training.optuna.model_copy(
-        update={"trials": args.trials, "timeout_seconds": args.trial_timeout}
-    )
+    optuna = cfg.training.optuna.model_copy(update={"trials": args.trials})
     return cfg.model_copy(
         update={
             "training": cfg.training.model_copy(update={"optuna": optuna}),
@@ -661,7 +661,6 @@ def coverage_summary(rows: list[dict], args: argparse.Namespace) -> dict:
             "every_hours": args.every_hours,
             "attribution_days": args.attribution_days,
             "optuna_trials": args.trials,
-            "optuna_timeout_seconds": args.trial_timeout,
             "cutoff_step_days": CUTOFF_STEP_DAYS,
             "retraining_in_loop": "off (models trained once per seed, before the loop)",
             "scorers": {k: SCORER_TEXT[k] for k in scorers},
@@ -723,35 +722,40 @@ def _descendants_cpu() -> float:
 
 @contextmanager
 def synthetic_service(tmp: Path, workers: int) -> Iterator[str]:
-    """`rebuy serve` with serving.synthetic's benchmark scorer (20k customers' features, 100 trees per booster)
-    on a free port, `workers` workers, GC frozen after start (the serving default); always stopped."""
-    from pipelines.demo import free_port
-    from pipelines.loop import running_service
-    from rebuy.config import load_config
+    """A real server on the synthetic benchmark scorer (tests/support/synthetic_service.py's BenchService:
+    20k customers' features, 100 trees per booster) on a free port, `workers` workers, GC frozen after start
+    (the serving default); always stopped."""
+    import subprocess
 
+    from pipelines.demo import free_port
+    from pipelines.loop import service_ready
+    from serving.server import stop_process_group
+    from tests.support.synthetic_service import ROOT, serve_command
+
+    port = free_port()
     toml = tmp / "serve.toml"
-    toml.write_text(
-        f"[serving]\nport = {free_port()}\nworkers = {workers}\nmax_batch = 1000\n", encoding="utf-8"
-    )
+    toml.write_text(f"[serving]\nport = {port}\nworkers = {workers}\nmax_batch = 1000\n", encoding="utf-8")
     env = {
-        "REBUY_SCORER_FACTORY": "serving.synthetic:bench_scorer",
+        **os.environ,
         "REBUY_GC_FREEZE": "1",
         "BENTOML_DO_NOT_TRACK": "True",
         "BENTOML_HOME": str(tmp / "bentoml"),
     }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # running_service hands its environment to the child
+    url = f"http://127.0.0.1:{port}"
+    cmd = serve_command("--config", str(toml), "--data-dir", str(tmp / "service"), bench=True)
+    with (tmp / "service.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        with running_service(
-            load_config(toml, data_dir=tmp / "service"), toml, log_path=tmp / "service.log"
-        ) as url:
-            yield url
+        deadline = time.monotonic() + 600
+        while not service_ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"synthetic service did not start; see {tmp / 'service.log'}")
+            time.sleep(0.5)
+        yield url
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        stop_process_group(proc)
 
 
 def one_pass(args: argparse.Namespace) -> dict:
@@ -769,7 +773,7 @@ def one_pass(args: argparse.Namespace) -> dict:
             client.score(["c000000", "c999999"], None, AS_OF)  # warm: a running service has answered before
             scorer_desc = (
                 f"HTTP /score of a `rebuy serve` with {args.service_workers} workers started by this script "
-                "(serving.synthetic:bench_scorer: 20k customers' features, 100 trees per booster; others cold-start)"
+                "(tests/support BenchService: 20k customers' features, 100 trees per booster; others cold-start)"
             )
         else:
             client, scorer_desc = client_for(args.scorer, args.url, args.customers)
@@ -928,7 +932,7 @@ def markdown(out: dict) -> str:
             f"their decisions imported into the decision log), then {st['days']} simulated days of the closed "
             f"loop with passes every {st['every_hours']} h and attribution {st['attribution_days']} days. "
             f"Retraining inside the loop: {st['retraining_in_loop']}. Training budget: Optuna "
-            f"{st['optuna_trials']} trials / {st['optuna_timeout_seconds']} s per model, cutoffs every "
+            f"{st['optuna_trials']} trials per model, cutoffs every "
             f"{st['cutoff_step_days']} days. Each scorer runs on the same shops; the no-rebuy twin is the same "
             "shop stepped the same days with no messages.",
             "",
@@ -1114,7 +1118,6 @@ def main() -> None:
     ap.add_argument("--loop-scorers", default="trained,oracle", help="comma-separated: trained, oracle")
     ap.add_argument("--past-weeks", type=int, default=3, help="pre-rebuy randomized campaigns (weeks)")
     ap.add_argument("--trials", type=int, default=2, help="Optuna trials per model (trained scorer)")
-    ap.add_argument("--trial-timeout", type=int, default=10, help="Optuna timeout per model, seconds")
     ap.add_argument("--days", type=int, default=8)
     ap.add_argument("--every-hours", type=int, default=12)
     ap.add_argument("--attribution-days", type=int, default=4)

@@ -466,7 +466,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     if args.tune:
         tmp = tempfile.TemporaryDirectory()
         tcfg = Config.model_validate({"paths": {"data_dir": tmp.name}})
-        tcfg.training.optuna.trials, tcfg.training.optuna.timeout_seconds = args.trials, args.tune_timeout
+        tcfg.training.optuna.trials = args.trials
         tune = optuna_tuner(tcfg, seed=seed)
     fit = learn_offer_model(train, test, cfg.offers, seed=seed, tune=tune)
     t_learn, c_learn = time.perf_counter() - t1, cpu_seconds() - c1
@@ -605,7 +605,6 @@ def main() -> None:
     ap.add_argument("--paths", type=int, default=64, help="Monte Carlo paths of the truth per customer")
     ap.add_argument("--tune", action="store_true", help="Optuna-tune the base learners (training.tuning)")
     ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--tune-timeout", type=int, default=120)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
     ap.add_argument("--render", type=Path, help="only rewrite the markdown (and summary) from a saved JSON")
     ap.add_argument(

@@ -102,6 +102,9 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=900.0)
     ap.add_argument("--name", default="schemathesis_api")
     args = ap.parse_args()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the synthetic service is test support
 
     from rebuy.timeutil import telemetry_off
 
@@ -116,7 +119,6 @@ def main() -> None:
             "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom"),
             "REBUY_CONFIG": str(tmp / "rebuy.toml"),
             "REBUY_DATA_DIR": str(tmp / "data"),
-            "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
         }
     )
     import logging
@@ -125,7 +127,7 @@ def main() -> None:
     from schemathesis.generation.modes import GenerationMode
 
     from serving.schemas import ReloadResponse, ScoreResponse
-    from serving.service import RebuyService
+    from tests.support.synthetic_service import SyntheticService as RebuyService
 
     logging.getLogger("bentoml").setLevel(logging.CRITICAL)  # every 4xx logs a traceback otherwise
     with warnings.catch_warnings():

@@ -3,7 +3,7 @@
 One command runs the whole benchmark for both kinds of champions, prints every bar as met / NOT met and
 saves benchmarks/results/serve.json + serve.md:
     .venv/bin/python benchmarks/serve.py
-  1. synthetic champions (serving.synthetic: 4 boosters x 100 trees + 3 offer boosters, features in memory);
+  1. synthetic champions (tests/support/synthetic.py: 4 boosters x 100 trees + 3 offer boosters, features in memory);
   2. real champions: the @champion models of a data directory built by the real pipeline (simulate 5k
      customers -> past randomized campaign -> import -> features apply/materialize -> train all + offer, as
      `rebuy demo` does before its loop, 2 Optuna trials per model), read from MLflow, with features from
@@ -93,7 +93,7 @@ def build_real_data(data_dir: Path, customers: int = 5_000, trials: int = 2) -> 
     if done.is_file():
         console.print(f"reusing the pipeline-built data directory {data_dir}")
         return data_dir
-    opts = DemoOptions(data_dir=data_dir, customers=customers, trials=trials, trial_timeout_seconds=20)
+    opts = DemoOptions(data_dir=data_dir, customers=customers, trials=trials)
     prepare_dir(data_dir, console)
     config_path = data_dir / "rebuy.toml"
     config_path.write_text(demo_config_text(opts, free_port(), "bench-token"), encoding="utf-8")
@@ -134,7 +134,7 @@ def bench_config(data_dir: Path) -> Any:
 
 def load_scorer(data_dir: Path | None) -> Any:
     if data_dir is None:
-        from serving.synthetic import synthetic_scorer
+        from tests.support.synthetic import synthetic_scorer
 
         return synthetic_scorer(n_customers=20_000, rounds=100)[0]
     from serving.champions import scorer_from_registry
@@ -277,13 +277,17 @@ class Server:
             "BENTOML_DO_NOT_TRACK": "True",
             "BENTOML_HOME": str(tmp / "bentoml"),
         }
-        if data_dir is None:
-            env["REBUY_SCORER_FACTORY"] = "serving.synthetic:bench_scorer"
         self.log = (tmp / f"server-{self.port}.log").open("wb")
-        args = [sys.executable, "-c", "from cli.app import main; main()", "serve", "--config", str(cfg)]
-        args += ["--data-dir", str(data_dir if data_dir is not None else tmp / f"data-{self.port}")]
+        folder = ["--data-dir", str(data_dir if data_dir is not None else tmp / f"data-{self.port}")]
+        if data_dir is None:  # the synthetic champions: test support's BenchService, never the shipped one
+            from tests.support.synthetic_service import ROOT, serve_command
+
+            args, cwd = serve_command("--config", str(cfg), *folder, bench=True), ROOT
+        else:
+            args = [sys.executable, "-c", "from cli.app import main; main()", "serve", "--config", str(cfg)]
+            args, cwd = args + folder, None
         self.proc = subprocess.Popen(
-            args, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            args, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def wait_ready(self, timeout: float = 240) -> None:
@@ -586,7 +590,7 @@ def run_variant(data_dir: Path | None, args: argparse.Namespace) -> dict[str, An
         "workers": args.workers,
         "models": f"real @champions of {data_dir} (MLflow registry) + Feast SQLite online store"
         if data_dir is not None
-        else "synthetic (serving.synthetic: 4 boosters x 100 trees + 3 offer boosters, in-memory features)",
+        else "synthetic (tests/support/synthetic.py: 4 boosters x 100 trees + 3 offer boosters, in-memory features)",
         "load_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
     console.print(f"[bold]{name}: in-process breakdown and batch rate[/]")
@@ -656,6 +660,7 @@ def main() -> None:
     # run as a script, this folder is first on sys.path and its features.py would shadow the features package
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    sys.path.insert(0, str(here.parent))  # the synthetic champions are test support (tests/support)
     from rebuy.timeutil import telemetry_off
 
     telemetry_off()

@@ -6,6 +6,7 @@ command pays for libraries it does not use. No logic lives here.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +35,20 @@ app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 app.add_typer(report_app, name="report")
 
-console = Console(stderr=True)
+# Rich cuts lines at 80 columns when a stream is not a terminal (a pipe, a file, CI logs): tables there
+# get their natural width instead ("0.77…" is useless in a log). COLUMNS, when set, still wins.
+PIPE_WIDTH = 10_000
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for stdout (tables, results) or stderr (messages), full width when not a terminal."""
+    probe = Console(stderr=stderr)
+    if probe.is_terminal or os.environ.get("COLUMNS", "").isdigit():
+        return probe
+    return Console(stderr=stderr, width=PIPE_WIDTH)
+
+
+console = make_console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="rebuy.toml; the embedded defaults when omitted.")
@@ -102,7 +116,7 @@ def _import_command(
     except RebuyError as exc:  # shown plainly under CliRunner too, not only through main()
         console.print(Text("error: ", style="bold red") + Text(str(exc)))
         raise typer.Exit(2) from exc
-    Console().print(summary_table(result))
+    make_console().print(summary_table(result))
 
 
 @app.command("validate")
@@ -196,7 +210,7 @@ def import_campaign_command(
     except RebuyError as exc:  # shown plainly under CliRunner too, not only through main()
         console.print(Text("error: ", style="bold red") + Text(str(exc)))
         raise typer.Exit(2) from exc
-    Console().print(campaign_summary(data, where))
+    make_console().print(campaign_summary(data, where))
 
 
 @app.command("train")
@@ -229,7 +243,7 @@ def models_list_cli(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> No
     table = Table("model", "version", "aliases", "test metric", "note")
     for r in rows:
         table.add_row(r["model"], str(r["version"]), r["aliases"], r["test_metric"], r["note"])
-    Console().print(table)
+    make_console().print(table)
 
 
 @models_app.command("promote")
@@ -410,7 +424,7 @@ def simulate_cli(
 
 def _print_result(result: dict) -> None:
     for key, value in result.items():
-        Console().print(f"{key}: {value}")
+        make_console().print(f"{key}: {value}")
 
 
 @features_app.command("apply")
@@ -538,10 +552,16 @@ def evaluate_policy_cli(
     from training.offer import evaluate_policy
 
     out = evaluate_policy(load(config, data_dir), parse_as_of(as_of), version, promote=promote)
+    from training.ope import ESTIMATORS
+
     table = Table("policy", "method", "value", "95% CI")
-    for _, r in out["policies"].iterrows():
+    pols = out["policies"]
+    first = {p: i for i, p in enumerate(dict.fromkeys(pols["policy"]))}
+    rank = {m: i for i, m in enumerate(ESTIMATORS)}
+    rows = pols.assign(_p=pols["policy"].map(first), _m=pols["method"].map(rank).fillna(len(rank)))
+    for _, r in rows.sort_values(["_p", "_m"], kind="stable").iterrows():
         table.add_row(r["policy"], r["method"], f"{r['value']:.4g}", f"[{r['low']:.4g}, {r['high']:.4g}]")
-    Console().print(table)
+    make_console().print(table)
     console.print(
         f"rebuy-offer v{out['version']}: {out['reason']}"
         + (" — promoted to @champion" if out["promoted"] else "")
@@ -568,12 +588,18 @@ def drift_cli(
 ) -> None:
     """Drift reports per model (Evidently HTML + JSON), a one-line status each, and the index page."""
     from pipelines.drift import run_drift
-    from pipelines.drift_sources import MONITORED_MODELS
+    from pipelines.drift_sources import MONITORED_MODELS, load_model_source
 
     cfg = load(config, data_dir)
-    out = run_drift(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), log_mlflow=mlflow)
+    out = run_drift(
+        cfg,
+        parse_as_of(as_of),
+        models or list(MONITORED_MODELS),
+        load_source=load_model_source,
+        log_mlflow=mlflow,
+    )
     for line in out["line"]:
-        Console().print(line, markup=False)
+        make_console().print(line, markup=False)
     console.print(f"index: {cfg.paths.reports_dir / 'drift' / 'index.html'}")
 
 
@@ -593,13 +619,15 @@ def retrain_cli(
 ) -> None:
     """Retrain (through the champion gate) the models whose latest drift status is drift; record why."""
     from pipelines.drift import run_retrain
-    from pipelines.drift_sources import MONITORED_MODELS
+    from pipelines.drift_sources import MONITORED_MODELS, train_model
 
     cfg = load(config, data_dir)
-    out = run_retrain(cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), if_drift=if_drift)
+    out = run_retrain(
+        cfg, parse_as_of(as_of), models or list(MONITORED_MODELS), if_drift=if_drift, train=train_model
+    )
     for r in out.to_dict("records"):
         verdict = "retrain" if r["retrain"] else "keep"
-        Console().print(
+        make_console().print(
             f"{r['model']}: {verdict} ({r['status'] or 'no report'}) — {'; '.join(r['reasons'][:2])}"
             + (f" → {r['outcome']}" if r["outcome"] else ""),
             markup=False,
@@ -640,7 +668,7 @@ def demo_cli(
     telemetry_off()
     quiet_libraries()
     res = run_demo(DemoOptions(data_dir=data_dir, customers=customers, days=days, seed=seed), console)
-    render_summary(res, Console())
+    render_summary(res, make_console())
 
 
 @app.command("import-decisions")

@@ -25,6 +25,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from features.contact import CONTACT, REQUEST_TIME_CONTACT, contact_family
 from features.engine import SqlEngine
 from rebuy.contract import ENGAGEMENT_EVENTS, EVENT_TYPES, REQUIRED, empty
 from rebuy.errors import DataError
@@ -100,6 +101,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "lookups": LOOKUPS,
     "engagement": ENGAGEMENT,
     "activity": ACTIVITY,
+    "contact": CONTACT,  # features.contact (messages, opens/clicks, unsubscribes, redemptions)
 }
 # request-time feature -> (the instant it is measured from, the stored feature it divides by or None)
 REQUEST_TIME: dict[str, tuple[str, str | None]] = {
@@ -110,6 +112,7 @@ REQUEST_TIME: dict[str, tuple[str, str | None]] = {
     "days_since_engagement": ("last_engagement_at", None),
     "days_since_event": ("last_event_at", None),
     "engagement_overdue": ("last_engagement_at", "engagement_gap_days"),
+    **REQUEST_TIME_CONTACT,
 }
 
 Cutoffs = pd.DataFrame | Sequence[pd.Timestamp]
@@ -640,6 +643,7 @@ def compute_features(
             _lookups(inp, con, INTENT_HOURS, BURST_VIEWS),
             _engagement(inp, con, recent_days, baseline_days),
             _activity(inp, con),
+            contact_family(inp, con, tables.get("messages"), tables.get("consent_updates")),
         ]
     finally:
         if own and isinstance(con, duckdb.DuckDBPyConnection):

@@ -4,14 +4,13 @@ Reads the same online store (features.online_store) and definitions as `FeatureS
 without its per-request Python overhead (protos, response objects, the on-demand view machinery): one
 primary-key query per feature view, each row one float64 vector, and the request-time features from the
 same pure function the on-demand feature view calls. The parity test checks it against Feast's online
-and historical retrieval. Serving reads all its FeatureServices through `OnlineStoreReader`: one SQL
-statement for every view, and each service's matrix a column gather of one wide matrix.
+and historical retrieval. Serving reads all its FeatureServices through `OnlineStoreReader`: one read of
+every view (one SQL statement on SQLite, one pipelined round trip on Redis), and each service's matrix a
+column gather of one wide matrix. The store is reached only through features.online_store's interface.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,15 @@ import numpy as np
 import pandas as pd
 
 from features.compute import REQUEST_TIME, request_time_features
-from features.online_store import connect, entity_key_prefix, entity_keys, layout, table_name
+from features.online_store import (
+    OnlineRows,
+    ViewLayout,
+    delete_customers,
+    entity_key_prefix,
+    entity_keys,
+    open_rows,
+    view_layout,
+)
 from rebuy.config import Config
 from rebuy.errors import RebuyError
 
@@ -35,20 +42,16 @@ _Placed = tuple[
 ]  # stored [n, width], found [n, views], event_ts [n, views]
 
 
-def _query(conn: sqlite3.Connection, lock: threading.Lock, tables: Sequence[str], keys: list[bytes]) -> Rows:
-    """One primary-key query per table for distinct keys -> table -> [(entity_key, vals, event_ts)]."""
-    marks = ",".join("?" * len(keys))
-    with lock:
-        return {
-            table: conn.execute(
-                f'SELECT entity_key, vals, event_ts FROM "{table}" WHERE entity_key IN ({marks})', keys
-            ).fetchall()
-            for table in tables
-        }
+def _query(rows: OnlineRows, layouts: Sequence[ViewLayout], keys: list[bytes]) -> Rows:
+    """The stored rows of distinct keys -> table -> [(entity_key, vals, event_ts)]."""
+    out: Rows = {v.table: [] for v in layouts}
+    for t, key, vals, ts in rows.read(layouts, keys):
+        out[layouts[t].table].append((key, vals, ts))
+    return out
 
 
 class OnlineFeatureReader:
-    """Reads one FeatureService for a batch of customers; thread-safe, one read-only SQLite connection.
+    """Reads one FeatureService for a batch of customers; thread-safe, one read-only store connection.
 
     `feature_names` is the model column order (features.training_set.feature_names). Built by
     `OnlineStoreReader` it shares that reader's store connection and is read through it (`shared`).
@@ -60,11 +63,8 @@ class OnlineFeatureReader:
         service: str,
         *,
         store: FeatureStore | None = None,
-        conn: sqlite3.Connection | None = None,
-        lock: threading.Lock | None = None,
+        rows: OnlineRows | None = None,
     ) -> None:
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
         from features.store import feature_store
 
         store = store if store is not None else feature_store(cfg)
@@ -83,8 +83,10 @@ class OnlineFeatureReader:
         # per stored view: (table, positions in its packed vector, destination columns in `stored`)
         self._stored_names: list[str] = []
         self._views: list[tuple[str, np.ndarray, np.ndarray]] = []
+        self._layouts: list[ViewLayout] = []
         for view in store.list_feature_views():
-            names = layout(view)
+            lay = view_layout(store.config, view)
+            names = lay.names
             want = [
                 i
                 for i, n in enumerate(names)
@@ -94,7 +96,8 @@ class OnlineFeatureReader:
                 continue
             dest = np.arange(len(self._stored_names), len(self._stored_names) + len(want))
             self._stored_names.extend(names[i] for i in want)
-            self._views.append((table_name(store.config, view), np.array(want), dest))
+            self._views.append((lay.table, np.array(want), dest))
+            self._layouts.append(lay)
         col = {n: i for i, n in enumerate(self._stored_names)}
         self._out_stored = np.array(
             [j for j, n in enumerate(self.feature_names) if n not in request_time], dtype=int
@@ -103,19 +106,14 @@ class OnlineFeatureReader:
         self._out_request = [(j, n) for j, n in enumerate(self.feature_names) if n in request_time]
         self._instant_cols = {n: col.get(n) for n in _INSTANTS}
         self._prefix = entity_key_prefix()
-        self._conn = (
-            conn
-            if conn is not None
-            else connect(SqliteOnlineStore._get_db_path(store.config), read_only=True)
-        )
-        self._lock = lock if lock is not None else threading.Lock()
+        self._rows = rows if rows is not None else open_rows(store.config, read_only=True)
 
     @property
     def tables(self) -> list[str]:
         return [table for table, _, _ in self._views]
 
     def close(self) -> None:
-        self._conn.close()
+        self._rows.close()
 
     def read(
         self, customer_ids: Sequence[str], now: pd.Timestamp | float
@@ -127,7 +125,7 @@ class OnlineFeatureReader:
         A customer id given twice gets the same row twice.
         """
         keys, inverse = _distinct_keys(customer_ids, self._prefix)
-        rows = _query(self._conn, self._lock, self.tables, keys)
+        rows = _query(self._rows, self._layouts, keys)
         return self.assemble(keys, inverse, rows, _epoch_seconds(now))
 
     def assemble(
@@ -181,32 +179,31 @@ class OnlineStoreReader:
     row_loop_max = 16
 
     def __init__(self, cfg: Config, services: Sequence[str]) -> None:
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
         from features.store import feature_store
 
         store = feature_store(cfg)
-        self._conn = connect(SqliteOnlineStore._get_db_path(store.config), read_only=True)
-        self._lock = threading.Lock()
+        self._rows = open_rows(store.config, read_only=True)
         self._prefix = entity_key_prefix()
         self.readers: dict[str, OnlineFeatureReader] = {}
         try:
             for svc in services:
-                r = OnlineFeatureReader(cfg, svc, store=store, conn=self._conn, lock=self._lock)
+                r = OnlineFeatureReader(cfg, svc, store=store, rows=self._rows)
                 r.shared = self
                 self.readers[svc] = r
-            widths = {table_name(store.config, v): len(layout(v)) for v in store.list_feature_views()}
-            # how many SQL variables one statement may bind (SQLite's limit, 32766 by default)
-            self._max_vars = max(1, self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1)
+            layouts = {
+                lay.table: lay for lay in (view_layout(store.config, v) for v in store.list_feature_views())
+            }
         except Exception:
-            self._conn.close()
+            self._rows.close()
             raise
-        self._plan(widths)
+        self._plan(layouts)
 
-    def _plan(self, widths: dict[str, int]) -> None:
+    def _plan(self, layouts: dict[str, ViewLayout]) -> None:
         """Where every service's columns sit in the wide matrix: [each used view's full layout | request-time]."""
+        widths = {t: lay.width for t, lay in layouts.items()}
         used = {t for r in self.readers.values() for t in r.tables}
         self._tables = [t for t in widths if t in used]  # the store's view order
+        self._layouts = [layouts[t] for t in self._tables]
         tix = {t: i for i, t in enumerate(self._tables)}
         offsets = np.cumsum([0] + [widths[t] for t in self._tables])
         self._width = int(offsets[-1])
@@ -232,41 +229,19 @@ class OnlineStoreReader:
                     cols[j] = base + rt_names.index(name)
             self._svc_cols[svc] = cols
             self._svc_tables[svc] = np.array([tix[t] for t in r.tables], dtype=np.int64)
-        self._sql: dict[int, str] = {}
 
     def reader(self, service: str) -> OnlineFeatureReader:
         return self.readers[service]
 
     def close(self) -> None:
-        self._conn.close()
-
-    def _statement(self, n_keys: int) -> str:
-        """One statement for n keys across every view (cached: sqlite3 then reuses its prepared form)."""
-        sql = self._sql.get(n_keys)
-        if sql is None:
-            marks = ",".join("?" * n_keys)
-            sql = " UNION ALL ".join(
-                f'SELECT {i}, entity_key, vals, event_ts FROM "{t}" WHERE entity_key IN ({marks})'
-                for i, t in enumerate(self._tables)
-            )
-            if len(self._sql) < 64:
-                self._sql[n_keys] = sql
-        return sql
+        self._rows.close()
 
     def _wide(self, customer_ids: Sequence[str], now_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(wide matrix [n, views + request-time], found [n, views], event_ts [n, views] with inf = none),
         rows in request order."""
         keys, inverse = _distinct_keys(customer_ids, self._prefix)
-        n, n_tables = len(keys), len(self._tables)
-        per = max(1, self._max_vars // max(n_tables, 1))
-        with self._lock:
-            rows = [
-                r
-                for i in range(0, n, per)
-                for r in self._conn.execute(
-                    self._statement(len(keys[i : i + per])), keys[i : i + per] * n_tables
-                )
-            ]
+        n = len(keys)
+        rows = self._rows.read(self._layouts, keys)
         if n <= self.row_loop_max:
             stored, hit, stamps = self._place_rows(rows, keys)
         else:
@@ -394,23 +369,8 @@ def forget_customers(cfg: Config, customer_ids: Sequence[str]) -> int:
     Returns the number of online rows removed. Feature snapshots are derived data: recomputing them
     from the (already pseudonymised) canonical tables would not bring the customers back.
     """
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore
-
     from features.store import feature_store, forget_offline
 
-    store = feature_store(cfg)
-    keys = entity_keys([str(c) for c in customer_ids], entity_key_prefix())
-    removed = 0
-    conn = connect(SqliteOnlineStore._get_db_path(store.config))
-    try:
-        with conn:
-            for view in store.list_feature_views():
-                marks = ",".join("?" * len(keys))
-                cur = conn.execute(
-                    f'DELETE FROM "{table_name(store.config, view)}" WHERE entity_key IN ({marks})', keys
-                )
-                removed += cur.rowcount
-    finally:
-        conn.close()
+    removed = delete_customers(feature_store(cfg), [str(c) for c in customer_ids])
     forget_offline(cfg, customer_ids)
     return removed

@@ -12,13 +12,24 @@ values for a customer as one little-endian float64 vector in the view's feature 
 - features.online reads the same rows with one query per view.
 All of rebuy's stored features are Float64 (the definitions say so), which is what makes the packing exact.
 A table's feature layout is recorded in `rebuy_layout`; a view whose features change is recreated.
+
+**The online-store interface** (`OnlineRows`): every rebuy path that touches the online store —
+materialize, push, serving's reads, forget — goes through it, never through a store's file or client
+directly. Rows are exchanged in one representation, whatever the store: per (feature view, customer) a
+float64 vector in the view's feature order (`ViewLayout.names`; NaN = missing) and the row's event time.
+`open_rows(repo_config)` picks the implementation from feature_store.yaml: `SqliteRows` here (the packed
+tables above) or `features.redis_store.RedisRows` (Feast's own Redis layout, so Feast's reader agrees).
+By customer id: `write_features`, `read_features`, `delete_customers`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import struct
+import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +43,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from features.feature_repo.definitions import JOIN_KEY, TIMESTAMP_FIELD
+from rebuy.errors import RebuyError
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureStore, FeatureView
@@ -109,7 +121,7 @@ class RebuySqliteOnlineStore(SqliteOnlineStore):
 
     def _plain_conn(self, config: RepoConfig) -> sqlite3.Connection:
         if self._rebuy_conn is None:
-            self._rebuy_conn = connect(self._get_db_path(config))
+            self._rebuy_conn = connect(db_path(config))
         return self._rebuy_conn
 
     def update(
@@ -229,6 +241,195 @@ def entity_keys(customer_ids: Sequence[str], prefix: bytes) -> list[bytes]:
     return out
 
 
+def db_path(config: RepoConfig) -> Path:
+    """The SQLite online store's file (feature_store.yaml's path, relative to the repository)."""
+    path = Path(config.online_store.path)
+    if config.repo_path and not path.is_absolute():
+        return Path(config.repo_path) / path
+    return path
+
+
+@dataclass(frozen=True)
+class ViewLayout:
+    """A feature view as the online store keeps it: Feast's (versioned) view name, rebuy's SQLite table name
+    and the feature order of its packed rows."""
+
+    name: str
+    table: str
+    names: tuple[str, ...]
+
+    @property
+    def width(self) -> int:
+        return len(self.names)
+
+
+def view_layout(config: RepoConfig, view: FeatureView) -> ViewLayout:
+    from feast.infra.online_stores.helpers import compute_versioned_name
+
+    versioned = config.registry.enable_online_feature_view_versioning
+    return ViewLayout(compute_versioned_name(view, versioned), table_name(config, view), tuple(layout(view)))
+
+
+# (view index in the request, entity key, packed <f8 row in the view's layout, event time in epoch seconds)
+Row = tuple[int, bytes, bytes, float | None]
+
+
+class OnlineRows(ABC):
+    """rebuy's online-store interface: whole packed rows per (feature view, customer), by entity key.
+
+    Implementations are thread-safe for reads. `write` replaces a customer's row of each view it is given
+    (the latest write wins, as with Feast's stock stores); `read` returns only the rows that exist;
+    `delete` removes the customers' rows of the given views and returns how many rows it removed.
+    Entity keys are Feast's serialized keys (`entity_keys`).
+    """
+
+    @abstractmethod
+    def prepare(self, views: Sequence[ViewLayout]) -> None:
+        """Make the views writable (tables, layouts); idempotent."""
+
+    @abstractmethod
+    def write(
+        self,
+        views: Sequence[ViewLayout],
+        keys: Sequence[bytes],
+        blocks: Sequence[np.ndarray],
+        event_ts: Sequence[int],
+        created: int,
+    ) -> None:
+        """One float64 block [len(keys), view.width] per view; event times in epoch seconds per key."""
+
+    @abstractmethod
+    def read(self, views: Sequence[ViewLayout], keys: Sequence[bytes]) -> list[Row]:
+        """The stored rows of `keys` in every view (keys distinct)."""
+
+    @abstractmethod
+    def delete(self, views: Sequence[ViewLayout], keys: Sequence[bytes]) -> int:
+        """Remove the keys' rows of every view; returns the rows removed."""
+
+    def drop(self, views: Sequence[ViewLayout]) -> None:  # noqa: B027 - optional
+        """Remove whole views (a view deleted from the definitions)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections."""
+
+
+class SqliteRows(OnlineRows):
+    """The packed SQLite tables (the module docstring): one primary-key statement for every view per read."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.conn = connect(self.path, read_only=read_only)
+        self.lock = threading.Lock()
+        # how many SQL variables one statement may bind (SQLite's limit, 32766 by default)
+        self.max_vars = max(1, self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 1)
+        self._sql: dict[tuple[tuple[str, ...], int], str] = {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def prepare(self, views: Sequence[ViewLayout]) -> None:
+        with self.lock, self.conn:
+            for v in views:
+                ensure_table(self.conn, v.table, v.names)
+
+    def drop(self, views: Sequence[ViewLayout]) -> None:
+        with self.lock, self.conn:
+            for v in views:
+                self.conn.execute(f'DROP TABLE IF EXISTS "{v.table}"')
+                self.conn.execute(f'DELETE FROM "{LAYOUT_TABLE}" WHERE table_name = ?', (v.table,))
+
+    def write(
+        self,
+        views: Sequence[ViewLayout],
+        keys: Sequence[bytes],
+        blocks: Sequence[np.ndarray],
+        event_ts: Sequence[int],
+        created: int,
+    ) -> None:
+        created_col = [created] * len(keys)
+        for v, block in zip(views, blocks, strict=True):
+            raw = np.ascontiguousarray(block, dtype="<f8").tobytes()
+            width = 8 * v.width
+            rows = zip(
+                keys,
+                (raw[i : i + width] for i in range(0, len(raw), width)),
+                event_ts,
+                created_col,
+                strict=True,
+            )
+            with self.lock, self.conn:  # one transaction per view and chunk
+                self.conn.executemany(_UPSERT.format(table=v.table), rows)
+
+    def _statement(self, tables: tuple[str, ...], n_keys: int) -> str:
+        """One statement for n keys across the views (cached: sqlite3 then reuses its prepared form)."""
+        sql = self._sql.get((tables, n_keys))
+        if sql is None:
+            marks = ",".join("?" * n_keys)
+            sql = " UNION ALL ".join(
+                f'SELECT {i}, entity_key, vals, event_ts FROM "{t}" WHERE entity_key IN ({marks})'
+                for i, t in enumerate(tables)
+            )
+            if len(self._sql) < 64:
+                self._sql[(tables, n_keys)] = sql
+        return sql
+
+    def read(self, views: Sequence[ViewLayout], keys: Sequence[bytes]) -> list[Row]:
+        tables = tuple(v.table for v in views)
+        n, n_tables = len(keys), len(tables)
+        if not n or not n_tables:
+            return []
+        per = max(1, self.max_vars // n_tables)
+        keys = list(keys)
+        with self.lock:
+            return [
+                r
+                for i in range(0, n, per)
+                for r in self.conn.execute(
+                    self._statement(tables, len(keys[i : i + per])), keys[i : i + per] * n_tables
+                )
+            ]
+
+    def delete(self, views: Sequence[ViewLayout], keys: Sequence[bytes]) -> int:
+        removed = 0
+        keys = list(keys)
+        with self.lock, self.conn:
+            present = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for v in views:
+                if v.table not in present:
+                    continue
+                for i in range(0, len(keys), 900):
+                    part = keys[i : i + 900]
+                    cur = self.conn.execute(
+                        f'DELETE FROM "{v.table}" WHERE entity_key IN ({",".join("?" * len(part))})', part
+                    )
+                    removed += cur.rowcount
+        return removed
+
+
+def is_redis(config: RepoConfig) -> bool:
+    return str(config.online_store.type) in ("redis", "features.redis_store.RebuyRedisOnlineStore")
+
+
+def open_rows(config: RepoConfig, *, read_only: bool = False) -> OnlineRows:
+    """The online store feature_store.yaml names, behind rebuy's interface."""
+    kind = str(config.online_store.type)
+    if is_redis(config):
+        from features.redis_store import RedisRows
+
+        return RedisRows.from_repo_config(config)
+    if kind == "sqlite" or kind.endswith("SqliteOnlineStore"):
+        return SqliteRows(db_path(config), read_only=read_only)
+    raise RebuyError(
+        f"online store type {kind!r} in feature_store.yaml is not one rebuy reads and writes; "
+        'use [stores] online_store = "sqlite" or a redis:// URL'
+    )
+
+
+def store_layouts(store: FeatureStore, views: Sequence[FeatureView] | None = None) -> list[ViewLayout]:
+    views = list(views) if views is not None else store.list_feature_views()
+    return [view_layout(store.config, v) for v in views]
+
+
 def write_features(
     store: FeatureStore,
     features: pd.DataFrame,
@@ -236,43 +437,73 @@ def write_features(
     chunk: int = 50_000,
     progress: Progress | None = None,
     views: Sequence[FeatureView] | None = None,
+    rows: OnlineRows | None = None,
 ) -> int:
-    """Bulk upsert of computed features (customer_id, cutoff, feature columns) into the online tables.
+    """Bulk upsert of computed features (customer_id, cutoff, feature columns) into the online store.
 
-    event_ts is each row's snapshot time (`cutoff`), the freshness the reader reports. One transaction
-    per view and chunk. `progress` may be a rich Progress; `views` saves a registry read when the caller
-    already holds them (the push path). Returns the customers written.
+    event_ts is each row's snapshot time (`cutoff`), the freshness the reader reports. `progress` may be a
+    rich Progress; `views` saves a registry read when the caller already holds them (the push path), `rows`
+    an open store (kept open). Returns the customers written.
     """
-    cfg = store.config
     ts_col = "cutoff" if "cutoff" in features else TIMESTAMP_FIELD
     stamps = (pd.DatetimeIndex(features[ts_col]).as_unit("ns").asi8 // 10**9).tolist()
     created = int(pd.Timestamp.now(tz="UTC").timestamp())
     keys = entity_keys(features[JOIN_KEY].tolist(), entity_key_prefix())
-    views = list(views) if views is not None else store.list_feature_views()
+    layouts = store_layouts(store, views)
     n = len(features)
-    task = progress.add_task("online store", total=n * len(views)) if progress is not None else None
-    conn = connect(SqliteOnlineStore._get_db_path(cfg))
+    task = progress.add_task("online store", total=n * len(layouts)) if progress is not None else None
+    target = rows if rows is not None else open_rows(store.config)
     try:
-        for view in views:
-            names = layout(view)
-            table = table_name(cfg, view)
-            with conn:
-                ensure_table(conn, table, names)
-            width = 8 * len(names)
-            for start in range(0, n, chunk):
-                stop = min(start + chunk, n)
-                raw = np.ascontiguousarray(features[names].iloc[start:stop].to_numpy(dtype="<f8")).tobytes()
-                rows = zip(
-                    keys[start:stop],
-                    (raw[i : i + width] for i in range(0, len(raw), width)),
-                    stamps[start:stop],
-                    [created] * (stop - start),
-                    strict=True,
-                )
-                with conn:
-                    conn.executemany(_UPSERT.format(table=table), rows)
-                if progress is not None and task is not None:
-                    progress.advance(task, stop - start)
+        target.prepare(layouts)
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
+            part = features.iloc[start:stop]
+            blocks = [part[list(v.names)].to_numpy(dtype="<f8") for v in layouts]
+            target.write(layouts, keys[start:stop], blocks, stamps[start:stop], created)
+            if progress is not None and task is not None:
+                progress.advance(task, (stop - start) * len(layouts))
     finally:
-        conn.close()
+        if rows is None:
+            target.close()
     return n
+
+
+def read_features(
+    store: FeatureStore, customer_ids: Sequence[str], views: Sequence[FeatureView] | None = None
+) -> pd.DataFrame:
+    """The stored rows of these customers, one row per customer found: customer_id, every view's features
+    (NaN where missing) and `event_ts` (the oldest of the customer's views, epoch seconds)."""
+    layouts = store_layouts(store, views)
+    ids = list(dict.fromkeys(str(c) for c in customer_ids))
+    keys = entity_keys(ids, entity_key_prefix())
+    rows = open_rows(store.config, read_only=True)
+    try:
+        got = rows.read(layouts, keys)
+    finally:
+        rows.close()
+    names = [n for v in layouts for n in v.names]
+    offsets = np.cumsum([0] + [v.width for v in layouts])
+    row_of = {k: i for i, k in enumerate(keys)}
+    mat = np.full((len(keys), len(names)), np.nan)
+    found = np.zeros(len(keys), dtype=bool)
+    oldest = np.full(len(keys), np.inf)
+    for t, key, vals, ts in got:
+        i = row_of[key]
+        mat[i, offsets[t] : offsets[t + 1]] = np.frombuffer(vals, dtype="<f8")
+        found[i] = True
+        if ts is not None:
+            oldest[i] = min(oldest[i], float(ts))
+    out = pd.DataFrame(mat, columns=names)
+    out.insert(0, JOIN_KEY, ids)
+    out["event_ts"] = oldest
+    return out.loc[found].reset_index(drop=True)
+
+
+def delete_customers(store: FeatureStore, customer_ids: Sequence[str]) -> int:
+    """Remove the customers from every view of the online store; returns the rows removed."""
+    keys = entity_keys([str(c) for c in customer_ids], entity_key_prefix())
+    rows = open_rows(store.config)
+    try:
+        return rows.delete(store_layouts(store), keys)
+    finally:
+        rows.close()

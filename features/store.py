@@ -47,23 +47,59 @@ def online_path(cfg: Config) -> Path:
     return cfg.paths.feast_dir / "online.db"
 
 
-def feature_store_yaml(cfg: Config) -> str:
-    """The embedded set-up: local registry, the configured local offline store, rebuy's SQLite online store.
+def redis_connection_string(url: str, *, password: bool = False) -> str:
+    """Feast's Redis connection string ("host:port,db=N[,ssl=true]") for a redis:// or rediss:// URL.
+    `password`: reference ${REBUY_REDIS_PASSWORD}, which Feast expands when it reads feature_store.yaml
+    (the secret itself is never written to the file)."""
+    from urllib.parse import urlsplit
 
-    Moving to Spark/Ray + Redis means editing this file only (and deleting the GENERATED line).
+    u = urlsplit(url)
+    db = (u.path or "/0").strip("/") or "0"
+    parts = [f"{u.hostname or '127.0.0.1'}:{u.port or 6379}", f"db={int(db)}"]
+    if u.scheme == "rediss":
+        parts.append("ssl=true")
+    if u.username:
+        parts.append(f"username={u.username}")
+    if password:
+        parts.append("password=${REBUY_REDIS_PASSWORD}")
+    return ",".join(parts)
+
+
+def _online_store_yaml(cfg: Config) -> list[str]:
+    url = cfg.stores.online_store
+    if url == "sqlite":
+        return [f"  type: {ONLINE_STORE_TYPE}", f"  path: {online_path(cfg)}"]
+    from rebuy.secrets import secret
+
+    pw = secret(cfg, "redis_password")
+    if pw is not None and pw.get_secret_value():
+        os.environ.setdefault("REBUY_REDIS_PASSWORD", pw.get_secret_value())  # for Feast's ${...} expansion
+    conn = redis_connection_string(url, password=pw is not None and bool(pw.get_secret_value()))
+    return ["  type: redis", f'  connection_string: "{conn}"', "  full_scan_for_deletion: false"]
+
+
+def has_online_store(cfg: Config) -> bool:
+    """Whether an online store may hold rows: the SQLite file exists, or a shared (Redis) store is set."""
+    return cfg.stores.online_store != "sqlite" or online_path(cfg).exists()
+
+
+def feature_store_yaml(cfg: Config) -> str:
+    """The set-up `[stores]` names: local registry, the configured local offline store, and rebuy's SQLite
+    online store (default) or Redis in Feast's layout. The Feast project is `cfg.feast_project`.
+
+    Moving the offline store to Spark/Ray means editing this file only (and deleting the GENERATED line).
     """
     feast_dir = cfg.paths.feast_dir
     return "\n".join(
         [
             GENERATED,
-            f"project: {PROJECT}",
+            f"project: {cfg.feast_project}",
             "provider: local",
             "registry:",
             f"  path: {feast_dir / 'registry.db'}",
             "  cache_ttl_seconds: 60",
             "online_store:",
-            f"  type: {ONLINE_STORE_TYPE}",
-            f"  path: {online_path(cfg)}",
+            *_online_store_yaml(cfg),
             "offline_store:",
             f"  type: {cfg.features.offline_store}",
             "entity_key_serialization_version: 3",

@@ -47,7 +47,6 @@ class DemoOptions:
     attribution_days: int = 7
     retrain_every_days: int | None = 7
     trials: int = 4
-    trial_timeout_seconds: int = 20
     cutoff_step_days: int = 28
     every_hours: int = 6
     # the pre-rebuy randomized campaigns: one a week for this many weeks (0 = none), each reaching this
@@ -111,7 +110,6 @@ def demo_config_text(opts: DemoOptions, port: int, token: str) -> str:
             "",
             "[training.optuna]",
             f"trials = {opts.trials}",
-            f"timeout_seconds = {opts.trial_timeout_seconds}",
             "",
             "[simulator]",
             f"customers = {opts.customers}",
@@ -270,14 +268,14 @@ def train_offer_or_reason(cfg: Config, as_of: pd.Timestamp) -> dict[str, Any]:
 
 def _reports(cfg: Config, as_of: pd.Timestamp) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
     from pipelines.drift import run_drift
-    from pipelines.drift_sources import MONITORED_MODELS
+    from pipelines.drift_sources import MONITORED_MODELS, load_model_source
     from pipelines.uplift_report import report_uplift
 
     report = report_uplift(cfg, as_of)
     paths = {k: str(v) for k, v in (report.get("paths") or {}).items()}
     paths.setdefault("uplift_report", str(cfg.paths.reports_dir / "uplift"))
     try:
-        drift = run_drift(cfg, as_of, list(MONITORED_MODELS), progress=True)
+        drift = run_drift(cfg, as_of, list(MONITORED_MODELS), load_source=load_model_source, progress=True)
         drift_rows: list[dict[str, Any]] = [
             {str(k): v for k, v in r.items()} for r in drift.to_dict("records")
         ]

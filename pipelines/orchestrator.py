@@ -341,9 +341,9 @@ def _forget_online(cfg: Config, customer_id: str) -> str:
     Every step of `forget` is idempotent, so if this one fails the command can simply be rerun.
     """
     from features.online import forget_customers
-    from features.store import forget_offline, online_path
+    from features.store import forget_offline, has_online_store, online_path
 
-    if not online_path(cfg).exists():
+    if not has_online_store(cfg):
         forget_offline(cfg, [customer_id])
         return f"no online store at {online_path(cfg)}; offline snapshots cleaned"
     return f"removed {forget_customers(cfg, [customer_id])} online rows and the offline snapshots"

@@ -8,8 +8,9 @@ same within segment; the global holdout against everything treated. Per offer th
 offer's recipients against the control of the campaigns it was drawn in — the policy chose those
 recipients, so that row is descriptive, not an unbiased effect (the JSON says so).
 
-Conversion: difference of proportions, Wald 95% CI, two-proportion z-test. Revenue per customer:
-Welch's t (unequal variances) with its CI. Incremental revenue = difference × treated customers;
+Conversion: difference of proportions, Wald 95% CI, pooled two-proportion z-test; revenue per customer:
+Welch's t (unequal variances) with its CI -- all from statsmodels. No conversion on either side yet:
+no interval, a note instead. Incremental revenue = difference × treated customers;
 offer cost = fixed cost per send + redemption share of the attributed revenue of converters (+ the
 shipping for free shipping); ROI = (incremental revenue × margin − offer cost) / offer cost.
 """
@@ -19,13 +20,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
@@ -72,45 +73,55 @@ def offer_cost(rows: pd.DataFrame, cfg: Config) -> pd.Series:
 
 
 def compare(treat: pd.DataFrame, ctrl: pd.DataFrame, margin: float, cost: float) -> dict[str, Any]:
-    """Treatment − control on conversion and revenue per customer, with 95% CIs and p-values."""
+    """Treatment − control on conversion and revenue per customer, with 95% CIs and p-values (statsmodels).
+
+    No conversion on either side yet: the counts and a note, no interval or p-value (a [0, 0] interval
+    with p = 1 would read as a measured zero effect; there is nothing measured yet).
+    """
     nt, nc = len(treat), len(ctrl)
     out: dict[str, Any] = {"customers_treatment": nt, "customers_control": nc}
     if nt == 0 or nc == 0:
         return {**out, "note": "no comparison: one side is empty"}
-    ct, cc = treat["converted"].mean(), ctrl["converted"].mean()
-    diff = ct - cc
-    se = math.sqrt(ct * (1 - ct) / nt + cc * (1 - cc) / nc)
-    pooled = (treat["converted"].sum() + ctrl["converted"].sum()) / (nt + nc)
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / nt + 1 / nc))
-    p_conv = float(2 * stats.norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
+    kt, kc = int(treat["converted"].sum()), int(ctrl["converted"].sum())
     rt, rc = treat["revenue"].to_numpy(float), ctrl["revenue"].to_numpy(float)
-    rdiff = float(rt.mean() - rc.mean())
-    vt, vc = (rt.var(ddof=1) / nt if nt > 1 else 0.0), (rc.var(ddof=1) / nc if nc > 1 else 0.0)
-    rse = math.sqrt(vt + vc)
-    if rse > 0 and nt > 1 and nc > 1:
-        dof = (vt + vc) ** 2 / ((vt**2 / (nt - 1) if vt else 0) + (vc**2 / (nc - 1) if vc else 0))
-        tq = float(stats.t.ppf(0.975, dof))
-        p_rev = float(2 * stats.t.sf(abs(rdiff) / rse, dof))
-    else:
-        tq, p_rev = 1.959963984540054, 1.0
-    z = 1.959963984540054
-    incremental = rdiff * nt
+    incremental = float(rt.mean() - rc.mean()) * nt
     roi = (incremental * margin - cost) / cost if cost > 0 else None
+    money = {
+        "incremental_revenue": incremental,
+        "offer_cost": float(cost),
+        "roi": None if roi is None else float(roi),
+    }
+    if kt == 0 and kc == 0:
+        return {
+            **out,
+            "conversion_treatment": 0.0,
+            "conversion_control": 0.0,
+            **money,
+            "note": "no conversions yet: no interval",
+        }
+    lo, hi = confint_proportions_2indep(kt, nt, kc, nc, method="wald", compare="diff")
+    # pooled two-proportion z-test; every customer converted on both sides: no spread, no difference
+    p_conv = proportions_ztest([kt, kc], [nt, nc])[1] if kt + kc < nt + nc else 1.0
+    rdiff = float(rt.mean() - rc.mean())
+    means = CompareMeans(DescrStatsW(rt), DescrStatsW(rc))
+    if nt > 1 and nc > 1 and (rt.var() > 0 or rc.var() > 0):
+        rlo, rhi = means.tconfint_diff(alpha=0.05, usevar="unequal")  # Welch
+        p_rev = means.ttest_ind(usevar="unequal")[1]
+    else:  # no spread to estimate an interval from (fewer than two rows, or constant revenue on both sides)
+        rlo, rhi, p_rev = rdiff, rdiff, 1.0
     return {
         **out,
-        "conversion_treatment": float(ct),
-        "conversion_control": float(cc),
-        "conversion_diff": float(diff),
-        "conversion_ci": [float(diff - z * se), float(diff + z * se)],
-        "conversion_p_value": p_conv,
+        "conversion_treatment": kt / nt,
+        "conversion_control": kc / nc,
+        "conversion_diff": kt / nt - kc / nc,
+        "conversion_ci": [float(lo), float(hi)],
+        "conversion_p_value": float(p_conv),
         "revenue_per_customer_treatment": float(rt.mean()),
         "revenue_per_customer_control": float(rc.mean()),
         "revenue_diff": rdiff,
-        "revenue_ci": [rdiff - tq * rse, rdiff + tq * rse],
-        "revenue_p_value": p_rev,
-        "incremental_revenue": float(incremental),
-        "offer_cost": float(cost),
-        "roi": None if roi is None else float(roi),
+        "revenue_ci": [float(rlo), float(rhi)],
+        "revenue_p_value": float(p_rev),
+        **money,
     }
 
 
@@ -244,6 +255,7 @@ def _table(rows: list[dict[str, Any]], key: str) -> str:
         "incremental_revenue",
         "offer_cost",
         "roi",
+        "note",
     ]
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows])
     return df.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="–", border=0)

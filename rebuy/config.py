@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -96,6 +96,9 @@ class CampaignImportConfig(_Section):
     categorical: list[str] | None = None
     # an arm with fewer rows cannot be learned from
     min_rows_per_arm: int = 200
+    # cost per send of each arm, by its name in the export (e.g. "Mens E-Mail" = 0.15); overrides the
+    # offer catalogue for arms named like offers; arms named nowhere cost 0
+    arm_costs: dict[str, float] = Field(default_factory=dict)
 
 
 class ImportConfig(_Section):
@@ -160,10 +163,22 @@ class EngineConfig(_Section):
 
 
 class OptunaConfig(_Section):
-    trials: int = 20
-    timeout_seconds: int = 120
-    early_stopping_rounds: int = 30
+    """Optuna's budget is a number of trials, never wall time: the same data and config give the same model
+    (byte for byte) at any machine load."""
+
+    trials: int = Field(default=20, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
     seed: int = 7
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_wall_time_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "timeout_seconds" in data:
+            raise ValueError(
+                "training.optuna.timeout_seconds is gone: a wall-time budget gave different models at "
+                "different machine loads. Remove it and set training.optuna.trials (the number of trials)."
+            )
+        return data
 
 
 class SegmentsConfig(_Section):
@@ -222,7 +237,10 @@ class OffersConfig(_Section):
     def _known_offers(self) -> OffersConfig:
         unknown = sorted(set(self.catalogue) - set(OFFERS))
         if unknown:
-            raise ValueError(f"unknown offers {unknown}; known: {list(OFFERS)}")
+            raise ValueError(
+                f"unknown offers {unknown}; known: {list(OFFERS)}. An imported campaign's arms get "
+                "their cost per send in [import.campaign] arm_costs, by the arm's name in the export"
+            )
         if "none" not in self.catalogue:
             raise ValueError("the offer catalogue must contain 'none'")
         return self
@@ -388,17 +406,98 @@ class PolicyConfig(_Section):
         return self
 
 
+def _url_password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 class StoresConfig(_Section):
-    # None -> SQLite under the data directory
+    """Where each piece of state lives. Every default (None / "sqlite" / "parquet") is the embedded one under
+    the data directory; the shared-infrastructure choices are Postgres and Redis URLs (README, "Run on
+    shared infrastructure"). URLs never hold a password: it is the secret `database_password` /
+    `redis_password` (rebuy.secrets), so rebuy.toml can be committed and printed."""
+
+    # an error must not echo a URL back: it may hold the password it is refusing
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    # MLflow tracking (runs) and registry (aliases); e.g. postgresql+psycopg://rebuy@db:5432/mlflow.
+    # None: SQLite under <data_dir>/mlflow. The registry defaults to the tracking URI.
     mlflow_tracking_uri: str | None = None
+    mlflow_registry_uri: str | None = None
+    # where new MLflow experiments put their artifacts (a folder, file:// or s3://... URI);
+    # None: <data_dir>/mlflow/artifacts
+    mlflow_artifact_root: str | None = None
+    # decision log, outbox and forget list (SQLAlchemy URL; Postgres also takes the pass lock there)
     decision_log_url: str | None = None
+    # Optuna studies (SQLAlchemy URL); None: SQLite under <data_dir>/optuna
+    optuna_storage: str | None = None
+    # "sqlite" (rebuy's packed SQLite store under <data_dir>/feast) or "redis://host:port/db"
+    online_store: str = "sqlite"
+    # what serving writes its prediction log to (drift's "current" data): "parquet" (files under
+    # <data_dir>/runtime) or a SQLAlchemy URL (a table `prediction_log`, shared by every worker and host)
+    prediction_log: str = "parquet"
+    # a name that keeps this installation's keys apart on shared servers: the Feast project (and so every
+    # Redis key) becomes rebuy_<namespace>, the Postgres advisory lock key is derived from it
+    namespace: str = Field(default="", pattern=r"^[a-z0-9_]{0,40}$")
+    # a folder of secret files (rebuy.secrets), each readable by its owner only
+    secrets_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _urls_are_usable(self) -> StoresConfig:
+        for name in (
+            "mlflow_tracking_uri",
+            "mlflow_registry_uri",
+            "decision_log_url",
+            "optuna_storage",
+            "online_store",
+            "prediction_log",
+        ):
+            url = getattr(self, name)
+            if url and _url_password(url):
+                raise ValueError(
+                    f"stores.{name} holds a password; secrets never go in rebuy.toml: remove it from the URL "
+                    "and set REBUY_DATABASE_PASSWORD / REBUY_REDIS_PASSWORD (or a 0600 file, see rebuy.secrets)"
+                )
+        if self.online_store != "sqlite" and not self.online_store.startswith(("redis://", "rediss://")):
+            raise ValueError(
+                f'stores.online_store = {self.online_store!r}: use "sqlite" or a redis:// URL '
+                "(e.g. redis://127.0.0.1:6379/0)"
+            )
+        if self.prediction_log != "parquet" and "://" not in self.prediction_log:
+            raise ValueError(
+                f'stores.prediction_log = {self.prediction_log!r}: use "parquet" or a SQLAlchemy URL '
+                "(e.g. postgresql+psycopg://rebuy@127.0.0.1:5432/rebuy)"
+            )
+        return self
+
+
+def _secret_not_here(data: Any, section: str, key: str, name: str) -> Any:
+    """Secrets never live in rebuy.toml (it is shared, committed, world-readable): say where they go."""
+    if isinstance(data, dict) and key in data:
+        raise ValueError(
+            f"{section}.{key} is a secret and is not read from rebuy.toml: remove it and set "
+            f"REBUY_{name.upper()} (or REBUY_{name.upper()}_FILE, or the file {name} in "
+            "[stores] secrets_dir), readable by its owner only (chmod 600)"
+        )
+    return data
 
 
 class SinkConfig(_Section):
     kind: Literal["jsonl", "webhook"] = "jsonl"
     path: Path | None = None
     url: str | None = None
-    hmac_secret: str | None = None
+    # the webhook refuses to send unsigned messages unless this is set; the signing key is the
+    # secret `webhook_secret` (rebuy.secrets)
+    allow_unsigned: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_in_toml(cls, data: Any) -> Any:
+        return _secret_not_here(data, "sink", "hmac_secret", "webhook_secret")
 
 
 class ServingConfig(_Section):
@@ -433,11 +532,15 @@ class DriftConfig(_Section):
     # missing share rising by this much is a data-quality warning
     missing_delta: float = 0.05
     current_window_days: int = 14
+    # kept for users' configs: the reference is now the champion's most recent rows, matched on tenure
     season_window_days: int = 45
     min_reference_rows: int = 1000
     min_labelled_rows: int = 200
     auc_drop: float = 0.05
     mae_rise: float = 0.2
+    # matured served predictions: mean prediction off the observed rate by this share (and outside its
+    # 95% interval) is a calibration drift
+    calibration_tolerance: float = 0.2
     # columns given full value statistics in the Evidently report (the most moved ones)
     detail_columns: int = 8
     seed: int = 7
@@ -481,11 +584,36 @@ class Config(_Section):
 
     @property
     def mlflow_uri(self) -> str:
+        """MLflow tracking URI (runs, metrics, artifacts' locations)."""
         return self.stores.mlflow_tracking_uri or f"sqlite:///{self.paths.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def mlflow_registry_uri(self) -> str:
+        """MLflow model registry URI (versions and aliases); the tracking URI unless set apart."""
+        return self.stores.mlflow_registry_uri or self.mlflow_uri
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        """Artifact location of experiments rebuy creates: a URI (file://, s3://, ...)."""
+        root = self.stores.mlflow_artifact_root
+        if root is None:
+            return (self.paths.mlflow_dir / "artifacts").resolve().as_uri()
+        if "://" in root:
+            return root
+        return Path(root).resolve().as_uri()
 
     @property
     def decision_log_url(self) -> str:
         return self.stores.decision_log_url or f"sqlite:///{self.paths.data_dir / 'decisions.db'}"
+
+    @property
+    def optuna_storage_url(self) -> str:
+        return self.stores.optuna_storage or f"sqlite:///{self.paths.data_dir / 'optuna' / 'studies.db'}"
+
+    @property
+    def feast_project(self) -> str:
+        """The Feast project: every online-store key and table carries it (stores.namespace)."""
+        return f"rebuy_{self.stores.namespace}" if self.stores.namespace else "rebuy"
 
     @property
     def serving_url(self) -> str:
@@ -497,7 +625,11 @@ class ConfigError(ValueError):
 
 
 def load_config(path: Path | None = None, *, data_dir: Path | None = None) -> Config:
-    """Load `path` (TOML) over the embedded defaults; relative paths resolve against its folder."""
+    """Load `path` (TOML) over the embedded defaults; relative paths resolve against its folder.
+
+    Also hands the `database_password` secret (if configured) to libpq for this process and its children
+    (rebuy.secrets.database_env): every Postgres store then connects without a password in any URL.
+    """
     raw: dict = {}
     base = Path.cwd()
     if path is not None:
@@ -509,6 +641,15 @@ def load_config(path: Path | None = None, *, data_dir: Path | None = None) -> Co
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         base = path.parent
+    stores_raw = raw.get("stores")
+    if isinstance(stores_raw, dict):  # checked before pydantic, whose errors echo the input back
+        for key, url in stores_raw.items():
+            if isinstance(url, str) and _url_password(url):
+                raise ConfigError(
+                    f"{path}: stores.{key} holds a password; secrets never go in rebuy.toml: remove it from "
+                    "the URL and set REBUY_DATABASE_PASSWORD / REBUY_REDIS_PASSWORD (or a 0600 file, see "
+                    "rebuy.secrets)"
+                )
     try:
         cfg = Config.model_validate(raw)
     except ValueError as exc:
@@ -522,4 +663,16 @@ def load_config(path: Path | None = None, *, data_dir: Path | None = None) -> Co
         for t, src in tables.items()
         if src.path is not None and not src.path.is_absolute()
     }
-    return cfg.model_copy(update={"paths": paths.resolve(base), "import_": imp.model_copy(update=resolved)})
+    stores = cfg.stores
+    if stores.secrets_dir is not None and not stores.secrets_dir.is_absolute():
+        stores = stores.model_copy(update={"secrets_dir": (base / stores.secrets_dir).resolve()})
+    root = stores.mlflow_artifact_root
+    if root is not None and "://" not in root and not Path(root).is_absolute():
+        stores = stores.model_copy(update={"mlflow_artifact_root": str((base / root).resolve())})
+    out = cfg.model_copy(
+        update={"paths": paths.resolve(base), "import_": imp.model_copy(update=resolved), "stores": stores}
+    )
+    from rebuy.secrets import database_env
+
+    database_env(out)  # the Postgres password (if any) for this process and those it starts
+    return out

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from rebuy.config import Config
 from rebuy.errors import RebuyError
@@ -31,22 +32,29 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         proc.wait(timeout=10)
 
 
-def serve_env(config_path: Path | None, data_dir: Path, factory: str | None = None) -> dict[str, str]:
+def serve_env(config_path: Path | None, data_dir: Path) -> dict[str, str]:
     """The variables a worker needs to rebuild the same Config (see serving.service)."""
-    from serving.service import ENV_CONFIG, ENV_DATA_DIR, ENV_FACTORY
+    from serving.service import ENV_CONFIG, ENV_DATA_DIR
 
     env = {ENV_DATA_DIR: str(Path(data_dir).resolve())}
     if config_path is not None:
         env[ENV_CONFIG] = str(Path(config_path).resolve())
-    if factory:
-        env[ENV_FACTORY] = factory
     return env
 
 
 def serve(
-    cfg: Config, config_path: Path | None, *, workers: int | None = None, preflight: bool = True
+    cfg: Config,
+    config_path: Path | None,
+    *,
+    workers: int | None = None,
+    preflight: bool = True,
+    service: Any = None,
 ) -> None:
-    """Run the service until interrupted (blocks)."""
+    """Run the service until interrupted (blocks).
+
+    `service`: the Bento service to run, `serving.service.RebuyService` unless a test or benchmark passes
+    its own subclass in process (tests/support/synthetic_service.py); the command line never does.
+    """
     if cfg.serving.host not in ("127.0.0.1", "localhost", "::1"):
         raise RebuyError(
             f"serving.host={cfg.serving.host!r}: rebuy serves on 127.0.0.1 only; put a proxy in front"
@@ -54,11 +62,11 @@ def serve(
     n = workers if workers is not None else cfg.serving.workers
     if not 1 <= n <= MAX_WORKERS:
         raise RebuyError(f"workers={n}: use 1..{MAX_WORKERS} on this machine")
-    os.environ.update(serve_env(config_path, cfg.paths.data_dir, os.environ.get("REBUY_SCORER_FACTORY")))
-    from serving.service import bento_service, factory_from_env
+    os.environ.update(serve_env(config_path, cfg.paths.data_dir))
+    from serving.service import bento_service
 
+    service = service if service is not None else bento_service()
     if preflight:
-        factory_from_env()(cfg)  # raises StartupError with what to run
-    service = bento_service()
+        service.inner.build_scorer(cfg)  # raises StartupError with what to run
     service.config["workers"] = n
     service.serve_http(host=cfg.serving.host, port=cfg.serving.port)

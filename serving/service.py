@@ -4,11 +4,12 @@ Start it with `rebuy serve` (or `bentoml serve serving.service:RebuyService` wit
 variables below). The worker reads its config from the environment because BentoML constructs
 the class without arguments in each worker process:
 
-- REBUY_CONFIG: path of rebuy.toml (optional), REBUY_DATA_DIR: overrides paths.data_dir;
-- REBUY_SCORER_FACTORY: "module:function" building the Scorer from a Config
-  (default `serving.champions:scorer_from_registry`; tests use `serving.synthetic:scorer_from_config`);
-- REBUY_VERSIONS_FN: "module:function" Config -> {model: version} saying where @champion points now
-  (default `serving.champions:champion_versions` with the default factory; none otherwise).
+- REBUY_CONFIG: path of rebuy.toml (optional), REBUY_DATA_DIR: overrides paths.data_dir.
+
+What it serves is fixed in code: `scorer_factory` (the registry's @champion models and their online
+readers) and `versions_fn` (where @champion points now). No environment variable can swap them; tests and
+benchmarks serve synthetic champions through a subclass that lives outside the shipped packages
+(tests/support/synthetic_service.py).
 
 Reload: a watcher thread polls the versions function (REBUY_RELOAD_POLL_SECONDS, default 30) and
 swaps in a new Scorer when they differ from the served ones; POST /admin/reload does the same at once.
@@ -30,13 +31,12 @@ from __future__ import annotations
 
 import gc
 import hmac
-import importlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any, cast
@@ -44,6 +44,9 @@ from typing import Any, cast
 import bentoml
 import pandas as pd
 from bentoml.exceptions import BentoMLException, InvalidArgument
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from rebuy.config import Config, load_config
@@ -54,15 +57,11 @@ from serving.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from serving.scorer import RequestError, ScoreBatch, Scorer, ScorerFactory
+from serving.scorer import RequestError, ScoreBatch, Scorer
 
 log = logging.getLogger(__name__)
 ENV_CONFIG = "REBUY_CONFIG"
 ENV_DATA_DIR = "REBUY_DATA_DIR"
-ENV_FACTORY = "REBUY_SCORER_FACTORY"
-ENV_VERSIONS = "REBUY_VERSIONS_FN"
-DEFAULT_FACTORY = "serving.champions:scorer_from_registry"
-DEFAULT_VERSIONS = "serving.champions:champion_versions"
 # Requests after start-up before the heap is frozen a second time (lazy imports, first-request caches).
 REFREEZE_AFTER = 200
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -76,25 +75,18 @@ def config_from_env() -> Config:
     return load_config(Path(path) if path else None, data_dir=Path(data_dir) if data_dir else None)
 
 
-def _resolve(spec: str) -> Any:
-    module, _, attr = spec.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+def registry_scorer(cfg: Config) -> Scorer:
+    """The production factory: the registry's @champion models and their FeatureServices' online readers."""
+    from serving.champions import scorer_from_registry
+
+    return scorer_from_registry(cfg)
 
 
-def factory_from_env() -> ScorerFactory:
-    factory: ScorerFactory = _resolve(os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY)
-    return factory
+def registry_versions(cfg: Config) -> dict[str, str]:
+    """Where @champion points now in the registry (what the watcher compares with the served versions)."""
+    from serving.champions import champion_versions
 
-
-def versions_fn_from_env() -> Callable[[Config], dict[str, str]] | None:
-    """Where the champions point now, for the watcher; None = no watcher (a custom factory without one)."""
-    spec = os.environ.get(ENV_VERSIONS)
-    if not spec and (os.environ.get(ENV_FACTORY) or DEFAULT_FACTORY) == DEFAULT_FACTORY:
-        spec = DEFAULT_VERSIONS
-    return _resolve(spec) if spec else None
+    return champion_versions(cfg)
 
 
 def freeze_heap() -> None:
@@ -150,23 +142,35 @@ class GcWatch:
         """Forget the passes so far (called after our own deliberate full collection in freeze_heap)."""
         self.count, self.total, self.max = [0, 0, 0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
 
-    def lines(self) -> list[str]:
-        out = [
-            "# HELP rebuy_gc_collections_total Cyclic GC passes in this worker, by generation.",
-            "# TYPE rebuy_gc_collections_total counter",
+    def families(self) -> list[Metric]:
+        def family(
+            kind: type[CounterMetricFamily | GaugeMetricFamily], name: str, doc: str, values: list
+        ) -> Metric:
+            f = kind(name, doc, labels=["generation"])
+            for g in range(3):
+                f.add_metric([str(g)], values[g])
+            return f
+
+        return [
+            family(
+                CounterMetricFamily,
+                "rebuy_gc_collections",
+                "Cyclic GC passes in this worker, by generation.",
+                self.count,
+            ),
+            family(
+                CounterMetricFamily,
+                "rebuy_gc_pause_seconds",
+                "Time spent in cyclic GC passes, by generation.",
+                self.total,
+            ),
+            family(
+                GaugeMetricFamily,
+                "rebuy_gc_pause_seconds_max",
+                "Longest cyclic GC pass, by generation.",
+                self.max,
+            ),
         ]
-        out += [f'rebuy_gc_collections_total{{generation="{g}"}} {self.count[g]}' for g in range(3)]
-        out += [
-            "# HELP rebuy_gc_pause_seconds_total Time spent in cyclic GC passes, by generation.",
-            "# TYPE rebuy_gc_pause_seconds_total counter",
-        ]
-        out += [f'rebuy_gc_pause_seconds_total{{generation="{g}"}} {self.total[g]:.6f}' for g in range(3)]
-        out += [
-            "# HELP rebuy_gc_pause_seconds_max Longest cyclic GC pass, by generation.",
-            "# TYPE rebuy_gc_pause_seconds_max gauge",
-        ]
-        out += [f'rebuy_gc_pause_seconds_max{{generation="{g}"}} {self.max[g]:.6f}' for g in range(3)]
-        return out
 
 
 class JsonOnly:
@@ -207,16 +211,21 @@ class JsonOnly:
         await self.app(scope, receive, send)
 
 
-@bentoml.service(
-    name="rebuy",
-    workers=1,
-    traffic={"timeout": 60},
-    logging={"access": {"enabled": False}},
-    # No tracing exporter is configured, yet BentoML's OpenTelemetry middleware still builds four spans
-    # per request (~10-15% of a scoring request's CPU); the scoring routes skip it. To trace them,
-    # configure an exporter and drop this line.
-    tracing={"excluded_urls": ["/score", "/score_features"]},
-)
+def service_options() -> dict[str, Any]:
+    """RebuyService's `bentoml.service` options, fresh each call (a test subclass is decorated with the same)."""
+    return {
+        "name": "rebuy",
+        "workers": 1,
+        "traffic": {"timeout": 60},
+        "logging": {"access": {"enabled": False}},
+        # No tracing exporter is configured, yet BentoML's OpenTelemetry middleware still builds four spans
+        # per request (~10-15% of a scoring request's CPU); the scoring routes skip it. To trace them,
+        # configure an exporter and drop this entry.
+        "tracing": {"excluded_urls": ["/score", "/score_features"]},
+    }
+
+
+@bentoml.service(**service_options())
 class RebuyService:
     """Scores customers for the orchestrator; see serving.schemas for the contract."""
 
@@ -225,9 +234,8 @@ class RebuyService:
 
         telemetry_off()
         self.cfg = config_from_env()
-        self.factory = factory_from_env()
         # A missing registry or store raises here: the worker does not start (no server failing every call).
-        self.scorer: Scorer = self.factory(self.cfg)
+        self.scorer: Scorer = self.build_scorer(self.cfg)
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         from serving.prediction_log import PredictionLog, folder
@@ -243,6 +251,20 @@ class RebuyService:
         self._reloads = 0
         self._bind_apis()
         self._warm_up()
+
+    # The injection point. A subclass may override these two (tests/support/synthetic_service.py does, from
+    # outside the shipped packages); nothing read at run time can, so production serves the registry only.
+    watch_champions: bool = True  # False: no watcher thread (only /admin/reload reloads)
+
+    @staticmethod
+    def build_scorer(cfg: Config) -> Scorer:
+        """The Scorer to serve: the registry's @champion models (also what /admin/reload rebuilds)."""
+        return registry_scorer(cfg)
+
+    @staticmethod
+    def champion_versions(cfg: Config) -> dict[str, str]:
+        """Where @champion points now; the watcher reloads when it differs from the served versions."""
+        return registry_versions(cfg)
 
     def _bind_apis(self) -> None:
         """Bind the scoring endpoints once instead of on every request.
@@ -276,8 +298,8 @@ class RebuyService:
         Every REBUY_RELOAD_POLL_SECONDS (default 30; 0 = off, then only /admin/reload reloads).
         """
         every = float(os.environ.get("REBUY_RELOAD_POLL_SECONDS", "30"))
-        versions = versions_fn_from_env()
-        if every <= 0 or versions is None:
+        versions = self.champion_versions
+        if every <= 0 or not self.watch_champions:
             return
 
         def watch() -> None:
@@ -368,7 +390,7 @@ class RebuyService:
 
     def _reload(self) -> bool:
         with self._reload_lock:
-            new = self.factory(self.cfg)
+            new = self.build_scorer(self.cfg)
             json_response(new.score_ids(["__warmup__"], pd.Timestamp.now(tz="UTC")))
             changed = new.model_versions != self.scorer.model_versions
             self.scorer = new  # atomic reference swap
@@ -382,33 +404,32 @@ class RebuyService:
         s = getattr(self, "scorer", None)
         return s is not None and all(getattr(r, "ready", lambda: True)() for r in s.readers.values())
 
-    def __metrics__(self, content: str) -> str:
-        lines = [
-            "# HELP rebuy_requests_total Scoring requests served by this worker.",
-            "# TYPE rebuy_requests_total counter",
-            f"rebuy_requests_total {self._requests}",
-            "# HELP rebuy_customers_scored_total Customers scored by this worker.",
-            "# TYPE rebuy_customers_scored_total counter",
-            f"rebuy_customers_scored_total {self._customers}",
-            "# HELP rebuy_cold_start_total Customers scored on cold-start defaults.",
-            "# TYPE rebuy_cold_start_total counter",
-            f"rebuy_cold_start_total {self._cold}",
-            "# HELP rebuy_model_reloads_total Reloads that changed a model version.",
-            "# TYPE rebuy_model_reloads_total counter",
-            f"rebuy_model_reloads_total {self._reloads}",
-            "# HELP rebuy_model_info Model versions currently serving (value 1).",
-            "# TYPE rebuy_model_info gauge",
-        ]
+    def collect(self) -> Iterator[Metric]:
+        """This worker's own metrics, read at scrape time (the request path only bumps plain counters)."""
+        yield CounterMetricFamily("rebuy_requests", "Scoring requests served by this worker.", self._requests)
+        yield CounterMetricFamily(
+            "rebuy_customers_scored", "Customers scored by this worker.", self._customers
+        )
+        yield CounterMetricFamily("rebuy_cold_start", "Customers scored on cold-start defaults.", self._cold)
+        yield CounterMetricFamily(
+            "rebuy_model_reloads", "Reloads that changed a model version.", self._reloads
+        )
+        info = GaugeMetricFamily(
+            "rebuy_model_info", "Model versions currently serving (value 1).", labels=["model", "version"]
+        )
         for name, version in self.scorer.model_versions.items():
-            lines.append(f'rebuy_model_info{{model="{name}",version="{version}"}} 1')
-        lines += self.gc_watch.lines()
-        lines += [
-            "# HELP rebuy_gc_frozen_objects Objects moved out of the cyclic GC's reach.",
-            "# TYPE rebuy_gc_frozen_objects gauge",
-            f"rebuy_gc_frozen_objects {gc.get_freeze_count()}",
-            f"# rebuy metrics rendered at {time.time():.0f}",
-        ]
-        return content + "\n".join(lines) + "\n"
+            info.add_metric([name, str(version)], 1)
+        yield info
+        yield from self.gc_watch.families()
+        yield GaugeMetricFamily(
+            "rebuy_gc_frozen_objects", "Objects moved out of the cyclic GC's reach.", gc.get_freeze_count()
+        )
+
+    def __metrics__(self, content: str) -> str:
+        """BentoML's metrics text plus ours, rendered by prometheus-client from `collect`."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(cast("Collector", self))
+        return content + generate_latest(registry).decode()
 
 
 def bento_service() -> bentoml.Service[Any]:
@@ -422,7 +443,7 @@ __all__ = [
     "RebuyService",
     "bento_service",
     "config_from_env",
-    "factory_from_env",
     "freeze_heap",
-    "versions_fn_from_env",
+    "registry_scorer",
+    "registry_versions",
 ]

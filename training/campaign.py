@@ -24,6 +24,7 @@ import pandas as pd
 from rebuy.config import Config, OffersConfig
 from rebuy.errors import RebuyError
 from training.offer import KS, LoggedSet, OutcomeEvaluation, arm_costs, learn_and_evaluate, split_logged
+from training.ope import ESTIMATORS
 from training.uplift import LEARNERS
 
 
@@ -77,10 +78,31 @@ def _is_binary(s: pd.Series) -> bool:
     return set(np.unique(s.to_numpy(dtype=float)).tolist()) <= {0.0, 1.0}
 
 
+# the estimators in the report's policy table, in reading order (simple to doubly robust)
+METHOD_ORDER: tuple[str, ...] = ESTIMATORS
+
+
+def campaign_costs(
+    arms: Sequence[str], offers: OffersConfig | None, named: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Cost per send of each arm: `[import.campaign] arm_costs` by the export's arm name, else the
+    catalogue's cost for an arm named like an offer, else 0. A name in `arm_costs` that is no arm of
+    the campaign is an error (a typo would silently cost nothing)."""
+    named = dict(named or {})
+    unknown = sorted(set(named) - set(arms))
+    if unknown:
+        raise RebuyError(
+            f"[import.campaign] arm_costs names {unknown}, which the campaign does not have; its arms "
+            f"are {sorted(arms)} (names as in the export, case and spaces included)"
+        )
+    return {**arm_costs(arms, offers), **{a: float(c) for a, c in named.items()}}
+
+
 def learn_campaign(
     data: Any,
     offers: OffersConfig | None,
     *,
+    named_costs: Mapping[str, float] | None = None,
     primary: str | None = None,
     test_share: float = 0.3,
     seed: int = 0,
@@ -104,7 +126,7 @@ def learn_campaign(
         raise RebuyError(f"outcome {primary!r} is not in the campaign; its outcomes are {outcomes}")
     train, test = split_logged(logged, test_share, seed)
     arms = sorted(set(logged.arm.tolist()))
-    costs_all = arm_costs(arms, offers if use_costs else None)
+    costs_all = campaign_costs(arms, offers, named_costs) if use_costs else arm_costs(arms, None)
     report = CampaignReport(
         getattr(data, "name", "") or "campaign",
         data.control,
@@ -296,6 +318,17 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
 
 
+def policy_table(policies: pd.DataFrame) -> pd.DataFrame:
+    """One row per policy, columns `<method>_value/_low/_high` with the methods in METHOD_ORDER."""
+    pol = policies.pivot_table(index="policy", columns="method", values=["value", "low", "high"])
+    present = set(pol.columns.get_level_values(1))
+    methods = [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+    cols = [(s, m) for m in methods for s in ("value", "low", "high")]
+    pol = pol[cols]
+    pol.columns = pd.Index([f"{m}_{s}" for s, m in cols])
+    return pol.reset_index()
+
+
 def render_html(report: CampaignReport) -> str:
     """One self-contained HTML page (plots inlined) a data scientist can open and forward."""
     rec = report.recommendation
@@ -319,10 +352,7 @@ def render_html(report: CampaignReport) -> str:
     ]
     for name, ev in report.outcomes.items():
         imgs = plot_outcome(ev)
-        pol = ev.policies.pivot_table(index="policy", columns="method", values=["value", "low", "high"])
-        stats, methods = pol.columns.get_level_values(0), pol.columns.get_level_values(1)
-        pol.columns = pd.Index([f"{m}_{s}" for s, m in zip(stats, methods, strict=True)])
-        pol = pol.reset_index()
+        pol = policy_table(ev.policies)
         parts += [
             f"<h2>Outcome: {html.escape(name)}</h2>",
             f"<p>Costs subtracted: {html.escape(json.dumps(ev.costs))}. Learner kept: "
@@ -429,6 +459,7 @@ def report_campaign(
         report = learn_campaign(
             data,
             cfg.offers,
+            named_costs=cfg.import_.campaign.arm_costs,
             primary=outcome,
             test_share=test_share,
             seed=seed,

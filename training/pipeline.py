@@ -184,11 +184,10 @@ def train(
         Xva,
         yva,
         feats,
-        storage=study_storage(cfg.paths.data_dir),
+        storage=study_storage(cfg),
         # the metric is part of the name: a study must never mix trials scored by different metrics
         study_name=f"{spec.name}-{LGB_METRIC[spec.objective]}-{digest[:16]}",
         trials=o.trials,
-        timeout_seconds=o.timeout_seconds,
         early_stopping=o.early_stopping_rounds,
         seed=o.seed,
         show_progress=show_progress,

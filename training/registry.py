@@ -30,23 +30,28 @@ def registered_name(name: str) -> str:
 def client(cfg: Config) -> Any:
     from mlflow import MlflowClient
 
-    cfg.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_uri)
+    if cfg.mlflow_uri.startswith("sqlite:"):
+        cfg.paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=cfg.mlflow_uri, registry_uri=cfg.mlflow_registry_uri)
 
 
 def experiment_id(cfg: Config, name: str) -> str:
-    """The experiment `name` in the configured store, created with its artifacts under the data directory.
+    """The experiment `name` in the configured store, created with its artifacts at `stores.mlflow_artifact_root`
+    (default: under the data directory).
 
     MLflow would otherwise put a new experiment's artifacts in ./mlruns of whatever directory the
-    process happens to run in.
+    process happens to run in. Remote roots (s3://, ...) are passed to MLflow as they are.
     """
     c = client(cfg)
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    art = (cfg.paths.mlflow_dir / "artifacts").resolve()
-    art.mkdir(parents=True, exist_ok=True)
-    return str(c.create_experiment(name, artifact_location=art.as_uri()))
+    root = cfg.mlflow_artifact_root
+    if root.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        Path(unquote(urlsplit(root).path)).mkdir(parents=True, exist_ok=True)
+    return str(c.create_experiment(name, artifact_location=root))
 
 
 @dataclass

@@ -96,7 +96,7 @@ def log_run(cfg: Config, result: TrainResult) -> RunOutcome:
     spec = result.spec
     c = client(cfg)
     mlflow.set_tracking_uri(cfg.mlflow_uri)
-    mlflow.set_registry_uri(cfg.mlflow_uri)
+    mlflow.set_registry_uri(cfg.mlflow_registry_uri)
     exp_id = _experiment_id(cfg)
     champ_version = alias_version(cfg, spec.registered_name, CHAMPION)
     champion = load_version(cfg, spec.registered_name, champ_version) if champ_version else None

@@ -3,6 +3,10 @@
 The study lives in SQLite under the data directory and is named after the spec and a digest of the
 training data, so rerunning the same training resumes the same study (the trial budget counts the trials
 already finished) while new data starts a fresh one.
+
+Reproducible by construction: the budget is a number of trials (never wall time), the TPE sampler is
+seeded, trials run one after another, and LightGBM runs on one thread with `deterministic` and fixed
+seeds, so the same data and config give byte-identical model files at any machine load.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import optuna
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rebuy.config import Config
 from training.specs import ModelSpec, ParamRange
 
 # LightGBM's own eval metric per objective (what early stopping, pruning and Optuna watch). Log loss, not
@@ -95,10 +100,17 @@ class TuneResult:
     summary: dict[str, Any]
 
 
-def study_storage(data_dir: Path) -> str:
-    path = data_dir / "optuna" / "studies.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+def study_storage(where: Config | Path) -> str:
+    """The Optuna storage URL: `stores.optuna_storage` (e.g. Postgres) or SQLite under the data directory
+    (a Path is taken as the data directory, the embedded default)."""
+    url = (
+        where.optuna_storage_url
+        if isinstance(where, Config)
+        else f"sqlite:///{where / 'optuna' / 'studies.db'}"
+    )
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def tune(
@@ -112,12 +124,11 @@ def tune(
     storage: str,
     study_name: str,
     trials: int,
-    timeout_seconds: float,
     early_stopping: int,
     seed: int,
     show_progress: bool = True,
 ) -> TuneResult:
-    """Run (or resume) the study until it holds `trials` finished trials or the time budget is spent."""
+    """Run (or resume) the study until it holds `trials` finished (complete or pruned) trials."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = LGB_METRIC[spec.objective]
     direction: Literal["maximize", "minimize"] = "maximize" if metric == "auc" else "minimize"
@@ -171,11 +182,11 @@ def tune(
                     best = f"{study.best_value:.4f}"
                 progress.update(task, advance=1, best=best)
 
-            study.optimize(objective, n_trials=remaining, timeout=timeout_seconds, callbacks=[on_trial])
+            study.optimize(objective, n_trials=remaining, n_jobs=1, callbacks=[on_trial])
     all_trials = study.get_trials(deepcopy=False)
     completed = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
-        # The budget ran out before any trial finished: train once with the search space's midpoints.
+        # Every trial was pruned or failed: train once with the search space's midpoints.
         params = {
             k: (
                 int((r.low * r.high) ** 0.5)

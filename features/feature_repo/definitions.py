@@ -39,6 +39,7 @@ WHY: dict[str, str] = {
     "lookups": "Looking up one's own orders and delivery options with a view burst: the strongest rebuy signal.",
     "engagement": "Engagement fades against the customer's own baseline before they churn.",
     "activity": "Silence since the last order against the customer's own lifetime rhythm: still there or gone?",
+    "contact": "Messages already received, how they were answered and unsubscribes: one message too many loses.",
 }
 # Families each versioned service uses: the train/serve contract. Changing one means a new version, and
 # old versions stay defined so the models trained on them keep being served. Per version: model ->
@@ -50,6 +51,12 @@ V1_REQUEST_TIME = (
     "days_since_delivery_check",
     "days_since_engagement",
 )
+# v2's request-time features as they were when churn/repurchase/value v2 shipped (before the contact family)
+V2_REQUEST_TIME = (
+    *V1_REQUEST_TIME,
+    "days_since_event",
+    "engagement_overdue",
+)
 VERSIONS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]]] = {
     "v1": {
         "churn": (("order_history", "engagement", "lookups"), V1_REQUEST_TIME),
@@ -60,9 +67,15 @@ VERSIONS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]]] =
     # v2 adds the activity family (lifetime rhythm vs silence since the last order): measured on
     # simulated shops it lifts churn and repurchase AUC by ~0.01 (benchmarks/results/train*.md)
     "v2": {
-        "churn": (("order_history", "engagement", "lookups", "activity"), None),
-        "repurchase": (("order_history", "view_bursts", "lookups", "engagement", "activity"), None),
-        "value": (("order_history", "engagement", "activity"), None),
+        "churn": (("order_history", "engagement", "lookups", "activity"), V2_REQUEST_TIME),
+        "repurchase": (
+            ("order_history", "view_bursts", "lookups", "engagement", "activity"),
+            V2_REQUEST_TIME,
+        ),
+        "value": (("order_history", "engagement", "activity"), V2_REQUEST_TIME),
+        # offer_v2 adds contact history (features.contact): the effect of one more message depends on the
+        # messages already received (benchmarks/results/loop.md: after three campaigns most offers hurt)
+        "offer": (("order_history", "view_bursts", "lookups", "engagement", "activity", "contact"), None),
     },
 }
 # the services of the current version (what `rebuy train` uses): model -> families

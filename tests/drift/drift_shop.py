@@ -156,3 +156,15 @@ def feature_rows(tables: dict[str, pd.DataFrame], cutoff: pd.Timestamp) -> pd.Da
     for name, values in request_time_features(feats, epoch_seconds(cutoff)).items():
         feats[name] = values
     return feats
+
+
+def drop_events(
+    tables: dict[str, pd.DataFrame], event_type: str, since: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
+    """A tracking outage: no `event_type` events after `since` (e.g. the add-to-cart tag broke)."""
+    out = dict(tables)
+    ev = tables["events"]
+    out["events"] = ev[~((ev["event_type"] == event_type) & (ev["occurred_at"] > since))].reset_index(
+        drop=True
+    )
+    return out

@@ -150,7 +150,9 @@ def test_drift_and_retrain_monitor_the_offer_champion(tmp_path, monkeypatch: pyt
         )
 
     use(*_decisions(2000, version, model))
-    out = run_drift(cfg, AS_OF, ["offer"], progress=False).iloc[0]
+    out = run_drift(cfg, AS_OF, ["offer"], load_source=drift_sources.load_model_source, progress=False).iloc[
+        0
+    ]
     assert out["status"] == "ok", out["line"]
     drift_dir = cfg.paths.reports_dir / "drift"
     s = read_summaries(drift_dir)[-1]
@@ -166,7 +168,9 @@ def test_drift_and_retrain_monitor_the_offer_champion(tmp_path, monkeypatch: pyt
     # the decided-on population moved (x2 up by one standard deviation): drift on x2, and a retrain
     use(*_decisions(2000, version, model, shift=1.0))
     later = AS_OF + pd.Timedelta(hours=1)
-    out = run_drift(cfg, later, ["offer"], progress=False).iloc[0]
+    out = run_drift(cfg, later, ["offer"], load_source=drift_sources.load_model_source, progress=False).iloc[
+        0
+    ]
     assert out["status"] == "drift" and "x2" in out["line"]
     assert "x1" not in {c["column"] for c in read_summaries(drift_dir)[-1]["columns"] if c["level"] != "ok"}
     calls: list[str] = []
@@ -181,7 +185,9 @@ def test_offer_not_monitored_without_a_champion_and_the_index_says_so(tmp_path) 
     from rebuy.config import load_config
 
     cfg = load_config(None, data_dir=tmp_path)
-    out = run_drift(cfg, AS_OF, ["offer"], log_mlflow=False, progress=False).iloc[0]
+    out = run_drift(
+        cfg, AS_OF, ["offer"], load_source=drift_sources.load_model_source, log_mlflow=False, progress=False
+    ).iloc[0]
     assert out["status"] == "unmonitored" and "rebuy train offer" in out["line"]
     page = (cfg.paths.reports_dir / "drift" / "index.html").read_text()
     assert "not monitored" in page and "rebuy train offer" in page

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from pipelines import drift_sources
 from pipelines.drift_sources import matured_cutoff, window_cutoffs
 
 
@@ -47,7 +48,7 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     from training.specs import get_spec
 
     cfg = load_config(None, data_dir=session_tmp / "drift_champion")
-    opt = cfg.training.optuna.model_copy(update={"trials": 2, "timeout_seconds": 60})
+    opt = cfg.training.optuna.model_copy(update={"trials": 2})
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
     write_canonical(small_shop.tables, cfg.paths.data_dir)
     now = small_shop.sim.now
@@ -61,7 +62,7 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
     runs = train_specs(cfg, ["churn"], sets, known_services(), show_progress=False)
     assert runs["churn"].outcome.promoted  # the first version becomes champion
 
-    out = run_drift(cfg, now, ["churn"], progress=False)
+    out = run_drift(cfg, now, ["churn"], load_source=drift_sources.load_model_source, progress=False)
     row = out.iloc[0]
     assert row["status"] in ("ok", "warning", "drift") and row["line"].startswith("churn: ")
     summary = read_summaries(cfg.paths.reports_dir / "drift")[-1]
@@ -88,7 +89,6 @@ def test_drift_and_retrain_on_a_registered_champion(session_tmp, small_shop) -> 
 
 
 def test_served_rows_window_model_and_latest_per_customer(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pipelines import drift_sources
     from rebuy.config import load_config
     from serving import prediction_log
 
@@ -129,3 +129,22 @@ def test_cli_drift_without_champions_says_what_to_do(tmp_path) -> None:  # type:
     assert res.exit_code == 0, res.output
     assert "churn: not monitored" in res.output and "rebuy train churn" in res.output
     assert (tmp_path / "reports" / "drift" / "index.html").is_file()
+
+
+def test_drift_never_imports_its_adapters() -> None:
+    """drift_sources (adapters) imports drift (analysis), never the other way, not even inside a function."""
+    import ast
+    from pathlib import Path
+
+    import pipelines.drift as drift
+
+    tree = ast.parse(Path(drift.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    assert not any(m.startswith("pipelines.drift_sources") for m in imported), imported
+    assert "pipelines.drift" in {
+        n.module
+        for n in ast.walk(ast.parse(Path(drift_sources.__file__).read_text()))
+        if isinstance(n, ast.ImportFrom)
+    }

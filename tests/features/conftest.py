@@ -85,8 +85,13 @@ def pairs() -> pd.DataFrame:
     return pd.DataFrame({"customer_id": ["a", "b", "c"], "cutoff": [C, C, C]})
 
 
-def random_shop(seed: int, n_customers: int = 40, days: int = 200) -> dict[str, pd.DataFrame]:
-    """A small seeded shop in canonical form (vectorised), for as-of join, leakage and parity tests."""
+def random_shop(
+    seed: int, n_customers: int = 40, days: int = 200, *, contact: bool = False
+) -> dict[str, pd.DataFrame]:
+    """A small seeded shop in canonical form (vectorised), for as-of join, leakage and parity tests.
+
+    `contact=True` adds random sends (`messages`) and consent withdrawals for the contact-history family.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -137,11 +142,47 @@ def random_shop(seed: int, n_customers: int = 40, days: int = 200) -> dict[str, 
             "category": rng.choice(["shoes", "bags", "tea"], n_events),
         }
     )
+    n_messages = n_customers * 12
+    who = rng.integers(0, n_customers, n_messages)
+    at = signup[who] + pd.to_timedelta(rng.uniform(0, days, n_messages), unit="D").floor("s")
+    messages = pd.DataFrame(
+        {
+            "message_id": [f"m{i}" for i in range(n_messages)],
+            "customer_id": ids[who],
+            "sent_at": pd.DatetimeIndex(at).as_unit("ns"),
+            "channel": rng.choice(["email", "email", "sms", "push"], n_messages),
+            "source": rng.choice(["newsletter", "rebuy", "import"], n_messages),
+            "campaign": "c",
+            "offer": rng.choice(
+                np.array([None, None, "coupon_10pct", "points_x2"], dtype=object), n_messages
+            ),
+        }
+    )
+    n_updates = n_customers // 2
+    who = rng.integers(0, n_customers, n_updates)
+    at = signup[who] + pd.to_timedelta(rng.uniform(0, days, n_updates), unit="D").floor("s")
+    updates = pd.DataFrame(
+        {
+            "customer_id": ids[who],
+            "changed_at": pd.DatetimeIndex(at).as_unit("ns"),
+            "channel": rng.choice(["email", "sms", "push"], n_updates),
+            "consent": rng.random(n_updates) < 0.3,
+            "source": None,
+        }
+    )
+    if not contact:
+        return {
+            "customers": customers,
+            "orders": orders,
+            "events": events,
+            "consent_updates": empty("consent_updates"),
+        }
     return {
         "customers": customers,
         "orders": orders,
         "events": events,
-        "consent_updates": empty("consent_updates"),
+        "consent_updates": updates,
+        "messages": messages,
     }
 
 

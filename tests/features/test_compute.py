@@ -283,8 +283,10 @@ def test_request_time_features():
         "last_engagement_at": np.array([now - 5 * 86_400, np.nan]),
         "engagement_gap_days": np.array([2.5, 4.0]),
         "last_event_at": np.array([now - 86_400 / 2, C.value / 1e9]),
+        "last_message_at": np.array([np.nan, now - 3 * 86_400]),
     }
     out = request_time_features(stored, now)
+    np.testing.assert_allclose(out["days_since_message"], [np.nan, 3.0])
     np.testing.assert_allclose(out["days_since_last_order"], [10.0, np.nan])
     np.testing.assert_allclose(out["overdue_ratio"], [2.0, np.nan])  # 10 days since / 5-day cycle
     np.testing.assert_allclose(out["days_since_order_history_view"], [np.nan, 10.0])

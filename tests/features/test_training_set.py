@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from features.compute import REQUEST_TIME, compute_features, epoch_seconds, request_time_features
-from features.feature_repo.definitions import SERVICES, model_features, service_name
+from features.feature_repo.definitions import (
+    SERVICE_VERSION,
+    SERVICES,
+    VERSIONS,
+    model_features,
+    service_name,
+)
 from features.labels import LABELS
 from features.store import build, offline_dir
 from features.training_set import build_training_set, cutoff_grid, data_end, feature_names
@@ -28,8 +34,14 @@ def test_feature_names_are_the_service_contract(cfg):
     for model, families in SERVICES.items():
         names = feature_names(cfg, service_name(model))
         stored = [f for fam in families for f in model_features(fam)]
-        assert names == stored + list(REQUEST_TIME)  # view order, then request-time features
+        request = VERSIONS[SERVICE_VERSION][model][1] or tuple(REQUEST_TIME)
+        assert names == stored + list(request)  # view order, then request-time features
         assert not any(n.endswith("_at") for n in names)  # raw instants only feed request-time features
+    # offer_v2 sees the contact history; the v2 services of the other models keep the features they shipped with
+    assert "messages_7d" in feature_names(cfg, "offer_v2") and "days_since_message" in feature_names(
+        cfg, "offer_v2"
+    )
+    assert not any("message" in n for n in feature_names(cfg, "churn_v2"))
     assert "views_1h" not in feature_names(cfg, "churn_v1") and "views_1h" in feature_names(
         cfg, "repurchase_v1"
     )
@@ -147,6 +159,34 @@ def _mutate_after(tables: dict, t: pd.Timestamp, seed: int) -> dict:
     )
     out["orders"] = pd.concat([o.loc[~drop_o], added_o], ignore_index=True)
     out["events"] = pd.concat([e.loc[~drop_e], added_e], ignore_index=True)
+    if "messages" in out:  # contact history: later sends altered, deleted and added
+        m = out["messages"]
+        late_m = m["sent_at"] > t
+        m.loc[late_m, "channel"] = "email"
+        m.loc[late_m, "offer"] = "wake_up_gift"
+        added_m = pd.DataFrame(
+            {
+                "message_id": [f"newm{i}" for i in range(10)],
+                "customer_id": ids,
+                "sent_at": t + pd.to_timedelta(np.r_[1, rng.integers(1, 10**14, 9)], unit="ns"),
+                "channel": "push",
+                "source": "rebuy",
+                "campaign": "c",
+                "offer": "coupon_10pct",
+            }
+        )
+        drop_m = late_m & (rng.random(len(m)) < 0.3)
+        out["messages"] = pd.concat([m.loc[~drop_m], added_m], ignore_index=True)
+        u = out["consent_updates"]
+        added_u = pd.DataFrame(
+            {
+                "customer_id": ids,
+                "changed_at": t + pd.Timedelta(seconds=1),
+                "channel": "email",
+                "consent": False,
+            }
+        )
+        out["consent_updates"] = pd.concat([u.loc[u["changed_at"] <= t], added_u], ignore_index=True)
     return out
 
 
@@ -184,7 +224,7 @@ def test_no_leakage_from_rows_after_a_cutoff(tmp_path, make_shop, engine):
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_no_leakage_pure_features(make_shop, seed):
-    tables = make_shop(seed)
+    tables = make_shop(seed, contact=True)
     cut = CUTOFFS[seed % 3]
     pairs = pd.DataFrame({"customer_id": tables["customers"]["customer_id"], "cutoff": cut})
     a = compute_features(tables, pairs)

@@ -25,7 +25,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.Timestamp, 
     """1,500 customers; every customer with an order got a uniformly random offer, 14 days ago."""
     root = tmp_path_factory.mktemp("offer_e2e")
     (root / "rebuy.toml").write_text(
-        f'[paths]\ndata_dir = "{root}"\n\n[training.optuna]\ntrials = 3\ntimeout_seconds = 30\n', "utf-8"
+        f'[paths]\ndata_dir = "{root}"\n\n[training.optuna]\ntrials = 3\n', "utf-8"
     )
     cfg = load_config(root / "rebuy.toml")
     # strong effects (scale 6) so a learned policy surely beats uniformly random offers on ~500 held-out rows

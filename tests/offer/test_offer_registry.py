@@ -32,7 +32,7 @@ def _data(seed: int, swap: bool = False) -> OfferData:
 
 def test_train_gate_evaluate_and_refuse(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = load_config(None, data_dir=tmp_path)
-    cfg.training.optuna.trials, cfg.training.optuna.timeout_seconds = 3, 30
+    cfg.training.optuna.trials = 3
     good, bad = _data(41), _data(41, swap=True)
     honest_test = good.test
     monkeypatch.setattr(offer, "offer_data", lambda cfg, as_of, test_share=0.3: good)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.orchestrator import run_pass
-from pipelines.score_client import FakeScoreClient
+from tests.support.fake_client import FakeScoreClient
 
 from .conftest import AS_OF, config_for
 

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from pipelines.orchestrator import run_pass
-from pipelines.score_client import FakeScoreClient, ScoringError
+from pipelines.score_client import ScoringError
 from rebuy.ingest import write_canonical
+from tests.support.fake_client import FakeScoreClient
 
 from .conftest import AS_OF, config_for, make_shop
 

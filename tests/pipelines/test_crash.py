@@ -17,8 +17,8 @@ import pytest
 from pipelines import decision_log as dl
 from pipelines import orchestrator
 from pipelines.orchestrator import run_pass
-from pipelines.score_client import FakeScoreClient
 from pipelines.sinks import JsonlSink, sink_path
+from tests.support.fake_client import FakeScoreClient
 
 from .conftest import AS_OF, config_for, make_shop
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from pipelines.loop import closed_loop, compare_with_truth, messages_for_sim
-from pipelines.score_client import FakeScoreClient
 from rebuy.config import Config, load_config
+from tests.support.fake_client import FakeScoreClient
 
 
 def _cfg(tmp_path: Path, attribution_days: int, every_hours: int = 1) -> Config:

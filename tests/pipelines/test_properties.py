@@ -19,10 +19,10 @@ from scipy import stats
 from pipelines import decision_log as dl
 from pipelines.orchestrator import forget, run_pass
 from pipelines.policy_layer import apply_policy, in_control, in_holdout
-from pipelines.score_client import FakeScoreClient
 from pipelines.sinks import sink_path
 from rebuy.config import CapsConfig, Config
 from rebuy.ingest import conform
+from tests.support.fake_client import FakeScoreClient
 
 from .conftest import AS_OF, config_for, make_shop
 

@@ -11,8 +11,8 @@ from pipelines.clock import daily_slot
 from pipelines.loop import day_summary, pass_times
 from pipelines.orchestrator import run_pass, scoring_pool
 from pipelines.policy_layer import resting
-from pipelines.score_client import FakeScoreClient
 from rebuy.config import Config, PathsConfig, ScheduleConfig
+from tests.support.fake_client import FakeScoreClient
 
 from .conftest import make_shop
 

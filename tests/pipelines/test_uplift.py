@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipelines.uplift_report import attribute, log_report, uplift_tables, write_report
+from pipelines.uplift_report import attribute, log_report, render_html, uplift_tables, write_report
 from rebuy.config import Config, PathsConfig
 from rebuy.ingest import conform
 
@@ -101,6 +101,35 @@ def test_uplift_numbers_worked_by_hand() -> None:
     assert r["holdout"]["customers_control"] == 2 and r["holdout"]["conversion_control"] == 0.5
     seg = {s["segment"]: s for s in r["segments"]}
     assert seg["dormant"]["revenue_per_customer_treatment"] == pytest.approx(90.0)  # t1, t2
+
+
+def test_no_conversions_on_either_side_says_so_without_an_interval() -> None:
+    """Nothing converted yet: a note, no [0, 0] interval with p = 1 that would read as a measured zero."""
+    orders = _orders().iloc[:0]
+    r = uplift_tables(Config(), _decisions(), orders, AS_OF)
+    wake = r["campaigns"][0]
+    assert wake["note"] == "no conversions yet: no interval"
+    assert wake["customers_treatment"] == 4 and wake["conversion_treatment"] == 0.0
+    for key in ("conversion_diff", "conversion_ci", "conversion_p_value", "revenue_ci", "revenue_p_value"):
+        assert key not in wake
+    assert r["holdout"]["note"] == "no conversions yet: no interval"
+    assert "no conversions yet" in render_html(r)
+
+
+def test_conversion_interval_and_p_value_worked_by_hand() -> None:
+    """3/4 vs 1/4: Wald half-width 1.96 * sqrt(3/64 + 3/64); pooled z = 0.5 / sqrt(.5 * .5 * (1/4 + 1/4))."""
+    from pipelines.uplift_report import compare
+
+    treat = pd.DataFrame({"converted": [True, True, True, False], "revenue": [10.0, 20.0, 30.0, 0.0]})
+    ctrl = pd.DataFrame({"converted": [True, False, False, False], "revenue": [10.0, 0.0, 0.0, 0.0]})
+    r = compare(treat, ctrl, 0.35, 0.0)
+    half = 1.959963984540054 * math.sqrt(3 / 64 + 3 / 64)
+    assert r["conversion_diff"] == 0.5 and r["conversion_ci"] == pytest.approx([0.5 - half, 0.5 + half])
+    assert r["conversion_p_value"] == pytest.approx(2 * stats.norm.sf(0.5 / math.sqrt(0.125)))
+    welch = stats.ttest_ind([10, 20, 30, 0], [10, 0, 0, 0], equal_var=False)
+    assert r["revenue_p_value"] == pytest.approx(welch.pvalue)
+    lo, hi = welch.confidence_interval(0.95)
+    assert r["revenue_ci"] == pytest.approx([lo, hi])
 
 
 def test_pseudonymised_decisions_are_left_out() -> None:

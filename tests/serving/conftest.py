@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,16 +34,15 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     prom = folder / "prometheus"
     prom.mkdir()
     mp.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom))  # the real server sets this; /metrics needs it
-    mp.setenv("REBUY_SCORER_FACTORY", "serving.synthetic:scorer_from_config")
     mp.setenv("REBUY_CONFIG", str(write_config(folder)))
     mp.setenv("REBUY_DATA_DIR", str(folder / "data"))
     mp.setenv("REBUY_SYNTHETIC_VERSION", "1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from starlette.testclient import TestClient
-    from serving.service import RebuyService
+    from tests.support.synthetic_service import SyntheticService
 
-    with TestClient(RebuyService.to_asgi(), raise_server_exceptions=False) as c:
+    with TestClient(SyntheticService.to_asgi(), raise_server_exceptions=False) as c:
         c.monkeypatch = mp  # type: ignore[attr-defined]
         c.admin_token = ADMIN_TOKEN  # type: ignore[attr-defined]
         c.max_batch = MAX_BATCH  # type: ignore[attr-defined]
@@ -54,12 +52,13 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture
 def rebuy_serve(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
-    """Starts `rebuy serve` on the synthetic scorer in a subprocess on a free 127.0.0.1 port; always killed.
+    """Starts a real server on the synthetic scorer (tests.support.synthetic_service) in a subprocess on a free 127.0.0.1 port; always killed.
 
     `start(serving_toml, **env)` writes `[serving]` with the port plus `serving_toml`, and returns the
     process and its base URL; the server's output goes to tmp_path/server.log.
     """
     from serving.server import stop_process_group
+    from tests.support.synthetic_service import ROOT, serve_command
 
     started: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
 
@@ -71,15 +70,14 @@ def rebuy_serve(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen
         cfg.write_text(f"[serving]\nport = {port}\n{serving_toml}", encoding="utf-8")
         full_env = {
             **os.environ,
-            "REBUY_SCORER_FACTORY": "serving.synthetic:scorer_from_config",
             "BENTOML_DO_NOT_TRACK": "True",
             "BENTOML_HOME": str(tmp_path / "bentoml"),
             **env,
         }
         log = (tmp_path / "server.log").open("wb")
-        args = ["-c", "from cli.app import main; main()", "serve", "--config", str(cfg)]
         proc = subprocess.Popen(
-            [sys.executable, *args, "--data-dir", str(tmp_path / "data")],
+            serve_command("--config", str(cfg), "--data-dir", str(tmp_path / "data")),
+            cwd=ROOT,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,7 +15,7 @@ from cli.app import app
 from rebuy.config import Config, PathsConfig
 from rebuy.errors import DataError
 from serving.batch import read_id_list, score_to_parquet
-from serving.synthetic import synthetic_scorer
+from tests.support.synthetic import synthetic_scorer
 
 AS_OF = pd.Timestamp("2025-06-30T12:00:00Z")
 IDS = ["c000000", "c000007", "c001999", "unknown-1"]

@@ -41,7 +41,7 @@ def trained(session_tmp: Path, small_shop: Any) -> tuple[Any, pd.Timestamp]:
     from training.specs import get_spec
 
     cfg = load_config(None, data_dir=session_tmp / "serving-e2e")
-    opt = cfg.training.optuna.model_copy(update={"trials": 3, "timeout_seconds": 60})
+    opt = cfg.training.optuna.model_copy(update={"trials": 3})
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
     tables = small_shop.tables
     cutoffs = cutoff_grid(cfg, small_shop.sim.now)

@@ -21,7 +21,7 @@ def test_serve_refuses_public_host_and_too_many_workers() -> None:
 
 
 def test_serve_env_passes_absolute_paths(tmp_path: Path) -> None:
-    env = serve_env(Path("rebuy.toml"), Path("data"), None)
+    env = serve_env(Path("rebuy.toml"), Path("data"))
     assert Path(env["REBUY_CONFIG"]).is_absolute() and Path(env["REBUY_DATA_DIR"]).is_absolute()
     assert "REBUY_SCORER_FACTORY" not in env
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from serving.fastpredict import FastBooster, accelerate
-from serving.synthetic import synthetic_scorer
+from tests.support.synthetic import synthetic_scorer
 from training.calibration import fit_calibrator
 from training.registry import ModelBundle
 from training.uplift import fit_uplift

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from serving.offer_numpy import NumpyOffer, numpy_offer
-from serving.synthetic import synthetic_scorer
+from tests.support.synthetic import synthetic_scorer
 from training.offer import Economics, MarginModel, OfferModel
 from training.uplift import fit_uplift
 

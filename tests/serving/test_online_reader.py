@@ -61,7 +61,7 @@ def test_per_service_reader_handles_repeated_ids(store: tuple[Any, pd.Timestamp,
 
 def test_scorer_reads_a_shared_store_once_per_request() -> None:
     """Services whose readers share a store are answered by one `read_services` call, in service order."""
-    from serving.synthetic import synthetic_scorer
+    from tests.support.synthetic import synthetic_scorer
 
     scorer, _ = synthetic_scorer(n_customers=50, rounds=3)
     calls: list[list[str]] = []
@@ -91,7 +91,7 @@ def test_scorer_reads_a_shared_store_once_per_request() -> None:
 
 def test_in_memory_store_shared_read_equals_each_readers_own() -> None:
     """The synthetic store (tests, benchmark) follows the same contract as the online one."""
-    from serving.synthetic import FEATURES, InMemoryReader, InMemoryStore, feature_table
+    from tests.support.synthetic import FEATURES, InMemoryReader, InMemoryStore, feature_table
 
     table = feature_table(40, seed=2)
     store = InMemoryStore(table, FEATURES)
@@ -130,7 +130,7 @@ def test_read_is_split_into_statements_within_sqlite_variable_limit(
     ids = [*customers[:23], "nobody", customers[4]]
     shared = OnlineStoreReader(cfg, SERVICES)
     want = shared.read_all(SERVICES, ids, as_of)
-    shared._max_vars = 2 * len(shared._tables) + 1  # two keys per statement
+    shared._rows.max_vars = 2 * len(shared._tables) + 1  # two keys per statement
     got = shared.read_all(SERVICES, ids, as_of)
     for svc in SERVICES:
         np.testing.assert_array_equal(got[0][svc], want[0][svc])
@@ -145,7 +145,7 @@ def test_a_row_of_the_wrong_width_is_a_clear_error(
     """A packed row that does not match its view's layout is refused, naming the table and what to run."""
     import sqlite3
 
-    from features.online_store import connect
+    from features.online_store import SqliteRows
     from features.store import online_path
     from rebuy.errors import RebuyError
 
@@ -160,7 +160,7 @@ def test_a_row_of_the_wrong_width_is_a_clear_error(
         one = conn.execute(f'SELECT entity_key FROM "{table}" LIMIT 1').fetchone()[0]
         conn.execute(f'UPDATE "{table}" SET vals = ? WHERE entity_key = ?', (np.zeros(3).tobytes(), one))
     conn.close()
-    shared._conn = connect(db, read_only=True)
+    shared._rows = SqliteRows(db, read_only=True)
     cid = one[len(shared._prefix) + 4 :].decode()
     with pytest.raises(RebuyError, match=rf"{table}.*3 values.*rebuy features materialize"):
         shared.read_all(SERVICES, [cid], as_of)

@@ -12,7 +12,7 @@ import pytest
 from rebuy.config import Config, PathsConfig
 from serving import prediction_log
 from serving.prediction_log import PredictionLog
-from serving.synthetic import synthetic_scorer
+from tests.support.synthetic import synthetic_scorer
 
 NOW = pd.Timestamp("2025-07-01T00:00:00Z")
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from rebuy.contract import OFFERS
 from serving.schemas import CustomerScore, OfferName
 from serving.scorer import RequestError, Scorer, StartupError, greedy_best
-from serving.synthetic import SyntheticModel, synthetic_scorer
+from tests.support.synthetic import SyntheticModel, synthetic_scorer
 from training.policy import greedy, greedy_batch
 
 NOW = pd.Timestamp("2025-07-01T00:00:00Z")  # synthetic features were stored at 2025-06-30T00:00Z

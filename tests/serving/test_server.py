@@ -1,4 +1,4 @@
-"""One test against a real `rebuy serve` on 127.0.0.1: subprocess, free port, bounded wait, always killed."""
+"""Tests against a real server on 127.0.0.1: subprocess, free port, bounded wait, always killed."""
 
 from __future__ import annotations
 
@@ -52,8 +52,17 @@ def test_rebuy_serve_answers_on_localhost(tmp_path: Path, rebuy_serve) -> None:
 
 
 def test_missing_registry_is_a_clear_startup_error(tmp_path: Path) -> None:
-    """No trained models: `rebuy serve` exits at once with what to run, instead of serving 5xx."""
-    env = {**os.environ, "REBUY_SCORER_FACTORY": "", "BENTOML_HOME": str(tmp_path / "bentoml")}
+    """No trained models: `rebuy serve` exits at once with what to run, instead of serving 5xx.
+
+    The variables that used to import any `module:function` into the service are set to the synthetic
+    test doubles: production must ignore them (only the registry's champions are served)."""
+    env = {
+        **os.environ,
+        "REBUY_SCORER_FACTORY": "tests.support.synthetic:scorer_from_config",
+        "REBUY_VERSIONS_FN": "tests.support.synthetic:champion_versions",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+    }
     cfg = tmp_path / "rebuy.toml"
     cfg.write_text("[serving]\nport = 1\n", encoding="utf-8")
     out = subprocess.run(

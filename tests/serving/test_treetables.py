@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from serving.fastpredict import FastBooster, accelerate, shared_predictions
-from serving.synthetic import synthetic_scorer
 from serving.treetables import ZERO, TreeTables
+from tests.support.synthetic import synthetic_scorer
 
 
 def _train(objective: str, extra: dict | None = None, rounds: int = 40, seed: int = 0) -> lgb.Booster:

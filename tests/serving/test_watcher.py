@@ -1,7 +1,7 @@
 """The champion-poll watcher: when @champion moves, a running server picks the new version up by itself.
 
 A real `rebuy serve` (subprocess, 127.0.0.1) on the synthetic scorer, whose "registry" is a file the test
-rewrites (serving.synthetic.champion_versions), polled every 0.5 s. Requests run the whole time: none may
+rewrites (tests.support.synthetic.champion_versions), polled every 0.5 s. Requests run the whole time: none may
 fail, the versions in the responses only ever go from the old set to the new one, and the service counts
 exactly one reload.
 """
@@ -28,7 +28,6 @@ def test_champion_move_is_picked_up_without_a_failed_request(tmp_path: Path, reb
     version_file = tmp_path / "champion"
     version_file.write_text("7", encoding="utf-8")
     proc, base = rebuy_serve(
-        REBUY_VERSIONS_FN="serving.synthetic:champion_versions",
         REBUY_SYNTHETIC_VERSION_FILE=str(version_file),
         REBUY_RELOAD_POLL_SECONDS="0.5",
     )
@@ -85,7 +84,7 @@ def test_champion_move_is_picked_up_without_a_failed_request(tmp_path: Path, reb
 def test_poll_reloads_only_when_the_champions_move(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One watcher step in process: same versions -> nothing; moved -> reload; a failing registry -> logged,
     the old scorer keeps serving."""
-    from serving.synthetic import synthetic_scorer
+    from tests.support.synthetic import synthetic_scorer
 
     svc = RebuyService.inner.__new__(RebuyService.inner)  # the class without BentoML's start-up
     svc.cfg = None

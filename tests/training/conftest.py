@@ -23,7 +23,7 @@ MODELS = ("churn", "repurchase", "days_to_next", "value")
 
 def small_cfg(data_dir: Path, trials: int = 6) -> Config:
     cfg = load_config(None, data_dir=data_dir)
-    opt = cfg.training.optuna.model_copy(update={"trials": trials, "timeout_seconds": 90})
+    opt = cfg.training.optuna.model_copy(update={"trials": trials})
     return cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
 
 

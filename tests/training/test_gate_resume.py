@@ -80,7 +80,6 @@ def test_a_rerun_resumes_the_persistent_study(tmp_path):
     kw = dict(
         storage=storage,
         study_name="churn-test",
-        timeout_seconds=60,
         early_stopping=10,
         seed=1,
         show_progress=False,

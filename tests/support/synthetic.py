@@ -1,7 +1,8 @@
 """A self-contained synthetic scorer: tiny LightGBM boosters and an in-memory feature reader.
 
-Used by the serving tests, the real-server test (through REBUY_SCORER_FACTORY) and the serving
-benchmark, so the service can be exercised without a trained registry or a Feast store. It is
+Test support, not shipped: used by the serving tests, the real-server tests and the serving and loop
+benchmarks (through tests/support/synthetic_service.py), so the service can be exercised without a trained
+registry or a Feast store. It is
 deterministic for a seed (LightGBM with num_threads=1, deterministic=True), so two processes
 built from the same seed score identically.
 """
@@ -236,15 +237,15 @@ def synthetic_version() -> str:
 
 
 def scorer_from_config(cfg: Config) -> Scorer:
-    """REBUY_SCORER_FACTORY=serving.synthetic:scorer_from_config — a synthetic scorer for a server test."""
+    """SyntheticService's factory: a synthetic scorer for a server test."""
     return synthetic_scorer(version=synthetic_version())[0]
 
 
 def champion_versions(cfg: Config) -> dict[str, str]:
-    """REBUY_VERSIONS_FN=serving.synthetic:champion_versions — where the synthetic "@champion" points now."""
+    """SyntheticService's watcher source: where the synthetic "@champion" points now."""
     return {name: synthetic_version() for name in ("churn", "days_to_next", "offer", "repurchase", "value")}
 
 
 def bench_scorer(cfg: Config) -> Scorer:
-    """REBUY_SCORER_FACTORY for benchmarks/serve.py: 20k customers, 100 trees per booster."""
+    """BenchService's factory (benchmarks/serve.py, loop.py): 20k customers, 100 trees per booster."""
     return synthetic_scorer(n_customers=20_000, rounds=100)[0]
