@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 UV_VERSION := 0.13.8
-STAMP := $(VENV)/.installed-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)
+# the Spark engine (pyspark, a large wheel) only where it runs: infra tests, or a rebuy.toml choosing it
+SPARK := $(or $(filter 1,$(REBUY_TEST_INFRA)),$(shell grep -qsE '^[[:space:]]*compute[[:space:]]*=[[:space:]]*"spark"' $(or $(CONFIG),rebuy.toml) && echo 1))
+STAMP := $(VENV)/.installed-$(shell cat uv.lock pyproject.toml | cksum | cut -d' ' -f1)$(if $(SPARK),-spark)
 
 # Nothing in rebuy may phone home.
 export FEAST_USAGE := False
@@ -21,7 +23,7 @@ help: ## list the targets
 $(STAMP): uv.lock pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv sync --frozen --inexact --group dev
+	$(VENV)/bin/uv sync --frozen --inexact --group dev $(if $(SPARK),--group spark)
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP) ## create .venv from uv.lock (only when missing or stale)

@@ -96,6 +96,70 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def _descendants() -> list[int]:
+    """Pids of this process's descendants (the Spark JVM and its Python workers), from /proc."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+    out, frontier = [], [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        kids = [c for c, p in parent.items() if p == pid]
+        out += kids
+        frontier += kids
+    return out
+
+
+def children_usage() -> tuple[float, float]:
+    """(CPU seconds, largest peak RSS in GiB) of the live descendants: the JVM is not this process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu, hwm = 0.0, 0.0
+    for pid in _descendants():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / tick
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    hwm = max(hwm, int(line.split()[1]) / 1024**2)
+    return cpu, hwm
+
+
+def spark_compute(tables: dict, as_of: pd.Timestamp, duck: pd.DataFrame, master: str) -> dict[str, object]:
+    """The same computation on Spark (one local session), measured beside DuckDB's, with a parity check."""
+    from features import spark
+    from features.compute import compute_features
+    from rebuy.config import SparkConfig
+
+    out: dict[str, object] = {"spark_master": master}
+    t0 = time.perf_counter()
+    engine = spark.SparkEngine.shared(SparkConfig(master=master, driver_memory="12g", shuffle_partitions=8))
+    out["spark_session_start_seconds"] = round(time.perf_counter() - t0, 2)
+    gc.collect()
+    jvm_cpu0, _ = children_usage()
+    t0, c0 = time.perf_counter(), time.process_time()
+    feats = compute_features(tables, [as_of], con=engine)
+    out["spark_compute_seconds"] = round(time.perf_counter() - t0, 2)
+    jvm_cpu1, jvm_hwm = children_usage()
+    out["spark_compute_cpu_seconds_driver_python"] = round(time.process_time() - c0, 2)
+    out["spark_compute_cpu_seconds_jvm"] = round(jvm_cpu1 - jvm_cpu0, 2)
+    out["spark_jvm_peak_rss_gib"] = round(jvm_hwm, 2)
+    out["spark_python_peak_rss_gib"] = round(peak_rss_gib(), 2)
+    out["load_average_1min_at_spark_compute"] = round(os.getloadavg()[0], 1)
+    same_ids = feats["customer_id"].tolist() == duck["customer_id"].tolist()
+    diff = np.nanmax(np.abs(feats.iloc[:, 2:].to_numpy(np.float64) - duck.iloc[:, 2:].to_numpy(np.float64)))
+    nan_same = bool((feats.iloc[:, 2:].isna().to_numpy() == duck.iloc[:, 2:].isna().to_numpy()).all())
+    out["spark_parity_max_abs_diff"] = float(diff)
+    out["spark_parity_ids_and_nan_equal"] = bool(same_ids and nan_same)
+    console.print(
+        f"spark compute: {out['spark_compute_seconds']} s wall, JVM {out['spark_compute_cpu_seconds_jvm']} CPU s, "
+        f"JVM peak RSS {out['spark_jvm_peak_rss_gib']} GiB, max |spark - duckdb| {diff:.3g}"
+    )
+    spark.stop()
+    return out
+
+
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
 
@@ -111,6 +175,13 @@ def main() -> None:
     parser.add_argument("--historical-rows", type=int, default=1_000_000)
     parser.add_argument("--stores", default="duckdb,file")
     parser.add_argument("--name", default="features")
+    parser.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default="duckdb",
+        help="spark: also compute on Spark (same data, same run) and report it beside DuckDB",
+    )
+    parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument(
         "--parts",
         default="compute,materialize,read,push,historical",
@@ -161,7 +232,12 @@ def main() -> None:
         f"compute: {res['compute_seconds']} s ({res['compute_cpu_seconds']} CPU s), peak RSS {res['peak_rss_gib_after_compute']} GiB"
     )
 
+    if args.engine == "spark":
+        res.update(spark_compute(tables, as_of, feats, args.spark_master))
     parts = set(args.parts.split(","))
+    if parts == {"compute"}:
+        _save(args.name, res)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="rebuy-bench-"))
     try:
         cfg = Config(paths=PathsConfig(data_dir=tmp / "data"))
@@ -290,10 +366,14 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    _save(args.name, res)
+
+
+def _save(name: str, res: dict[str, object]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
     lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in res.items()]
-    (RESULTS / f"{args.name}.md").write_text(
+    (RESULTS / f"{name}.md").write_text(
         f"# features benchmark\n\nMachine: {res['machine']}. Bars: compute 1M customers / 20M events <= 60 s and "
         "<= 8 GiB; materialization >= 5k customers/s; online read p50 ~1 ms.\n\n" + "\n".join(lines) + "\n",
         encoding="utf-8",

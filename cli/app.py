@@ -346,15 +346,27 @@ def score_cli(
     reasons: Annotated[
         bool, typer.Option("--reasons/--no-reasons", help="Compute top reasons (slower).")
     ] = True,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="duckdb: online store, one process; spark: snapshots on Spark, --out is a Parquet folder. "
+            "Default [engine] compute.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     as_of: AsOfOpt = None,
 ) -> None:
     """Batch-score customers offline through the same scorer as the service."""
-    from serving.batch import read_id_list, score_to_parquet
+    from serving.batch import read_id_list, score_to_parquet, score_to_parquet_spark
 
     cfg = load(config, data_dir)
-    res = score_to_parquet(
+    choice = engine or cfg.engine.compute
+    if choice not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"--engine must be duckdb or spark, not {choice!r}")
+    run = score_to_parquet_spark if choice == "spark" else score_to_parquet
+    res = run(
         cfg,
         parse_as_of(as_of),
         out,

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.contact import CONTACT, REQUEST_TIME_CONTACT, contact_family
+from features.engine import SqlEngine
 from rebuy.contract import ENGAGEMENT_EVENTS, EVENT_TYPES, REQUIRED, empty
 from rebuy.errors import DataError
 
@@ -115,6 +116,9 @@ REQUEST_TIME: dict[str, tuple[str, str | None]] = {
 }
 
 Cutoffs = pd.DataFrame | Sequence[pd.Timestamp]
+# where a family's SQL runs: a DuckDB connection, another engine (features.engine: Spark), or None (a
+# private DuckDB connection). The SQL is DuckDB's dialect, written once for every engine.
+Runner = duckdb.DuckDBPyConnection | SqlEngine
 INTENT_HOURS = 24  # the seeds' "short window" for burst + lookup + delivery check
 BURST_VIEWS = 2  # views of one category inside it that count as a burst
 
@@ -267,14 +271,14 @@ def _customers_sql(customers: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
     return pd.DataFrame({"customer_id": codes[keep], "signup": _ns(customers["signup_at"])[keep]})
 
 
-def _query(
-    sql: str, frames: dict[str, pd.DataFrame], con: duckdb.DuckDBPyConnection | None = None
-) -> pd.DataFrame:
+def _query(sql: str, frames: dict[str, pd.DataFrame], con: Runner | None = None) -> pd.DataFrame:
     """Run `sql` over the given frames in DuckDB: the caller's connection, or a private in-memory one.
 
     Opening a connection costs ~0.1 s, so callers computing several families (or pushing often) pass
-    one in; the frames are registered for this query only.
+    one in; the frames are registered for this query only. Another engine (Spark) runs the same SQL.
     """
+    if con is not None and not isinstance(con, duckdb.DuckDBPyConnection):
+        return con.query(sql, frames)
     own = con is None
     con = duckdb.connect(":memory:") if con is None else con
     try:
@@ -313,7 +317,7 @@ def order_history_features(
     customers: pd.DataFrame,
     cutoffs: Cutoffs,
     *,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Runner | None = None,
 ) -> pd.DataFrame:
     """Recency / frequency / monetary history and the customer's own purchase cycle.
 
@@ -326,7 +330,7 @@ def order_history_features(
     return _order_history(_Inputs.build(pairs, orders=orders, customers=customers), con)
 
 
-def _order_history(inp: _Inputs, con: duckdb.DuckDBPyConnection | None) -> pd.DataFrame:
+def _order_history(inp: _Inputs, con: Runner | None) -> pd.DataFrame:
     sql = f"""
     WITH o AS (
         SELECT customer_id, t, amount, category, discount,
@@ -365,7 +369,7 @@ def view_burst_features(
     cutoffs: Cutoffs,
     *,
     burst_minutes: int = 60,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Runner | None = None,
 ) -> pd.DataFrame:
     """Browsing intensity right before the cutoff: the seeds' purchase intent shows up as view bursts."""
     ids = pd.concat([events["customer_id"], orders["customer_id"]]) if len(events) else orders["customer_id"]
@@ -373,7 +377,7 @@ def view_burst_features(
     return _view_bursts(_Inputs.build(pairs, events=events, orders=orders), con, burst_minutes)
 
 
-def _view_bursts(inp: _Inputs, con: duckdb.DuckDBPyConnection | None, burst_minutes: int) -> pd.DataFrame:
+def _view_bursts(inp: _Inputs, con: Runner | None, burst_minutes: int) -> pd.DataFrame:
     if not inp.has_events:
         return _all_missing(inp.pairs, VIEW_BURSTS)
     burst_ns = int(burst_minutes) * 60 * 10**9
@@ -430,7 +434,7 @@ def lookup_features(
     *,
     intent_hours: int = INTENT_HOURS,
     burst_views: int = BURST_VIEWS,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Runner | None = None,
 ) -> pd.DataFrame:
     """Looking up one's own orders and delivery options: with a view burst, the strongest repurchase signal.
 
@@ -442,9 +446,7 @@ def lookup_features(
     return _lookups(_Inputs.build(pairs, events=events), con, intent_hours, burst_views)
 
 
-def _lookups(
-    inp: _Inputs, con: duckdb.DuckDBPyConnection | None, intent_hours: int, burst_views: int
-) -> pd.DataFrame:
+def _lookups(inp: _Inputs, con: Runner | None, intent_hours: int, burst_views: int) -> pd.DataFrame:
     if not inp.has_events:
         return _all_missing(inp.pairs, LOOKUPS)
     win = int(intent_hours) * HOUR_NS
@@ -475,7 +477,7 @@ def _lookups(
             WHERE v.category IS NOT NULL GROUP BY p.pid, v.category
         ) GROUP BY pid
     )
-    SELECT base.* EXCLUDE (has_ohv, has_dc),
+    SELECT base.*,
         (coalesce(burst.has_burst, false)::INT + base.has_ohv::INT + base.has_dc::INT) AS intent_components_24h,
         CASE WHEN coalesce(burst.has_burst, false) AND base.has_ohv AND base.has_dc THEN 1.0 ELSE 0.0 END
             AS intent_signal_24h
@@ -490,7 +492,7 @@ def engagement_features(
     *,
     recent_days: int = 14,
     baseline_days: int = 56,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Runner | None = None,
 ) -> pd.DataFrame:
     """Engagement fading against the customer's own baseline: it fades before a customer churns.
 
@@ -502,9 +504,7 @@ def engagement_features(
     return _engagement(_Inputs.build(pairs, events=events), con, recent_days, baseline_days)
 
 
-def _engagement(
-    inp: _Inputs, con: duckdb.DuckDBPyConnection | None, recent_days: int, baseline_days: int
-) -> pd.DataFrame:
+def _engagement(inp: _Inputs, con: Runner | None, recent_days: int, baseline_days: int) -> pd.DataFrame:
     if not inp.has_events:
         return _all_missing(inp.pairs, ENGAGEMENT)
     r, b = int(recent_days), int(baseline_days)
@@ -545,7 +545,7 @@ def activity_features(
     customers: pd.DataFrame,
     cutoffs: Cutoffs,
     *,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Runner | None = None,
 ) -> pd.DataFrame:
     """Lifetime activity against silence since the last order: is the customer still there?
 
@@ -563,7 +563,7 @@ def activity_features(
     return _activity(_Inputs.build(pairs, events=events, orders=orders, customers=customers), con)
 
 
-def _activity(inp: _Inputs, con: duckdb.DuckDBPyConnection | None) -> pd.DataFrame:
+def _activity(inp: _Inputs, con: Runner | None) -> pd.DataFrame:
     if not inp.has_events:
         return _all_missing(inp.pairs, ACTIVITY)
     kinds = ", ".join(str(ET[k]) for k in ENGAGEMENT_EVENTS)
@@ -591,7 +591,7 @@ def _activity(inp: _Inputs, con: duckdb.DuckDBPyConnection | None) -> pd.DataFra
             LEFT JOIN events e ON e.customer_id = p.customer_id AND e.t <= p.c
         GROUP BY p.pid, p.c
     )
-    SELECT agg.* EXCLUDE (c),
+    SELECT agg.*,
         CASE WHEN agg.engagements_total > 0
             THEN greatest((agg.c - cust.signup)::DOUBLE / {DAY_NS}, 1.0) / agg.engagements_total END
             AS engagement_gap_days,
@@ -620,7 +620,7 @@ def compute_features(
     burst_minutes: int = 60,
     recent_days: int = 14,
     baseline_days: int = 56,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: Runner | None = None,
 ) -> pd.DataFrame:
     """All families joined: one row per (customer_id, cutoff) in the order of the pairs.
 
@@ -646,7 +646,7 @@ def compute_features(
             contact_family(inp, con, tables.get("messages"), tables.get("consent_updates")),
         ]
     finally:
-        if own:
+        if own and isinstance(con, duckdb.DuckDBPyConnection):
             con.close()
     for fam in families:
         for col in fam.columns[2:]:

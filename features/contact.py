@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from features.compute import _Inputs
+    from features.engine import SqlEngine
 
 CONTACT_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
 CONTACT_WINDOWS: tuple[int, ...] = (7, 30, 90)
@@ -96,7 +97,7 @@ def contact_features(
     last_n: int = LAST_N,
     response_days: int = RESPONSE_DAYS,
     redeem_days: int = REDEEM_DAYS,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: duckdb.DuckDBPyConnection | SqlEngine | None = None,
 ) -> pd.DataFrame:
     """The contact family for the given (customer_id, cutoff) pairs, from the canonical tables."""
     from features.compute import _Inputs, pairs_frame
@@ -116,7 +117,7 @@ def contact_features(
 
 def contact_family(
     inp: _Inputs,
-    con: duckdb.DuckDBPyConnection | None,
+    con: duckdb.DuckDBPyConnection | SqlEngine | None,
     messages: pd.DataFrame | None,
     consent_updates: pd.DataFrame | None,
     *,
@@ -216,7 +217,8 @@ def contact_family(
         GROUP BY p.pid
     ){rates}
     SELECT counts.*, rates.open_rate_last_n, rates.click_rate_last_n,
-        u.unsubscribes_90d, u.unsubscribes_total, r.* EXCLUDE (pid)
+        u.unsubscribes_90d, u.unsubscribes_total, {", ".join(f"r.redemptions_{o}" for o in CONTACT_OFFERS)},
+        r.redemption_rate
     FROM counts LEFT JOIN rates USING (pid) LEFT JOIN u USING (pid) LEFT JOIN r USING (pid)
     """
     return _assemble(inp.pairs, _query(sql, frames, con), CONTACT)

@@ -18,16 +18,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.compute import DAY_NS, Cutoffs, _Inputs, _ns, _query, _utc, pairs_frame
+from features.compute import DAY_NS, Cutoffs, Runner, _Inputs, _ns, _query, _utc, pairs_frame
 from rebuy.config import HorizonsConfig
 
 LABELS: tuple[str, ...] = ("churn", "repurchase", "days_to_next_order", "next_order_observed", "spend_next")
 
 
 def compute_labels(
-    orders: pd.DataFrame, cutoffs: Cutoffs, horizons: HorizonsConfig, as_of: pd.Timestamp
+    orders: pd.DataFrame,
+    cutoffs: Cutoffs,
+    horizons: HorizonsConfig,
+    as_of: pd.Timestamp,
+    *,
+    con: Runner | None = None,
 ) -> pd.DataFrame:
-    """One row per (customer_id, cutoff) in the order of the pairs, with the label columns."""
+    """One row per (customer_id, cutoff) in the order of the pairs, with the label columns.
+
+    `con`: where the SQL runs (features.compute.Runner; default a private DuckDB connection).
+    """
     as_of_ns = _utc(as_of).value
     pairs = pairs_frame(cutoffs, orders["customer_id"])
     h_churn, h_rep, h_val = (
@@ -43,7 +51,7 @@ def compute_labels(
     FROM pairs p LEFT JOIN orders o ON o.customer_id = p.customer_id AND o.t <= {as_of_ns}
     GROUP BY p.pid
     """
-    v = _query(sql, _Inputs.build(pairs, orders=orders).frames).set_index("pid")
+    v = _query(sql, _Inputs.build(pairs, orders=orders).frames, con).set_index("pid")
     v = v.reindex(np.arange(len(pairs)))
     c = _ns(pairs["cutoff"])
     matured = {h: c + h <= as_of_ns for h in (h_churn, h_rep, h_val)}

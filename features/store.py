@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.compute import FAMILIES, compute_features, customer_pairs
+from features.engine import engine_for
 from features.feature_repo.definitions import JOIN_KEY, TIMESTAMP_FIELD, definitions, offline_path
 from rebuy.config import Config
 from rebuy.errors import DataError
@@ -36,6 +37,11 @@ STATE_FILE = "materialized.json"
 
 def offline_dir(cfg: Config) -> Path:
     return cfg.paths.feast_dir / "offline"
+
+
+def snapshot_dir(cfg: Config) -> Path:
+    """The Spark engine's offline snapshots: Parquet partitioned by cutoff (features.spark)."""
+    return cfg.paths.feast_dir / "snapshots"
 
 
 def online_path(cfg: Config) -> Path:
@@ -179,6 +185,10 @@ def write_offline(cfg: Config, features: pd.DataFrame) -> dict[str, int]:
 def forget_offline(cfg: Config, customer_ids: Iterable[str]) -> None:
     """Drop the customers' rows from every offline snapshot file (rewritten atomically)."""
     ids = set(map(str, customer_ids))
+    if snapshot_dir(cfg).is_dir():
+        from features.spark import forget_snapshots
+
+        forget_snapshots(snapshot_dir(cfg), ids)
     for family in FAMILIES:
         path = offline_path(offline_dir(cfg), family)
         if path.is_file():
@@ -187,10 +197,22 @@ def forget_offline(cfg: Config, customer_ids: Iterable[str]) -> None:
 
 
 def build(cfg: Config, tables: dict[str, pd.DataFrame], snapshots: Iterable[pd.Timestamp]) -> pd.DataFrame:
-    """Compute feature snapshots at the given times for every customer signed up by then; store offline."""
-    feats = compute_features(tables, customer_pairs(tables["customers"], list(snapshots)), **_params(cfg))
+    """Compute feature snapshots at the given times for every customer signed up by then; store offline.
+
+    On the configured engine; Spark also keeps them as Parquet partitioned by cutoff (features.spark).
+    """
+    pairs = customer_pairs(tables["customers"], list(snapshots))
+    feats = compute_features(tables, pairs, **_params(cfg), con=engine_for(cfg))
     write_offline(cfg, feats)
+    _write_spark_snapshots(cfg, feats)
     return feats
+
+
+def _write_spark_snapshots(cfg: Config, feats: pd.DataFrame) -> None:
+    if cfg.engine.compute == "spark":
+        from features.spark import write_snapshots
+
+        write_snapshots(snapshot_dir(cfg), feats)
 
 
 class _Params(TypedDict):
@@ -253,10 +275,11 @@ def materialize(
             )
         pairs = pairs.loc[pairs[JOIN_KEY].isin(changed_customers(tables, last_ts, as_of))]
     step = progress.add_task(f"features of {len(pairs):,} customers", total=2) if progress else None
-    feats = compute_features(tables, pairs.reset_index(drop=True), **_params(cfg))
+    feats = compute_features(tables, pairs.reset_index(drop=True), **_params(cfg), con=engine_for(cfg))
     if progress is not None and step is not None:
         progress.advance(step)
     write_offline(cfg, feats)
+    _write_spark_snapshots(cfg, feats)
     if progress is not None and step is not None:
         progress.advance(step)
     n = write_features(store, feats, progress=progress)

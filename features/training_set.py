@@ -8,15 +8,20 @@ come from orders strictly after the cutoff (features.labels).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from features.compute import customer_pairs, epoch_seconds
+from features.compute import FAMILIES, customer_pairs, epoch_seconds, request_time_features
+from features.engine import SqlEngine, engine_for
 from features.feature_repo.definitions import JOIN_KEY, REQUEST_TS, TIMESTAMP_FIELD, service_features
 from features.labels import LABELS, compute_labels
 from rebuy.config import Config
 from rebuy.errors import DataError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 def feature_names(cfg: Config, service: str) -> list[str]:
@@ -95,6 +100,23 @@ def build_training_set(
     fs = feast_io.apply(cfg)
     if build:
         feast_io.build(cfg, tables, cutoffs)
+    engine = engine_for(cfg)
+    if engine is not None:  # Spark: the as-of join over the snapshots partitioned by cutoff
+        hist = _spark_point_in_time(cfg, engine, pairs, names)
+    else:
+        hist = _feast_point_in_time(fs, service, pairs)
+    labels = compute_labels(
+        tables["orders"], pairs, cfg.horizons, as_of if as_of is not None else data_end(tables), con=engine
+    )
+    out = labels.merge(
+        hist[[JOIN_KEY, "cutoff", *names]], on=[JOIN_KEY, "cutoff"], how="left", validate="1:1"
+    )
+    out = out[[JOIN_KEY, "cutoff", *names, *LABELS]]
+    out[names] = out[names].astype(np.float64)
+    return out.sort_values(["cutoff", JOIN_KEY], kind="stable").reset_index(drop=True)
+
+
+def _feast_point_in_time(fs: FeatureStore, service: str, pairs: pd.DataFrame) -> pd.DataFrame:
     entity_df = pd.DataFrame(
         {
             JOIN_KEY: pairs[JOIN_KEY].to_numpy(),
@@ -104,13 +126,20 @@ def build_training_set(
     )
     hist = fs.get_historical_features(entity_df=entity_df, features=fs.get_feature_service(service)).to_df()
     hist[TIMESTAMP_FIELD] = pd.to_datetime(hist[TIMESTAMP_FIELD], utc=True).dt.as_unit("ns")
-    hist = hist.rename(columns={TIMESTAMP_FIELD: "cutoff"})
-    labels = compute_labels(
-        tables["orders"], pairs, cfg.horizons, as_of if as_of is not None else data_end(tables)
-    )
-    out = labels.merge(
-        hist[[JOIN_KEY, "cutoff", *names]], on=[JOIN_KEY, "cutoff"], how="left", validate="1:1"
-    )
-    out = out[[JOIN_KEY, "cutoff", *names, *LABELS]]
-    out[names] = out[names].astype(np.float64)
-    return out.sort_values(["cutoff", JOIN_KEY], kind="stable").reset_index(drop=True)
+    return hist.rename(columns={TIMESTAMP_FIELD: "cutoff"})
+
+
+def _spark_point_in_time(
+    cfg: Config, engine: SqlEngine, pairs: pd.DataFrame, names: list[str]
+) -> pd.DataFrame:
+    """The service's features as of each pair from the Spark snapshots, request-time ones as Feast adds them."""
+    from features.spark import SparkEngine, point_in_time
+    from features.store import snapshot_dir
+
+    if not isinstance(engine, SparkEngine):
+        raise TypeError(f"no point-in-time join for engine {engine.name!r}")
+    stored = [c for fam in FAMILIES.values() for c in fam]
+    hist = point_in_time(engine, snapshot_dir(cfg), pairs, stored)
+    for name, values in request_time_features(hist, epoch_seconds(hist["cutoff"])).items():
+        hist[name] = values
+    return hist[[JOIN_KEY, "cutoff", *names]]

@@ -143,6 +143,26 @@ class FeaturesConfig(_Section):
     engagement_baseline_days: int = 56
 
 
+class SparkConfig(_Section):
+    """The Spark session rebuy starts (one per process); a cluster is another `master`."""
+
+    master: str = "local[2]"
+    driver_memory: str = "4g"
+    # small for local mode and tests; a cluster wants ~2-4 x its cores
+    shuffle_partitions: int = 8
+    # where Spark spills and where rebuy stages its inputs as Parquet; None -> a temporary folder
+    local_dir: Path | None = None
+    # any other spark.* setting, passed as is
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class EngineConfig(_Section):
+    """Where features, point-in-time sets and batch scores are computed: embedded DuckDB or Spark."""
+
+    compute: Literal["duckdb", "spark"] = "duckdb"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+
+
 class OptunaConfig(_Section):
     """Optuna's budget is a number of trials, never wall time: the same data and config give the same model
     (byte for byte) at any machine load."""
@@ -176,6 +196,9 @@ class TrainingConfig(_Section):
     valid_cutoffs: int = 2
     # a challenger must beat the champion's test metric by this much to be promoted
     promotion_margin: float = 0.002
+    # above this many training rows, keep every positive and a customer-hash share of the negatives
+    # (weighted by the inverse share; training.sampling); None = never sample
+    max_rows: int | None = None
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
 
 
@@ -560,6 +583,7 @@ class Config(_Section):
     import_: ImportConfig = Field(default_factory=ImportConfig, alias="import")
     horizons: HorizonsConfig = Field(default_factory=HorizonsConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     offers: OffersConfig = Field(default_factory=OffersConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

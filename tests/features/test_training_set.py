@@ -190,14 +190,26 @@ def _mutate_after(tables: dict, t: pd.Timestamp, seed: int) -> dict:
     return out
 
 
-def test_no_leakage_from_rows_after_a_cutoff(tmp_path, make_shop):
+def _spark_skip() -> pytest.MarkDecorator:
+    import os
+
+    from features.spark import spark_available
+
+    ok = os.environ.get("REBUY_TEST_INFRA") == "1" and spark_available()
+    return pytest.mark.skipif(not ok, reason="Spark tests run with REBUY_TEST_INFRA=1 and pyspark installed")
+
+
+@pytest.mark.parametrize("engine", ["duckdb", pytest.param("spark", marks=_spark_skip())])
+def test_no_leakage_from_rows_after_a_cutoff(tmp_path, make_shop, engine):
     tables = make_shop(5)
     cut = CUTOFFS[1]
     names = feature_names(Config(), "repurchase_v1")
-    base = build_training_set(Config(paths={"data_dir": tmp_path / "a"}), "repurchase_v1", CUTOFFS, tables)
-    changed = build_training_set(
-        Config(paths={"data_dir": tmp_path / "b"}), "repurchase_v1", CUTOFFS, _mutate_after(tables, cut, 1)
-    )
+
+    def cfg(folder: str) -> Config:
+        return Config(paths={"data_dir": tmp_path / folder}, engine={"compute": engine})
+
+    base = build_training_set(cfg("a"), "repurchase_v1", CUTOFFS, tables)
+    changed = build_training_set(cfg("b"), "repurchase_v1", CUTOFFS, _mutate_after(tables, cut, 1))
     upto = base["cutoff"] <= cut
     assert upto.sum() > 20
     pd.testing.assert_frame_equal(
