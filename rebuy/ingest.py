@@ -8,6 +8,7 @@ sees half of an import.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,7 @@ from rebuy.contract import (
     empty,
 )
 from rebuy.errors import DataError, combine
-from rebuy.files import swap_in_dir
+from rebuy.files import swap_in_dir, write_parquet
 
 CANONICAL = "canonical"
 # rebuy's own sends, appended by delivery beside the canonical folder (an import swaps that folder whole,
@@ -196,10 +197,7 @@ def append_sent_messages(data_dir: Path, messages: pd.DataFrame) -> Path | None:
     folder = Path(data_dir) / SENT_MESSAGES
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    df.to_parquet(tmp, index=False)
-    tmp.replace(folder / name)
-    return folder / name
+    return write_parquet(df, folder / name)
 
 
 def read_sent_messages(data_dir: Path) -> pd.DataFrame:

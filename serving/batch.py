@@ -16,7 +16,7 @@ import pandas as pd
 
 from rebuy.config import Config
 from rebuy.errors import DataError
-from rebuy.files import write_parquet
+from rebuy.files import swap_in_dir, write_parquet
 from serving.scorer import Scorer
 
 CHUNK = 20_000
@@ -296,7 +296,6 @@ def score_to_parquet_spark(
     champions: ChampionFiles | None = None,
 ) -> BatchResult:
     """`rebuy score --engine spark`: scores every customer on Spark into a Parquet directory at `out`."""
-    import shutil
 
     from features.compute import FAMILIES
     from features.spark import AS_OF_SQL, PARTITION, SparkEngine, to_spark_sql
@@ -348,19 +347,15 @@ def score_to_parquet_spark(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     t1 = time.perf_counter()
     try:
-        rows.mapInPandas(score_partition, schema).write.mode("overwrite").parquet(str(tmp))
+        # Spark writes a folder of its own: fill it beside `out` and swap it in whole
+        swap_in_dir(
+            out,
+            lambda tmp: rows.mapInPandas(score_partition, schema).write.mode("overwrite").parquet(str(tmp)),
+        )
         t2 = time.perf_counter()
-        old = out.with_name(f".{out.name}.{os.getpid()}.old")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         bc.unpersist()
     summary = pd.read_parquet(out, columns=["cold_start"])
     return BatchResult(

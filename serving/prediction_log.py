@@ -53,6 +53,8 @@ def _table() -> Any:
         sa.Column("scored_at", sa.DateTime(), nullable=False, index=True),
         sa.Column("score", sa.Float(), nullable=True),
         sa.Column("features", sa.Text(), nullable=False),
+        sa.Column("received_at", sa.DateTime(), nullable=True),
+        sa.Column("as_of", sa.DateTime(), nullable=True),
     )
 
 
@@ -131,14 +133,19 @@ def items_rows(items: list[Item]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _naive_utc(ts: pd.Timestamp | None) -> Any:
+    """A naive UTC datetime for a DateTime column (None stays None)."""
+    return None if ts is None else pd.Timestamp(ts).tz_convert("UTC").tz_localize(None).to_pydatetime()
+
+
 def items_records(items: list[Item]) -> list[dict[str, Any]]:
     """Rows for the table: one per (customer, model), the model's own features as JSON (NaN -> null)."""
     out: list[dict[str, Any]] = []
-    for scorer, batch, mats, scored_at, keep in items:
+    for scorer, batch, mats, scored_at, keep, received_at, as_of in items:
         if not keep.any():
             continue
         ids = np.asarray(batch.customer_ids, dtype=object)[keep].tolist()
-        at = pd.Timestamp(scored_at).tz_convert("UTC").tz_localize(None).to_pydatetime()
+        at, received, asked = (_naive_utc(t) for t in (scored_at, received_at, as_of))
         for name, model in scorer.models.items():
             X = scorer.model_matrix(name, mats)[keep]
             obj = X.astype(object)
@@ -154,6 +161,8 @@ def items_records(items: list[Item]) -> list[dict[str, Any]]:
                         "scored_at": at,
                         "score": None if score != score else float(score),
                         "features": json.dumps(dict(zip(names, row, strict=True))),
+                        "received_at": received,
+                        "as_of": asked,
                     }
                 )
     return out
@@ -302,7 +311,9 @@ def _read_table(url: str) -> pd.DataFrame | None:
                 return None
             t = _table()
             got = conn.execute(
-                sa.select(*[t.c[c] for c in [*BASE_COLUMNS, "features"]]).order_by(t.c.id)
+                sa.select(*[t.c[c] for c in [*BASE_COLUMNS, "features", "received_at", "as_of"]]).order_by(
+                    t.c.id
+                )
             ).all()
     finally:
         engine.dispose()
@@ -311,6 +322,8 @@ def _read_table(url: str) -> pd.DataFrame | None:
     base = pd.DataFrame([r[:5] for r in got], columns=BASE_COLUMNS)
     base["scored_at"] = pd.to_datetime(base["scored_at"]).dt.tz_localize("UTC")
     base["score"] = base["score"].astype(float)
+    for i, name in ((6, "received_at"), (7, "as_of")):
+        base[name] = pd.to_datetime([r[i] for r in got]).tz_localize("UTC")
     feats = pd.DataFrame.from_records([json.loads(r[5]) for r in got]).astype(float)
     return pd.concat([base, feats], axis=1)
 
