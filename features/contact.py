@@ -28,12 +28,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from features.sqlbase import (
+    DAY_NS,
+    ET,
+    _all_missing,
+    _assemble,
+    _codes,
+    _Inputs,
+    _ns,
+    _query,
+    _require,
+    pairs_frame,
+)
 from rebuy.contract import OFFERS
 
 if TYPE_CHECKING:
     import duckdb
 
-    from features.compute import _Inputs
     from features.engine import SqlEngine
 
 CONTACT_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
@@ -62,7 +73,6 @@ MESSAGE_COLUMNS: tuple[str, ...] = ("message_id", "customer_id", "sent_at", "cha
 
 def _messages_sql(messages: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
     """Messages as integers: customer position, send time (ns), channel code, offer code (-1: no offer)."""
-    from features.compute import _codes, _ns, _require
 
     _require(messages, "messages", MESSAGE_COLUMNS)
     codes, keep = _codes(messages["customer_id"], ids)
@@ -80,7 +90,6 @@ def _messages_sql(messages: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
 
 
 def _unsubscribes_sql(updates: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
-    from features.compute import _codes, _ns
 
     withdrawn = updates.loc[~updates["consent"].astype(bool)]
     codes, keep = _codes(withdrawn["customer_id"], ids)
@@ -100,7 +109,6 @@ def contact_features(
     con: duckdb.DuckDBPyConnection | SqlEngine | None = None,
 ) -> pd.DataFrame:
     """The contact family for the given (customer_id, cutoff) pairs, from the canonical tables."""
-    from features.compute import _Inputs, pairs_frame
 
     pairs = pairs_frame(cutoffs)
     inp = _Inputs.build(pairs, orders=orders, events=events)
@@ -126,7 +134,6 @@ def contact_family(
     redeem_days: int = REDEEM_DAYS,
 ) -> pd.DataFrame:
     """The family over already-encoded pairs/orders/events (`compute_features` encodes them once for all)."""
-    from features.compute import DAY_NS, ET, _all_missing, _assemble, _query
 
     if messages is None:
         return _all_missing(inp.pairs, CONTACT)

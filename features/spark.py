@@ -199,7 +199,7 @@ def write_snapshots(root: Path, features: pd.DataFrame) -> dict[int, int]:
     A partition `cutoff_ns=<ns>` holds one cutoff; writing a cutoff again replaces its partition whole
     (staged beside it, then renamed), others are kept. Returns rows written per cutoff.
     """
-    from features.compute import _ns
+    from features.sqlbase import _ns
 
     root.mkdir(parents=True, exist_ok=True)
     ns = _ns(features["cutoff"])
@@ -250,7 +250,7 @@ FROM entity e LEFT JOIN latest l ON l.eid = e.eid
 
 def point_in_time(engine: SparkEngine, root: Path, pairs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Stored snapshot features as of each (customer_id, cutoff) pair, in the pairs' order, on Spark."""
-    from features.compute import _ns
+    from features.sqlbase import _ns
 
     if not any(root.glob(f"{PARTITION}=*")):
         raise FileNotFoundError(f"no feature snapshots under {root}; build them first (rebuy features build)")

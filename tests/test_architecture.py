@@ -25,11 +25,6 @@ STAGES = ("rebuy", "features", "training", "serving", "pipelines", "cli")  # low
 
 # Circles known today -> the issue that removes each.
 KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    # training/offer.py <-> training/campaign.py: the next-best-offer rebuild splits offer.py (#19)
-    frozenset({"training.campaign", "training.offer"}): "#19",
-    # features/compute.py imports the contact family, features/contact.py imports compute's helpers
-    # inside its functions (contact history, #19)
-    frozenset({"features.compute", "features.contact"}): "#19",
     # features/online_store.py opens features/redis_store.py inside open_rows, which imports the
     # interface from online_store (shared infrastructure, #20)
     frozenset({"features.online_store", "features.redis_store"}): "#20",

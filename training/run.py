@@ -19,7 +19,7 @@ from rebuy.errors import RebuyError
 from training.baselines import rfm_at
 from training.pipeline import TrainResult, train
 from training.specs import TRAIN_GROUPS, ModelSpec, default_specs, resolve_features
-from training.split import purge_cutoffs
+from training.split import spec_grid
 from training.tracking import RunOutcome, log_run
 from training.yardstick import CeilingFn
 
@@ -176,18 +176,6 @@ def training_sets(
     pairs = pd.concat([ts[["customer_id", "cutoff"]] for ts in built.values()]).drop_duplicates()
     rfm = rfm_at(tables["orders"], pairs)
     return {svc: _merge_rfm(ts, rfm) for svc, ts in built.items()}, grids
-
-
-def spec_grid(cfg: Config, end: pd.Timestamp, spec: ModelSpec) -> list[pd.Timestamp]:
-    """The spec's cutoffs: `features.history_days` of them, plus the ones the purge before the test period
-    drops (training.split), so purging both ways costs no training rows; the grid ends at the spec's label
-    maturity before `end` (features.training_set.cutoff_grid)."""
-    from features.training_set import cutoff_grid
-
-    step = cfg.features.cutoff_step_days
-    extra = purge_cutoffs(spec.maturity_days, step) * step
-    longer = cfg.features.model_copy(update={"history_days": cfg.features.history_days + extra})
-    return cutoff_grid(cfg.model_copy(update={"features": longer}), end, spec.maturity_days)
 
 
 def build_snapshot_grid(

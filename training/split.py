@@ -9,10 +9,15 @@ whose label window is over when the test period starts (a gap of about one horiz
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from rebuy.errors import DataError
+
+if TYPE_CHECKING:
+    from rebuy.config import Config
+    from training.specs import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -86,3 +91,15 @@ def time_split(
         valid_start=valid_start,
         purged_rows=len(df) - len(train) - len(valid_all) - len(test),
     )
+
+
+def spec_grid(cfg: Config, end: pd.Timestamp, spec: ModelSpec) -> list[pd.Timestamp]:
+    """The spec's cutoffs: `features.history_days` of them, plus the ones the purge before the test period
+    drops (training.split), so purging both ways costs no training rows; the grid ends at the spec's label
+    maturity before `end` (features.training_set.cutoff_grid)."""
+    from features.training_set import cutoff_grid
+
+    step = cfg.features.cutoff_step_days
+    extra = purge_cutoffs(spec.maturity_days, step) * step
+    longer = cfg.features.model_copy(update={"history_days": cfg.features.history_days + extra})
+    return cutoff_grid(cfg.model_copy(update={"features": longer}), end, spec.maturity_days)

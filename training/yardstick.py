@@ -199,7 +199,7 @@ def shop_frame(
     from features.compute import compute_features, epoch_seconds, request_time_features
     from features.training_set import data_end
     from training.baselines import rfm_at
-    from training.run import spec_grid
+    from training.split import spec_grid
 
     end = min(pd.Timestamp(sim.now).tz_convert("UTC"), data_end(tables))
     grids = {s.name: spec_grid(cfg, end, s) for s in specs}
