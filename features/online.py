@@ -80,6 +80,9 @@ class OnlineFeatureReader:
         self.feature_names: list[str] = [n for names in projections.values() for n in names]
         odfvs = {v.name for v in store.list_on_demand_feature_views()}
         request_time = [n for view, names in projections.items() if view in odfvs for n in names]
+        # the stored instants (and divisors) the service's request-time features need: only those views
+        # are read, so a service never waits on (or is aged by) a view it does not use
+        needed = {s for f in request_time for s in REQUEST_TIME.get(f, ()) if s}
         # per stored view: (table, positions in its packed vector, destination columns in `stored`)
         self._stored_names: list[str] = []
         self._views: list[tuple[str, np.ndarray, np.ndarray]] = []
@@ -90,7 +93,7 @@ class OnlineFeatureReader:
             want = [
                 i
                 for i, n in enumerate(names)
-                if n in projections.get(view.name, ()) or (request_time and n in _INSTANTS)
+                if n in projections.get(view.name, ()) or n in needed
             ]
             if not want:
                 continue
