@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from rebuy.config import Config
 
-HEAD = "0002"
+HEAD = "0003"
 VERSION_TABLE = "rebuy_alembic_version"
 _DIR = Path(__file__).with_name("migrations")
 _lock = threading.Lock()

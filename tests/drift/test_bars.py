@@ -33,10 +33,19 @@ ENGAGEMENT = {
     "active_days_30d",
     "active_days_total",
     "days_since_event",
+    # contact history: the share of recent messages opened and clicked is engagement with the messages
+    "open_rate_last_n",
+    "click_rate_last_n",
 }
 # a younger customer base moves what accumulates with customer age: the order history and how long
 # ago the customer last did anything (a new customer has not looked up past orders for long, or ever)
 HISTORY = {
+    # messages received accumulate with customer age (a new customer has had few newsletters yet)
+    *(f"messages_{w}d" for w in (7, 30, 90)),
+    *(f"messages_{ch}_{w}d" for ch in ("email", "sms", "push") for w in (7, 30, 90)),
+    "days_since_message",
+    "unsubscribes_total",
+    "unsubscribes_90d",
     "tenure_days",
     "orders_total",
     "orders_30d",

@@ -12,6 +12,7 @@ import pytest
 from serving.offer_numpy import NumpyOffer, numpy_offer
 from tests.support.synthetic import synthetic_scorer
 from training.offer import Economics, MarginModel, OfferModel
+from training.offer_data import FEATURE_SERVICE
 from training.uplift import fit_uplift
 
 ARMS = ("none", "coupon_10pct", "free_shipping")
@@ -54,7 +55,11 @@ def test_numpy_offer_equals_offer_model_exactly(center: bool, booster_basket: bo
     model, M = _offer_model(center, booster_basket)
     fast = numpy_offer(model)
     assert isinstance(fast, NumpyOffer)
-    assert (fast.version, fast.feature_service, list(fast.feature_names)) == ("7", "offer_v1", ["x1", "x2"])
+    assert (fast.version, fast.feature_service, list(fast.feature_names)) == (
+        "7",
+        FEATURE_SERVICE,
+        ["x1", "x2"],
+    )
     assert fast.offers == model.offers  # everything else is the model's own
     want, got = model.predict(M), fast.predict(M)
     assert list(got) == list(want)

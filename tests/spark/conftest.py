@@ -25,7 +25,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not INFRA:
         reason = "Spark tests run with REBUY_TEST_INFRA=1"
     elif not spark_available():
-        reason = "pyspark is not installed: REBUY_TEST_INFRA=1 make install"
+        # asked for the infrastructure tests but cannot run them: fail, never skip silently
+        raise pytest.UsageError(
+            "REBUY_TEST_INFRA=1 but pyspark is not installed: run `REBUY_TEST_INFRA=1 make install`"
+        )
     for item in items:
         if "tests/spark/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.infra)
