@@ -90,11 +90,7 @@ class OnlineFeatureReader:
         for view in store.list_feature_views():
             lay = view_layout(store.config, view)
             names = lay.names
-            want = [
-                i
-                for i, n in enumerate(names)
-                if n in projections.get(view.name, ()) or n in needed
-            ]
+            want = [i for i, n in enumerate(names) if n in projections.get(view.name, ()) or n in needed]
             if not want:
                 continue
             dest = np.arange(len(self._stored_names), len(self._stored_names) + len(want))
