@@ -35,16 +35,20 @@ COLUMNS = {
 @pytest.fixture(scope="module")
 def trained(session_tmp: Path, small_shop: Any) -> tuple[Any, pd.Timestamp]:
     from features.store import materialize
-    from features.training_set import build_training_set, cutoff_grid
+    from features.training_set import build_training_set
     from rebuy.config import load_config
     from training.run import known_services, train_specs, with_rfm
     from training.specs import get_spec
+    from training.split import spec_grid
 
     cfg = load_config(None, data_dir=session_tmp / "serving-e2e")
     opt = cfg.training.optuna.model_copy(update={"trials": 3})
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"optuna": opt})})
     tables = small_shop.tables
-    cutoffs = cutoff_grid(cfg, small_shop.sim.now)
+    # each model's own grid (training.split.spec_grid: the purge before validation and test drops the cutoffs
+    # whose label window reaches into them, so the grid starts earlier for the longer horizons)
+    end = pd.Timestamp(small_shop.sim.now).tz_convert("UTC")
+    cutoffs = sorted(set().union(*(spec_grid(cfg, end, get_spec(cfg, m)) for m in MODELS)))
     sets = {
         svc: with_rfm(build_training_set(cfg, svc, cutoffs, tables), tables["orders"])
         for svc in dict.fromkeys(get_spec(cfg, m).feature_service for m in MODELS)
