@@ -84,6 +84,7 @@ from training.offer import (  # noqa: E402
 )
 from training.ope import ESTIMATORS, difference  # noqa: E402
 from training.uplift import Encoder, fit_base_learner  # noqa: E402
+from training.yardstick import TRAITS  # noqa: E402
 
 ATTRS = [
     "recency_days",
@@ -215,19 +216,8 @@ def crossfit_q(
 
 
 HIDDEN_TRAITS = ["price_sensitivity", "message_averse"]
-ALL_HIDDEN = [
-    "cycle_scale_days",
-    "cycle_shape",
-    "p_drop",
-    "conversion",
-    "typical_value",
-    "price_sensitivity",
-    "message_averse",
-    "revive_chance",
-    "alive",
-    "orders",
-    "days_since_last_order",
-]
+# every hidden trait (the yardstick's list) and the state the simulator reports beside them
+ALL_HIDDEN = [*TRAITS, "alive", "orders", "days_since_last_order"]
 
 
 def ope_rows(

@@ -256,7 +256,9 @@ def apply_policy(
 
     s = sc.reindex(cands["customer_id"]).reset_index()
     if cfg.policy.caps.count_newsletters:
-        history = pd.concat([history, other_sends(tables, as_of, cfg.policy.caps)], ignore_index=True)
+        others = other_sends(tables, as_of, cfg.policy.caps)
+        if len(others):  # (pandas warns on concatenating an empty frame, and it adds nothing)
+            history = others if not len(history) else pd.concat([history, others], ignore_index=True)
     decisions = _decide(cfg, as_of, cands, s, history, tables.get("messages"))
     return PolicyOutcome(
         decisions=decisions.sort_values("decision_id").reset_index(drop=True),

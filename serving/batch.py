@@ -111,6 +111,21 @@ def score_frame(
     return frame, sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 
+def ids_to_score(cfg: Config, customer_ids: Sequence[str] | None) -> list[str]:
+    """The given ids (every known customer when None), refused when empty or when an id repeats."""
+    ids = list(customer_ids) if customer_ids is not None else all_customer_ids(cfg)
+    if not ids:
+        raise DataError("no customers to score", hint="import data first or pass --customers")
+    dupes = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
+    if dupes:
+        raise DataError(
+            f"duplicate customer ids in the list: {dupes[:5]}",
+            column="customer_id",
+            hint="score each customer once",
+        )
+    return ids
+
+
 def score_to_parquet(
     cfg: Config,
     as_of: pd.Timestamp,
@@ -129,16 +144,7 @@ def score_to_parquet(
         from serving.champions import scorer_from_registry
 
         scorer = scorer_from_registry(cfg)
-    ids = list(customer_ids) if customer_ids is not None else all_customer_ids(cfg)
-    if not ids:
-        raise DataError("no customers to score", hint="import data first or pass --customers")
-    dupes = pd.Index(ids)[pd.Index(ids).duplicated()].unique().tolist()
-    if dupes:
-        raise DataError(
-            f"duplicate customer ids in the list: {dupes[:5]}",
-            column="customer_id",
-            hint="score each customer once",
-        )
+    ids = ids_to_score(cfg, customer_ids)
     with Progress(
         TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
     ) as bar:
@@ -306,11 +312,7 @@ def score_to_parquet_spark(
     champions = champions or ChampionFiles.from_registry(cfg)
     driver_scorer = scorer_from_files(champions)  # validates the files before any Spark work
     eligible = driver_scorer.eligible(offers)
-    ids = list(customer_ids) if customer_ids is not None else all_customer_ids(cfg)
-    if not ids:
-        raise DataError("no customers to score", hint="import data first or pass --customers")
-    if len(set(ids)) != len(ids):
-        raise DataError("duplicate customer ids in the list", column="customer_id", hint="score each once")
+    ids = ids_to_score(cfg, customer_ids)
     root = snapshot_dir(cfg)
     if not any(root.glob(f"{PARTITION}=*")):
         raise DataError(

@@ -313,6 +313,19 @@ def measured_effects(data: LoggedSet, outcome: str, control: str, arms: Sequence
     return {a: mean(a) - base for a in arms}
 
 
+def _margin_validation(
+    model: UpliftModel | MarginModel, valid: LoggedSet
+) -> tuple[list[str], LoggedSet, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What a DR comparison of margin policies on `valid` needs: the model's actions, the rows logged with
+    one of them, their encoded features, logged action index and margin, and the model's margin levels."""
+    actions = [model.control, *model.arms]
+    v = valid.take(np.flatnonzero(np.isin(np.asarray(valid.arm, dtype=object), actions)))
+    M = model.encoder.transform(v.X)
+    a_idx = np.array([actions.index(a) for a in np.asarray(v.arm, dtype=object)])
+    y = v.outcomes[MARGIN].to_numpy(dtype=float)
+    return actions, v, M, a_idx, y, model.levels_matrix(M, MARGIN, actions)
+
+
 def choose_shrink(
     model: MarginModel, valid: LoggedSet, grid: Sequence[float] = SHRINK_GRID
 ) -> tuple[MarginModel, dict[float, float]]:
@@ -324,19 +337,14 @@ def choose_shrink(
     a few percent of the oracle), and picking the best of five noisy values otherwise moves the policy away
     from the best constant on noise alone.
     """
-    actions = [model.control, *model.arms]
-    arm = np.asarray(valid.arm, dtype=object)
-    v = valid.take(np.flatnonzero(np.isin(arm, actions)))
-    M = model.encoder.transform(v.X)
-    a_idx = np.array([actions.index(a) for a in np.asarray(v.arm, dtype=object)])
-    y = v.outcomes[MARGIN].to_numpy(dtype=float)
-    q_hat = model.levels_matrix(M, MARGIN, actions)
+    actions, v, M, a_idx, y, q_hat = _margin_validation(model, valid)
     grid = sorted({0.0, *map(float, grid)})
     pis = {
         s: one_hot(personalised_actions(model.with_shrink(s), M, MARGIN, v.allowed), actions) for s in grid
     }
-    values = {s: float(dr_difference(pis[s], pis[0.0], a_idx, v.propensity, y, q_hat).value) for s in grid}
-    lows = {s: float(dr_difference(pis[s], pis[0.0], a_idx, v.propensity, y, q_hat).low) for s in grid}
+    diffs = {s: dr_difference(pis[s], pis[0.0], a_idx, v.propensity, y, q_hat) for s in grid}
+    values = {s: float(d.value) for s, d in diffs.items()}
+    lows = {s: float(d.low) for s, d in diffs.items()}
     sure = [s for s in grid if s == 0.0 or lows[s] > 0]
     best = max(sure, key=lambda s: (values[s], -s))
     chosen = model.with_shrink(best)
@@ -372,13 +380,7 @@ def choose_margin_path(
     if incumbent not in candidates:
         raise RebuyError(f"incumbent {incumbent!r} is not among the candidates {sorted(candidates)}")
     base = candidates[incumbent]
-    actions = [base.control, *base.arms]
-    arm = np.asarray(valid.arm, dtype=object)
-    v = valid.take(np.flatnonzero(np.isin(arm, actions)))
-    M = base.encoder.transform(v.X)
-    a_idx = np.array([actions.index(a) for a in np.asarray(v.arm, dtype=object)])
-    y = v.outcomes[MARGIN].to_numpy(dtype=float)
-    q_hat = base.levels_matrix(M, MARGIN, actions)
+    actions, v, _, a_idx, y, q_hat = _margin_validation(base, valid)
 
     def pi(model: UpliftModel | MarginModel) -> np.ndarray:
         acts = personalised_actions(model, model.encoder.transform(v.X), MARGIN, v.allowed)

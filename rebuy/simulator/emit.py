@@ -370,6 +370,13 @@ def message_events(
     if TRACES.click_visits:  # a click (or a push opened) lands on the shop: a visit
         parts.append((cust[click], t[click] + 90 * 10**9, EV["view"]))
         parts.append((cust[push_open], t[push_open] + 30 * 10**9, EV["view"]))
+    return _append_events(events, parts, day_ns)
+
+
+def _append_events(
+    events: dict[str, np.ndarray], parts: list[tuple[np.ndarray, np.ndarray, int]], day_ns: int
+) -> dict[str, np.ndarray]:
+    """`events` with today's (customers, ns into the day, event type) parts appended, no category."""
     new = {
         "cust": np.concatenate([c for c, _, _ in parts]).astype(np.int64),
         "t": day_ns + np.clip(np.concatenate([x for _, x, _ in parts]), 0, DAY_NS - 1),
@@ -420,15 +427,7 @@ def newsletter_events(
     ]
     if TRACES.click_visits:  # a click lands on the shop: a visit
         parts.append((cust[clicked], t_open[clicked] + 90 * 10**9, EV["view"]))
-    new = {
-        "cust": np.concatenate([c for c, _, _ in parts]).astype(np.int64),
-        "t": day_ns + np.clip(np.concatenate([x for _, x, _ in parts]), 0, DAY_NS - 1),
-        "type": np.concatenate([np.full(len(c), e, np.int64) for c, _, e in parts]),
-        "cat": np.full(sum(len(c) for c, _, _ in parts), -1, np.int64),
-    }
-    if not events:
-        return new
-    return {k: np.concatenate([events[k], new[k]]) for k in new}
+    return _append_events(events, parts, day_ns)
 
 
 def t_of_or(t_end: np.ndarray, ii: np.ndarray, who: np.ndarray) -> np.ndarray:

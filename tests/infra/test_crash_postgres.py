@@ -18,7 +18,7 @@ from pipelines import orchestrator
 from pipelines.orchestrator import LockedError, run_pass
 from pipelines.sinks import JsonlSink, sink_path
 from tests.pipelines.conftest import AS_OF, config_for, make_shop
-from tests.pipelines.test_crash import OneByOne, _check
+from tests.pipelines.test_crash import OneByOne, _check, _phase
 from tests.support.fake_client import FakeScoreClient
 
 N, SEED = 250, 3
@@ -106,17 +106,6 @@ def _rerun(cfg, shop) -> None:
         except LockedError:
             time.sleep(0.1)
     raise AssertionError("the killed pass's advisory lock was never released")
-
-
-def _phase(cfg) -> str:
-    eng = dl.engine_for(cfg.decision_log_url)
-    with eng.connect() as conn:
-        d, o = dl.read_decisions(conn), dl.read_outbox(conn)
-    eng.dispose()
-    if not len(d):
-        return "before_log"
-    sent = int((o["status"] == "sent").sum())
-    return "logged" if sent == 0 else ("delivering" if sent < len(o) else "sent")
 
 
 @pytest.fixture(scope="module")

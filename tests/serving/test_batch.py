@@ -91,3 +91,16 @@ def test_cli_score_without_models_says_what_to_run(tmp_path: Path) -> None:
     assert r.exit_code != 0
     assert "rebuy train" in str(r.exception) + r.output
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_an_id_list_that_is_empty_or_repeats_an_id_is_refused_naming_the_ids(tmp_path):
+    from rebuy.config import load_config
+    from rebuy.errors import DataError
+    from serving.batch import ids_to_score
+
+    cfg = load_config(None, data_dir=tmp_path)
+    assert ids_to_score(cfg, ["A", "B"]) == ["A", "B"]
+    with pytest.raises(DataError, match="no customers to score"):
+        ids_to_score(cfg, [])
+    with pytest.raises(DataError, match=r"duplicate customer ids in the list: \['B'\]"):
+        ids_to_score(cfg, ["A", "B", "B"])
